@@ -1,0 +1,191 @@
+"""Base model vs fine-tuned model on held-out rows the model never trained on.
+
+Both answers come from one PEFT model (the base is the same model with its
+adapter disabled), with greedy decoding, so the only difference is the
+adapter. Metrics per model:
+
+* ``eval_loss``: mean loss over the trained (assistant) tokens of the held-out rows;
+* ``exact_match``: the answer equals the expected one (after stripping whitespace);
+* where expected answers are JSON objects: ``json_valid`` (share that parse as a
+  JSON object) and ``field_match`` (share of expected fields with the expected value).
+
+Per-example outputs go to ``eval/predictions.jsonl`` in the run directory.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from core.data import Example, prompt_and_answer, render
+
+PREDICTIONS = "eval/predictions.jsonl"
+GEN_BATCH = 8
+
+
+def parse_json_object(text: str) -> dict | None:
+    """The answer as a JSON object, tolerating a Markdown code fence around it."""
+    text = text.strip()
+    if text.startswith("```"):
+        text = text.strip("`")
+        text = text.split("\n", 1)[1] if text.lower().startswith("json") else text
+    try:
+        obj = json.loads(text)
+    except ValueError:
+        return None
+    return obj if isinstance(obj, dict) else None
+
+
+def score(expected: str, output: str) -> dict[str, Any]:
+    """Scores of one answer.
+
+    >>> score('{"a": 1, "b": 2}', '{"a": 1, "b": 3}')
+    {'exact': False, 'json_expected': True, 'json_valid': True, 'fields': 2, 'fields_matched': 1}
+    """
+    s: dict[str, Any] = {"exact": output.strip() == expected.strip()}
+    want = parse_json_object(expected)
+    s["json_expected"] = want is not None
+    if want is not None:
+        got = parse_json_object(output)
+        s["json_valid"] = got is not None
+        s["fields"] = len(want)
+        s["fields_matched"] = sum(1 for k, v in want.items() if got is not None and got.get(k) == v)
+    return s
+
+
+def summarize(scores: list[dict[str, Any]]) -> dict[str, float]:
+    n = len(scores)
+    out = {"examples": n, "exact_match": round(sum(s["exact"] for s in scores) / n, 4) if n else 0.0}
+    js = [s for s in scores if s["json_expected"]]
+    if js:
+        out["json_valid"] = round(sum(s["json_valid"] for s in js) / len(js), 4)
+        fields = sum(s["fields"] for s in js)
+        out["field_match"] = round(sum(s["fields_matched"] for s in js) / fields, 4) if fields else 0.0
+    return out
+
+
+def generate(model, tok, prompts: list[list[dict]], max_new_tokens: int) -> list[str]:
+    """Greedy answers for chat prompts, in batches, left-padded."""
+    import torch
+
+    texts = [tok.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in prompts]
+    side = tok.padding_side
+    tok.padding_side = "left"
+    outs: list[str] = []
+    device = next(model.parameters()).device
+    try:
+        for i in range(0, len(texts), GEN_BATCH):
+            enc = tok(texts[i : i + GEN_BATCH], return_tensors="pt", padding=True, add_special_tokens=False)
+            enc = {k: v.to(device) for k, v in enc.items()}
+            with torch.no_grad():
+                gen = model.generate(
+                    **enc, max_new_tokens=max_new_tokens, do_sample=False,
+                    eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+                )
+            new = gen[:, enc["input_ids"].shape[1]:]
+            outs += [tok.decode(row, skip_special_tokens=True) for row in new]
+    finally:
+        tok.padding_side = side
+    return outs
+
+
+def mean_loss(model, tok, examples: list[Example], max_seq_len: int) -> float:
+    """Mean cross-entropy over trained tokens, the same mask as training."""
+    import torch
+
+    device = next(model.parameters()).device
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for ex in examples:
+            r = render(tok, ex.messages, max_seq_len)
+            if not r.trained_tokens:
+                continue
+            ids = torch.tensor([r.input_ids], device=device)
+            labels = torch.tensor([r.labels], device=device)
+            logits = model(input_ids=ids).logits[:, :-1].float()
+            loss = torch.nn.functional.cross_entropy(
+                logits.reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1), ignore_index=-100, reduction="sum"
+            )
+            n = int((labels[:, 1:] != -100).sum())
+            total += float(loss)
+            count += n
+    return round(total / count, 4) if count else float("nan")
+
+
+def compare(model, tok, examples: list[Example], cfg, run_dir: Path, events=None) -> dict[str, Any]:
+    """Evaluate base (adapter off) and fine-tuned (adapter on); write predictions; return the summary."""
+    examples = examples[: cfg.evaluation.max_examples]
+    prompts, expected = zip(*(prompt_and_answer(e.messages) for e in examples)) if examples else ((), ())
+    budget = cfg.evaluation.max_new_tokens or min(
+        1024, max(len(tok(a, add_special_tokens=False)["input_ids"]) for a in expected) + 16
+    )
+    model.eval()
+    results: dict[str, Any] = {}
+    outputs: dict[str, list[str]] = {}
+    for which in ("base", "finetuned"):
+        t0 = time.time()
+        if events:
+            events.emit("status", status="evaluating", message=f"generating with the {which} model")
+        if which == "base":
+            with model.disable_adapter():
+                outputs[which] = generate(model, tok, list(prompts), budget)
+                loss = mean_loss(model, tok, examples, cfg.data.max_seq_len)
+        else:
+            outputs[which] = generate(model, tok, list(prompts), budget)
+            loss = mean_loss(model, tok, examples, cfg.data.max_seq_len)
+        scores = [score(e, o) for e, o in zip(expected, outputs[which])]
+        results[which] = {"eval_loss": loss, **summarize(scores), "seconds": round(time.time() - t0, 1)}
+        if events:
+            events.emit("eval_result", model=which, **results[which])
+
+    path = run_dir / PREDICTIONS
+    path.parent.mkdir(exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        for ex, p, e, b, f in zip(examples, prompts, expected, outputs["base"], outputs["finetuned"]):
+            fh.write(json.dumps({
+                "line": ex.line, "prompt": p[-1]["content"], "expected": e, "base": b, "finetuned": f,
+                "base_score": score(e, b), "finetuned_score": score(e, f),
+            }) + "\n")
+    tmp.replace(path)
+    results["max_new_tokens"] = budget
+    return results
+
+
+def load_predictions(run_dir: Path) -> list[dict[str, Any]]:
+    path = Path(run_dir) / PREDICTIONS
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def evaluate_run(run_dir: Path) -> dict[str, Any]:
+    """Re-run the comparison for a finished run from its saved adapter (`tunewiz eval RUN`)."""
+    from peft import PeftModel
+
+    from core import data as data_mod
+    from core import hardware, models, runs
+    from core.config import RunConfig
+    from core.trainer import choose_dtype, load_model, load_tokenizer
+
+    run_dir = Path(run_dir)
+    doc = runs.read_record(run_dir)
+    cfg = RunConfig.from_dict(doc, source=str(run_dir / runs.RECORD))
+    adapter = run_dir / "adapter"
+    if not (adapter / "adapter_config.json").is_file():
+        raise runs.RunError(f"{run_dir.name} has no saved adapter yet (status {doc['run'].get('status')})")
+    resolved = models.resolve(cfg.model.id, run_dir.parent.parent)
+    dtype, _ = choose_dtype(cfg.model.dtype, hardware.detect(run_dir))
+    tok = load_tokenizer(resolved.path, cfg)
+    base = load_model(resolved.path, cfg, dtype, for_training=False)
+    model = PeftModel.from_pretrained(base, str(adapter))
+    loaded = data_mod.load(cfg.data.path)
+    if cfg.data.eval_path:
+        eval_ex = data_mod.load(cfg.data.eval_path).examples
+    else:
+        _, eval_ex = data_mod.split(loaded.examples, cfg.data.eval_fraction, cfg.data.split_seed)
+    summary = compare(model, tok, eval_ex, cfg, run_dir)
+    runs.update_record(run_dir, {"results": summary, "artifacts": {"predictions": str(run_dir / PREDICTIONS)}})
+    return summary

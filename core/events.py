@@ -1,0 +1,81 @@
+"""events.jsonl: the append-only stream a training process writes and any reader replays.
+
+Each line is one JSON object: ``{"t": unix_time, "event": "step" | "eval" | "log" |
+"status" | ..., ...}``. The writer appends and flushes whole lines; a reader only
+consumes lines that end in a newline, so a line being written (or cut short by
+a crash) is never misread.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+EVENTS_FILE = "events.jsonl"
+
+
+class EventWriter:
+    def __init__(self, run_dir: str | Path) -> None:
+        self.path = Path(run_dir) / EVENTS_FILE
+        # If a previous writer died mid-line, start on a fresh line.
+        if self.path.exists() and self.path.stat().st_size:
+            with open(self.path, "rb") as fh:
+                fh.seek(-1, os.SEEK_END)
+                if fh.read(1) != b"\n":
+                    with open(self.path, "ab") as out:
+                        out.write(b"\n")
+        self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - lives as long as the writer
+
+    def emit(self, event: str, **fields: Any) -> dict[str, Any]:
+        record = {"t": round(time.time(), 3), "event": event, **fields}
+        self._fh.write(json.dumps(record, default=str) + "\n")
+        self._fh.flush()
+        return record
+
+    def close(self) -> None:
+        self._fh.close()
+
+
+def read_events(run_dir: str | Path, offset: int = 0) -> tuple[list[dict[str, Any]], int]:
+    """Complete events from byte `offset`; returns them and the offset to continue from.
+
+    A last line without its newline is left for the next call; a line that is not
+    JSON (a crash mid-write followed by a restart) is skipped.
+    """
+    path = Path(run_dir) / EVENTS_FILE
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(offset)
+            data = fh.read()
+    except FileNotFoundError:
+        return [], offset
+    end = data.rfind(b"\n")
+    if end < 0:
+        return [], offset
+    events = []
+    for line in data[: end + 1].splitlines():
+        try:
+            obj = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(obj, dict):
+            events.append(obj)
+    return events, offset + end + 1
+
+
+def follow(run_dir: str | Path, is_done, poll: float = 0.5) -> Iterator[dict[str, Any]]:
+    """Replay every event, then yield new ones until `is_done()` is true and the file is drained."""
+    offset = 0
+    while True:
+        events, offset = read_events(run_dir, offset)
+        yield from events
+        if not events:
+            if is_done():
+                events, offset = read_events(run_dir, offset)
+                yield from events
+                return
+            time.sleep(poll)

@@ -1,0 +1,166 @@
+"""What this machine has: GPUs (name, memory, compute capability, bf16), CPU, RAM, disk.
+
+Works with no GPU and no NVIDIA driver: torch reports no CUDA device and the
+snapshot says so.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+GB = 1024**3
+
+
+@dataclass
+class GPU:
+    index: int
+    name: str
+    total_gb: float
+    free_gb: float
+    compute_capability: str
+    bf16: bool
+
+
+@dataclass
+class Hardware:
+    gpus: list[GPU] = field(default_factory=list)
+    mps: bool = False
+    cpu_model: str = ""
+    cpu_physical_cores: int = 1
+    cpu_logical_cores: int = 1
+    cpu_bf16: bool = False
+    ram_total_gb: float = 0.0
+    ram_available_gb: float = 0.0
+    disk_free_gb: float = 0.0
+    disk_path: str = ""
+    platform: str = ""
+
+    @property
+    def device(self) -> str:
+        return "cuda" if self.gpus else ("mps" if self.mps else "cpu")
+
+    @property
+    def best_gpu(self) -> GPU | None:
+        return max(self.gpus, key=lambda g: g.free_gb) if self.gpus else None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["device"] = self.device
+        d["gpus"] = [asdict(g) for g in self.gpus]
+        return d
+
+    def summary(self) -> list[str]:
+        """Plain-language lines for the CLI and the wizard."""
+        lines = []
+        if self.gpus:
+            for g in self.gpus:
+                lines.append(
+                    f"GPU {g.index}: {g.name}, {g.total_gb:.1f} GB ({g.free_gb:.1f} GB free), "
+                    f"compute {g.compute_capability}, bf16 {'yes' if g.bf16 else 'no'}"
+                )
+        elif self.mps:
+            lines.append("GPU: Apple Silicon (MPS), sharing system memory")
+        else:
+            lines.append("GPU: none found (no CUDA device) - training runs on the CPU")
+        lines.append(
+            f"CPU: {self.cpu_model or 'unknown'}, {self.cpu_physical_cores} physical / "
+            f"{self.cpu_logical_cores} logical cores{', bf16' if self.cpu_bf16 else ''}"
+        )
+        lines.append(f"RAM: {self.ram_total_gb:.1f} GB ({self.ram_available_gb:.1f} GB available)")
+        lines.append(f"Disk: {self.disk_free_gb:.1f} GB free at {self.disk_path}")
+        return lines
+
+    def advice(self) -> list[str]:
+        """What the hardware means for fine-tuning (rules of thumb)."""
+        out = []
+        g = self.best_gpu
+        if g is None:
+            out.append(
+                "No GPU: CPU training suits only very small models (like the bundled "
+                "SmolLM2-135M) and quick experiments."
+            )
+        elif g.total_gb >= 24:
+            out.append("24 GB+: 13B models with LoRA in 16-bit, larger ones with QLoRA.")
+        elif g.total_gb >= 16:
+            out.append("16 GB: 7B models comfortably, 13B with QLoRA.")
+        elif g.total_gb >= 8:
+            out.append("8 GB: QLoRA (4-bit) on models up to about 7B.")
+        else:
+            out.append(f"{g.total_gb:.0f} GB GPU: stick to models of 1-3B parameters with QLoRA.")
+        if self.gpus and not all(x.bf16 for x in self.gpus):
+            out.append("This GPU has no bf16: training uses fp16 mixed precision.")
+        if self.disk_free_gb < 10:
+            out.append(f"Only {self.disk_free_gb:.1f} GB of disk free: checkpoints and merged models need room.")
+        return out
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def detect(disk_path: str | Path | None = None) -> Hardware:
+    import psutil  # installed with accelerate
+
+    hw = Hardware()
+    hw.platform = f"{platform.system()} {platform.machine()}, Python {platform.python_version()}"
+    hw.cpu_model = _cpu_model()
+    hw.cpu_logical_cores = os.cpu_count() or 1
+    hw.cpu_physical_cores = psutil.cpu_count(logical=False) or hw.cpu_logical_cores
+    flags = _cpu_flags()
+    hw.cpu_bf16 = bool({"avx512_bf16", "amx_bf16"} & flags)
+    vm = psutil.virtual_memory()
+    hw.ram_total_gb = round(vm.total / GB, 1)
+    hw.ram_available_gb = round(vm.available / GB, 1)
+    probe = Path(disk_path) if disk_path else Path.home()
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    hw.disk_path = str(probe)
+    hw.disk_free_gb = round(shutil.disk_usage(probe).free / GB, 1)
+
+    try:
+        import torch
+    except ImportError:
+        return hw
+    try:
+        if torch.cuda.is_available():
+            for i in range(torch.cuda.device_count()):
+                props = torch.cuda.get_device_properties(i)
+                free, total = torch.cuda.mem_get_info(i)
+                hw.gpus.append(
+                    GPU(
+                        index=i,
+                        name=props.name,
+                        total_gb=round(total / GB, 1),
+                        free_gb=round(free / GB, 1),
+                        compute_capability=f"{props.major}.{props.minor}",
+                        bf16=props.major >= 8,
+                    )
+                )
+        elif getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            hw.mps = True
+    except RuntimeError:  # a broken driver is "no GPU", not a crash
+        hw.gpus = []
+    return hw

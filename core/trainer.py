@@ -1,0 +1,476 @@
+"""The training process: ``python -m core.trainer RUN_DIR [--resume]``.
+
+Started detached by :mod:`core.launcher` (own session, stdin from /dev/null,
+stdout/stderr to train.log), it reads the run's run.toml and:
+
+1. takes the run's trainer lock (a second trainer on the same run refuses),
+2. resolves the model and loads the data, renders every example with the loss
+   mask of :func:`core.data.render` (assistant tokens only),
+3. trains LoRA or QLoRA adapters with trl's SFTTrainer, appending step / eval
+   events to events.jsonl and checkpointing as configured,
+4. saves the adapter (PEFT, safetensors), compares base and fine-tuned models on
+   the held-out rows (:mod:`core.evaluate`), and records the results.
+
+Signals: SIGHUP is ignored (a closed terminal must not stop training). The
+first SIGTERM/SIGINT finishes the current step, saves a checkpoint and the
+adapter, and records ``stopped``; a second one exits at once.
+
+Raises nothing to its caller: every failure ends as status ``failed`` with a
+reason (and for out-of-memory, what to change) in run.toml.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import platform
+import signal
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from core import __version__, runs
+from core.config import RunConfig
+from core.events import EventWriter
+
+log = logging.getLogger("tunewiz.trainer")
+
+OOM_ADVICE = (
+    "Out of memory. Try, in this order: a smaller per_device_batch_size with more "
+    "gradient_accumulation_steps (same effective batch), gradient_checkpointing = true, "
+    "method = qlora, a shorter max_seq_len, or a smaller model."
+)
+
+
+class StopFlag:
+    """Set by SIGTERM/SIGINT; the second signal exits immediately."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def install(self) -> None:
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, self._handle)
+        signal.signal(signal.SIGINT, self._handle)
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:
+            log.warning("second stop signal: exiting now without saving")
+            os._exit(130)
+        self.requested = True
+        log.warning("stop requested: finishing the current step, then saving a checkpoint and the adapter")
+
+
+def library_versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {"python": platform.python_version(), "tunewiz": __version__}
+    for dist in ("torch", "transformers", "peft", "trl", "bitsandbytes", "accelerate", "datasets"):
+        try:
+            out[dist] = md.version(dist)
+        except md.PackageNotFoundError:
+            out[dist] = "not installed"
+    return out
+
+
+def choose_dtype(requested: str, hw) -> tuple[str, str]:
+    """(dtype, reason) for this hardware."""
+    if requested != "auto":
+        return requested, "set in the config"
+    gpu = hw.best_gpu
+    if gpu is not None:
+        if gpu.bf16:
+            return "bfloat16", f"{gpu.name} supports bf16 natively"
+        return "float16", f"{gpu.name} has no bf16 (pre-Ampere): fp16 mixed precision"
+    if hw.cpu_bf16:
+        return "bfloat16", "this CPU has native bf16 instructions"
+    return "float32", "CPU without native bf16: full precision is fastest and exact"
+
+
+def memory_mb() -> float:
+    import torch
+
+    if torch.cuda.is_available():
+        return round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    import psutil
+
+    return round(psutil.Process().memory_info().rss / 2**20, 1)
+
+
+def peak_memory_mb() -> float:
+    import torch
+
+    if torch.cuda.is_available():
+        return round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    import resource
+
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # KiB on Linux
+
+
+def load_model(path: Path, cfg: RunConfig, dtype_name: str, for_training: bool = True):
+    """The base model in the right precision, 4-bit NF4 for QLoRA."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    dtype = getattr(torch, dtype_name)
+    kwargs: dict[str, Any] = {"dtype": dtype, "trust_remote_code": cfg.model.trust_remote_code}
+    if cfg.model.method == "qlora":
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=dtype,
+        )
+        if torch.cuda.is_available():
+            kwargs["device_map"] = {"": 0}
+    model = AutoModelForCausalLM.from_pretrained(str(path), **kwargs)
+    if cfg.model.method == "qlora" and for_training:
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(
+            model, use_gradient_checkpointing=cfg.training.gradient_checkpointing
+        )
+    return model
+
+
+def load_tokenizer(path: Path, cfg: RunConfig):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(path), trust_remote_code=cfg.model.trust_remote_code)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def sft_args(cfg: RunConfig, run_dir: Path, dtype_name: str, has_eval: bool):
+    """SFTConfig from our config, feature-detecting names that moved between versions."""
+    import dataclasses
+
+    import torch
+    from trl import SFTConfig
+
+    t = cfg.training
+    names = {f.name for f in dataclasses.fields(SFTConfig)}
+    on_gpu = torch.cuda.is_available()
+    kw: dict[str, Any] = dict(
+        output_dir=str(run_dir / "checkpoints"),
+        num_train_epochs=t.num_epochs,
+        max_steps=t.max_steps,
+        per_device_train_batch_size=t.per_device_batch_size,
+        per_device_eval_batch_size=t.per_device_batch_size,
+        gradient_accumulation_steps=t.gradient_accumulation_steps,
+        learning_rate=t.learning_rate,
+        lr_scheduler_type=t.lr_scheduler,
+        weight_decay=t.weight_decay,
+        max_grad_norm=t.max_grad_norm,
+        seed=t.seed,
+        logging_steps=t.logging_steps,
+        logging_first_step=True,
+        save_strategy="steps" if t.save_steps else "epoch",
+        save_total_limit=t.save_total_limit,
+        gradient_checkpointing=t.gradient_checkpointing,
+        max_length=cfg.data.max_seq_len,
+        report_to="none",
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+        bf16=on_gpu and dtype_name == "bfloat16",
+        fp16=on_gpu and dtype_name == "float16",
+        use_cpu=not on_gpu,
+    )
+    if t.save_steps:
+        kw["save_steps"] = t.save_steps
+    if has_eval:
+        kw["eval_strategy"] = "steps" if t.eval_steps else "epoch"
+        if t.eval_steps:
+            kw["eval_steps"] = t.eval_steps
+    else:
+        kw["eval_strategy"] = "no"
+    if "warmup_ratio" in names:
+        kw["warmup_ratio"] = t.warmup_ratio
+    else:  # transformers 5: warmup_steps takes a ratio when < 1
+        kw["warmup_steps"] = t.warmup_ratio
+    return SFTConfig(**{k: v for k, v in kw.items() if k in names})
+
+
+def make_callback(events: EventWriter, stop: StopFlag, counter: dict[str, int], start_step: int):
+    import torch
+    from transformers import TrainerCallback
+
+    oom_at = int(os.environ.get("TUNEWIZ_TEST_OOM_AT_STEP", "0"))
+
+    class EventsCallback(TrainerCallback):
+        def __init__(self) -> None:
+            self.t0 = time.time()
+            self.tokens0 = 0
+
+        def on_train_begin(self, args, state, control, **kw):
+            self.t0, self.tokens0 = time.time(), counter["tokens"]
+            events.emit("train_begin", max_steps=state.max_steps, start_step=state.global_step,
+                        epochs=args.num_train_epochs)
+
+        def on_step_begin(self, args, state, control, **kw):
+            if oom_at and state.global_step + 1 == oom_at:
+                raise torch.OutOfMemoryError("CUDA out of memory (injected by TUNEWIZ_TEST_OOM_AT_STEP)")
+
+        def on_step_end(self, args, state, control, **kw):
+            if stop.requested:
+                control.should_save = True
+                control.should_training_stop = True
+
+        def on_log(self, args, state, control, logs=None, **kw):
+            logs = logs or {}
+            elapsed = max(time.time() - self.t0, 1e-6)
+            done = state.global_step - start_step
+            if "loss" in logs:
+                tps = (counter["tokens"] - self.tokens0) / elapsed
+                left = state.max_steps - state.global_step
+                eta = elapsed / done * left if done > 0 else None
+                ev = events.emit(
+                    "step", step=state.global_step, max_steps=state.max_steps,
+                    epoch=round(state.epoch or 0.0, 3), loss=logs.get("loss"),
+                    learning_rate=logs.get("learning_rate"), grad_norm=logs.get("grad_norm"),
+                    tokens_per_s=round(tps, 1), memory_mb=memory_mb(),
+                    eta_s=round(eta, 1) if eta is not None else None,
+                )
+                log.info(
+                    "step %d/%d  epoch %.2f  loss %.4f  lr %.2e  %.0f tok/s  eta %s",
+                    ev["step"], ev["max_steps"], ev["epoch"], ev["loss"] or 0.0,
+                    ev["learning_rate"] or 0.0, tps, f"{eta:.0f}s" if eta is not None else "?",
+                )
+            elif "eval_loss" in logs:
+                events.emit("eval", step=state.global_step, epoch=round(state.epoch or 0.0, 3),
+                            eval_loss=logs["eval_loss"])
+                log.info("eval at step %d: eval_loss %.4f", state.global_step, logs["eval_loss"])
+
+        def on_save(self, args, state, control, **kw):
+            events.emit("checkpoint", step=state.global_step,
+                        path=str(Path(args.output_dir) / f"checkpoint-{state.global_step}"))
+
+    return EventsCallback()
+
+
+def last_checkpoint(run_dir: Path) -> Path | None:
+    ckpts = [p for p in (run_dir / "checkpoints").glob("checkpoint-*") if p.name.split("-")[-1].isdigit()]
+    return max(ckpts, key=lambda p: int(p.name.split("-")[-1])) if ckpts else None
+
+
+def train(run_dir: Path, resume: bool, events: EventWriter, stop: StopFlag) -> None:
+    import torch
+
+    from core import data as data_mod
+    from core import evaluate, hardware, models
+
+    t_start = time.time()
+    doc = runs.read_record(run_dir)
+    cfg = RunConfig.from_dict(doc, source=str(run_dir / runs.RECORD)).validate(str(run_dir / runs.RECORD))
+    home_dir = run_dir.parent.parent  # runs live in $TUNEWIZ_HOME/runs/<id>
+
+    hw = hardware.detect(run_dir)
+    threads = cfg.training.threads or hw.cpu_physical_cores
+    torch.set_num_threads(threads)
+    dtype_name, dtype_reason = choose_dtype(cfg.model.dtype, hw)
+    runs.update_record(run_dir, {
+        "hardware": hw.to_dict(),
+        "versions": library_versions(),
+        "training": {"reasons": {"dtype": f"{dtype_name}: {dtype_reason}",
+                                 "threads": f"{threads}: one per physical core"}},
+    })
+
+    events.emit("status", status="preparing", message="resolving the model")
+    resolved = models.resolve(cfg.model.id, home_dir)
+    tok = load_tokenizer(resolved.path, cfg)
+
+    events.emit("status", status="preparing", message="loading and rendering the data")
+    loaded = data_mod.load(cfg.data.path)
+    if cfg.data.eval_path:
+        eval_loaded = data_mod.load(cfg.data.eval_path)
+        train_ex, eval_ex = loaded.examples, eval_loaded.examples
+    else:
+        eval_loaded = None
+        train_ex, eval_ex = data_mod.split(loaded.examples, cfg.data.eval_fraction, cfg.data.split_seed)
+    train_rows, train_stats = data_mod.tokenize_examples(tok, train_ex, cfg.data.max_seq_len)
+    eval_rows, _ = data_mod.tokenize_examples(tok, eval_ex, cfg.data.max_seq_len)
+    if not train_rows:
+        raise data_mod.DataError(["no example has any trained token left after truncation; raise max_seq_len"])
+    if resume:
+        if doc.get("data", {}).get("sha256") not in (None, loaded.sha256):
+            raise RuntimeError(
+                f"the data file {cfg.data.path} changed since this run started (sha256 differs); "
+                "resuming would train on different data. Start a new run instead."
+            )
+    runs.update_record(run_dir, {
+        "model": {"source": resolved.source, "resolved_path": str(resolved.path),
+                  "revision": resolved.revision, "effective_dtype": dtype_name},
+        "data": {"sha256": loaded.sha256, "format": loaded.format, "train_rows": len(train_rows),
+                 "eval_rows": len(eval_rows), **({"eval_sha256": eval_loaded.sha256} if eval_loaded else {}),
+                 **train_stats},
+    })
+
+    events.emit("status", status="preparing", message=f"loading {cfg.model.id} ({cfg.model.method})")
+    from datasets import Dataset
+    from peft import LoraConfig, get_peft_model
+    from trl import SFTTrainer
+
+    model = load_model(resolved.path, cfg, dtype_name)
+    t = cfg.training
+    target = t.target_modules[0] if t.target_modules == ["all-linear"] else t.target_modules
+    peft_cfg = LoraConfig(r=t.lora_r, lora_alpha=t.lora_alpha, lora_dropout=t.lora_dropout,
+                          target_modules=target, task_type="CAUSAL_LM")
+    model = get_peft_model(model, peft_cfg)
+    if t.gradient_checkpointing:
+        model.enable_input_require_grads()
+    trainable, total = model.get_nb_trainable_parameters()
+
+    score_only_trained_positions()
+    counter = {"tokens": 0}
+    collator = _counting_collator(tok, counter)
+    args = sft_args(cfg, run_dir, dtype_name, has_eval=bool(eval_rows))
+    trainer = SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=Dataset.from_list(train_rows),
+        eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None,
+        processing_class=tok,
+        data_collator=collator,
+    )
+    ckpt = last_checkpoint(run_dir) if resume else None
+    start_step = int(ckpt.name.split("-")[-1]) if ckpt else 0
+    trainer.add_callback(make_callback(events, stop, counter, start_step))
+    steps_per_epoch = -(-len(train_rows) // t.effective_batch)
+    total_steps = t.max_steps if t.max_steps > 0 else int(steps_per_epoch * t.num_epochs + 0.999)
+    runs.update_record(run_dir, {
+        "model": {"parameters": total, "trainable_parameters": trainable},
+        "training": {"effective_batch": t.effective_batch, "total_steps": total_steps},
+    })
+    runs.set_status(run_dir, "running", pid=os.getpid())
+    events.emit("status", status="running", total_steps=total_steps,
+                message=f"training {trainable:,} of {total:,} parameters ({100 * trainable / total:.2f}%)")
+    log.info("training %s parameters of %s on %d rows, %d steps", f"{trainable:,}", f"{total:,}",
+             len(train_rows), total_steps)
+
+    t_train = time.time()
+    result = trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
+    train_time = time.time() - t_train
+    adapter_dir = run_dir / "adapter"
+    model.save_pretrained(str(adapter_dir), safe_serialization=True)
+    tok.save_pretrained(str(adapter_dir))
+    state = trainer.state
+    eval_losses = [h["eval_loss"] for h in state.log_history if "eval_loss" in h]
+    results: dict[str, Any] = {
+        "train_loss": round(float(result.training_loss), 4),
+        "steps": state.global_step,
+        "epochs": round(float(state.epoch or 0.0), 3),
+        "tokens_per_s": round(counter["tokens"] / max(train_time, 1e-6), 1),
+        "train_tokens_seen": counter["tokens"],
+        "peak_memory_mb": peak_memory_mb(),
+        "train_time_s": round(train_time, 1),
+    }
+    if eval_losses:
+        results["eval_loss"] = round(float(eval_losses[-1]), 4)
+    artifacts = {"adapter": str(adapter_dir), "checkpoints": str(run_dir / "checkpoints")}
+
+    if stop.requested:
+        results["wall_time_s"] = round(time.time() - t_start, 1)
+        runs.update_record(run_dir, {"results": results, "artifacts": artifacts})
+        runs.set_status(run_dir, "stopped", stopped_at_step=state.global_step)
+        events.emit("status", status="stopped", step=state.global_step)
+        log.info("stopped at step %d; adapter saved to %s", state.global_step, adapter_dir)
+        return
+
+    runs.update_record(run_dir, {"results": results, "artifacts": artifacts})
+    if cfg.evaluation.enabled and eval_ex:
+        events.emit("status", status="evaluating", message=f"base vs fine-tuned on {len(eval_ex)} held-out rows")
+        log.info("evaluating base vs fine-tuned on held-out rows")
+        summary = evaluate.compare(model, tok, eval_ex, cfg, run_dir, events=events)
+        results.update(summary)
+        artifacts["predictions"] = str(run_dir / evaluate.PREDICTIONS)
+    results["wall_time_s"] = round(time.time() - t_start, 1)
+    runs.update_record(run_dir, {"results": results, "artifacts": artifacts})
+    runs.set_status(run_dir, "completed")
+    events.emit("status", status="completed", results=results)
+    log.info("completed in %.0fs", results["wall_time_s"])
+
+
+def score_only_trained_positions() -> None:
+    """Let trl's fused LM head project only the positions that carry a label.
+
+    trl scores every position unless Triton is present (to keep tile shapes
+    fixed for compilers). On CPU and eager CUDA nothing recompiles, and with
+    loss on assistant tokens only (~20% of positions here) projecting the rest
+    through a 49k-token vocabulary is wasted work.
+    """
+    try:
+        from trl.trainer import utils as trl_utils
+    except ImportError:
+        return
+    if hasattr(trl_utils, "_use_triton"):
+        trl_utils._use_triton = lambda device: True
+
+
+def _counting_collator(tok, counter: dict[str, int]):
+    """trl's padding collator, counting the real (non-padding) tokens that pass through."""
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+    inner = DataCollatorForLanguageModeling(pad_token_id=tok.pad_token_id)
+
+    def collate(examples):
+        counter["tokens"] += sum(len(e["input_ids"]) for e in examples)
+        return inner(examples)
+
+    return collate
+
+
+def classify_failure(exc: BaseException) -> str:
+    name = type(exc).__name__
+    text = str(exc)
+    if "OutOfMemoryError" in name or "out of memory" in text.lower() or isinstance(exc, MemoryError):
+        return f"{text or name}. {OOM_ADVICE}"
+    return f"{name}: {text}" if text else name
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m core.trainer", description=__doc__.split("\n")[0])
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    ns = parser.parse_args(argv)
+    run_dir: Path = ns.run_dir.resolve()
+
+    logging.basicConfig(level=logging.INFO, stream=sys.stdout,
+                        format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    stop = StopFlag()
+    stop.install()
+
+    with runs.hold_trainer_lock(run_dir) as got:
+        if not got:
+            print(f"another trainer is already running on {run_dir}", file=sys.stderr)
+            return 3
+        events = EventWriter(run_dir)
+        if ns.resume:
+            runs.update_record(run_dir, lambda d: d["run"].update(resumed=d["run"].get("resumed", 0) + 1))
+            events.emit("status", status="resuming")
+        try:
+            train(run_dir, ns.resume, events, stop)
+            return 0
+        except BaseException as exc:  # noqa: BLE001 - every failure must reach the record
+            reason = classify_failure(exc)
+            traceback.print_exc()
+            try:
+                runs.set_status(run_dir, "failed", failure_reason=reason)
+                events.emit("status", status="failed", reason=reason)
+            except Exception:  # noqa: BLE001
+                traceback.print_exc()
+            return 1
+        finally:
+            events.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

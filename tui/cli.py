@@ -1,0 +1,383 @@
+"""The `tunewiz` command line. Every command is a thin layer over core/.
+
+Errors a user can act on (bad data, unknown model, unwritable home) print one
+message that says what and where, and exit non-zero; no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from core import __version__, runs
+from core.config import ConfigError, RunConfig, apply_overrides
+from core.data import DataError
+from core.models import DEFAULT_MODEL, ModelError
+
+EXIT_USAGE = 2
+
+
+class UserError(Exception):
+    pass
+
+
+def repo_root() -> Path:
+    return Path(__file__).resolve().parent.parent
+
+
+def sample_data(name: str = "support_tickets.jsonl") -> Path:
+    """The bundled sample data (shipped beside the source; editable installs and checkouts)."""
+    base = Path(os.environ.get("TUNEWIZ_SAMPLE_DATA", repo_root() / "sample_data"))
+    path = base / name
+    if not path.is_file():
+        raise UserError(
+            f"sample data {path} not found. Run tunewiz from its source checkout "
+            "(pip install -e .), or set TUNEWIZ_SAMPLE_DATA to the sample_data folder."
+        )
+    return path
+
+
+# -- formatting ---------------------------------------------------------------------
+
+def fmt_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    seconds = int(seconds)
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}h{m:02d}m" if h else (f"{m}m{s:02d}s" if m else f"{s}s")
+
+
+def format_event(ev: dict[str, Any]) -> str | None:
+    kind = ev.get("event")
+    if kind == "step":
+        return (
+            f"step {ev.get('step')}/{ev.get('max_steps')}  epoch {ev.get('epoch', 0):.2f}  "
+            f"loss {ev.get('loss') or 0:.4f}  lr {ev.get('learning_rate') or 0:.2e}  "
+            f"{ev.get('tokens_per_s') or 0:.0f} tok/s  mem {ev.get('memory_mb') or 0:.0f} MB  "
+            f"eta {fmt_duration(ev.get('eta_s'))}"
+        )
+    if kind == "eval":
+        return f"eval loss {ev.get('eval_loss'):.4f} at step {ev.get('step')}"
+    if kind == "checkpoint":
+        return f"checkpoint saved at step {ev.get('step')}"
+    if kind == "status":
+        status = ev.get("status")
+        if status == "failed":
+            return f"FAILED: {ev.get('reason')}"
+        msg = ev.get("message")
+        return f"[{status}] {msg}" if msg else f"[{status}]"
+    return None
+
+
+def pct(x: Any) -> str:
+    return f"{x:.0%}" if isinstance(x, (int, float)) else "-"
+
+
+def num(x: Any) -> str:
+    return f"{x:.4f}" if isinstance(x, (int, float)) else "-"
+
+
+def comparison_table(results: dict[str, Any]) -> str:
+    base, ft = results.get("base", {}), results.get("finetuned", {})
+    if not base or not ft:
+        return "(no base-vs-fine-tuned comparison in this run)"
+    rows = [("eval loss (lower is better)", num, "eval_loss"), ("exact match", pct, "exact_match")]
+    if "json_valid" in ft:
+        rows += [("valid JSON", pct, "json_valid"), ("fields correct", pct, "field_match")]
+    width = max(len(r[0]) for r in rows) + 2
+    lines = [f"{'held-out rows: ' + str(ft.get('examples', '?')):<{width}}{'base':>12}{'fine-tuned':>12}"]
+    lines.append("-" * (width + 24))
+    for label, f, key in rows:
+        lines.append(f"{label:<{width}}{f(base.get(key)):>12}{f(ft.get(key)):>12}")
+    return "\n".join(lines)
+
+
+def print_record_summary(doc: dict[str, Any]) -> None:
+    run, res = doc.get("run", {}), doc.get("results", {})
+    print(f"run {run.get('id')}: {run.get('status')}")
+    if run.get("failure_reason"):
+        print(f"  reason: {run['failure_reason']}")
+    if run.get("log_tail"):
+        print("  last lines of train.log:\n    " + "\n    ".join(run["log_tail"].splitlines()[-8:]))
+    m, d, t = doc.get("model", {}), doc.get("data", {}), doc.get("training", {})
+    print(f"  model   {m.get('id')} ({m.get('method')}, {m.get('effective_dtype', m.get('dtype'))})")
+    print(f"  data    {d.get('path')}  train {d.get('train_rows', '?')} / eval {d.get('eval_rows', '?')} rows")
+    print(
+        f"  preset  {doc.get('preset', {}).get('name')}: rank {t.get('lora_r')}, lr {t.get('learning_rate')}, "
+        f"epochs {t.get('num_epochs')}, batch {t.get('per_device_batch_size')} x {t.get('gradient_accumulation_steps')}"
+    )
+    if res:
+        print(
+            f"  result  train loss {num(res.get('train_loss'))}, eval loss {num(res.get('eval_loss'))}, "
+            f"{res.get('tokens_per_s', '?')} tok/s, peak {res.get('peak_memory_mb', '?')} MB, "
+            f"{fmt_duration(res.get('wall_time_s'))}"
+        )
+    if "finetuned" in res:
+        print()
+        print(comparison_table(res))
+
+
+# -- commands -----------------------------------------------------------------------
+
+def cmd_hw(ns) -> int:
+    from core import hardware
+
+    hw = hardware.detect(runs.home(ns.home))
+    if ns.json:
+        print(json.dumps(hw.to_dict(), indent=2))
+        return 0
+    print("\n".join(hw.summary()))
+    for line in hw.advice():
+        print(f"-> {line}")
+    return 0
+
+
+def build_config(ns) -> RunConfig:
+    from core import presets
+
+    if ns.config:
+        cfg = RunConfig.from_toml(ns.config)
+        if ns.preset and ns.preset != cfg.preset:
+            raise UserError("--preset cannot be combined with --config; use --set to change single fields")
+    else:
+        cfg = presets.build_config(ns.preset or "balanced", max_per_device=ns.max_per_device)
+    if ns.model:
+        cfg.model.id = ns.model
+    if ns.data:
+        cfg.data.path = str(Path(ns.data).expanduser().resolve())
+    if ns.eval_data:
+        cfg.data.eval_path = str(Path(ns.eval_data).expanduser().resolve())
+    if ns.method:
+        cfg.model.method = ns.method
+    if ns.name:
+        cfg.name = ns.name
+    if ns.epochs is not None:
+        cfg.training.num_epochs = ns.epochs
+    if ns.max_steps is not None:
+        cfg.training.max_steps = ns.max_steps
+    if ns.max_seq_len is not None:
+        cfg.data.max_seq_len = ns.max_seq_len
+    if ns.no_eval:
+        cfg.evaluation.enabled = False
+    apply_overrides(cfg, ns.set or [])
+    return cfg.validate()
+
+
+def launch(cfg: RunConfig, home_dir: Path) -> Path:
+    """Check everything that can be checked cheaply, then create the run and start the trainer."""
+    from core import data, launcher, models
+
+    models.resolve(cfg.model.id, home_dir, prepare=False)
+    data.load(cfg.data.path)
+    if cfg.data.eval_path:
+        data.load(cfg.data.eval_path)
+    run_dir = runs.create_run(cfg, home_dir)
+    launcher.start(run_dir)
+    return run_dir
+
+
+def follow_run(run_dir: Path) -> int:
+    from core import launcher
+
+    try:
+        for ev in launcher.follow(run_dir):
+            line = format_event(ev)
+            if line:
+                print(line, flush=True)
+    except KeyboardInterrupt:
+        print(
+            f"\nDetached. Training goes on in the background.\n"
+            f"  follow it:  tunewiz attach {run_dir.name}\n  stop it:    tunewiz stop {run_dir.name}"
+        )
+        return 0
+    doc = runs.read_record(run_dir)
+    print()
+    print_record_summary(doc)
+    return 0 if doc["run"]["status"] == "completed" else 1
+
+
+def cmd_train(ns) -> int:
+    home_dir = runs.home(ns.home)
+    cfg = build_config(ns)
+    run_dir = launch(cfg, home_dir)
+    print(f"started run {run_dir.name}")
+    print(f"  record: {run_dir / runs.RECORD}\n  log:    {run_dir / runs.LOG}")
+    if not ns.follow:
+        print(f"It trains in the background. Follow it with: tunewiz attach {run_dir.name}")
+        return 0
+    return follow_run(run_dir)
+
+
+def cmd_demo(ns) -> int:
+    from core import hardware, presets
+
+    home_dir = runs.home(ns.home)
+    hw = hardware.detect(home_dir)
+    cfg = presets.build_config(
+        "balanced", max_per_device=presets.max_per_device_batch(hw.device, getattr(hw.best_gpu, "free_gb", None))
+    )
+    cfg.name = "demo-support-tickets"
+    cfg.model.id = DEFAULT_MODEL
+    cfg.data.path = str(sample_data())
+    if hw.device == "cpu" and ns.epochs is None:
+        # The full preset takes ~15 minutes on 2 CPU cores; one epoch shows the effect in ~5.
+        cfg.training.num_epochs = 1.0
+        print("No GPU: the demo trains one epoch of the balanced preset so it finishes in minutes.")
+    if ns.epochs is not None:
+        cfg.training.num_epochs = ns.epochs
+    cfg.validate()
+    print(f"Fine-tuning {cfg.model.id} on {cfg.data.path} (support tickets -> JSON labels)")
+    run_dir = launch(cfg, home_dir)
+    print(f"started run {run_dir.name} (detached: closing this terminal does not stop it)")
+    return follow_run(run_dir)
+
+
+def cmd_runs(ns) -> int:
+    items = runs.list_runs(runs.home(ns.home))
+    if ns.json:
+        print(json.dumps([{k: str(v) if isinstance(v, Path) else v for k, v in vars(r).items() if k != "record"}
+                          for r in items], indent=2))
+        return 0
+    if not items:
+        print(f"no runs yet under {runs.runs_root(runs.home(ns.home))}; start one with `tunewiz demo`")
+        return 0
+    print(f"{'id':<36} {'status':<10} {'preset':<12} {'loss':>7} {'eval':>7} {'metric':<12} {'time':>7}")
+    for r in items:
+        print(
+            f"{r.id[:36]:<36} {r.status:<10} {r.preset:<12} {num(r.train_loss)[:7]:>7} "
+            f"{num(r.eval_loss)[:7]:>7} {r.metric:<12} {fmt_duration(r.duration_s):>7}"
+        )
+    return 0
+
+
+def cmd_show(ns) -> int:
+    home_dir = runs.home(ns.home)
+    run_dir = runs.find_run(home_dir, ns.run)
+    doc = runs.refresh(run_dir)
+    if ns.toml:
+        print((run_dir / runs.RECORD).read_text(), end="")
+    elif ns.json:
+        print(json.dumps(doc, indent=2, default=str))
+    else:
+        print_record_summary(doc)
+        if ns.examples:
+            from core.evaluate import load_predictions
+
+            for p in load_predictions(run_dir)[: ns.examples]:
+                print(f"\n- prompt:     {p['prompt'][:200]!r}\n  expected:   {p['expected']!r}"
+                      f"\n  base:       {p['base'][:200]!r}\n  fine-tuned: {p['finetuned'][:200]!r}")
+    return 0
+
+
+def cmd_eval(ns) -> int:
+    from core.evaluate import evaluate_run
+
+    run_dir = runs.find_run(runs.home(ns.home), ns.run)
+    print(f"evaluating {run_dir.name}: base vs fine-tuned on the held-out rows ...", flush=True)
+    summary = evaluate_run(run_dir)
+    print(comparison_table(summary))
+    return 0
+
+
+def cmd_stop(ns) -> int:
+    from core import launcher
+
+    run_dir = runs.find_run(runs.home(ns.home), ns.run)
+    if launcher.stop(run_dir, now=ns.now):
+        print(f"asked {run_dir.name} to stop; it saves a checkpoint and the adapter first")
+        return 0
+    print(f"{run_dir.name} is not running ({runs.refresh(run_dir)['run'].get('status')})")
+    return 1
+
+
+def cmd_attach(ns) -> int:
+    run_dir = runs.find_run(runs.home(ns.home), ns.run)
+    return follow_run(run_dir)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="tunewiz",
+        description="Fine-tune a small language model on your own examples (LoRA / QLoRA), "
+        "compare it with the base model, and keep a record of every run.",
+    )
+    p.add_argument("--version", action="version", version=f"tunewiz {__version__}")
+    p.add_argument("--home", help="where runs and converted models live (default: $TUNEWIZ_HOME or "
+                   "~/.local/share/tunewiz)")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    s = sub.add_parser("hw", help="show the detected hardware and what it can train")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_hw)
+
+    s = sub.add_parser("train", help="start a fine-tuning run in the background")
+    s.add_argument("--config", help="a run.toml (from an earlier run or written by hand) to repeat")
+    s.add_argument("--model", help=f"model id (default {DEFAULT_MODEL}), a local directory, or a hub id")
+    s.add_argument("--data", help="training data: .jsonl / .json, chat messages or Alpaca rows")
+    s.add_argument("--eval-data", help="separate held-out file (default: hold out 10%% of --data)")
+    s.add_argument("--preset", choices=["conservative", "balanced", "aggressive"])
+    s.add_argument("--method", choices=["lora", "qlora"])
+    s.add_argument("--epochs", type=float)
+    s.add_argument("--max-steps", type=int)
+    s.add_argument("--max-seq-len", type=int)
+    s.add_argument("--name")
+    s.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override any setting, e.g. --set learning_rate=1e-4 --set data.eval_fraction=0.2")
+    s.add_argument("--no-eval", action="store_true", help="skip the base-vs-fine-tuned comparison")
+    s.add_argument("--max-per-device", type=int, default=4, help=argparse.SUPPRESS)
+    s.add_argument("--follow", "-f", action="store_true", help="follow the run's progress (Ctrl-C detaches)")
+    s.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("demo", help="the whole job on the bundled model and sample data, start to finish")
+    s.add_argument("--epochs", type=float, help="override the number of epochs")
+    s.set_defaults(func=cmd_demo)
+
+    s = sub.add_parser("runs", help="list every run with its status and results")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_runs)
+
+    s = sub.add_parser("show", help="show one run's record and comparison")
+    s.add_argument("run", help="run id, unique part of it, a run directory, or `last`")
+    g = s.add_mutually_exclusive_group()
+    g.add_argument("--toml", action="store_true", help="print run.toml as it is")
+    g.add_argument("--json", action="store_true")
+    s.add_argument("--examples", type=int, default=0, metavar="N", help="also print N held-out predictions")
+    s.set_defaults(func=cmd_show)
+
+    s = sub.add_parser("eval", help="compare a finished run's model with its base on the held-out rows")
+    s.add_argument("run")
+    s.set_defaults(func=cmd_eval)
+
+    s = sub.add_parser("attach", help="follow a run's progress (replays what happened so far)")
+    s.add_argument("run")
+    s.set_defaults(func=cmd_attach)
+
+    s = sub.add_parser("stop", help="stop a run cleanly (saves a checkpoint and the adapter)")
+    s.add_argument("run")
+    s.add_argument("--now", action="store_true", help="stop at once, without saving")
+    s.set_defaults(func=cmd_stop)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = parser()
+    ns = p.parse_args(argv)
+    if not getattr(ns, "func", None):
+        p.print_help()
+        return 0
+    try:
+        return ns.func(ns)
+    except (ConfigError, DataError, ModelError, runs.RunError, UserError) as exc:
+        print(f"tunewiz: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
