@@ -148,7 +148,7 @@ class RunConfig:
         if t.lr_scheduler not in SCHEDULERS:
             p.append(f"[training] lr_scheduler = {t.lr_scheduler!r}: use one of {', '.join(SCHEDULERS)}")
         if not t.target_modules:
-            p.append("[training] target_modules is empty: use [\"all-linear\"]")
+            p.append('[training] target_modules is empty: use ["all-linear"]')
         for name in ("eval_steps", "save_steps", "threads"):
             if getattr(t, name) < 0:
                 p.append(f"[training] {name} = {getattr(t, name)}: must be 0 or more")
@@ -209,8 +209,11 @@ class RunConfig:
         # Relative data paths in a config file are relative to that file.
         for attr in ("path", "eval_path"):
             value = getattr(cfg.data, attr)
-            if value and not Path(value).is_absolute():
-                setattr(cfg.data, attr, str((path.parent / value).resolve()))
+            if value:
+                expanded = Path(value).expanduser()
+                if not expanded.is_absolute():
+                    expanded = (path.parent / expanded).resolve()
+                setattr(cfg.data, attr, str(expanded))
         return cfg
 
 
@@ -219,8 +222,17 @@ class RunConfig:
 RECORD_ONLY_KEYS: dict[str, set[str]] = {
     "model": {"source", "resolved_path", "revision", "effective_dtype", "parameters", "trainable_parameters"},
     "data": {
-        "sha256", "eval_sha256", "format", "formats", "train_rows", "eval_rows", "dropped_rows",
-        "truncated_rows", "trained_tokens", "total_tokens", "lint",
+        "sha256",
+        "eval_sha256",
+        "format",
+        "formats",
+        "train_rows",
+        "eval_rows",
+        "dropped_rows",
+        "truncated_rows",
+        "trained_tokens",
+        "total_tokens",
+        "lint",
     },
     "training": {"effective_batch", "total_steps", "reasons"},
     "evaluation": set(),
@@ -248,9 +260,7 @@ def _build(klass: type, section: str, raw: dict[str, Any], problems: list[str], 
         try:
             kwargs[key] = coerce(value, default)
         except (TypeError, ValueError):
-            problems.append(
-                f"[{section}] {key} = {value!r}: expected {type(default).__name__} like {default!r}"
-            )
+            problems.append(f"[{section}] {key} = {value!r}: expected {type(default).__name__} like {default!r}")
     return klass(**kwargs)
 
 
@@ -303,8 +313,14 @@ def apply_overrides(cfg: RunConfig, overrides: list[str]) -> RunConfig:
             section, name = "", key
             targets = [s for s, k in _SECTIONS.items() if name in {f.name for f in dataclasses.fields(k)}]
         obj = None
-        if len(targets) == 1 and hasattr(getattr(cfg, targets[0]), name):
+        if len(targets) == 1 and name in {f.name for f in dataclasses.fields(_SECTIONS[targets[0]])}:
             obj = getattr(cfg, targets[0])
+        if name == "effective_batch":
+            problems.append(
+                "effective_batch is derived: set per_device_batch_size and gradient_accumulation_steps "
+                "(effective batch = their product)"
+            )
+            continue
         if obj is None:
             known = [f"{s}.{f.name}" for s, k in _SECTIONS.items() for f in dataclasses.fields(k)]
             problems.append(f"override {key!r}: unknown setting; known: {', '.join(known)}")

@@ -58,6 +58,7 @@ class LoadedData:
 
 # -- loading ----------------------------------------------------------------------
 
+
 def _read_rows(path: Path, raw: bytes) -> tuple[list[tuple[int, Any]], list[str]]:
     """Parse JSONL or a JSON array into (line, object) pairs, collecting problems."""
     problems: list[str] = []
@@ -79,7 +80,8 @@ def _read_rows(path: Path, raw: bytes) -> tuple[list[tuple[int, Any]], list[str]
             if isinstance(doc, dict):
                 return [(1, doc)], problems
     rows = []
-    for lineno, line in enumerate(text.splitlines(), start=1):
+    # Split on "\n" only: JSON strings may hold U+2028 / U+0085, which splitlines() would break on.
+    for lineno, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
         try:
@@ -131,7 +133,9 @@ def to_messages(row: dict[str, Any], fmt: str) -> list[dict[str, str]]:
         out += [{"role": "user", "content": pair[0]}, {"role": "assistant", "content": pair[1]}]
     user = row["instruction"]
     extra = row.get("input")
-    if isinstance(extra, str) and extra.strip():
+    if extra is not None and not isinstance(extra, str):
+        raise ValueError(f"'input' must be text (or empty), not {type(extra).__name__}")
+    if extra and extra.strip():
         user = f"{user}\n\n{extra}"
     out += [{"role": "user", "content": user}, {"role": "assistant", "content": row["output"]}]
     return out
@@ -207,6 +211,7 @@ def split(examples: list[Example], eval_fraction: float, seed: int) -> tuple[lis
 
 # -- rendering with the loss mask ---------------------------------------------------
 
+
 class TemplateError(ValueError):
     pass
 
@@ -223,7 +228,7 @@ class Rendered:
 
     @property
     def labels(self) -> list[int]:
-        return [t if m else -100 for t, m in zip(self.input_ids, self.mask)]
+        return [t if m else -100 for t, m in zip(self.input_ids, self.mask, strict=False)]
 
     @property
     def trained_tokens(self) -> int:
@@ -251,8 +256,11 @@ def assistant_spans(tokenizer, messages: list[dict[str, str]]) -> tuple[str, lis
     for i, m in enumerate(messages):
         if m["role"] != "assistant":
             continue
-        before = _template(tokenizer, messages[:i], add_generation_prompt=True) if i else ""
         upto = _template(tokenizer, messages[: i + 1])
+        if i:
+            before = _template(tokenizer, messages[:i], add_generation_prompt=True)
+        else:  # nothing before it to render: the answer starts where its content does
+            before = upto[: upto.rfind(m["content"])]
         if not (upto.startswith(before) and text.startswith(upto)):
             spans = []
             break

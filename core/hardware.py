@@ -84,11 +84,12 @@ class Hardware:
                 "No GPU: CPU training suits only very small models (like the bundled "
                 "SmolLM2-135M) and quick experiments."
             )
-        elif g.total_gb >= 24:
+        # Cards report a little under their nominal size (a 24 GB card ~23.6 GiB).
+        elif g.total_gb >= 22:
             out.append("24 GB+: 13B models with LoRA in 16-bit, larger ones with QLoRA.")
-        elif g.total_gb >= 16:
+        elif g.total_gb >= 15:
             out.append("16 GB: 7B models comfortably, 13B with QLoRA.")
-        elif g.total_gb >= 8:
+        elif g.total_gb >= 7.5:
             out.append("8 GB: QLoRA (4-bit) on models up to about 7B.")
         else:
             out.append(f"{g.total_gb:.0f} GB GPU: stick to models of 1-3B parameters with QLoRA.")

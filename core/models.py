@@ -94,8 +94,7 @@ def resolve(model_id: str, home_dir: Path, prepare: bool = True) -> ResolvedMode
         name = model_id.split(":", 1)[1]
         if name not in BUNDLED:
             raise ModelError(
-                f"unknown bundled model {name!r}; bundled models: "
-                + ", ".join(f"bundled:{n}" for n in BUNDLED)
+                f"unknown bundled model {name!r}; bundled models: " + ", ".join(f"bundled:{n}" for n in BUNDLED)
             )
         return _resolve_bundled(BUNDLED[name], home_dir, prepare)
     path = Path(model_id).expanduser()

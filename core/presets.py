@@ -34,12 +34,33 @@ class Preset:
 PRESETS: dict[str, Preset] = {
     p.name: p
     for p in (
-        Preset("conservative", 8, 1e-4, 2, 4, "200-500 examples",
-               "Small, careful updates: least risk of forgetting what the model already knew."),
-        Preset("balanced", 16, 2e-4, 3, 8, "500-2,000 examples",
-               "The usual starting point: learns a format or style without overdoing it."),
-        Preset("aggressive", 64, 5e-4, 5, 16, "2,000+ examples",
-               "Big updates for big datasets or hard targets; watch the eval loss for overfitting."),
+        Preset(
+            "conservative",
+            8,
+            1e-4,
+            2,
+            4,
+            "200-500 examples",
+            "Small, careful updates: least risk of forgetting what the model already knew.",
+        ),
+        Preset(
+            "balanced",
+            16,
+            2e-4,
+            3,
+            8,
+            "500-2,000 examples",
+            "The usual starting point: learns a format or style without overdoing it.",
+        ),
+        Preset(
+            "aggressive",
+            64,
+            5e-4,
+            5,
+            16,
+            "2,000+ examples",
+            "Big updates for big datasets or hard targets; watch the eval loss for overfitting.",
+        ),
     )
 }
 

@@ -95,6 +95,7 @@ def create_run(cfg: RunConfig, home_dir: Path, extra: dict[str, Any] | None = No
                 "name": cfg.name or run_id,
                 "status": "queued",
                 "created": now_iso(),
+                "created_unix": time.time(),  # orders runs made within the same second
                 "host": socket.gethostname(),
             },
             **cfg.to_dict(),
@@ -154,14 +155,19 @@ def update_record(run_dir: str | Path, change: dict[str, dict[str, Any]] | Calla
 
 
 def set_status(run_dir: str | Path, status: str, **fields: Any) -> dict:
-    stamp = {"running": "started"}.get(status, "finished" if status in FINAL else None)
-    values: dict[str, Any] = {"status": status, **fields}
-    if stamp:
-        values[stamp] = now_iso()
-    return update_record(run_dir, {"run": values})
+    def change(doc: dict) -> None:
+        run = doc.setdefault("run", {})
+        run.update(status=status, **fields)
+        if status == "running":
+            run.setdefault("started", now_iso())  # a resumed run keeps its first start
+        elif status in FINAL:
+            run["finished"] = now_iso()
+
+    return update_record(run_dir, change)
 
 
 # -- liveness ---------------------------------------------------------------------
+
 
 @contextlib.contextmanager
 def hold_trainer_lock(run_dir: str | Path) -> Iterator[bool]:
@@ -229,6 +235,7 @@ def refresh(run_dir: str | Path, grace_s: float = 30.0) -> dict:
 
 # -- listing ----------------------------------------------------------------------
 
+
 @dataclass
 class RunSummary:
     id: str
@@ -275,19 +282,26 @@ def summarize(run_dir: Path, doc: dict) -> RunSummary:
 
 def list_runs(home_dir: Path) -> list[RunSummary]:
     """Every run under home, newest first, with dead 'running' runs marked crashed."""
-    root = runs_root(home_dir)
-    if not root.is_dir():
-        return []
     out = []
-    for run_dir in sorted(root.iterdir(), reverse=True):
-        if not (run_dir / RECORD).is_file():
-            continue
+    for run_dir in _run_dirs(runs_root(home_dir)):
         try:
             doc = refresh(run_dir)
         except (RunError, OSError):
             continue
         out.append(summarize(run_dir, doc))
+    out.sort(key=lambda r: (r.record.get("run", {}).get("created_unix", 0.0), r.id), reverse=True)
     return out
+
+
+def _run_dirs(root: Path) -> list[Path]:
+    return [p for p in root.iterdir() if (p / RECORD).is_file()] if root.is_dir() else []
+
+
+def _created(run_dir: Path) -> tuple[float, str]:
+    try:
+        return float(read_record(run_dir).get("run", {}).get("created_unix", 0.0)), run_dir.name
+    except (RunError, OSError, ValueError):
+        return 0.0, run_dir.name
 
 
 def find_run(home_dir: Path, ref: str) -> Path:
@@ -296,9 +310,10 @@ def find_run(home_dir: Path, ref: str) -> Path:
     if (candidate / RECORD).is_file():
         return candidate.resolve()
     root = runs_root(home_dir)
-    ids = sorted(p.name for p in root.iterdir() if (p / RECORD).is_file()) if root.is_dir() else []
-    if ref == "last" and ids:
-        return root / ids[-1]
+    dirs = _run_dirs(root)
+    ids = sorted(p.name for p in dirs)
+    if ref == "last" and dirs:
+        return max(dirs, key=_created)
     if ref in ids:
         return root / ref
     matches = [i for i in ids if i.startswith(ref) or ref in i]

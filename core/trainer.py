@@ -132,9 +132,7 @@ def load_model(path: Path, cfg: RunConfig, dtype_name: str, for_training: bool =
     if cfg.model.method == "qlora" and for_training:
         from peft import prepare_model_for_kbit_training
 
-        model = prepare_model_for_kbit_training(
-            model, use_gradient_checkpointing=cfg.training.gradient_checkpointing
-        )
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.training.gradient_checkpointing)
     return model
 
 
@@ -210,8 +208,9 @@ def make_callback(events: EventWriter, stop: StopFlag, counter: dict[str, int], 
 
         def on_train_begin(self, args, state, control, **kw):
             self.t0, self.tokens0 = time.time(), counter["tokens"]
-            events.emit("train_begin", max_steps=state.max_steps, start_step=state.global_step,
-                        epochs=args.num_train_epochs)
+            events.emit(
+                "train_begin", max_steps=state.max_steps, start_step=state.global_step, epochs=args.num_train_epochs
+            )
 
         def on_step_begin(self, args, state, control, **kw):
             if oom_at and state.global_step + 1 == oom_at:
@@ -231,25 +230,39 @@ def make_callback(events: EventWriter, stop: StopFlag, counter: dict[str, int], 
                 left = state.max_steps - state.global_step
                 eta = elapsed / done * left if done > 0 else None
                 ev = events.emit(
-                    "step", step=state.global_step, max_steps=state.max_steps,
-                    epoch=round(state.epoch or 0.0, 3), loss=logs.get("loss"),
-                    learning_rate=logs.get("learning_rate"), grad_norm=logs.get("grad_norm"),
-                    tokens_per_s=round(tps, 1), memory_mb=memory_mb(),
+                    "step",
+                    step=state.global_step,
+                    max_steps=state.max_steps,
+                    epoch=round(state.epoch or 0.0, 3),
+                    loss=logs.get("loss"),
+                    learning_rate=logs.get("learning_rate"),
+                    grad_norm=logs.get("grad_norm"),
+                    tokens_per_s=round(tps, 1),
+                    memory_mb=memory_mb(),
                     eta_s=round(eta, 1) if eta is not None else None,
                 )
                 log.info(
                     "step %d/%d  epoch %.2f  loss %.4f  lr %.2e  %.0f tok/s  eta %s",
-                    ev["step"], ev["max_steps"], ev["epoch"], ev["loss"] or 0.0,
-                    ev["learning_rate"] or 0.0, tps, f"{eta:.0f}s" if eta is not None else "?",
+                    ev["step"],
+                    ev["max_steps"],
+                    ev["epoch"],
+                    ev["loss"] or 0.0,
+                    ev["learning_rate"] or 0.0,
+                    tps,
+                    f"{eta:.0f}s" if eta is not None else "?",
                 )
             elif "eval_loss" in logs:
-                events.emit("eval", step=state.global_step, epoch=round(state.epoch or 0.0, 3),
-                            eval_loss=logs["eval_loss"])
+                events.emit(
+                    "eval", step=state.global_step, epoch=round(state.epoch or 0.0, 3), eval_loss=logs["eval_loss"]
+                )
                 log.info("eval at step %d: eval_loss %.4f", state.global_step, logs["eval_loss"])
 
         def on_save(self, args, state, control, **kw):
-            events.emit("checkpoint", step=state.global_step,
-                        path=str(Path(args.output_dir) / f"checkpoint-{state.global_step}"))
+            events.emit(
+                "checkpoint",
+                step=state.global_step,
+                path=str(Path(args.output_dir) / f"checkpoint-{state.global_step}"),
+            )
 
     return EventsCallback()
 
@@ -274,12 +287,16 @@ def train(run_dir: Path, resume: bool, events: EventWriter, stop: StopFlag) -> N
     threads = cfg.training.threads or hw.cpu_physical_cores
     torch.set_num_threads(threads)
     dtype_name, dtype_reason = choose_dtype(cfg.model.dtype, hw)
-    runs.update_record(run_dir, {
-        "hardware": hw.to_dict(),
-        "versions": library_versions(),
-        "training": {"reasons": {"dtype": f"{dtype_name}: {dtype_reason}",
-                                 "threads": f"{threads}: one per physical core"}},
-    })
+    runs.update_record(
+        run_dir,
+        {
+            "hardware": hw.to_dict(),
+            "versions": library_versions(),
+            "training": {
+                "reasons": {"dtype": f"{dtype_name}: {dtype_reason}", "threads": f"{threads}: one per physical core"}
+            },
+        },
+    )
 
     events.emit("status", status="preparing", message="resolving the model")
     resolved = models.resolve(cfg.model.id, home_dir)
@@ -297,19 +314,30 @@ def train(run_dir: Path, resume: bool, events: EventWriter, stop: StopFlag) -> N
     eval_rows, _ = data_mod.tokenize_examples(tok, eval_ex, cfg.data.max_seq_len)
     if not train_rows:
         raise data_mod.DataError(["no example has any trained token left after truncation; raise max_seq_len"])
-    if resume:
-        if doc.get("data", {}).get("sha256") not in (None, loaded.sha256):
-            raise RuntimeError(
-                f"the data file {cfg.data.path} changed since this run started (sha256 differs); "
-                "resuming would train on different data. Start a new run instead."
-            )
-    runs.update_record(run_dir, {
-        "model": {"source": resolved.source, "resolved_path": str(resolved.path),
-                  "revision": resolved.revision, "effective_dtype": dtype_name},
-        "data": {"sha256": loaded.sha256, "format": loaded.format, "train_rows": len(train_rows),
-                 "eval_rows": len(eval_rows), **({"eval_sha256": eval_loaded.sha256} if eval_loaded else {}),
-                 **train_stats},
-    })
+    if resume and doc.get("data", {}).get("sha256") not in (None, loaded.sha256):
+        raise RuntimeError(
+            f"the data file {cfg.data.path} changed since this run started (sha256 differs); "
+            "resuming would train on different data. Start a new run instead."
+        )
+    runs.update_record(
+        run_dir,
+        {
+            "model": {
+                "source": resolved.source,
+                "resolved_path": str(resolved.path),
+                "revision": resolved.revision,
+                "effective_dtype": dtype_name,
+            },
+            "data": {
+                "sha256": loaded.sha256,
+                "format": loaded.format,
+                "train_rows": len(train_rows),
+                "eval_rows": len(eval_rows),
+                **({"eval_sha256": eval_loaded.sha256} if eval_loaded else {}),
+                **train_stats,
+            },
+        },
+    )
 
     events.emit("status", status="preparing", message=f"loading {cfg.model.id} ({cfg.model.method})")
     from datasets import Dataset
@@ -319,8 +347,9 @@ def train(run_dir: Path, resume: bool, events: EventWriter, stop: StopFlag) -> N
     model = load_model(resolved.path, cfg, dtype_name)
     t = cfg.training
     target = t.target_modules[0] if t.target_modules == ["all-linear"] else t.target_modules
-    peft_cfg = LoraConfig(r=t.lora_r, lora_alpha=t.lora_alpha, lora_dropout=t.lora_dropout,
-                          target_modules=target, task_type="CAUSAL_LM")
+    peft_cfg = LoraConfig(
+        r=t.lora_r, lora_alpha=t.lora_alpha, lora_dropout=t.lora_dropout, target_modules=target, task_type="CAUSAL_LM"
+    )
     model = get_peft_model(model, peft_cfg)
     if t.gradient_checkpointing:
         model.enable_input_require_grads()
@@ -343,15 +372,50 @@ def train(run_dir: Path, resume: bool, events: EventWriter, stop: StopFlag) -> N
     trainer.add_callback(make_callback(events, stop, counter, start_step))
     steps_per_epoch = -(-len(train_rows) // t.effective_batch)
     total_steps = t.max_steps if t.max_steps > 0 else int(steps_per_epoch * t.num_epochs + 0.999)
-    runs.update_record(run_dir, {
-        "model": {"parameters": total, "trainable_parameters": trainable},
-        "training": {"effective_batch": t.effective_batch, "total_steps": total_steps},
-    })
+    from core.memory import estimate
+
+    mcfg = model.get_base_model().config
+    emb = model.get_base_model().get_input_embeddings().weight.numel()
+    n_tokens = train_stats["total_tokens"]
+    est = estimate(
+        total_params=total - trainable,
+        trainable_params=trainable,
+        embedding_params=emb,
+        hidden=mcfg.hidden_size,
+        layers=mcfg.num_hidden_layers,
+        vocab=mcfg.vocab_size,
+        method=cfg.model.method,
+        dtype=dtype_name,
+        batch=t.per_device_batch_size,
+        seq_len=max(len(r["input_ids"]) for r in train_rows),
+        trained_fraction=train_stats["trained_tokens"] / max(n_tokens, 1),
+        gradient_checkpointing=t.gradient_checkpointing,
+        train_tokens=int(n_tokens * (t.num_epochs if t.max_steps < 0 else total_steps / steps_per_epoch)),
+        device=hw.device,
+        physical_cores=threads,
+    )
+    runs.update_record(
+        run_dir,
+        {
+            "model": {"parameters": total, "trainable_parameters": trainable},
+            "training": {"effective_batch": t.effective_batch, "total_steps": total_steps},
+            "estimate": est.to_dict(),
+        },
+    )
     runs.set_status(run_dir, "running", pid=os.getpid())
-    events.emit("status", status="running", total_steps=total_steps,
-                message=f"training {trainable:,} of {total:,} parameters ({100 * trainable / total:.2f}%)")
-    log.info("training %s parameters of %s on %d rows, %d steps", f"{trainable:,}", f"{total:,}",
-             len(train_rows), total_steps)
+    events.emit(
+        "status",
+        status="running",
+        total_steps=total_steps,
+        message=f"training {trainable:,} of {total:,} parameters ({100 * trainable / total:.2f}%)",
+    )
+    log.info(
+        "training %s parameters of %s on %d rows, %d steps",
+        f"{trainable:,}",
+        f"{total:,}",
+        len(train_rows),
+        total_steps,
+    )
 
     t_train = time.time()
     result = trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
@@ -433,6 +497,16 @@ def classify_failure(exc: BaseException) -> str:
     return f"{name}: {text}" if text else name
 
 
+def _mark_resumed(doc: dict) -> None:
+    """Keep the first segment's facts; note when each later segment began."""
+    run = doc["run"]
+    run["resumed"] = run.get("resumed", 0) + 1
+    run["resumed_at"] = [*run.get("resumed_at", []), runs.now_iso()]
+    run["previous_status"] = run.get("status", "")
+    for key in ("failure_reason", "finished", "log_tail", "stopped_at_step"):
+        run.pop(key, None)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m core.trainer", description=__doc__.split("\n")[0])
     parser.add_argument("run_dir", type=Path)
@@ -440,8 +514,9 @@ def main(argv: list[str] | None = None) -> int:
     ns = parser.parse_args(argv)
     run_dir: Path = ns.run_dir.resolve()
 
-    logging.basicConfig(level=logging.INFO, stream=sys.stdout,
-                        format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    logging.basicConfig(
+        level=logging.INFO, stream=sys.stdout, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S"
+    )
     os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -454,7 +529,7 @@ def main(argv: list[str] | None = None) -> int:
             return 3
         events = EventWriter(run_dir)
         if ns.resume:
-            runs.update_record(run_dir, lambda d: d["run"].update(resumed=d["run"].get("resumed", 0) + 1))
+            runs.update_record(run_dir, _mark_resumed)
             events.emit("status", status="resuming")
         try:
             train(run_dir, ns.resume, events, stop)

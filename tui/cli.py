@@ -43,6 +43,7 @@ def sample_data(name: str = "support_tickets.jsonl") -> Path:
 
 # -- formatting ---------------------------------------------------------------------
 
+
 def fmt_duration(seconds: float | None) -> str:
     if seconds is None:
         return "?"
@@ -123,6 +124,7 @@ def print_record_summary(doc: dict[str, Any]) -> None:
 
 
 # -- commands -----------------------------------------------------------------------
+
 
 def cmd_hw(ns) -> int:
     from core import hardware
@@ -240,8 +242,12 @@ def cmd_demo(ns) -> int:
 def cmd_runs(ns) -> int:
     items = runs.list_runs(runs.home(ns.home))
     if ns.json:
-        print(json.dumps([{k: str(v) if isinstance(v, Path) else v for k, v in vars(r).items() if k != "record"}
-                          for r in items], indent=2))
+        print(
+            json.dumps(
+                [{k: str(v) if isinstance(v, Path) else v for k, v in vars(r).items() if k != "record"} for r in items],
+                indent=2,
+            )
+        )
         return 0
     if not items:
         print(f"no runs yet under {runs.runs_root(runs.home(ns.home))}; start one with `tunewiz demo`")
@@ -269,8 +275,10 @@ def cmd_show(ns) -> int:
             from core.evaluate import load_predictions
 
             for p in load_predictions(run_dir)[: ns.examples]:
-                print(f"\n- prompt:     {p['prompt'][:200]!r}\n  expected:   {p['expected']!r}"
-                      f"\n  base:       {p['base'][:200]!r}\n  fine-tuned: {p['finetuned'][:200]!r}")
+                print(
+                    f"\n- prompt:     {p['prompt'][:200]!r}\n  expected:   {p['expected']!r}"
+                    f"\n  base:       {p['base'][:200]!r}\n  fine-tuned: {p['finetuned'][:200]!r}"
+                )
     return 0
 
 
@@ -295,6 +303,22 @@ def cmd_stop(ns) -> int:
     return 1
 
 
+def cmd_resume(ns) -> int:
+    from core import launcher
+
+    run_dir = runs.find_run(runs.home(ns.home), ns.run)
+    doc = runs.refresh(run_dir)
+    status = doc["run"].get("status")
+    if status not in ("stopped", "crashed", "failed"):
+        raise UserError(f"{run_dir.name} is {status}; only a stopped, crashed or failed run can be resumed")
+    from core.trainer import last_checkpoint
+
+    ckpt = last_checkpoint(run_dir)
+    print(f"resuming {run_dir.name} from {ckpt.name if ckpt else 'the start (no checkpoint was saved)'}")
+    launcher.start(run_dir, resume=True)
+    return follow_run(run_dir) if ns.follow else 0
+
+
 def cmd_attach(ns) -> int:
     run_dir = runs.find_run(runs.home(ns.home), ns.run)
     return follow_run(run_dir)
@@ -307,8 +331,9 @@ def parser() -> argparse.ArgumentParser:
         "compare it with the base model, and keep a record of every run.",
     )
     p.add_argument("--version", action="version", version=f"tunewiz {__version__}")
-    p.add_argument("--home", help="where runs and converted models live (default: $TUNEWIZ_HOME or "
-                   "~/.local/share/tunewiz)")
+    p.add_argument(
+        "--home", help="where runs and converted models live (default: $TUNEWIZ_HOME or ~/.local/share/tunewiz)"
+    )
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     s = sub.add_parser("hw", help="show the detected hardware and what it can train")
@@ -326,8 +351,12 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--max-steps", type=int)
     s.add_argument("--max-seq-len", type=int)
     s.add_argument("--name")
-    s.add_argument("--set", action="append", metavar="KEY=VALUE",
-                   help="override any setting, e.g. --set learning_rate=1e-4 --set data.eval_fraction=0.2")
+    s.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override any setting, e.g. --set learning_rate=1e-4 --set data.eval_fraction=0.2",
+    )
     s.add_argument("--no-eval", action="store_true", help="skip the base-vs-fine-tuned comparison")
     s.add_argument("--max-per-device", type=int, default=4, help=argparse.SUPPRESS)
     s.add_argument("--follow", "-f", action="store_true", help="follow the run's progress (Ctrl-C detaches)")
@@ -356,6 +385,11 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("attach", help="follow a run's progress (replays what happened so far)")
     s.add_argument("run")
     s.set_defaults(func=cmd_attach)
+
+    s = sub.add_parser("resume", help="continue a stopped or crashed run from its last checkpoint")
+    s.add_argument("run")
+    s.add_argument("--follow", "-f", action="store_true")
+    s.set_defaults(func=cmd_resume)
 
     s = sub.add_parser("stop", help="stop a run cleanly (saves a checkpoint and the adapter)")
     s.add_argument("run")

@@ -1,0 +1,85 @@
+"""Shared fixtures.
+
+* ``home``: a fresh TUNEWIZ_HOME per test.
+* ``bundled_dir``: the bundled SmolLM2-135M-Instruct, converted once per session
+  (the real GGUF -> safetensors path), shared through a session home.
+* ``tokenizer``: its real tokenizer and chat template.
+* ``tiny_model_dir``: a random-weight model of the same (Llama) architecture,
+  shrunk to 2 layers, with the real tokenizer: trains in seconds on CPU.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE = ROOT / "sample_data"
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch) -> Path:
+    h = tmp_path / "home"
+    monkeypatch.setenv("TUNEWIZ_HOME", str(h))
+    return h
+
+
+@pytest.fixture(scope="session")
+def session_home(tmp_path_factory) -> Path:
+    # Reuse a converted model between sessions on a developer machine; CI starts clean.
+    cached = os.environ.get("TUNEWIZ_TEST_MODEL_HOME")
+    return Path(cached) if cached else tmp_path_factory.mktemp("session-home")
+
+
+@pytest.fixture(scope="session")
+def bundled_dir(session_home) -> Path:
+    from core import models
+
+    return models.resolve(models.DEFAULT_MODEL, session_home).path
+
+
+@pytest.fixture(scope="session")
+def tokenizer(bundled_dir):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(bundled_dir))
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, bundled_dir, tokenizer) -> Path:
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    cfg = AutoConfig.from_pretrained(str(bundled_dir))
+    cfg.update(
+        dict(
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            head_dim=16,
+        )
+    )
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(cfg)
+    out = tmp_path_factory.mktemp("tiny-smollm2")
+    model.save_pretrained(str(out), safe_serialization=True)
+    tokenizer.save_pretrained(str(out))
+    return out
+
+
+def write_jsonl(path: Path, rows: list) -> Path:
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def chat_row(user: str, answer: str, system: str | None = None) -> dict:
+    msgs = ([{"role": "system", "content": system}] if system else []) + [
+        {"role": "user", "content": user},
+        {"role": "assistant", "content": answer},
+    ]
+    return {"messages": msgs}

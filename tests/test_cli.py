@@ -1,0 +1,86 @@
+"""The command line as a user meets it: help, clear errors, nothing half-written."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, SAMPLE, chat_row, write_jsonl
+from tui import cli
+
+COMMANDS = ["hw", "train", "demo", "runs", "show", "eval", "attach", "stop", "resume"]
+
+
+def run_cli(*args, cwd=None, env=None):
+    return subprocess.run(
+        [sys.executable, "-m", "tui.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd or ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
+        timeout=120,
+    )
+
+
+def test_bare_command_prints_help(capsys):
+    assert cli.main([]) == 0
+    assert "COMMAND" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_help(command, capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main([command, "--help"])
+    assert exc.value.code == 0
+    assert "usage: tunewiz" in capsys.readouterr().out
+
+
+def test_malformed_jsonl_line_is_reported_with_file_and_line(home, tmp_path, capsys):
+    data = write_jsonl(tmp_path / "d.jsonl", [chat_row("a", "b"), '{"messages": [', chat_row("c", "d")])
+    assert cli.main(["train", "--data", str(data)]) == 2
+    err = capsys.readouterr().err
+    assert f"{data}:2" in err and "not valid JSON" in err
+    assert not (home / "runs").exists() or not any((home / "runs").iterdir())
+
+
+def test_unknown_model_id_is_one_clear_error(home, capsys):
+    code = cli.main(["train", "--data", str(SAMPLE / "support_tickets.jsonl"), "--model", "no-such-model"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "unknown model id 'no-such-model'" in err and "bundled:smollm2-135m-instruct" in err
+    assert not (home / "runs").exists() or not any((home / "runs").iterdir())
+
+
+def test_unwritable_runs_directory(tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    code = cli.main(["--home", str(blocker / "home"), "train", "--data", str(SAMPLE / "support_tickets.jsonl")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "cannot write to the runs directory" in err and "--home" in err
+
+
+def test_bad_override_names_known_settings(home, capsys):
+    code = cli.main(["train", "--data", str(SAMPLE / "support_tickets.jsonl"), "--set", "learning_rat=1"])
+    assert code == 2
+    assert "learning_rat" in capsys.readouterr().err
+
+
+def test_runs_with_no_runs(home, capsys):
+    assert cli.main(["runs"]) == 0
+    assert "no runs yet" in capsys.readouterr().out
+
+
+def test_installed_entry_point_works_from_any_directory(tmp_path):
+    exe = Path(sys.executable).parent / "tunewiz"
+    if not exe.exists():
+        pytest.skip("tunewiz is not installed in this environment")
+    out = subprocess.run([str(exe), "--help"], capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    assert out.returncode == 0 and "fine-tune" in out.stdout.lower()
+
+
+def test_module_entry_point_error_exit_code(tmp_path):
+    r = run_cli("--home", str(tmp_path / "h"), "show", "nothing-here")
+    assert r.returncode == 2 and "no run 'nothing-here'" in r.stderr

@@ -1,0 +1,130 @@
+"""Scoring of generated answers: exact match, JSON validity and field match."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from core.evaluate import PREDICTIONS, load_predictions, parse_json_object, score, summarize
+
+EXPECTED = '{"category": "billing", "priority": "high", "sentiment": "negative"}'
+
+
+def test_exact_match_ignores_surrounding_whitespace():
+    assert score("Paris", "  Paris\n") == {"exact": True, "json_expected": False}
+    assert score("Paris", "paris")["exact"] is False
+
+
+def test_plain_text_answers_have_no_json_scores():
+    s = score("The answer is 4.", "It is 4.")
+    assert s == {"exact": False, "json_expected": False}
+
+
+def test_json_answer_fully_right():
+    s = score(EXPECTED, '{"sentiment": "negative", "priority": "high", "category": "billing"}')
+    assert s == {"exact": False, "json_expected": True, "json_valid": True, "fields": 3, "fields_matched": 3}
+
+
+def test_json_answer_partly_right():
+    s = score(EXPECTED, '{"category": "billing", "priority": "low"}')
+    assert s["json_valid"] is True
+    assert (s["fields"], s["fields_matched"]) == (3, 1)
+
+
+def test_non_json_answer_to_a_json_question():
+    s = score(EXPECTED, "The category is billing.")
+    assert s == {"exact": False, "json_expected": True, "json_valid": False, "fields": 3, "fields_matched": 0}
+
+
+def test_truncated_json_is_not_valid():
+    s = score(EXPECTED, '{"category": "billing", "prio')
+    assert s["json_valid"] is False and s["fields_matched"] == 0
+
+
+@pytest.mark.parametrize(
+    "output",
+    [
+        "```json\n" + EXPECTED + "\n```",
+        "```JSON\n" + EXPECTED + "\n```",
+        "```\n" + EXPECTED + "\n```",
+        "  ```json\n" + EXPECTED + "\n```  \n",
+    ],
+)
+def test_code_fenced_json_is_accepted(output):
+    s = score(EXPECTED, output)
+    assert s["json_valid"] is True and s["fields_matched"] == 3
+    assert s["exact"] is False
+
+
+def test_one_line_code_fence_does_not_crash_scoring():
+    s = score(EXPECTED, "```json " + EXPECTED + "```")
+    assert s["json_expected"] is True  # valid or not, scoring must not raise
+
+
+@pytest.mark.parametrize("output", ["[1, 2, 3]", '"billing"', "42", "null", '[{"category": "billing"}]'])
+def test_json_that_is_not_an_object_is_not_valid(output):
+    s = score(EXPECTED, output)
+    assert s["json_valid"] is False
+    assert s["fields_matched"] == 0
+
+
+def test_expected_json_list_is_not_a_json_task():
+    assert score("[1, 2]", "[1, 2]") == {"exact": True, "json_expected": False}
+
+
+def test_parse_json_object():
+    assert parse_json_object('{"a": 1}') == {"a": 1}
+    assert parse_json_object('```json\n{"a": 1}\n```') == {"a": 1}
+    assert parse_json_object("[1]") is None
+    assert parse_json_object("not json") is None
+    assert parse_json_object("") is None
+
+
+def test_field_values_must_be_equal():
+    s = score('{"quantity": 6, "unit_price": 12.49}', '{"quantity": "6", "unit_price": 12.49}')
+    assert s["fields_matched"] == 1  # "6" is not 6
+
+
+def test_json_booleans_do_not_match_numbers():
+    s = score('{"in_stock": true, "quantity": 1}', '{"in_stock": 1, "quantity": true}')
+    assert s["fields_matched"] == 0
+
+
+def test_summarize_plain_text_answers():
+    scores = [score("a", "a"), score("b", "x"), score("c", "c"), score("d", "d")]
+    assert summarize(scores) == {"examples": 4, "exact_match": 0.75}
+
+
+def test_summarize_json_answers():
+    scores = [
+        score(EXPECTED, EXPECTED),  # 3/3, exact
+        score(EXPECTED, '{"category": "billing"}'),  # 1/3
+        score(EXPECTED, "no idea"),  # invalid, 0/3
+        score('{"a": 1}', '```json\n{"a": 1}\n```'),  # 1/1
+    ]
+    out = summarize(scores)
+    assert out["examples"] == 4
+    assert out["exact_match"] == 0.25
+    assert out["json_valid"] == 0.75
+    assert out["field_match"] == round(5 / 10, 4)
+
+
+def test_summarize_mixed_only_counts_json_rows_for_json_metrics():
+    scores = [score(EXPECTED, EXPECTED), score("plain", "other")]
+    out = summarize(scores)
+    assert out["json_valid"] == 1.0 and out["field_match"] == 1.0
+    assert out["exact_match"] == 0.5
+
+
+def test_summarize_nothing():
+    assert summarize([]) == {"examples": 0, "exact_match": 0.0}
+
+
+def test_load_predictions(tmp_path):
+    assert load_predictions(tmp_path) == []
+    path = tmp_path / PREDICTIONS
+    path.parent.mkdir()
+    rows = [{"line": 1, "expected": "a"}, {"line": 2, "expected": "b\u2028c"}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows) + "\n", encoding="utf-8")
+    assert load_predictions(tmp_path) == rows

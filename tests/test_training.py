@@ -1,0 +1,236 @@
+"""Real training, end to end, in detached processes (slow: marked, and run in CI).
+
+Most tests use a 2-layer random-weight model of the bundled model's architecture
+with the real tokenizer (trains in seconds); one trains the real bundled
+SmolLM2-135M-Instruct and compares it with its base.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from core import launcher, runs
+from core.config import RunConfig
+from core.events import read_events
+from core.presets import build_config
+from core.toml import read_toml
+from tests.conftest import ROOT, SAMPLE
+from tui import cli
+
+pytestmark = pytest.mark.slow
+
+DESIGN_SECTIONS = {
+    "run",
+    "model",
+    "data",
+    "preset",
+    "training",
+    "hardware",
+    "versions",
+    "estimate",
+    "results",
+    "artifacts",
+}
+
+
+@pytest.fixture
+def small_data(tmp_path) -> Path:
+    lines = (SAMPLE / "support_tickets.jsonl").read_text().splitlines()[:40]
+    path = tmp_path / "tickets40.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def tiny_config(model_dir: Path, data: Path, **training) -> RunConfig:
+    cfg = build_config("balanced", max_per_device=2)
+    cfg.name = "tiny"
+    cfg.model.id = str(model_dir)
+    cfg.data.path = str(data)
+    cfg.data.eval_fraction = 0.1
+    cfg.data.max_seq_len = 128
+    cfg.training.max_steps = 6
+    cfg.training.threads = 1
+    cfg.evaluation.max_examples = 4
+    cfg.evaluation.max_new_tokens = 8
+    for k, v in training.items():
+        setattr(cfg.training, k, v)
+    return cfg.validate()
+
+
+def wait_for(pred, timeout=120.0, poll=0.2):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if pred():
+            return True
+        time.sleep(poll)
+    raise AssertionError("condition not met in time")
+
+
+def steps_seen(run_dir: Path) -> list[int]:
+    return [e["step"] for e in read_events(run_dir)[0] if e.get("event") == "step"]
+
+
+def test_tiny_training_end_to_end(home, tiny_model_dir, small_data):
+    cfg = tiny_config(tiny_model_dir, small_data)
+    run_dir = cli.launch(cfg, home)
+    doc = launcher.wait(run_dir, timeout=300)
+    assert doc["run"]["status"] == "completed", (run_dir / runs.LOG).read_text()[-3000:]
+
+    # The record parses, has every section, and says what happened.
+    doc = read_toml(run_dir / runs.RECORD)
+    assert set(doc) >= DESIGN_SECTIONS
+    assert doc["data"]["train_rows"] == 36 and doc["data"]["eval_rows"] == 4
+    assert len(doc["data"]["sha256"]) == 64
+    assert doc["results"]["steps"] == 6
+    assert doc["results"]["finetuned"]["examples"] == 4
+    assert set(doc["results"]["base"]) >= {"eval_loss", "exact_match", "json_valid", "field_match"}
+    assert doc["versions"]["torch"] and doc["hardware"]["device"] == "cpu"
+    assert doc["training"]["lora_alpha"] == 2 * doc["training"]["lora_r"]
+
+    # events.jsonl replays the run: every step, an eval, the final status.
+    events = read_events(run_dir)[0]
+    assert [e["step"] for e in events if e["event"] == "step"] == [1, 2, 3, 4, 5, 6]
+    assert all(
+        {"loss", "learning_rate", "tokens_per_s", "memory_mb", "eta_s"} <= set(e)
+        for e in events
+        if e["event"] == "step"
+    )
+    assert events[-1] == {**events[-1], "event": "status", "status": "completed"}
+    assert "tqdm" not in (run_dir / runs.LOG).read_text() and "it/s]" not in (run_dir / runs.LOG).read_text()
+
+    # The adapter is PEFT safetensors and loads onto the base.
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    assert (run_dir / "adapter" / "adapter_model.safetensors").is_file()
+    model = PeftModel.from_pretrained(
+        AutoModelForCausalLM.from_pretrained(str(tiny_model_dir)), str(run_dir / "adapter")
+    )
+    assert any("lora_A" in n for n, _ in model.named_parameters())
+    preds = [json.loads(line) for line in (run_dir / "eval" / "predictions.jsonl").read_text().splitlines()]
+    assert len(preds) == 4 and {"prompt", "expected", "base", "finetuned"} <= set(preds[0])
+
+    # The record is a config: --config repeats the run with the same effective settings.
+    again = RunConfig.from_toml(run_dir / runs.RECORD)
+    assert again.to_dict() == cfg.to_dict()
+
+
+def test_config_flag_repeats_the_effective_settings(home, tiny_model_dir, small_data, capsys):
+    cfg = tiny_config(tiny_model_dir, small_data, learning_rate=3e-4, lora_r=4, lora_alpha=8)
+    first = runs.create_run(cfg, home)
+    assert cli.main(["train", "--config", str(first / runs.RECORD), "--no-eval"]) == 0
+    second = [p for p in runs.runs_root(home).iterdir() if p != first][0]
+    a, b = read_toml(first / runs.RECORD), read_toml(second / runs.RECORD)
+    assert a["training"] == b["training"] and a["model"] == b["model"] and a["data"]["path"] == b["data"]["path"]
+    launcher.wait(second, timeout=300)
+
+
+def test_training_survives_the_terminal_closing(home, tiny_model_dir, small_data, tmp_path):
+    """`tunewiz train --follow` in its own terminal session; the whole session gets SIGHUP, then SIGKILL."""
+    cfg = tiny_config(tiny_model_dir, small_data, max_steps=30)
+    config_file = tmp_path / "cfg.toml"
+    from core.toml import write_toml_atomic
+
+    write_toml_atomic(config_file, cfg.to_dict())
+    terminal = subprocess.Popen(
+        [sys.executable, "-m", "tui.cli", "train", "--config", str(config_file), "--follow", "--no-eval"],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        start_new_session=True,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    wait_for(lambda: runs.runs_root(home).is_dir() and any(runs.runs_root(home).iterdir()), timeout=60)
+    run_dir = next(runs.runs_root(home).iterdir())
+    wait_for(lambda: len(steps_seen(run_dir)) >= 1, timeout=180)
+    os.killpg(terminal.pid, signal.SIGHUP)  # the SSH connection drops
+    time.sleep(0.5)
+    try:
+        os.killpg(terminal.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    terminal.wait(timeout=30)
+    doc = launcher.wait(run_dir, timeout=300)
+    assert doc["run"]["status"] == "completed"
+    assert steps_seen(run_dir)[-1] == 30
+
+
+def test_stop_saves_adapter_and_resume_finishes(home, tiny_model_dir, small_data):
+    cfg = tiny_config(tiny_model_dir, small_data, max_steps=400, save_steps=1000)
+    run_dir = cli.launch(cfg, home)
+    wait_for(lambda: len(steps_seen(run_dir)) >= 2, timeout=180)
+    assert launcher.stop(run_dir)
+    doc = launcher.wait(run_dir, timeout=120)
+    assert doc["run"]["status"] == "stopped"
+    reached = doc["run"]["stopped_at_step"]
+    assert 2 <= reached < 400
+    assert (run_dir / "adapter" / "adapter_model.safetensors").is_file()
+    assert (run_dir / "checkpoints" / f"checkpoint-{reached}").is_dir()
+
+    launcher.start(run_dir, resume=True)
+    doc = launcher.wait(run_dir, timeout=300)
+    assert doc["run"]["status"] == "completed" and doc["run"]["resumed"] == 1
+    steps = steps_seen(run_dir)
+    assert steps[-1] == 400 and steps.count(reached + 1) == 1  # continued, not restarted
+
+
+def test_killed_trainer_is_reported_crashed(home, tiny_model_dir, small_data, capsys):
+    cfg = tiny_config(tiny_model_dir, small_data, max_steps=400)
+    run_dir = cli.launch(cfg, home)
+    wait_for(lambda: len(steps_seen(run_dir)) >= 1, timeout=180)
+    pid = runs.read_record(run_dir)["run"]["pid"]
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: not runs.trainer_alive(run_dir), timeout=30)
+    assert cli.main(["runs"]) == 0
+    assert "crashed" in capsys.readouterr().out
+    doc = runs.read_record(run_dir)
+    assert doc["run"]["status"] == "crashed" and doc["run"]["last_step"] >= 1
+
+
+def test_injected_out_of_memory_fails_with_advice(home, tiny_model_dir, small_data, monkeypatch):
+    monkeypatch.setenv("TUNEWIZ_TEST_OOM_AT_STEP", "2")
+    run_dir = cli.launch(tiny_config(tiny_model_dir, small_data), home)
+    doc = launcher.wait(run_dir, timeout=300)
+    assert doc["run"]["status"] == "failed"
+    assert "Out of memory" in doc["run"]["failure_reason"]
+    assert "gradient_accumulation_steps" in doc["run"]["failure_reason"]
+
+
+def test_qlora_trains_on_cpu(home, tiny_model_dir, small_data):
+    cfg = tiny_config(tiny_model_dir, small_data, max_steps=2)
+    cfg.model.method = "qlora"
+    cfg.evaluation.enabled = False
+    run_dir = cli.launch(cfg, home)
+    doc = launcher.wait(run_dir, timeout=300)
+    assert doc["run"]["status"] == "completed", (run_dir / runs.LOG).read_text()[-3000:]
+    assert (run_dir / "adapter" / "adapter_model.safetensors").is_file()
+
+
+def test_bundled_model_trains_and_is_compared_with_base(home, session_home, bundled_dir, small_data, capsys):
+    """The real SmolLM2-135M-Instruct, a few steps, base vs fine-tuned on held-out rows."""
+    cfg = build_config("balanced", max_per_device=2)
+    cfg.data.path = str(small_data)
+    cfg.training.max_steps = 3
+    cfg.evaluation.max_examples = 3
+    cfg.evaluation.max_new_tokens = 24
+    # Share the session's converted model instead of converting again.
+    (home / "models").mkdir(parents=True)
+    for d in (session_home / "models").iterdir():
+        (home / "models" / d.name).symlink_to(d)
+    run_dir = cli.launch(cfg.validate(), home)
+    doc = launcher.wait(run_dir, timeout=600)
+    assert doc["run"]["status"] == "completed", (run_dir / runs.LOG).read_text()[-3000:]
+    assert doc["model"]["source"] == "bundled" and doc["model"]["revision"].startswith("sha256:")
+    assert doc["results"]["base"]["examples"] == 3
+    assert cli.main(["show", run_dir.name]) == 0
+    out = capsys.readouterr().out
+    assert "base" in out and "fine-tuned" in out
