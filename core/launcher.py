@@ -23,6 +23,8 @@ from core.events import follow as follow_events
 def start(run_dir: Path, resume: bool = False) -> int:
     """Spawn the detached trainer for `run_dir`; returns its pid."""
     run_dir = Path(run_dir).resolve()
+    if resume:
+        runs.update_record(run_dir, runs.mark_resumed)
     cmd = [sys.executable, "-m", "core.trainer", str(run_dir)]
     if resume:
         cmd.append("--resume")

@@ -96,6 +96,7 @@ def create_run(cfg: RunConfig, home_dir: Path, extra: dict[str, Any] | None = No
                 "status": "queued",
                 "created": now_iso(),
                 "created_unix": time.time(),  # orders runs made within the same second
+                "queued_unix": time.time(),
                 "host": socket.gethostname(),
             },
             **cfg.to_dict(),
@@ -166,14 +167,40 @@ def set_status(run_dir: str | Path, status: str, **fields: Any) -> dict:
     return update_record(run_dir, change)
 
 
+def mark_resumed(doc: dict) -> None:
+    """Queue a stopped/crashed run again, keeping the first segment's facts."""
+    run = doc["run"]
+    run["resumed"] = run.get("resumed", 0) + 1
+    run["resumed_at"] = [*run.get("resumed_at", []), now_iso()]
+    run["previous_status"] = run.get("status", "")
+    run["status"] = "queued"
+    run["queued_unix"] = time.time()
+    for key in ("failure_reason", "finished", "log_tail", "stopped_at_step"):
+        run.pop(key, None)
+
+
 # -- liveness ---------------------------------------------------------------------
 
 
 @contextlib.contextmanager
 def hold_trainer_lock(run_dir: str | Path) -> Iterator[bool]:
-    """Held by the training process for its whole life; yields False if another holds it."""
-    with _locked(Path(run_dir) / TRAINER_LOCK, blocking=False) as got:
+    """Held by the training process for its whole life; yields False if another holds it.
+
+    The holder writes "pid start_time" into the lock file, so a reader can tell
+    a trainer that has not started yet from one that started and died.
+    """
+    path = Path(run_dir) / TRAINER_LOCK
+    with _locked(path, blocking=False) as got:
+        if got:
+            path.write_text(f"{os.getpid()} {time.time()}\n")
         yield got
+
+
+def trainer_started_unix(run_dir: str | Path) -> float:
+    try:
+        return float((Path(run_dir) / TRAINER_LOCK).read_text().split()[1])
+    except (OSError, IndexError, ValueError):
+        return 0.0
 
 
 def trainer_alive(run_dir: str | Path) -> bool:
@@ -207,10 +234,9 @@ def refresh(run_dir: str | Path, grace_s: float = 30.0) -> dict:
     status = doc.get("run", {}).get("status")
     if status not in ACTIVE or trainer_alive(run_dir):
         return doc
-    if status == "queued":
-        created = (run_dir / RECORD).stat().st_ctime
-        if not (run_dir / TRAINER_LOCK).exists() and time.time() - created < grace_s:
-            return doc
+    queued = float(doc["run"].get("queued_unix", 0))
+    if status == "queued" and trainer_started_unix(run_dir) < queued and time.time() - queued < grace_s:
+        return doc  # its trainer has not started yet
 
     events, _ = read_events(run_dir)
     steps = [e for e in events if e.get("event") == "step"]

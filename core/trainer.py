@@ -29,6 +29,7 @@ import signal
 import sys
 import time
 import traceback
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -274,9 +275,12 @@ def last_checkpoint(run_dir: Path) -> Path | None:
 
 def train(run_dir: Path, resume: bool, events: EventWriter, stop: StopFlag) -> None:
     import torch
+    from transformers.utils import logging as hf_logging
 
     from core import data as data_mod
     from core import evaluate, hardware, models
+
+    hf_logging.disable_progress_bar()  # train.log gets our step lines, not progress bars
 
     t_start = time.time()
     doc = runs.read_record(run_dir)
@@ -369,6 +373,9 @@ def train(run_dir: Path, resume: bool, events: EventWriter, stop: StopFlag) -> N
     )
     ckpt = last_checkpoint(run_dir) if resume else None
     start_step = int(ckpt.name.split("-")[-1]) if ckpt else 0
+    from transformers.trainer_callback import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)  # it prints raw log dicts; our callback writes readable lines
     trainer.add_callback(make_callback(events, stop, counter, start_step))
     steps_per_epoch = -(-len(train_rows) // t.effective_batch)
     total_steps = t.max_steps if t.max_steps > 0 else int(steps_per_epoch * t.num_epochs + 0.999)
@@ -497,16 +504,6 @@ def classify_failure(exc: BaseException) -> str:
     return f"{name}: {text}" if text else name
 
 
-def _mark_resumed(doc: dict) -> None:
-    """Keep the first segment's facts; note when each later segment began."""
-    run = doc["run"]
-    run["resumed"] = run.get("resumed", 0) + 1
-    run["resumed_at"] = [*run.get("resumed_at", []), runs.now_iso()]
-    run["previous_status"] = run.get("status", "")
-    for key in ("failure_reason", "finished", "log_tail", "stopped_at_step"):
-        run.pop(key, None)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m core.trainer", description=__doc__.split("\n")[0])
     parser.add_argument("run_dir", type=Path)
@@ -518,6 +515,8 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO, stream=sys.stdout, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S"
     )
     os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    warnings.filterwarnings("ignore", category=FutureWarning)  # library deprecation notices, not the user's concern
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     stop = StopFlag()
@@ -529,7 +528,6 @@ def main(argv: list[str] | None = None) -> int:
             return 3
         events = EventWriter(run_dir)
         if ns.resume:
-            runs.update_record(run_dir, _mark_resumed)
             events.emit("status", status="resuming")
         try:
             train(run_dir, ns.resume, events, stop)

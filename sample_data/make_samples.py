@@ -41,8 +41,7 @@ N_ORDERS = 240
 # --------------------------------------------------------------------------
 
 SYSTEM_PROMPT = (
-    "Classify the support ticket. Reply with only a JSON object with the keys "
-    "category, priority and sentiment."
+    "Classify the support ticket. Reply with only a JSON object with the keys category, priority and sentiment."
 )
 
 CATEGORIES = ["billing", "technical", "account", "shipping", "feature_request"]
@@ -465,9 +464,7 @@ def make_ticket(
 ) -> str | None:
     """Build one ticket, or None if its phrase skeleton was used before."""
     core = rng.choice(CORES[category])
-    p_cue = rng.choice(
-        PRIORITY_CUES[priority] + PRIORITY_EXTRA.get((category, priority), [])
-    )
+    p_cue = rng.choice(PRIORITY_CUES[priority] + PRIORITY_EXTRA.get((category, priority), []))
     s_cue = rng.choice(SENTIMENT_CUES[sentiment])
     # A core sentence may be paired with a given cue only once, so no two
     # tickets differ by just a filled-in slot value.
@@ -704,9 +701,7 @@ def random_quantity(rng: random.Random) -> int:
     return rng.choice([60, 75, 100, 120, 150, 200, 250, 500])
 
 
-def make_order(
-    rng: random.Random, product: tuple, used: set[tuple[str, str]]
-) -> tuple[str, dict] | None:
+def make_order(rng: random.Random, product: tuple, used: set[tuple[str, str]]) -> tuple[str, dict] | None:
     """Build one order, or None if this product already used the template."""
     name, plural, (low, high) = product
     price = random_price(rng, low, high)
@@ -724,9 +719,7 @@ def make_order(
     q = str(quantity)
     if "{plural}" in template and quantity in NUMBER_WORDS and rng.random() < 0.4:
         q = NUMBER_WORDS[quantity]
-    message = template.format(
-        name=name, plural=plural, q=q, price=price_text, bare=bare
-    )
+    message = template.format(name=name, plural=plural, q=q, price=price_text, bare=bare)
     answer = {"product": name, "quantity": quantity, "unit_price": price}
     return message, answer
 
@@ -771,10 +764,7 @@ def print_summary(tickets: list[dict], orders: list[dict]) -> None:
     print(f"{TICKETS_FILE.name}: {len(tickets)} rows, {min(words)}-{max(words)} words")
     for key in ("category", "priority", "sentiment"):
         counts = Counter(a[key] for a in answers)
-        print(
-            f"  {key}: "
-            + ", ".join(f"{label} {counts[label]}" for label in sorted(counts))
-        )
+        print(f"  {key}: " + ", ".join(f"{label} {counts[label]}" for label in sorted(counts)))
     products = {json.loads(r["output"])["product"] for r in orders}
     print(f"{ORDERS_FILE.name}: {len(orders)} rows, {len(products)} distinct products")
 

@@ -21,10 +21,27 @@ SAMPLE = ROOT / "sample_data"
 
 
 @pytest.fixture
-def home(tmp_path, monkeypatch) -> Path:
+def home(tmp_path, monkeypatch):
     h = tmp_path / "home"
     monkeypatch.setenv("TUNEWIZ_HOME", str(h))
-    return h
+    yield h
+    kill_trainers(h)
+
+
+def kill_trainers(h: Path) -> None:
+    """A failed test must not leave a trainer running (it would slow every later test)."""
+    import signal
+
+    from core import runs
+
+    for run_dir in runs._run_dirs(runs.runs_root(h)):
+        if runs.trainer_alive(run_dir):
+            pid = runs.read_record(run_dir).get("run", {}).get("pid")
+            if pid:
+                try:
+                    os.kill(int(pid), signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
 
 
 @pytest.fixture(scope="session")
