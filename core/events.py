@@ -79,3 +79,39 @@ def follow(run_dir: str | Path, is_done, poll: float = 0.5) -> Iterator[dict[str
                 yield from events
                 return
             time.sleep(poll)
+
+
+def fmt_duration(seconds: float | None) -> str:
+    """
+    >>> fmt_duration(75), fmt_duration(3700), fmt_duration(None)
+    ('1m15s', '1h01m', '?')
+    """
+    if seconds is None:
+        return "?"
+    seconds = int(seconds)
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}h{m:02d}m" if h else (f"{m}m{s:02d}s" if m else f"{s}s")
+
+
+def describe(ev: dict[str, Any]) -> str | None:
+    """One human line for an event, or None for events not worth a line."""
+    kind = ev.get("event")
+    if kind == "step":
+        return (
+            f"step {ev.get('step')}/{ev.get('max_steps')}  epoch {ev.get('epoch') or 0:.2f}  "
+            f"loss {ev.get('loss') or 0:.4f}  lr {ev.get('learning_rate') or 0:.2e}  "
+            f"{ev.get('tokens_per_s') or 0:.0f} tok/s  mem {ev.get('memory_mb') or 0:.0f} MB  "
+            f"eta {fmt_duration(ev.get('eta_s'))}"
+        )
+    if kind == "eval":
+        return f"eval loss {ev.get('eval_loss') or 0:.4f} at step {ev.get('step')}"
+    if kind == "checkpoint":
+        return f"checkpoint saved at step {ev.get('step')}"
+    if kind == "status":
+        status = ev.get("status")
+        if status == "failed":
+            return f"FAILED: {ev.get('reason')}"
+        msg = ev.get("message")
+        return f"[{status}] {msg}" if msg else f"[{status}]"
+    return None

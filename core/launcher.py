@@ -20,6 +20,22 @@ from core import runs
 from core.events import follow as follow_events
 
 
+def submit(cfg, home_dir: Path) -> Path:
+    """Check what can be checked cheaply (model id, data), create the run, start its trainer.
+
+    Raises ModelError / DataError / RunError before anything is written.
+    """
+    from core import data, models
+
+    models.resolve(cfg.model.id, home_dir, prepare=False)
+    data.load(cfg.data.path)
+    if cfg.data.eval_path:
+        data.load(cfg.data.eval_path)
+    run_dir = runs.create_run(cfg, home_dir)
+    start(run_dir)
+    return run_dir
+
+
 def start(run_dir: Path, resume: bool = False) -> int:
     """Spawn the detached trainer for `run_dir`; returns its pid."""
     run_dir = Path(run_dir).resolve()

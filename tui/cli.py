@@ -16,6 +16,7 @@ from typing import Any
 from core import __version__, runs
 from core.config import ConfigError, RunConfig, apply_overrides
 from core.data import DataError
+from core.events import describe, fmt_duration
 from core.models import DEFAULT_MODEL, ModelError
 
 EXIT_USAGE = 2
@@ -44,37 +45,6 @@ def sample_data(name: str = "support_tickets.jsonl") -> Path:
 # -- formatting ---------------------------------------------------------------------
 
 
-def fmt_duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "?"
-    seconds = int(seconds)
-    h, rem = divmod(seconds, 3600)
-    m, s = divmod(rem, 60)
-    return f"{h}h{m:02d}m" if h else (f"{m}m{s:02d}s" if m else f"{s}s")
-
-
-def format_event(ev: dict[str, Any]) -> str | None:
-    kind = ev.get("event")
-    if kind == "step":
-        return (
-            f"step {ev.get('step')}/{ev.get('max_steps')}  epoch {ev.get('epoch', 0):.2f}  "
-            f"loss {ev.get('loss') or 0:.4f}  lr {ev.get('learning_rate') or 0:.2e}  "
-            f"{ev.get('tokens_per_s') or 0:.0f} tok/s  mem {ev.get('memory_mb') or 0:.0f} MB  "
-            f"eta {fmt_duration(ev.get('eta_s'))}"
-        )
-    if kind == "eval":
-        return f"eval loss {ev.get('eval_loss'):.4f} at step {ev.get('step')}"
-    if kind == "checkpoint":
-        return f"checkpoint saved at step {ev.get('step')}"
-    if kind == "status":
-        status = ev.get("status")
-        if status == "failed":
-            return f"FAILED: {ev.get('reason')}"
-        msg = ev.get("message")
-        return f"[{status}] {msg}" if msg else f"[{status}]"
-    return None
-
-
 def pct(x: Any) -> str:
     return f"{x:.0%}" if isinstance(x, (int, float)) else "-"
 
@@ -98,29 +68,33 @@ def comparison_table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def print_record_summary(doc: dict[str, Any]) -> None:
+def record_summary_lines(doc: dict[str, Any]) -> list[str]:
     run, res = doc.get("run", {}), doc.get("results", {})
-    print(f"run {run.get('id')}: {run.get('status')}")
+    out = [f"run {run.get('id')}: {run.get('status')}"]
     if run.get("failure_reason"):
-        print(f"  reason: {run['failure_reason']}")
+        out.append(f"  reason: {run['failure_reason']}")
     if run.get("log_tail"):
-        print("  last lines of train.log:\n    " + "\n    ".join(run["log_tail"].splitlines()[-8:]))
+        out.append("  last lines of train.log:\n    " + "\n    ".join(run["log_tail"].splitlines()[-8:]))
     m, d, t = doc.get("model", {}), doc.get("data", {}), doc.get("training", {})
-    print(f"  model   {m.get('id')} ({m.get('method')}, {m.get('effective_dtype', m.get('dtype'))})")
-    print(f"  data    {d.get('path')}  train {d.get('train_rows', '?')} / eval {d.get('eval_rows', '?')} rows")
-    print(
+    out.append(f"  model   {m.get('id')} ({m.get('method')}, {m.get('effective_dtype', m.get('dtype'))})")
+    out.append(f"  data    {d.get('path')}  train {d.get('train_rows', '?')} / eval {d.get('eval_rows', '?')} rows")
+    out.append(
         f"  preset  {doc.get('preset', {}).get('name')}: rank {t.get('lora_r')}, lr {t.get('learning_rate')}, "
         f"epochs {t.get('num_epochs')}, batch {t.get('per_device_batch_size')} x {t.get('gradient_accumulation_steps')}"
     )
     if res:
-        print(
+        out.append(
             f"  result  train loss {num(res.get('train_loss'))}, eval loss {num(res.get('eval_loss'))}, "
             f"{res.get('tokens_per_s', '?')} tok/s, peak {res.get('peak_memory_mb', '?')} MB, "
             f"{fmt_duration(res.get('wall_time_s'))}"
         )
     if "finetuned" in res:
-        print()
-        print(comparison_table(res))
+        out += ["", *comparison_table(res).splitlines()]
+    return out
+
+
+def print_record_summary(doc: dict[str, Any]) -> None:
+    print("\n".join(record_summary_lines(doc)))
 
 
 # -- commands -----------------------------------------------------------------------
@@ -171,16 +145,9 @@ def build_config(ns) -> RunConfig:
 
 
 def launch(cfg: RunConfig, home_dir: Path) -> Path:
-    """Check everything that can be checked cheaply, then create the run and start the trainer."""
-    from core import data, launcher, models
+    from core import launcher
 
-    models.resolve(cfg.model.id, home_dir, prepare=False)
-    data.load(cfg.data.path)
-    if cfg.data.eval_path:
-        data.load(cfg.data.eval_path)
-    run_dir = runs.create_run(cfg, home_dir)
-    launcher.start(run_dir)
-    return run_dir
+    return launcher.submit(cfg, home_dir)
 
 
 def follow_run(run_dir: Path) -> int:
@@ -188,7 +155,7 @@ def follow_run(run_dir: Path) -> int:
 
     try:
         for ev in launcher.follow(run_dir):
-            line = format_event(ev)
+            line = describe(ev)
             if line:
                 print(line, flush=True)
     except KeyboardInterrupt:
@@ -321,7 +288,35 @@ def cmd_resume(ns) -> int:
 
 def cmd_attach(ns) -> int:
     run_dir = runs.find_run(runs.home(ns.home), ns.run)
-    return follow_run(run_dir)
+    if ns.plain or not sys.stdout.isatty():
+        return follow_run(run_dir)
+    return run_app(ns, start="attach", run=run_dir)
+
+
+def run_app(ns, start: str = "wizard", run: Path | None = None) -> int:
+    from tui.app import create_app
+
+    data = getattr(ns, "data", None)
+    if start == "wizard" and not data:
+        try:
+            data = str(sample_data())
+        except UserError:
+            data = None
+    app = create_app(runs.home(ns.home), start=start, run=run, data=data)
+    result = app.run()
+    if app.return_code:
+        return app.return_code
+    if isinstance(result, str):
+        print(result)
+    return 0
+
+
+def cmd_wizard(ns) -> int:
+    return run_app(ns)
+
+
+def cmd_history(ns) -> int:
+    return run_app(ns, start="history")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -335,6 +330,13 @@ def parser() -> argparse.ArgumentParser:
         "--home", help="where runs and converted models live (default: $TUNEWIZ_HOME or ~/.local/share/tunewiz)"
     )
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    s = sub.add_parser("wizard", help="the step-by-step wizard (also what bare `tunewiz` opens)")
+    s.add_argument("--data", help="start with this data file selected")
+    s.set_defaults(func=cmd_wizard)
+
+    s = sub.add_parser("history", help="browse, compare, re-run and resume earlier runs")
+    s.set_defaults(func=cmd_history)
 
     s = sub.add_parser("hw", help="show the detected hardware and what it can train")
     s.add_argument("--json", action="store_true")
@@ -384,6 +386,7 @@ def parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("attach", help="follow a run's progress (replays what happened so far)")
     s.add_argument("run")
+    s.add_argument("--plain", action="store_true", help="print events instead of opening the train screen")
     s.set_defaults(func=cmd_attach)
 
     s = sub.add_parser("resume", help="continue a stopped or crashed run from its last checkpoint")
@@ -402,8 +405,10 @@ def main(argv: list[str] | None = None) -> int:
     p = parser()
     ns = p.parse_args(argv)
     if not getattr(ns, "func", None):
-        p.print_help()
-        return 0
+        if not sys.stdout.isatty():
+            p.print_help()
+            return 0
+        ns.func = cmd_wizard
     try:
         return ns.func(ns)
     except (ConfigError, DataError, ModelError, runs.RunError, UserError) as exc:

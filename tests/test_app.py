@@ -1,0 +1,180 @@
+"""The wizard driven with the keyboard at 80x24, as a user would (Textual pilot)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import pytest
+from textual.widgets import DataTable, Input, Static
+
+from core import runs
+from core.config import RunConfig
+from core.toml import read_toml
+from tests.conftest import SAMPLE
+from tui.app import create_app
+
+SIZE = (80, 24)
+
+
+async def wait_until(pilot, predicate, timeout: float = 60.0, step: float = 0.1) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        await pilot.pause(step)
+    raise AssertionError(f"condition not met within {timeout}s on screen {pilot.app.screen!r}")
+
+
+def screen_name(app) -> str:
+    return type(app.screen).__name__
+
+
+def text_of(app, selector: str) -> str:
+    return str(app.screen.query_one(selector, Static).render())
+
+
+def link_models(session_home: Path, home: Path) -> None:
+    (home / "models").mkdir(parents=True, exist_ok=True)
+    for d in (session_home / "models").iterdir():
+        if not (home / "models" / d.name).exists():
+            (home / "models" / d.name).symlink_to(d)
+
+
+def set_field(app, field_id: str, value: str) -> None:
+    app.screen.query_one(f"#{field_id}", Input).value = value
+
+
+@pytest.mark.slow
+def test_wizard_end_to_end_with_the_keyboard(home, session_home, bundled_dir):
+    """Hardware -> model -> data -> preset (tiny override) -> review -> train -> evaluate, all by keys."""
+    link_models(session_home, home)
+
+    async def run() -> None:
+        app = create_app(home, data=str(SAMPLE / "support_tickets.jsonl"))
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_until(pilot, lambda: app.hardware is not None)
+            assert "GPU: none found" in text_of(app, "#hw")
+            await pilot.press("enter")  # Next
+            await wait_until(pilot, lambda: screen_name(app) == "ModelStep")
+            await pilot.press("ctrl+n")
+            await wait_until(pilot, lambda: screen_name(app) == "DataStep")
+            await wait_until(pilot, lambda: "324 train / 36 held out" in text_of(app, "#data-summary"), 120)
+            assert "21 trained" in text_of(app, "#preview")  # the JSON answer + <|im_end|>\n
+            await pilot.press("ctrl+n")
+            await wait_until(pilot, lambda: screen_name(app) == "PresetStep")
+            assert app.cfg.preset == "balanced" and app.cfg.training.lora_r == 16
+            await pilot.press("right")
+            assert app.cfg.preset == "aggressive" and app.cfg.training.lora_r == 64
+            await pilot.press("left")
+            assert app.cfg.preset == "balanced"
+            await pilot.press("ctrl+a")
+            set_field(app, "f-max_steps", "x")
+            await pilot.pause()
+            assert "max steps (-1: all epochs): expected a whole number" in text_of(app, "#adv-error")
+            await pilot.press("ctrl+n")  # refused while a field is invalid
+            assert screen_name(app) == "PresetStep"
+            set_field(app, "f-max_steps", "2")
+            set_field(app, "f-evaluation-max_examples", "2")
+            await pilot.pause()
+            await pilot.press("ctrl+n")
+            await wait_until(pilot, lambda: screen_name(app) == "ReviewStep")
+            assert "max_steps = 2" in app.screen.query_one("#toml", Static).content.code
+            await pilot.press("enter")  # the focused "Start training" button
+            await wait_until(pilot, lambda: screen_name(app) == "TrainScreen", 30)
+            train = app.screen
+            await wait_until(pilot, lambda: train.status == "completed", 400)
+            await pilot.pause(1.0)
+            assert "completed" in str(train.query_one("#train-status").render())
+            assert "held-out loss" in text_of(app, "#train-stats")
+            await pilot.press("e")
+            await wait_until(pilot, lambda: screen_name(app) == "EvalScreen")
+            metrics = app.screen.query_one("#metrics", DataTable)
+            assert metrics.row_count >= 2 and app.screen.query_one("#preds", DataTable).row_count == 2
+
+    asyncio.run(run())
+    (run_dir,) = list(runs.runs_root(home).iterdir())
+    doc = read_toml(run_dir / runs.RECORD)
+    assert doc["run"]["status"] == "completed"
+    assert doc["preset"]["name"] == "balanced" and doc["training"]["max_steps"] == 2
+    assert doc["training"]["lora_r"] == 16 and doc["results"]["finetuned"]["examples"] == 2
+
+
+def make_run(home: Path, tmp_path: Path, name: str, status: str, **results) -> Path:
+    cfg = RunConfig(name=name)
+    cfg.data.path = str(tmp_path / f"{name}.jsonl")
+    run_dir = runs.create_run(cfg, home)
+    runs.update_record(run_dir, {"results": results} if results else {})
+    if status != "queued":
+        runs.set_status(run_dir, status, **({"failure_reason": "Out of memory. Try ..."} if status == "failed" else {}))
+    return run_dir
+
+
+def test_history_shows_each_status_and_compares_two(home, tmp_path):
+    done = make_run(
+        home,
+        tmp_path,
+        "good-run",
+        "completed",
+        train_loss=0.42,
+        wall_time_s=300,
+        finetuned={"eval_loss": 0.15, "field_match": 0.58},
+        base={"eval_loss": 1.46, "field_match": 0.0},
+    )
+    make_run(home, tmp_path, "oom-run", "failed")
+    live = make_run(home, tmp_path, "live-run", "running")
+    other = make_run(home, tmp_path, "other-run", "completed", train_loss=0.5)
+    runs.update_record(other, {"training": {"learning_rate": 5e-4}})
+
+    async def run() -> None:
+        app = create_app(home, start="history")
+        with runs.hold_trainer_lock(live):  # a live trainer holds its lock
+            async with app.run_test(size=SIZE) as pilot:
+                table = app.screen.query_one("#runs", DataTable)
+                await wait_until(pilot, lambda: table.row_count == 4)
+                rows = {table.get_row_at(i)[2]: table.get_row_at(i) for i in range(4)}
+                assert "completed" in rows["good-run"][1] and rows["good-run"][6] == "fields 58%"
+                assert "failed" in rows["oom-run"][1]
+                assert "running" in rows["live-run"][1]
+                # mark two and compare
+                for name in ("good-run", "other-run"):
+                    row = next(i for i in range(4) if table.get_row_at(i)[2] == name)
+                    table.move_cursor(row=row)
+                    await pilot.press("space")
+                    await pilot.pause(0.3)
+                await pilot.press("c")
+                await wait_until(pilot, lambda: screen_name(app) == "CompareScreen")
+                cmp = app.screen.query_one("#compare", DataTable)
+                keys = [cmp.get_row_at(i)[0] for i in range(cmp.row_count)]
+                assert "training.learning_rate" in keys and "results.train_loss" in keys
+                await pilot.press("escape")
+                # delete asks first; running runs are refused
+                row = next(i for i in range(4) if table.get_row_at(i)[2] == "oom-run")
+                table.move_cursor(row=row)
+                await pilot.press("x")
+                await wait_until(pilot, lambda: screen_name(app) == "ConfirmScreen")
+                await pilot.press("y")
+                await wait_until(pilot, lambda: table.row_count == 3, 10)
+
+    asyncio.run(run())
+    assert done.exists() and live.exists()
+    assert len(list(runs.runs_root(home).iterdir())) == 3
+
+
+def test_wizard_refuses_bad_data_with_the_line(home, tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"messages": [\n')
+
+    async def run() -> None:
+        app = create_app(home, data=str(bad))
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_until(pilot, lambda: app.hardware is not None)
+            await pilot.press("enter", "ctrl+n")  # hardware -> model -> data
+            await wait_until(pilot, lambda: screen_name(app) == "DataStep")
+            await wait_until(pilot, lambda: "problem" in text_of(app, "#data-summary"))
+            assert f"{bad}:1" in text_of(app, "#data-summary")
+            await pilot.press("ctrl+n")
+            assert screen_name(app) == "DataStep"
+
+    asyncio.run(run())

@@ -1,0 +1,30 @@
+"""Messages that workers post to screens (never touch a widget from a thread)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from textual.message import Message
+
+
+@dataclass
+class HardwareReady(Message):
+    hardware: Any
+
+
+@dataclass
+class DataReady(Message):
+    """The data file was read and rendered with the model's chat template."""
+
+    summary: dict[str, Any]
+    previews: list[Any] = field(default_factory=list)  # core.data.Rendered per shown example
+    problems: list[str] = field(default_factory=list)
+
+
+@dataclass
+class RunEvents(Message):
+    """New events of the followed run, batched (one message per poll, never one per event)."""
+
+    events: list[dict[str, Any]]
+    record: dict[str, Any]

@@ -1,0 +1,573 @@
+"""The wizard's steps: hardware, model, data, preset, review. Each explains itself in plain words.
+
+Every step reads and writes the app's RunConfig (the wizard's answers live in
+that plain dataclass, not in widgets). Slow work (torch import, tokenizer,
+data rendering) runs in thread workers that post messages back.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from rich.markup import escape
+from rich.syntax import Syntax
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.screen import ModalScreen, Screen
+from textual.widgets import (
+    Button,
+    DirectoryTree,
+    Footer,
+    Input,
+    Label,
+    OptionList,
+    RadioButton,
+    RadioSet,
+    Static,
+)
+from textual.widgets.option_list import Option
+
+from core import presets
+from core.config import ConfigError, apply_overrides
+from core.models import DEFAULT_MODEL
+from tui.messages import DataReady, HardwareReady
+
+if TYPE_CHECKING:
+    from tui.app import TunewizApp
+
+# One short paragraph on the screen (fits 80x24); the longer help is behind F1.
+INTRO = {
+    "Hardware": "What this machine can train. The GPU's memory decides which models and methods fit; "
+    "without a GPU only very small models train in reasonable time.",
+    "Model": "Pick the model to fine-tune. Fine-tuning changes behaviour (format, tone, a narrow task) more "
+    "than it adds facts. LoRA trains small adapters; QLoRA also stores the model in 4 bits.",
+    "Data": "Your examples, exactly as the model will see them. Highlighted tokens are the ones it learns to "
+    "write; 10% are held out to compare with the base model.",
+    "Preset": "How hard to train. Balanced suits most datasets; left/right to choose, Ctrl+A to change any "
+    "setting. Watch the held-out loss: rising while training loss falls means overfitting.",
+    "Review": "The record that will be written (run.toml, also a config to repeat the run). Training runs "
+    "in its own process: detach or lose the connection and it carries on.",
+}
+
+HELP = {
+    "Hardware": (
+        "tunewiz looks at your GPU, CPU, memory and disk first, because they decide which models and "
+        "methods fit. Rules of thumb: 8 GB of GPU memory runs QLoRA (4-bit) on models up to about 7B; "
+        "16 GB runs 7B comfortably; 24 GB runs 13B with LoRA. Without a GPU only very small models, such "
+        "as the bundled SmolLM2-135M, train in reasonable time."
+    ),
+    "Model": (
+        "Fine-tuning changes behaviour - style, tone, a fixed output format, a narrow task - more "
+        "reliably than it adds facts; to answer from documents, retrieval (RAG) is usually better, and "
+        "for a simple format change try prompting first. LoRA trains small adapter matrices beside the "
+        "frozen model (well under 1% of the parameters); QLoRA also stores the base model in 4 bits, "
+        "about 4x less memory for a small quality cost."
+    ),
+    "Data": (
+        "Quality beats quantity: below ~200 examples a model struggles to learn a pattern reliably; "
+        "500-2,000 good examples is the sweet spot. 10% is held out to compare the fine-tuned model with "
+        "its base on examples it never saw. The preview shows each example exactly as the model sees it, "
+        "after its chat template; highlighted tokens are the ones it is trained to write."
+    ),
+    "Preset": (
+        "The presets trade speed of learning against the risk of overdoing it. LoRA rank is the adapter's "
+        "capacity: 8-16 suits most tasks, 64 only hard or stylistic targets. Watch the loss: it should "
+        "fall steadily; if the held-out loss rises while the training loss falls, the model is "
+        "overfitting - use fewer epochs (3-5 is usually enough for small sets)."
+    ),
+    "Review": (
+        "This is the run record that will be written (run.toml). It is also a config: "
+        "`tunewiz train --config run.toml` repeats the run. Training runs in its own process: you can "
+        "detach, close the terminal or lose the SSH connection, and it carries on."
+    ),
+}
+
+
+class HelpScreen(ModalScreen[None]):
+    BINDINGS = [Binding("escape,f1,q", "dismiss", "Close")]
+    DEFAULT_CSS = """
+    HelpScreen { align: center middle; }
+    HelpScreen > Vertical { width: 70; max-width: 95%; height: auto; max-height: 90%;
+        border: thick $accent; background: $surface; padding: 1 2; }
+    """
+
+    def __init__(self, title: str, text: str) -> None:
+        super().__init__()
+        self.title_text, self.text = title, text
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Label(f"[b]{escape(self.title_text)}[/b]")
+            yield Static(self.text)
+            yield Label("[dim]Esc closes this help[/dim]")
+
+
+class StepScreen(Screen):
+    """A wizard step: title, one-paragraph explanation, body, Back / Next."""
+
+    STEP = ""
+    BINDINGS = [
+        Binding("escape", "back", "Back"),
+        Binding("ctrl+n", "next", "Next"),
+        Binding("f1", "help", "Help"),
+        Binding("ctrl+q", "app.quit", "Quit"),
+    ]
+
+    @property
+    def wiz(self) -> TunewizApp:
+        return self.app  # type: ignore[return-value]
+
+    def compose(self) -> ComposeResult:
+        n = self.wiz.STEPS.index(type(self)) + 1 if type(self) in self.wiz.STEPS else 0
+        yield Label(f"[b]Step {n} of {len(self.wiz.STEPS)}: {self.STEP}[/b]  [dim](F1 help)[/dim]", id="step-title")
+        yield Static(INTRO.get(self.STEP, ""), id="explain")
+        with Vertical(id="body"):
+            yield from self.body()
+        with Horizontal(id="nav"):
+            yield Button("Back", id="back")
+            yield Label("", id="nav-msg")
+            yield Button("Next", id="next", variant="primary")
+        yield Footer()
+
+    def body(self) -> ComposeResult:
+        yield from ()
+
+    def action_help(self) -> None:
+        self.app.push_screen(HelpScreen(self.STEP, HELP.get(self.STEP, "")))
+
+    def action_back(self) -> None:
+        if len(self.app.screen_stack) > 2:
+            self.app.pop_screen()
+
+    def can_continue(self) -> str | None:
+        """None when Next may proceed, else the reason shown to the user."""
+        return None
+
+    def action_next(self) -> None:
+        reason = self.can_continue()
+        if reason:
+            self.query_one("#nav-msg", Label).update(f"[red]{escape(reason)}[/red]")
+            self.notify(reason, severity="error")
+            return
+        self.wiz.next_step(type(self))
+
+    @on(Button.Pressed, "#next")
+    def _next(self) -> None:
+        self.action_next()
+
+    @on(Button.Pressed, "#back")
+    def _back(self) -> None:
+        self.action_back()
+
+
+# -- 1. hardware ---------------------------------------------------------------------
+
+
+class HardwareStep(StepScreen):
+    STEP = "Hardware"
+    BINDINGS = [Binding("enter", "next", "Next", show=False)]
+
+    def body(self) -> ComposeResult:
+        yield Static("Detecting GPUs, CPU, memory and disk...", id="hw")
+
+    def on_mount(self) -> None:
+        if self.wiz.hardware is not None:
+            self.show(self.wiz.hardware)
+        else:
+            self.detect()
+        self.query_one("#next", Button).focus()
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="hardware")
+    def detect(self) -> None:
+        from core import hardware
+
+        self.post_message(HardwareReady(hardware.detect(self.wiz.home)))
+
+    def on_hardware_ready(self, msg: HardwareReady) -> None:
+        self.wiz.hardware = msg.hardware
+        self.show(msg.hardware)
+
+    def show(self, hw) -> None:
+        lines = [escape(x) for x in hw.summary()]
+        lines += [""] + [f"[b]->[/b] {escape(x)}" for x in hw.advice()]
+        self.query_one("#hw", Static).update("\n".join(lines))
+
+    def can_continue(self) -> str | None:
+        return None if self.wiz.hardware is not None else "still detecting the hardware"
+
+
+# -- 2. model ------------------------------------------------------------------------
+
+MODELS = [
+    (DEFAULT_MODEL, "SmolLM2-135M-Instruct  135M  Apache-2.0  bundled, offline; trains on a CPU"),
+]
+
+
+class ModelStep(StepScreen):
+    STEP = "Model"
+
+    def body(self) -> ComposeResult:
+        yield OptionList(*[Option(f"{label}", id=mid) for mid, label in MODELS], id="models")
+        yield Input(placeholder="...or a local model directory / hub id (Enter to use it)", id="custom-model")
+        with RadioSet(id="method"):
+            yield RadioButton("LoRA (16/32-bit base)", value=self.wiz.cfg.model.method == "lora", id="lora")
+            yield RadioButton("QLoRA (4-bit base, less memory)", value=self.wiz.cfg.model.method == "qlora", id="qlora")
+        yield Static("", id="model-choice")
+
+    def on_mount(self) -> None:
+        self.query_one("#models", OptionList).highlighted = 0
+        self.query_one("#models", OptionList).focus()
+        self.refresh_choice()
+
+    def refresh_choice(self) -> None:
+        c = self.wiz.cfg.model
+        self.query_one("#model-choice", Static).update(f"Selected: [b]{escape(c.id)}[/b] with {c.method.upper()}")
+
+    @on(OptionList.OptionHighlighted, "#models")
+    def _picked(self, event: OptionList.OptionHighlighted) -> None:
+        self.wiz.cfg.model.id = event.option.id or DEFAULT_MODEL
+        self.refresh_choice()
+
+    @on(OptionList.OptionSelected, "#models")
+    def _chosen(self, event: OptionList.OptionSelected) -> None:
+        self.wiz.cfg.model.id = event.option.id or DEFAULT_MODEL
+        self.action_next()
+
+    @on(Input.Submitted, "#custom-model")
+    def _custom(self, event: Input.Submitted) -> None:
+        if event.value.strip():
+            self.wiz.cfg.model.id = event.value.strip()
+            self.refresh_choice()
+
+    @on(RadioSet.Changed, "#method")
+    def _method(self, event: RadioSet.Changed) -> None:
+        self.wiz.cfg.model.method = event.pressed.id or "lora"
+        self.refresh_choice()
+
+    def can_continue(self) -> str | None:
+        from core import models
+
+        try:
+            models.resolve(self.wiz.cfg.model.id, self.wiz.home, prepare=False)
+        except models.ModelError as exc:
+            return str(exc)
+        return None
+
+
+# -- 3. data -------------------------------------------------------------------------
+
+
+def preview_text(rendered, tokenizer_decode=None, limit: int = 4000) -> Text:
+    """The rendered example with trained characters highlighted."""
+    text = Text()
+    src = rendered.text
+    trained = [False] * len(src)
+    for (start, end), m in zip(rendered.offsets, rendered.mask, strict=False):
+        if m:
+            for i in range(start, min(end, len(src))):
+                trained[i] = True
+    cut = rendered.offsets[-1][1] if rendered.truncated and rendered.offsets else len(src)
+    i = 0
+    while i < min(len(src), limit):
+        j = i
+        while j < len(src) and trained[j] == trained[i] and (j < cut) == (i < cut):
+            j += 1
+        style = "black on green" if trained[i] else ("dim strike" if i >= cut else "")
+        text.append(src[i:j], style=style)
+        i = j
+    return text
+
+
+class DataStep(StepScreen):
+    STEP = "Data"
+    BINDINGS = [
+        Binding("ctrl+b", "browse", "Browse files"),
+        Binding("ctrl+right,right_square_bracket", "example(1)", "Next example"),
+        Binding("ctrl+left,left_square_bracket", "example(-1)", "Prev example"),
+    ]
+
+    def body(self) -> ComposeResult:
+        yield Input(
+            value=self.wiz.cfg.data.path, placeholder="path to a .jsonl / .json file, Enter to load", id="data-path"
+        )
+        yield DirectoryTree(str(Path(self.wiz.cfg.data.path or ".").expanduser().resolve().parent), id="tree")
+        yield Static("", id="data-summary")
+        with VerticalScroll(id="preview-box"):
+            yield Static("", id="preview")
+
+    def on_mount(self) -> None:
+        self.previews: list = []
+        self.index = 0
+        self.ready = False
+        self.query_one("#tree").display = False
+        if self.wiz.cfg.data.path:
+            self.load(self.wiz.cfg.data.path)
+        self.query_one("#data-path", Input).focus()
+
+    def action_browse(self) -> None:
+        tree = self.query_one("#tree")
+        tree.display = not tree.display
+        if tree.display:
+            tree.focus()
+
+    @on(DirectoryTree.FileSelected)
+    def _file(self, event: DirectoryTree.FileSelected) -> None:
+        self.query_one("#data-path", Input).value = str(event.path)
+        self.query_one("#tree").display = False
+        self.load(str(event.path))
+
+    @on(Input.Submitted, "#data-path")
+    def _submitted(self, event: Input.Submitted) -> None:
+        self.load(event.value)
+
+    def load(self, path: str) -> None:
+        self.ready = False
+        self.wiz.cfg.data.path = str(Path(path).expanduser().resolve()) if path else ""
+        self.query_one("#data-summary", Static).update("Reading the data and rendering it with the chat template...")
+        self.query_one("#preview", Static).update("")
+        self.inspect(self.wiz.cfg.data.path, self.wiz.cfg.model.id, self.wiz.cfg.data.max_seq_len)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="data")
+    def inspect(self, path: str, model_id: str, max_seq_len: int) -> None:
+        from core import data, models
+
+        try:
+            loaded = data.load(path)
+        except data.DataError as exc:
+            self.post_message(DataReady({}, [], exc.problems))
+            return
+        summary = {"rows": len(loaded.examples), "formats": loaded.formats, "sha256": loaded.sha256}
+        train, held = data.split(loaded.examples, self.wiz.cfg.data.eval_fraction, self.wiz.cfg.data.split_seed)
+        summary.update(train=len(train), eval=len(held))
+        previews = []
+        try:
+            from transformers import AutoTokenizer
+
+            resolved = models.resolve(model_id, self.wiz.home)
+            tok = AutoTokenizer.from_pretrained(str(resolved.path))
+            rendered = [data.render(tok, ex.messages, max_seq_len) for ex in loaded.examples]
+            lengths = sorted(r.total_tokens for r in rendered)
+            summary.update(
+                tokens_min=lengths[0],
+                tokens_median=lengths[len(lengths) // 2],
+                tokens_p95=lengths[int(len(lengths) * 0.95) - 1 if len(lengths) > 1 else 0],
+                tokens_max=lengths[-1],
+                truncated=sum(r.truncated for r in rendered),
+                no_trained=sum(r.trained_tokens == 0 for r in rendered),
+                train_tokens=sum(len(r.input_ids) for r in rendered) * len(train) // max(len(rendered), 1),
+            )
+            previews = [(ex.line, r) for ex, r in zip(loaded.examples[:50], rendered[:50], strict=False)]
+        except Exception as exc:  # noqa: BLE001 - shown to the user, data itself is fine
+            summary["template_error"] = f"{type(exc).__name__}: {exc}"
+        self.post_message(DataReady(summary, previews, []))
+
+    def on_data_ready(self, msg: DataReady) -> None:
+        box = self.query_one("#data-summary", Static)
+        if msg.problems:
+            shown = "\n".join(f"[red]x[/red] {escape(p)}" for p in msg.problems[:8])
+            more = f"\n... and {len(msg.problems) - 8} more" if len(msg.problems) > 8 else ""
+            box.update(f"[b red]{len(msg.problems)} problem(s) - fix them to continue[/b red]\n{shown}{more}")
+            return
+        s = msg.summary
+        self.wiz.data_summary = s
+        fmt = ", ".join(f"{k} {v}" for k, v in s["formats"].items())
+        lines = [f"[b]{s['rows']}[/b] examples ({fmt}): {s['train']} train / {s['eval']} held out"]
+        if "tokens_max" in s:
+            lines.append(
+                f"tokens per example: min {s['tokens_min']}, median {s['tokens_median']}, p95 {s['tokens_p95']}, "
+                f"max {s['tokens_max']} (limit {self.wiz.cfg.data.max_seq_len}); truncated {s['truncated']}"
+            )
+        if s.get("template_error"):
+            lines.append(f"[red]could not render with the model's template: {escape(s['template_error'])}[/red]")
+        if s["rows"] < 200:
+            lines.append("[yellow]fewer than 200 examples: too few to learn a pattern reliably[/yellow]")
+        box.update("\n".join(lines))
+        self.previews = msg.previews
+        self.index = 0
+        self.ready = "template_error" not in s
+        self.show_example()
+
+    def action_example(self, delta: int) -> None:
+        if self.previews:
+            self.index = (self.index + delta) % len(self.previews)
+            self.show_example()
+
+    def show_example(self) -> None:
+        if not self.previews:
+            return
+        line, r = self.previews[self.index]
+        head = Text(
+            f"example {self.index + 1}/{len(self.previews)} (line {line}) - {len(r.input_ids)} tokens, "
+            f"{r.trained_tokens} trained (highlighted)   [ ] to browse\n",
+            style="bold",
+        )
+        self.query_one("#preview", Static).update(head + preview_text(r))
+
+    def can_continue(self) -> str | None:
+        if not self.wiz.cfg.data.path:
+            return "choose a data file first"
+        return None if self.ready else "the data is not loaded yet, or has problems to fix"
+
+
+# -- 4. preset -----------------------------------------------------------------------
+
+ADVANCED = [
+    ("learning_rate", "learning rate"),
+    ("num_epochs", "epochs"),
+    ("max_steps", "max steps (-1: all epochs)"),
+    ("lora_r", "LoRA rank"),
+    ("lora_alpha", "LoRA alpha"),
+    ("per_device_batch_size", "batch per device"),
+    ("gradient_accumulation_steps", "gradient accumulation"),
+    ("data.max_seq_len", "max sequence length"),
+    ("evaluation.max_examples", "examples compared"),
+]
+LABELS = {k.split(".")[-1]: label for k, label in ADVANCED}
+
+
+def friendly(problem: str) -> str:
+    """'override 'training.max_steps=x': expected int' -> 'max steps: expected a whole number'."""
+    import re
+
+    m = re.match(r"override '(?:\w+\.)?(\w+)=.*': expected (\w+)", problem)
+    if m:
+        kind = {"int": "a whole number", "float": "a number", "bool": "true or false"}.get(m[2], m[2])
+        return f"{LABELS.get(m[1], m[1])}: expected {kind}"
+    return problem
+
+
+def predicted_minutes(tokens: int, epochs: float, hw) -> str:
+    """Rough time from the measured CPU rate (tokens x epochs / tokens per second)."""
+    from core.memory import CPU_FLOPS_PER_CORE
+
+    if not tokens or hw is None or hw.device != "cpu":
+        return "?"
+    tps = CPU_FLOPS_PER_CORE * hw.cpu_physical_cores / (4 * 134.5e6)
+    return f"~{tokens * epochs / tps / 60:.0f} min"
+
+
+class PresetStep(StepScreen):
+    STEP = "Preset"
+    BINDINGS = [
+        Binding("left", "pick(-1)", "Prev preset", show=False),
+        Binding("right", "pick(1)", "Next preset", show=False),
+        Binding("ctrl+a", "advanced", "Advanced"),
+    ]
+    NAMES = list(presets.PRESETS)
+
+    def body(self) -> ComposeResult:
+        with Horizontal(id="cards"):
+            for name in self.NAMES:
+                yield Static("", id=f"card-{name}", classes="card")
+        with VerticalScroll(id="advanced"):
+            for key, label in ADVANCED:
+                with Horizontal(classes="field"):
+                    yield Label(label, classes="field-label")
+                    yield Input(id=f"f-{key.replace('.', '-')}", classes="field-input")
+            yield Static("", id="adv-error")
+
+    def on_mount(self) -> None:
+        self.query_one("#advanced").display = False
+        self.select(self.wiz.cfg.preset if self.wiz.cfg.preset in self.NAMES else "balanced", keep=True)
+
+    def select(self, name: str, keep: bool = False) -> None:
+        if not keep or self.wiz.cfg.preset != name:
+            hw = self.wiz.hardware
+            per_dev = presets.max_per_device_batch(
+                hw.device if hw else "cpu", getattr(hw and hw.best_gpu, "free_gb", None)
+            )
+            self.wiz.cfg.training = presets.training_for(name, per_dev)
+            self.wiz.cfg.preset = name
+        for n in self.NAMES:
+            p = presets.PRESETS[n]
+            tokens = self.wiz.data_summary.get("train_tokens", 0)
+            card = self.query_one(f"#card-{n}", Static)
+            card.set_class(n == name, "selected")
+            card.update(
+                f"[b]{n}[/b]{'  <' if n == name else ''}\nrank {p.lora_r}, lr {p.learning_rate:g}\n"
+                f"{p.num_epochs} epochs, batch {p.effective_batch}\n{p.suits.replace(' examples', ' rows')}\n"
+                f"time {predicted_minutes(tokens, p.num_epochs, self.wiz.hardware)}"
+            )
+        self.fill_fields()
+
+    def fill_fields(self) -> None:
+        for key, _ in ADVANCED:
+            section, name = key.split(".") if "." in key else ("training", key)
+            value = getattr(getattr(self.wiz.cfg, section), name)
+            self.query_one(f"#f-{key.replace('.', '-')}", Input).value = (
+                f"{value:g}" if isinstance(value, float) else str(value)
+            )
+
+    def action_pick(self, delta: int) -> None:
+        if isinstance(self.focused, Input):
+            return
+        i = (self.NAMES.index(self.wiz.cfg.preset) + delta) % len(self.NAMES)
+        self.select(self.NAMES[i])
+
+    def action_advanced(self) -> None:
+        adv = self.query_one("#advanced")
+        adv.display = not adv.display
+        if adv.display:
+            self.query_one(Input).focus()
+
+    @on(Input.Changed, ".field-input")
+    def _validate(self, event: Input.Changed) -> None:
+        self.apply_fields()
+
+    def apply_fields(self) -> str | None:
+        trial = copy.deepcopy(self.wiz.cfg)
+        overrides = []
+        for key, _ in ADVANCED:
+            value = self.query_one(f"#f-{key.replace('.', '-')}", Input).value.strip()
+            overrides.append(f"{key if '.' in key else 'training.' + key}={value}")
+        err = self.query_one("#adv-error", Static)
+        try:
+            apply_overrides(trial, overrides)
+            problems = [p for p in trial.problems() if "[data] path" not in p]
+            if problems:
+                raise ConfigError(problems)
+        except ConfigError as exc:
+            problems = [friendly(p) for p in exc.problems]
+            err.update("[red]" + escape("; ".join(problems)) + "[/red]")
+            return "; ".join(problems)
+        err.update(f"effective batch {trial.training.effective_batch}")
+        self.wiz.cfg.training, self.wiz.cfg.data, self.wiz.cfg.evaluation = (
+            trial.training,
+            trial.data,
+            trial.evaluation,
+        )
+        return None
+
+    def can_continue(self) -> str | None:
+        return self.apply_fields()
+
+
+# -- 5. review -----------------------------------------------------------------------
+
+
+class ReviewStep(StepScreen):
+    STEP = "Review"
+
+    def body(self) -> ComposeResult:
+        with VerticalScroll(id="toml-box"):
+            yield Static("", id="toml")
+
+    def on_mount(self) -> None:
+        import tomli_w
+
+        cfg = self.wiz.cfg
+        if not cfg.name:
+            cfg.name = f"{Path(cfg.data.path).stem}-{cfg.preset}"
+        self.query_one("#toml", Static).update(Syntax(tomli_w.dumps(cfg.to_dict()), "toml", theme="ansi_dark"))
+        next_button = self.query_one("#next", Button)
+        next_button.label = "Start training"
+        next_button.focus()
+
+    def can_continue(self) -> str | None:
+        problems = self.wiz.cfg.problems()
+        return "; ".join(problems) if problems else None
