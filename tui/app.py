@@ -19,7 +19,7 @@ STARTED = time.perf_counter()
 class TunewizApp(App):
     """Hardware -> model -> data -> preset -> review -> train -> evaluate, and history."""
 
-    CSS_PATH = "app.tcss"
+    CSS_PATH = Path(__file__).parent / "app.tcss"
     TITLE = "tunewiz"
     STEPS = [HardwareStep, ModelStep, DataStep, PresetStep, ReviewStep]
     BINDINGS = [Binding("ctrl+q", "quit", "Quit", priority=True)]

@@ -55,6 +55,16 @@ class LossPlot(PlotextPlot):
         self.refresh()
 
 
+def compact(ev: dict) -> str | None:
+    """A log line short enough for half of an 80-column terminal."""
+    if ev.get("event") == "step":
+        return (
+            f"{ev.get('step')}/{ev.get('max_steps')} loss {ev.get('loss') or 0:.4f} "
+            f"lr {ev.get('learning_rate') or 0:.1e} {ev.get('tokens_per_s') or 0:.0f}t/s"
+        )
+    return describe(ev)
+
+
 class TrainScreen(Screen):
     """Live view of one run. Stop saves a checkpoint and the adapter; Detach leaves it training."""
 
@@ -104,7 +114,7 @@ class TrainScreen(Screen):
         self.status = run.get("status", "?")
         log = self.query_one(RichLog)
         for e in msg.events:
-            line = describe(e)
+            line = compact(e)
             if line:
                 log.write(line)
         if msg.events:
@@ -253,9 +263,9 @@ class EvalScreen(Screen):
             table.add_row(
                 mark(p["base_score"]),
                 mark(p["finetuned_score"]),
-                p["prompt"][:30].replace("\n", " "),
-                p["expected"][:20],
-                p["finetuned"][:20],
+                p["prompt"][:22].replace("\n", " "),
+                p["expected"][:16],
+                p["finetuned"][:16],
             )
         gain = (ft.get("field_match", ft.get("exact_match", 0)) or 0) - (
             base.get("field_match", base.get("exact_match", 0)) or 0
