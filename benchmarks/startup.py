@@ -57,9 +57,8 @@ def main() -> None:
                 sys.exit(f"run {i + 1}: no READY line\n{out.stdout}\n{out.stderr}")
             ready.append(float(line.split()[1]))
             walls.append(wall)
-            print(
-                f"run {i + 1}: first screen painted after {ready[-1]:.3f}s (process wall {wall:.3f}s) {line.split(' ', 2)[2]}"
-            )
+            detail = line.split(" ", 2)[2]
+            print(f"run {i + 1}: first screen painted after {ready[-1]:.3f}s (process wall {wall:.3f}s) {detail}")
     print(
         f"median: first screen {statistics.median(ready):.3f}s, process wall {statistics.median(walls):.3f}s "
         f"({ns.runs} runs, {os.cpu_count()} CPUs, start={ns.start})"
