@@ -22,6 +22,7 @@ reason (and for out-of-memory, what to change) in run.toml.
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
 import platform
@@ -117,7 +118,8 @@ def load_model(path: Path, cfg: RunConfig, dtype_name: str, for_training: bool =
     from transformers import AutoModelForCausalLM
 
     dtype = getattr(torch, dtype_name)
-    kwargs: dict[str, Any] = {"dtype": dtype, "trust_remote_code": cfg.model.trust_remote_code}
+    # safetensors only: a pickled .bin checkpoint can run code when loaded.
+    kwargs: dict[str, Any] = {"dtype": dtype, "trust_remote_code": cfg.model.trust_remote_code, "use_safetensors": True}
     if cfg.model.method == "qlora":
         from transformers import BitsAndBytesConfig
 
@@ -501,6 +503,11 @@ def classify_failure(exc: BaseException) -> str:
     text = str(exc)
     if "OutOfMemoryError" in name or "out of memory" in text.lower() or isinstance(exc, MemoryError):
         return f"{text or name}. {OOM_ADVICE}"
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        return (
+            f"Disk full while writing {exc.filename or 'a checkpoint'}. Earlier checkpoints are untouched: free "
+            "some space (or lower save_total_limit), then `tunewiz resume RUN` continues from the last one."
+        )
     return f"{name}: {text}" if text else name
 
 

@@ -41,3 +41,19 @@ def test_killing_a_record_writer_never_leaves_an_unreadable_record(tmp_path):
     assert written > 0
     # Temp files of killed writers are dot-files; the record itself is never one of them.
     assert (run_dir / runs.RECORD).is_file()
+
+
+def test_disk_full_is_reported_in_words():
+    import errno
+
+    from core.trainer import classify_failure
+
+    msg = classify_failure(OSError(errno.ENOSPC, "No space left on device", "/runs/x/checkpoints/checkpoint-8"))
+    assert "Disk full" in msg and "checkpoint-8" in msg and "tunewiz resume" in msg
+
+
+def test_out_of_memory_reason_carries_the_advice():
+    from core.trainer import classify_failure
+
+    msg = classify_failure(MemoryError())
+    assert "Out of memory" in msg and "gradient_checkpointing" in msg and "qlora" in msg

@@ -1,0 +1,243 @@
+"""Every screen at 80x24, compared with its stored snapshot (pytest-textual-snapshot).
+
+Inputs are fixed so the pictures do not depend on the machine: the hardware is
+given, the data and the runs live at fixed paths, and run records are written
+by hand with fixed ids and numbers. Update with `pytest tests/test_snapshots.py --snapshot-update`.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from core import runs
+from core.config import RunConfig
+from core.hardware import Hardware
+from core.toml import write_toml_atomic
+from tests.conftest import SAMPLE
+from tui.app import create_app
+
+SIZE = (80, 24)
+BASE = Path("/tmp/tunewiz-snapshots")
+HW = Hardware(
+    cpu_model="AMD EPYC",
+    cpu_physical_cores=2,
+    cpu_logical_cores=2,
+    ram_total_gb=23.5,
+    ram_available_gb=22.0,
+    disk_free_gb=70.0,
+    disk_path="/home/user",
+    platform="Linux x86_64",
+)
+RUN_ID = "20260101-120000-tickets-balanced"
+
+
+@pytest.fixture(scope="module")
+def snap_home(session_home, bundled_dir) -> Path:
+    shutil.rmtree(BASE, ignore_errors=True)
+    home = BASE / "home"
+    (home / "models").mkdir(parents=True)
+    for d in (session_home / "models").iterdir():
+        (home / "models" / d.name).symlink_to(d)
+    shutil.copy(SAMPLE / "support_tickets.jsonl", BASE / "tickets.jsonl")
+    write_run(home, RUN_ID, "completed", loss=0.42, field_match=0.58, created="2026-01-01T12:00:00+00:00")
+    write_run(
+        home,
+        "20260101-110000-oom-aggressive",
+        "failed",
+        created="2026-01-01T11:00:00+00:00",
+        reason="Out of memory. Try a smaller per_device_batch_size ...",
+    )
+    return home
+
+
+def write_run(
+    home: Path,
+    run_id: str,
+    status: str,
+    *,
+    created: str,
+    loss: float | None = None,
+    field_match: float | None = None,
+    reason: str = "",
+) -> Path:
+    run_dir = home / "runs" / run_id
+    run_dir.mkdir(parents=True)
+    cfg = RunConfig(name=run_id.split("-", 2)[2], preset=run_id.rsplit("-", 1)[1])
+    cfg.data.path = str(BASE / "tickets.jsonl")
+    doc = {
+        "run": {
+            "id": run_id,
+            "name": cfg.name,
+            "status": status,
+            "created": created,
+            "created_unix": 1767268800.0 if "12" in created else 1767265200.0,
+            "finished": created,
+        },
+        **cfg.to_dict(),
+    }
+    doc["data"].update(train_rows=324, eval_rows=36)
+    if reason:
+        doc["run"]["failure_reason"] = reason
+    if loss is not None:
+        doc["results"] = {
+            "train_loss": loss,
+            "eval_loss": 0.1527,
+            "tokens_per_s": 127.5,
+            "peak_memory_mb": 2570.3,
+            "wall_time_s": 396.0,
+            "base": {"eval_loss": 1.4575, "exact_match": 0.0, "json_valid": 0.0, "field_match": 0.0, "examples": 3},
+            "finetuned": {
+                "eval_loss": 0.1525,
+                "exact_match": 0.14,
+                "json_valid": 1.0,
+                "field_match": field_match,
+                "examples": 3,
+            },
+        }
+        events = [
+            {
+                "t": 1.0 + i,
+                "event": "step",
+                "step": i,
+                "max_steps": 8,
+                "epoch": i / 8,
+                "loss": round(1.5 / i, 4),
+                "learning_rate": 2e-4,
+                "tokens_per_s": 120.0,
+                "memory_mb": 2100.0,
+                "eta_s": (8 - i) * 7.0,
+            }
+            for i in range(1, 9)
+        ]
+        events.append({"t": 10.0, "event": "eval", "step": 8, "eval_loss": 0.1527})
+        events.append({"t": 11.0, "event": "status", "status": "completed"})
+        (run_dir / "events.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events))
+        (run_dir / "eval").mkdir()
+        preds = [
+            {
+                "line": n,
+                "prompt": f"Ticket {n}: my parcel never arrived",
+                "expected": '{"category": "shipping"}',
+                "base": "I'm sorry to hear that.",
+                "finetuned": '{"category": "shipping"}',
+                "base_score": {
+                    "exact": False,
+                    "json_expected": True,
+                    "json_valid": False,
+                    "fields": 1,
+                    "fields_matched": 0,
+                },
+                "finetuned_score": {
+                    "exact": True,
+                    "json_expected": True,
+                    "json_valid": True,
+                    "fields": 1,
+                    "fields_matched": 1,
+                },
+            }
+            for n in (3, 7, 9)
+        ]
+        (run_dir / "eval" / "predictions.jsonl").write_text("".join(json.dumps(p) + "\n" for p in preds))
+    write_toml_atomic(run_dir / runs.RECORD, doc)
+    return run_dir
+
+
+def wizard(home: Path):
+    app = create_app(home, data=str(BASE / "tickets.jsonl"))
+    app.hardware = HW
+    return app
+
+
+async def until(pilot, predicate, timeout: float = 60.0) -> None:
+    import time
+
+    end = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < end, "screen did not settle"
+        await pilot.pause(0.1)
+
+
+def test_hardware_step(snap_compare, snap_home):
+    assert snap_compare(wizard(snap_home), terminal_size=SIZE)
+
+
+def test_model_step(snap_compare, snap_home):
+    assert snap_compare(wizard(snap_home), terminal_size=SIZE, press=["enter"])
+
+
+def test_data_step(snap_compare, snap_home):
+    async def run_before(pilot):
+        await pilot.press("enter", "ctrl+n")
+        await until(pilot, lambda: getattr(pilot.app.screen, "ready", False), 120)
+
+    assert snap_compare(wizard(snap_home), terminal_size=SIZE, run_before=run_before)
+
+
+def test_preset_step(snap_compare, snap_home):
+    async def run_before(pilot):
+        await pilot.press("enter", "ctrl+n")
+        await until(pilot, lambda: getattr(pilot.app.screen, "ready", False), 120)
+        await pilot.press("ctrl+n")
+
+    assert snap_compare(wizard(snap_home), terminal_size=SIZE, run_before=run_before)
+
+
+def test_review_step(snap_compare, snap_home):
+    async def run_before(pilot):
+        await pilot.press("enter", "ctrl+n")
+        await until(pilot, lambda: getattr(pilot.app.screen, "ready", False), 120)
+        await pilot.press("ctrl+n")
+        await pilot.pause()
+        await pilot.press("ctrl+n")
+
+    assert snap_compare(wizard(snap_home), terminal_size=SIZE, run_before=run_before)
+
+
+def test_help_overlay(snap_compare, snap_home):
+    assert snap_compare(wizard(snap_home), terminal_size=SIZE, press=["f1"])
+
+
+def test_train_screen_of_a_finished_run(snap_compare, snap_home):
+    app = create_app(snap_home, start="attach", run=snap_home / "runs" / RUN_ID)
+
+    async def run_before(pilot):
+        await until(pilot, lambda: getattr(pilot.app.screen, "status", "") == "completed")
+        await pilot.pause(0.3)
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
+
+
+def test_evaluation_screen(snap_compare, snap_home):
+    app = create_app(snap_home, start="attach", run=snap_home / "runs" / RUN_ID)
+
+    async def run_before(pilot):
+        await until(pilot, lambda: getattr(pilot.app.screen, "status", "") == "completed")
+        await pilot.press("e")
+        await pilot.pause(0.3)
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
+
+
+def test_history_screen(snap_compare, snap_home):
+    app = create_app(snap_home, start="history")
+
+    async def run_before(pilot):
+        await until(pilot, lambda: pilot.app.screen.query_one("#runs").row_count == 2)
+        await pilot.pause(0.2)
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
+
+
+def test_run_screen(snap_compare, snap_home):
+    app = create_app(snap_home, start="history")
+
+    async def run_before(pilot):
+        await until(pilot, lambda: pilot.app.screen.query_one("#runs").row_count == 2)
+        await pilot.press("enter")
+        await pilot.pause(0.3)
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
