@@ -90,6 +90,10 @@ class TrainingConfig:
     """Checkpoints kept on disk (the newest ones)."""
     threads: int = 0
     """CPU threads for torch; 0: one per physical core."""
+    group_by_length: bool = True
+    """Batch examples of similar length together: less compute wasted on padding."""
+    lm_head_trained_only: bool = True
+    """Project only the trained (assistant) positions through the output layer, not every token."""
 
     @property
     def effective_batch(self) -> int:

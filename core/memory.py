@@ -1,76 +1,513 @@
-"""First-order memory and time estimates for a run (recorded under [estimate]).
+"""Will it fit, and how long will it take: peak memory with a breakdown, recommendations, time.
 
-Deliberately simple until the estimator with a full breakdown lands: weights,
-LoRA parameters with gradients and AdamW states, logits for the trained
-positions, and activations per layer. The record keeps the prediction next to
-the measured peak and time, so its error is visible on every run.
+The estimate follows what the HF + PEFT stack keeps alive at the peak of a
+training step (the start of the backward pass):
+
+- **weights**: 2 or 4 bytes per parameter; QLoRA stores the block linear layers
+  in NF4 with double quantisation (~0.52 bytes per parameter) and keeps the
+  embeddings, the LM head and the norms in 16 bit - or in fp32 when PEFT's
+  ``prepare_model_for_kbit_training`` upcasts them, which tunewiz's trainer does.
+- **trainable**: LoRA matrices in fp32 (PEFT upcasts adapters) with their
+  gradients and optimizer states (AdamW: two fp32 moments), or every weight for
+  full fine-tuning.
+- **activations**: what autograd saves per token and layer, counted from the
+  operations of a Llama-style block (RMSNorm upcasts to fp32; a frozen linear
+  layer keeps no input, an adapted one does; SDPA keeps q, k, v and its output,
+  no seq^2 term; eager attention adds the seq^2 probabilities). With gradient
+  checkpointing only each layer's input is kept, plus one layer recomputed.
+- **logits**: batch x positions x vocabulary, in the model dtype, its fp32
+  upcast, the fp32 log-softmax kept for backward and the fp32 gradient. With
+  128k-256k vocabularies this is the largest term at long sequences.
+- **overhead**: the CUDA context and allocator slack on a GPU; on the CPU the
+  Python process with torch, transformers, peft and trl imported.
+
+Published peaks (LLaMA-Factory, Qwen) are checked in tests/test_memory.py.
+Sizes are in MiB (2**20 bytes); the record keeps them under [estimate].
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field, replace
+from typing import Any
 
+from core.catalog import FUSED, MODELS, ModelSpec
+
+MiB = 2**20
+GiB = 2**30
 BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
-NF4_BYTES = 0.52  # 4-bit NF4 with double quantisation, per quantised parameter
-# Effective training throughput of one physical x86 core in fp32, measured on this
-# project's 2-core CI machine (AMD EPYC, AVX2): SmolLM2-135M LoRA, ~140 tok/s at 4N FLOPs per token.
+NF4_BYTES = 0.52  # 4-bit NF4 with double quantisation, per quantised parameter (4 bits + scales)
+METHODS = ("lora", "qlora", "full")
+OPTIMIZERS = {"adamw": 8, "adamw_8bit": 2, "sgd": 0}  # optimizer state bytes per fp32 trainable parameter
+# CUDA context (~0.5 GiB with torch's kernels loaded) plus allocator slack; not in max_memory_allocated.
+GPU_OVERHEAD_BYTES = 0.75e9
+# A training process on the CPU, measured with the probe on this machine (peak RSS, VmHWM):
+# Python with torch, transformers, peft, trl and datasets imported is ~530 MiB; the Trainer's own state
+# (accelerate, the dataset, optimizer bookkeeping) adds ~270 MiB beyond the counted components.
+CPU_LIBRARIES_BYTES = 530 * MiB
+CPU_TRAINER_STATE_BYTES = 270 * MiB
+CPU_OVERHEAD_BYTES = CPU_LIBRARIES_BYTES + CPU_TRAINER_STATE_BYTES
+# glibc keeps freed blocks in per-thread arenas: measured peaks of a forward + backward on the CPU run
+# 10-23% above the counted activations and logits (SmolLM2-135M, batch 1-4 x 128 tokens).
+CPU_ALLOCATOR_SLACK = 1.15
+# Effective training throughput of one physical x86 core in fp32, measured on this project's 2-core CI
+# machine (AMD EPYC, AVX2): SmolLM2-135M LoRA, ~140 tok/s at 4N FLOPs per token.
 CPU_FLOPS_PER_CORE = 38e9
+# Dense bf16/fp16 tensor throughput from the vendors' spec sheets (TFLOP/s), by a name fragment.
+# These are peaks, not measurements: the time estimate assumes GPU_UTILISATION of them until a probe
+# measures the real rate on the machine.
+GPU_PEAK_TFLOPS = (
+    ("h200", 989.0),
+    ("h100", 756.0),
+    ("a100", 312.0),
+    ("l40s", 362.0),
+    ("l40", 181.0),
+    ("rtx 6000 ada", 364.0),
+    ("a6000", 155.0),
+    ("4090", 165.0),
+    ("4080", 97.5),
+    ("3090", 71.0),
+    ("a10", 125.0),
+    ("l4", 121.0),
+    ("v100", 125.0),
+    ("t4", 65.0),
+)
+GPU_UTILISATION = 0.3  # typical model-FLOP utilisation of HF + PEFT LoRA training on one GPU
+QLORA_SLOWDOWN = 0.7  # de-quantising every weight in forward and backward costs ~30% of throughput
+
+
+@dataclass
+class Setup:
+    """What is trained and how: everything the peak memory depends on besides the model."""
+
+    method: str = "lora"
+    """lora | qlora | full."""
+    dtype: str = "bfloat16"
+    """float32 | bfloat16 | float16: the weights' and activations' precision."""
+    lora_r: int = 16
+    target_modules: list[str] | tuple[str, ...] = ("all-linear",)
+    batch: int = 1
+    """Sequences per forward pass (per-device batch)."""
+    seq_len: int = 512
+    """Tokens per sequence in the largest batch (the dataset's longest, after truncation)."""
+    gradient_checkpointing: bool = False
+    optimizer: str = "adamw"
+    """adamw | adamw_8bit | sgd."""
+    trained_fraction: float = 1.0
+    """Share of positions projected through the LM head (tunewiz scores only the assistant tokens)."""
+    lora_dropout: float = 0.0
+    device: str = "cuda"
+    """cuda | mps | cpu: on the CPU the estimate is of the process's resident memory (RSS)."""
+    kbit_upcast: bool = True
+    """QLoRA: PEFT's prepare_model_for_kbit_training casts the 16-bit embeddings, head and norms to fp32."""
+    attention: str = ""
+    """sdpa | eager; empty: what the model uses (Gemma 2 needs eager)."""
+
+    def problems(self) -> list[str]:
+        p = []
+        if self.method not in METHODS:
+            p.append(f"method = {self.method!r}: use one of {', '.join(METHODS)}")
+        if self.dtype not in BYTES:
+            p.append(f"dtype = {self.dtype!r}: use one of {', '.join(BYTES)}")
+        if self.optimizer not in OPTIMIZERS:
+            p.append(f"optimizer = {self.optimizer!r}: use one of {', '.join(OPTIMIZERS)}")
+        for name in ("lora_r", "batch", "seq_len"):
+            if getattr(self, name) < 1:
+                p.append(f"{name} = {getattr(self, name)}: must be at least 1")
+        if not 0 < self.trained_fraction <= 1:
+            p.append(f"trained_fraction = {self.trained_fraction}: use a share in (0, 1]")
+        return p
+
+
+@dataclass
+class Breakdown:
+    """Peak memory by component, in MiB."""
+
+    weights: float
+    trainable: float
+    activations: float
+    logits: float
+    overhead: float
+    trainable_params: int
+    device: str
+
+    @property
+    def total(self) -> float:
+        return self.weights + self.trainable + self.activations + self.logits + self.overhead
+
+    def lines(self) -> list[str]:
+        where = "host RAM (RSS)" if self.device == "cpu" else "GPU memory"
+        rows = [
+            ("weights", self.weights),
+            (f"trainable ({self.trainable_params / 1e6:.1f}M params + grads + optimizer)", self.trainable),
+            ("activations", self.activations),
+            ("logits (+ fp32 upcast and gradient)", self.logits),
+            ("CUDA context / allocator" if self.device != "cpu" else "Python + libraries", self.overhead),
+        ]
+        width = max(len(r[0]) for r in rows) + 2
+        out = [f"{label:<{width}}{gib(v):>10}" for label, v in rows]
+        out.append("-" * (width + 10))
+        out.append(f"{'peak ' + where:<{width}}{gib(self.total):>10}")
+        return out
 
 
 @dataclass
 class Estimate:
-    weights_mb: float
-    adapter_states_mb: float
-    activations_mb: float
-    logits_mb: float
-    peak_memory_mb: float
-    tokens_per_s: float | None
-    train_time_s: float | None
-    method: str = "first-order"
+    """A breakdown plus the expected speed and time; `to_dict` is the record's flat [estimate]."""
 
-    def to_dict(self) -> dict:
-        return {k: v for k, v in asdict(self).items() if v is not None}
+    model: str
+    setup: Setup
+    breakdown: Breakdown
+    tokens_per_s: float | None = None
+    train_time_s: float | None = None
+    speed_source: str = ""
+
+    @property
+    def peak_memory_mb(self) -> float:
+        return round(self.breakdown.total, 1)
+
+    def to_dict(self) -> dict[str, Any]:
+        b = self.breakdown
+        d: dict[str, Any] = {
+            "model": self.model,
+            "method": self.setup.method,
+            "estimator": "breakdown-v2",
+            "device": b.device,
+            "batch": self.setup.batch,
+            "seq_len": self.setup.seq_len,
+            "gradient_checkpointing": self.setup.gradient_checkpointing,
+            "weights_mb": round(b.weights, 1),
+            "trainable_mb": round(b.trainable, 1),
+            "activations_mb": round(b.activations, 1),
+            "logits_mb": round(b.logits, 1),
+            "overhead_mb": round(b.overhead, 1),
+            "peak_memory_mb": self.peak_memory_mb,
+        }
+        if self.tokens_per_s:
+            d["tokens_per_s"] = round(self.tokens_per_s, 1)
+            d["speed_source"] = self.speed_source
+        if self.train_time_s:
+            d["train_time_s"] = round(self.train_time_s, 1)
+        return d
+
+
+def gib(mb: float) -> str:
+    """'1.23 GiB' for sizes from 1 GiB up, '512 MiB' below."""
+    return f"{mb / 1024:.2f} GiB" if mb >= 1024 else f"{mb:.0f} MiB"
+
+
+# -- memory -----------------------------------------------------------------------------
+
+
+def targets(spec: ModelSpec, target_modules) -> set[str]:
+    """The block linear layers that get adapters, by the names in `spec.linear_shapes()`.
+
+    >>> from core.catalog import BY_KEY
+    >>> sorted(targets(BY_KEY["phi3-mini"], ["q_proj", "v_proj"]))
+    ['qkv_proj']
+    """
+    shapes = spec.linear_shapes()
+    wanted = set(target_modules or ())
+    if not wanted or wanted & {"all-linear", "all"}:
+        return set(shapes)
+    out = {n for n in shapes if n in wanted}
+    for fused, parts in FUSED.items():
+        if fused in shapes and wanted & set(parts):
+            out.add(fused)
+        if fused in wanted:
+            out.update(p for p in parts if p in shapes)
+    return out
+
+
+def lora_params(spec: ModelSpec, r: int, target_modules) -> int:
+    """Trainable LoRA parameters: r x (in + out) per adapted linear layer, in every block.
+
+    >>> from core.catalog import BY_KEY
+    >>> lora_params(BY_KEY["llama3.1-8b"], 16, ["all-linear"])  # 0.52% of 8.03B
+    41943040
+    >>> lora_params(BY_KEY["llama3.1-8b"], 16, ["q_proj", "k_proj", "v_proj", "o_proj"])  # k, v are 4x narrower (GQA)
+    13631488
+    """
+    shapes = spec.linear_shapes()
+    return spec.layers * sum(r * (shapes[n][0] + shapes[n][1]) for n in targets(spec, target_modules))
+
+
+def layer_activation_bytes(spec: ModelSpec, s: Setup) -> float:
+    """Bytes autograd keeps per token for one decoder block, without checkpointing."""
+    b = BYTES[s.dtype]
+    h, inter = spec.hidden, spec.intermediate
+    full = s.method == "full"
+    adapted = targets(spec, s.target_modules)
+
+    def keeps_input(*names: str) -> bool:  # a frozen linear layer needs no input for backward
+        return full or any(n in adapted or FUSED.get(n, ()) and set(FUSED[n]) & adapted for n in names)
+
+    qkv = ("qkv_proj", "q_proj", "k_proj", "v_proj")
+    norms = spec.norms_per_layer * (4 * h + b * h)  # RMSNorm: fp32 copy of its input + normalised output
+    attn = (h if keeps_input(*qkv) else 0) + 2 * spec.q_dim + 2 * spec.kv_dim  # SDPA keeps q, k, v and output
+    attn += spec.q_dim if keeps_input("o_proj") else 0
+    mlp = (h if keeps_input("gate_up_proj", "gate_proj", "up_proj") else 0) + 3 * inter  # act in/out, up out
+    mlp += inter if keeps_input("down_proj") else 0
+    total = norms + (attn + mlp) * b
+    if s.lora_dropout > 0:  # dropout copies each adapted layer's input and keeps a mask
+        shapes = spec.linear_shapes()
+        total += sum(shapes[n][0] for n in adapted) * (b + 1)
+    if (s.attention or spec.attention) == "eager":  # the seq x seq probabilities: fp32 softmax + its cast
+        total += spec.heads * s.seq_len * (4 + b)
+    return total
+
+
+def logits_bytes_per_entry(dtype: str) -> int:
+    """Bytes per logit at the loss: the logit, its fp32 upcast, the fp32 log-softmax and its gradient.
+
+    >>> logits_bytes_per_entry("bfloat16"), logits_bytes_per_entry("float32")
+    (14, 12)
+    """
+    b = BYTES[dtype]
+    return b + (4 if b < 4 else 0) + 4 + 4
+
+
+def breakdown(spec: ModelSpec, s: Setup) -> Breakdown:
+    """Peak memory of one training step, by component."""
+    problems = s.problems()
+    if problems:
+        raise ValueError("; ".join(problems))
+    b = BYTES[s.dtype]
+    params = spec.params
+    if s.method == "qlora":
+        rest = params - spec.quantized_params  # embeddings, LM head, norms, biases
+        weights = spec.quantized_params * NF4_BYTES + rest * (4 if s.kbit_upcast else b)
+    else:
+        weights = params * b
+    opt = OPTIMIZERS[s.optimizer]
+    if s.method == "full":
+        n_train = params
+        states = 2 * b if s.optimizer == "adamw" else opt  # torch AdamW keeps its moments in the weights' dtype
+        trainable = params * (b + states)  # gradients in the weights' dtype + optimizer states
+    else:
+        n_train = lora_params(spec, s.lora_r, s.target_modules)
+        trainable = n_train * (4 + 4 + opt)  # fp32 adapter weights + gradients + optimizer states
+    tokens = s.batch * s.seq_len
+    per_layer = layer_activation_bytes(spec, s)
+    if s.gradient_checkpointing:
+        # Each block's input is kept; backward recomputes one block at a time.
+        acts = tokens * (spec.layers * spec.hidden * b + per_layer)
+    else:
+        acts = tokens * spec.layers * per_layer
+    acts += tokens * spec.hidden * (4 + 2 * b)  # final norm, and the gradient flowing back into the blocks
+    logits = tokens * s.trained_fraction * spec.vocab * logits_bytes_per_entry(s.dtype)
+    if s.device == "cpu":
+        acts, logits = acts * CPU_ALLOCATOR_SLACK, logits * CPU_ALLOCATOR_SLACK
+    overhead = CPU_OVERHEAD_BYTES if s.device == "cpu" else GPU_OVERHEAD_BYTES
+    return Breakdown(
+        weights / MiB, trainable / MiB, acts / MiB, logits / MiB, overhead / MiB, int(n_train), s.device
+    )
+
+
+# -- speed and time ---------------------------------------------------------------------
+
+
+def flops_per_token(spec: ModelSpec, s: Setup) -> float:
+    """Training FLOPs per token: forward 2N, backward 2N (input grads) + 2N more for weight grads in
+    full fine-tuning, + 2N with gradient checkpointing (the forward again)."""
+    n = spec.params
+    f = 4 * n + (2 * n if s.method == "full" else 0) + (2 * n if s.gradient_checkpointing else 0)
+    return f
+
+
+def gpu_peak_flops(name: str) -> float:
+    n = name.lower()
+    for frag, tflops in GPU_PEAK_TFLOPS:
+        if frag in n:
+            return tflops * 1e12
+    return 50e12  # an unknown card: a mid-range guess, flagged as such by `speed_source`
+
+
+def tokens_per_s(spec: ModelSpec, s: Setup, hw=None, threads: int | None = None) -> tuple[float, str]:
+    """Expected training tokens per second on this hardware, and where the figure comes from."""
+    f = flops_per_token(spec, s)
+    gpu = getattr(hw, "best_gpu", None) if hw is not None else None
+    if s.device == "cpu" or gpu is None:
+        cores = threads or getattr(hw, "cpu_physical_cores", 1) or 1
+        tps = CPU_FLOPS_PER_CORE * cores / f
+        if s.method == "qlora":
+            tps *= QLORA_SLOWDOWN / 2  # bitsandbytes de-quantises on the CPU without fused kernels
+        return tps, f"cpu: {cores} cores x {CPU_FLOPS_PER_CORE / 1e9:.0f} GFLOP/s measured per core"
+    peak = gpu_peak_flops(gpu.name)
+    tps = peak * GPU_UTILISATION / f
+    if s.method == "qlora":
+        tps *= QLORA_SLOWDOWN
+    return tps, f"gpu: spec-sheet {peak / 1e12:.0f} TFLOP/s x {GPU_UTILISATION:.0%} assumed utilisation (unmeasured)"
 
 
 def estimate(
+    spec: ModelSpec,
+    setup: Setup,
     *,
-    total_params: int,
-    trainable_params: int,
-    embedding_params: int,
-    hidden: int,
-    layers: int,
-    vocab: int,
-    method: str,
-    dtype: str,
-    batch: int,
-    seq_len: int,
-    trained_fraction: float,
-    gradient_checkpointing: bool,
-    train_tokens: int,
-    device: str,
-    physical_cores: int,
+    hw=None,
+    threads: int | None = None,
+    train_tokens: int = 0,
+    trainable_params: int | None = None,
 ) -> Estimate:
-    mb = 2**20
-    b = BYTES.get(dtype, 4)
-    if method == "qlora":
-        weights = (total_params - embedding_params) * NF4_BYTES + embedding_params * 2
+    """Peak memory breakdown, tokens per second and training time for `train_tokens` tokens."""
+    bd = breakdown(spec, setup)
+    if trainable_params is not None and setup.method != "full":  # the real count from PEFT, when known
+        bd.trainable = trainable_params * (8 + OPTIMIZERS[setup.optimizer]) / MiB
+        bd.trainable_params = trainable_params
+    tps, source = tokens_per_s(spec, setup, hw, threads)
+    return Estimate(spec.key, setup, bd, tps, train_tokens / tps if train_tokens else None, source)
+
+
+# -- will it fit ------------------------------------------------------------------------
+
+
+@dataclass
+class Verdict:
+    estimate: Estimate
+    budget_mb: float
+    """Memory available for training after the headroom."""
+    available_mb: float
+    headroom: float
+    fixes: list[str] = field(default_factory=list)
+
+    @property
+    def fits(self) -> bool:
+        return self.estimate.peak_memory_mb <= self.budget_mb
+
+    @property
+    def use(self) -> float:
+        return self.estimate.peak_memory_mb / max(self.available_mb, 1e-9)
+
+    def summary(self) -> str:
+        e = self.estimate
+        where = "RAM" if e.breakdown.device == "cpu" else "GPU memory"
+        if self.fits:
+            return (
+                f"fits: {gib(e.peak_memory_mb)} of {gib(self.available_mb)} {where} "
+                f"({self.use:.0%}, keeping {self.headroom:.0%} headroom)"
+            )
+        return (
+            f"does NOT fit: needs {gib(e.peak_memory_mb)}, {gib(self.available_mb)} {where} available "
+            f"(budget {gib(self.budget_mb)} with {self.headroom:.0%} headroom)"
+        )
+
+
+def available_mb(hw, device: str) -> float:
+    """Memory a run can use now: the best GPU's free memory, or available RAM on the CPU."""
+    gpu = getattr(hw, "best_gpu", None)
+    if device != "cpu" and gpu is not None:
+        return gpu.free_gb * 1024
+    return getattr(hw, "ram_available_gb", 0.0) * 1024
+
+
+def fit(spec: ModelSpec, setup: Setup, hw, headroom: float = 0.12, train_tokens: int = 0) -> Verdict:
+    """Does this setup fit the hardware with `headroom` to spare? If not, which single change would."""
+    est = estimate(spec, setup, hw=hw, train_tokens=train_tokens)
+    avail = available_mb(hw, setup.device)
+    v = Verdict(est, avail * (1 - headroom), avail, headroom)
+    if not v.fits:
+        v.fixes = fixes(spec, setup, v.budget_mb)
+    return v
+
+
+def fixes(spec: ModelSpec, s: Setup, budget_mb: float) -> list[str]:
+    """Single changes that make the setup fit, in the order to try them (same effective batch first)."""
+    tries: list[tuple[str, Setup]] = []
+    if s.batch > 1:
+        tries.append((f"per-device batch 1 (x{s.batch} more gradient accumulation, same effective batch)",
+                      replace(s, batch=1)))  # fmt: skip
+    if not s.gradient_checkpointing:
+        tries.append(("gradient checkpointing on (~20% slower)", replace(s, gradient_checkpointing=True)))
+        tries.append(("gradient checkpointing and batch 1", replace(s, gradient_checkpointing=True, batch=1)))
+    if s.method != "qlora":
+        tries.append(("method qlora (4-bit base)", replace(s, method="qlora")))
+        tries.append(("qlora, checkpointing, batch 1", replace(s, method="qlora", gradient_checkpointing=True, batch=1)))
+    for n in (s.seq_len // 2, s.seq_len // 4):
+        if n >= 64:
+            tries.append((f"max_seq_len {n}", replace(s, seq_len=n, gradient_checkpointing=True, batch=1)))
+    out = []
+    for label, t in tries:
+        peak = breakdown(spec, t).total
+        if peak <= budget_mb:
+            out.append(f"{label}: {gib(peak)}")
+    if not out:
+        out.append("a smaller model: nothing short of that fits this budget")
+    return out
+
+
+# -- recommendations --------------------------------------------------------------------
+
+
+@dataclass
+class Recommendation:
+    spec: ModelSpec
+    method: str
+    peak_mb: float
+    budget_mb: float
+    tokens_per_s: float
+    time_s: float | None
+    batches: dict[str, tuple[int, int, bool]]
+    """Per preset: (per-device batch, gradient accumulation, gradient checkpointing) that fit."""
+
+    @property
+    def fits(self) -> bool:
+        return self.peak_mb <= self.budget_mb and bool(self.batches)
+
+
+def preset_batches(spec: ModelSpec, base: Setup, budget_mb: float, max_per_device: int) -> dict[str, tuple]:
+    """For each preset, the largest per-device batch (dividing its effective batch) that fits."""
+    from core.presets import PRESETS
+
+    out = {}
+    for name, p in PRESETS.items():
+        for gc in (False, True):
+            per = min(p.effective_batch, max_per_device)
+            while per >= 1:
+                if p.effective_batch % per == 0:
+                    s = replace(base, batch=per, lora_r=p.lora_r, gradient_checkpointing=gc)
+                    if breakdown(spec, s).total <= budget_mb:
+                        out[name] = (per, p.effective_batch // per, gc)
+                        break
+                per -= 1
+            if name in out:
+                break
+    return out
+
+
+def recommend(
+    hw,
+    *,
+    seq_len: int = 512,
+    train_tokens: int = 0,
+    headroom: float = 0.12,
+    methods: tuple[str, ...] = ("lora", "qlora"),
+    models: tuple[ModelSpec, ...] = MODELS,
+    dtype: str | None = None,
+) -> list[Recommendation]:
+    """Catalog models x methods ranked for this machine.
+
+    On a GPU: what fits first, larger models first (the most capable model that fits), LoRA before
+    QLoRA for the same model (faster, no quantisation error). On the CPU: what fits in RAM first,
+    fastest first (CPU training is bounded by time long before memory).
+    """
+    gpu = getattr(hw, "best_gpu", None)
+    device = "cuda" if gpu is not None else "cpu"
+    if dtype is None:
+        dtype = ("bfloat16" if gpu.bf16 else "float16") if gpu is not None else "float32"
+    budget = available_mb(hw, device) * (1 - headroom)
+    max_per = 16 if device == "cuda" else 4  # small CPU batches stay in cache (core.presets)
+    recs = []
+    for spec in models:
+        for method in methods:
+            base = Setup(method=method, dtype=dtype, seq_len=seq_len, device=device, batch=1, lora_r=16)
+            batches = preset_batches(spec, base, budget, max_per)
+            bal = batches.get("balanced")
+            s = replace(base, batch=bal[0], gradient_checkpointing=bal[2]) if bal else base
+            est = estimate(spec, s, hw=hw, train_tokens=train_tokens)
+            recs.append(
+                Recommendation(spec, method, est.peak_memory_mb, budget, est.tokens_per_s or 0.0, est.train_time_s, batches)
+            )
+    if device == "cuda":
+        recs.sort(key=lambda r: (not r.fits, -r.spec.params, r.method != "lora"))
     else:
-        weights = total_params * b
-    adapter = trainable_params * (4 + 4 + 8)  # fp32 weights + grads + AdamW moments
-    per_token_layer = hidden * (4 if gradient_checkpointing else 34) * b / 2  # ~34 saved values per hidden unit
-    activations = batch * seq_len * layers * per_token_layer
-    logits = batch * seq_len * max(trained_fraction, 0.05) * vocab * 4 * 2  # fp32 logits + their gradient
-    peak = weights + adapter + activations + logits
-    tps = time_s = None
-    if device == "cpu":
-        tps = CPU_FLOPS_PER_CORE * physical_cores / (4 * total_params)
-        time_s = train_tokens / tps
-    return Estimate(
-        round(weights / mb, 1),
-        round(adapter / mb, 1),
-        round(activations / mb, 1),
-        round(logits / mb, 1),
-        round(peak / mb, 1),
-        round(tps, 1) if tps else None,
-        round(time_s, 1) if time_s else None,
-    )
+        recs.sort(key=lambda r: (not r.fits, -r.tokens_per_s))
+    return recs

@@ -134,6 +134,7 @@ def test_history_shows_each_status_and_compares_two(home, tmp_path):
                 table = app.screen.query_one("#runs", DataTable)
                 await wait_until(pilot, lambda: table.row_count == 4)
                 rows = {table.get_row_at(i)[2]: table.get_row_at(i) for i in range(4)}
+                assert set(rows) == {"good-run", "oom-run", "live-run", "other-run"}
                 assert "completed" in rows["good-run"][1] and rows["good-run"][6] == "fields 58%"
                 assert "failed" in rows["oom-run"][1]
                 assert "running" in rows["live-run"][1]
@@ -178,3 +179,20 @@ def test_wizard_refuses_bad_data_with_the_line(home, tmp_path):
             assert screen_name(app) == "DataStep"
 
     asyncio.run(run())
+
+
+def test_out_of_memory_failure_offers_a_one_key_retry(home, tmp_path, monkeypatch):
+    failed = make_run(home, tmp_path, "oom-run", "failed")
+    started = []
+    monkeypatch.setattr("tui.app.TunewizApp.start_run", lambda self, cfg: started.append(cfg))
+
+    async def run() -> None:
+        app = create_app(home, start="attach", run=failed)
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_until(pilot, lambda: getattr(app.screen, "status", "") == "failed")
+            assert "press r to retry" in str(app.screen.query_one("#train-status").render())
+            await pilot.press("r")
+
+    asyncio.run(run())
+    (cfg,) = started
+    assert cfg.training.per_device_batch_size == 2 and cfg.training.gradient_accumulation_steps == 4  # same 8

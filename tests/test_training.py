@@ -179,14 +179,32 @@ def test_stop_saves_adapter_and_resume_finishes(home, tiny_model_dir, small_data
     launcher.start(run_dir, resume=True)
     doc = launcher.wait(run_dir, timeout=300)
     assert doc["run"]["status"] == "completed" and doc["run"]["resumed"] == 1
+    assert doc["run"]["previous_status"] == "stopped" and doc["run"]["started"] < doc["run"]["resumed_at"][0]
     steps = steps_seen(run_dir)
     assert steps[-1] == 400 and steps.count(reached + 1) == 1  # continued, not restarted
 
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    model = PeftModel.from_pretrained(
+        AutoModelForCausalLM.from_pretrained(str(tiny_model_dir)), str(run_dir / "adapter")
+    )
+    assert any("lora_B" in n for n, _ in model.named_parameters())
+
 
 def test_killed_trainer_is_reported_crashed(home, tiny_model_dir, small_data, capsys):
-    cfg = tiny_config(tiny_model_dir, small_data, max_steps=400)
+    cfg = tiny_config(tiny_model_dir, small_data, max_steps=400, save_steps=50)
     run_dir = cli.launch(cfg, home)
-    wait_for(lambda: len(steps_seen(run_dir)) >= 1, timeout=180)
+    wait_for(lambda: (run_dir / "checkpoints" / "checkpoint-50").is_dir(), timeout=180)
+    # a second trainer on the same run is refused while the first holds the lock
+    second = subprocess.run(
+        [sys.executable, "-m", "core.trainer", str(run_dir)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        timeout=120,
+    )
+    assert second.returncode == 3 and "already running" in second.stderr
     pid = runs.read_record(run_dir)["run"]["pid"]
     os.kill(pid, signal.SIGKILL)
     wait_for(lambda: not runs.trainer_alive(run_dir), timeout=30)
@@ -194,6 +212,13 @@ def test_killed_trainer_is_reported_crashed(home, tiny_model_dir, small_data, ca
     assert "crashed" in capsys.readouterr().out
     doc = runs.read_record(run_dir)
     assert doc["run"]["status"] == "crashed" and doc["run"]["last_step"] >= 1
+    assert "step" in doc["run"]["log_tail"]
+
+    # resume continues from the last checkpoint and finishes
+    assert cli.main(["resume", run_dir.name]) == 0
+    doc = launcher.wait(run_dir, timeout=300)
+    assert doc["run"]["status"] == "completed" and doc["run"]["previous_status"] == "crashed"
+    assert steps_seen(run_dir)[-1] == 400
 
 
 def test_injected_out_of_memory_fails_with_advice(home, tiny_model_dir, small_data, monkeypatch):

@@ -319,6 +319,91 @@ def cmd_history(ns) -> int:
     return run_app(ns, start="history")
 
 
+def _fit_hardware(ns):
+    """The detected hardware, or a pretend GPU / RAM size given on the command line."""
+    from core import hardware
+
+    hw = hardware.detect(runs.home(ns.home))
+    if getattr(ns, "gpu_gb", None):
+        hw.gpus = [hardware.GPU(0, f"{ns.gpu_gb:g} GB GPU (--gpu-gb)", ns.gpu_gb, ns.gpu_gb, "8.0", True)]
+    if getattr(ns, "ram_gb", None):
+        hw.ram_total_gb = hw.ram_available_gb = ns.ram_gb
+    return hw
+
+
+def cmd_fit(ns) -> int:
+    from core import catalog, memory, presets
+
+    hw = _fit_hardware(ns)
+    try:
+        spec = catalog.lookup(ns.model)
+    except catalog.CatalogError as exc:
+        raise UserError(str(exc)) from None
+    p = presets.get(ns.preset)
+    gpu = hw.best_gpu
+    device = "cuda" if gpu is not None else "cpu"
+    dtype = ns.dtype or (("bfloat16" if gpu.bf16 else "float16") if gpu is not None else "float32")
+    batch = ns.batch or presets.split_batch(p.effective_batch, 16 if device == "cuda" else 4)[0]
+    setup = memory.Setup(
+        method=ns.method,
+        dtype=dtype,
+        lora_r=ns.rank or p.lora_r,
+        batch=batch,
+        seq_len=ns.seq_len,
+        gradient_checkpointing=ns.gradient_checkpointing,
+        optimizer=ns.optimizer,
+        device=device,
+    )
+    problems = setup.problems()
+    if problems:
+        raise UserError("; ".join(f"--{x}" for x in problems))
+    v = memory.fit(spec, setup, hw, headroom=ns.headroom, train_tokens=ns.tokens * p.num_epochs if ns.tokens else 0)
+    e = v.estimate
+    print(f"{spec.label}, {spec.hub_id or 'from config.json'}: {ns.method}, {dtype}, rank {setup.lora_r}, "
+          f"batch {batch} x {ns.seq_len} tokens, checkpointing {'on' if ns.gradient_checkpointing else 'off'}")  # fmt: skip
+    print("\n".join(e.breakdown.lines()))
+    print(f"-> {v.summary()}")
+    for f in v.fixes:
+        print(f"   would fit with {f}")
+    if e.tokens_per_s:
+        line = f"speed: ~{e.tokens_per_s:,.0f} tok/s ({e.speed_source})"
+        if e.train_time_s:
+            line += f"; {ns.tokens:,} tokens x {p.num_epochs} epochs: ~{fmt_duration(e.train_time_s)}"
+        print(line)
+    return 0 if v.fits else 1
+
+
+def cmd_recommend(ns) -> int:
+    from core import memory
+
+    hw = _fit_hardware(ns)
+    recs = memory.recommend(hw, seq_len=ns.seq_len, train_tokens=ns.tokens * 3 if ns.tokens else 0, headroom=ns.headroom)
+    where = f"GPU {hw.best_gpu.name}, {hw.best_gpu.free_gb:.1f} GB free" if hw.best_gpu else (
+        f"CPU only, {hw.ram_available_gb:.1f} GB RAM available, {hw.cpu_physical_cores} cores")  # fmt: skip
+    print(f"{where}; {ns.seq_len} tokens per example, {ns.headroom:.0%} headroom")
+    head = f"{'model':<16}{'method':<7}{'peak':>10}  {'fits':<5}{'tok/s':>8}"
+    head += f"{'time (3 ep)':>12}  " if ns.tokens else "  "
+    print(head + "batch x accumulation: conservative / balanced / aggressive")
+    shown = 0
+    for r in recs:
+        if not r.fits and not ns.all:
+            continue
+        cells = []
+        for name in ("conservative", "balanced", "aggressive"):
+            b = r.batches.get(name)
+            cells.append(f"{b[0]}x{b[1]}{'+gc' if b[2] else ''}" if b else "-")
+        line = f"{r.spec.key:<16}{r.method:<7}{memory.gib(r.peak_mb):>10}  {'yes' if r.fits else 'no':<5}"
+        line += f"{r.tokens_per_s:>8,.0f}"
+        if ns.tokens:
+            line += f"{fmt_duration(r.time_s):>12}"
+        print(line + "  " + " / ".join(cells))
+        shown += 1
+    if not shown:
+        print("nothing in the catalog fits; free memory or use a machine with more (see --all)")
+    print("+gc: with gradient checkpointing. Peaks are for the balanced preset; `tunewiz fit --model M` explains one.")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="tunewiz",
@@ -393,6 +478,30 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("run")
     s.add_argument("--follow", "-f", action="store_true")
     s.set_defaults(func=cmd_resume)
+
+    def fit_options(s) -> None:
+        s.add_argument("--seq-len", type=int, default=512, help="tokens per example (default 512)")
+        s.add_argument("--tokens", type=int, default=0, help="tokens in the dataset, for the time estimate")
+        s.add_argument("--headroom", type=float, default=0.12, help="share of memory kept free (default 0.12)")
+        s.add_argument("--gpu-gb", type=float, help="pretend a GPU with this much free memory")
+        s.add_argument("--ram-gb", type=float, help="pretend this much available RAM")
+
+    s = sub.add_parser("fit", help="will a model fit this machine? peak memory by component, and the time")
+    s.add_argument("--model", default="smollm2-135m", help="catalog name, hub id, or a model directory")
+    s.add_argument("--method", choices=["lora", "qlora", "full"], default="lora")
+    s.add_argument("--preset", choices=["conservative", "balanced", "aggressive"], default="balanced")
+    s.add_argument("--batch", type=int, help="per-device batch (default: the preset's, split to fit)")
+    s.add_argument("--rank", type=int, help="LoRA rank (default: the preset's)")
+    s.add_argument("--dtype", choices=["float32", "bfloat16", "float16"])
+    s.add_argument("--optimizer", choices=["adamw", "adamw_8bit", "sgd"], default="adamw")
+    s.add_argument("--gradient-checkpointing", action="store_true")
+    fit_options(s)
+    s.set_defaults(func=cmd_fit)
+
+    s = sub.add_parser("recommend", help="catalog models ranked by what fits this machine, with batch sizes")
+    s.add_argument("--all", action="store_true", help="also list what does not fit")
+    fit_options(s)
+    s.set_defaults(func=cmd_recommend)
 
     s = sub.add_parser("stop", help="stop a run cleanly (saves a checkpoint and the adapter)")
     s.add_argument("run")

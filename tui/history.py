@@ -78,7 +78,10 @@ class HistoryScreen(Screen):
         self.sort_index = 0
         self.marked: list[str] = []
         table = self.query_one(DataTable)
-        table.add_columns(" ", "status", "name", "preset", "loss", "eval", "metric", "time", "date")
+        # Fixed widths: the table fits 80 columns and does not jump when it reloads.
+        for label, width in ((" ", 1), ("status", 9), ("name", 14), ("preset", 12), ("loss", 5), ("eval", 5),
+                             ("metric", 10), ("time", 6)):
+            table.add_column(label, width=width)
         self.reload()
         table.focus()
         self.set_interval(2.0, self.reload)
@@ -107,13 +110,12 @@ class HistoryScreen(Screen):
             table.add_row(
                 "*" if r.id in self.marked else " ",
                 f"[{colour}]{r.status}[/{colour}]" if colour else r.status,
-                escape((r.name or r.id)[:24]),
+                escape((r.name or r.id)[:14]),
                 r.preset,
                 f"{r.train_loss:.3f}" if r.train_loss is not None else "-",
                 f"{r.eval_loss:.3f}" if r.eval_loss is not None else "-",
                 r.metric or "-",
                 fmt_duration(r.duration_s) if r.duration_s else "-",
-                r.created[5:16].replace("T", " "),
                 key=r.id,
             )
         if items:
@@ -139,7 +141,8 @@ class HistoryScreen(Screen):
         rec = r.record
         reason = rec.get("run", {}).get("failure_reason", "")
         self.query_one("#history-detail", Static).update(
-            f"{escape(r.id)}  model {escape(r.model)} ({r.method}), data {escape(r.data)}"
+            f"{escape(r.id)}  {r.created[:16].replace('T', ' ')}\nmodel {escape(r.model)} ({r.method}), "
+            f"data {escape(r.data)}"
             + (f"\n[red]{escape(reason[:150])}[/red]" if reason else "")
         )
 
