@@ -165,14 +165,14 @@ def test_training_survives_the_terminal_closing(home, tiny_model_dir, small_data
 
 
 def test_stop_saves_adapter_and_resume_finishes(home, tiny_model_dir, small_data):
-    cfg = tiny_config(tiny_model_dir, small_data, max_steps=400, save_steps=1000)
+    cfg = tiny_config(tiny_model_dir, small_data, max_steps=100, save_steps=1000)
     run_dir = cli.launch(cfg, home)
     wait_for(lambda: len(steps_seen(run_dir)) >= 2, timeout=180)
     assert launcher.stop(run_dir)
     doc = launcher.wait(run_dir, timeout=120)
     assert doc["run"]["status"] == "stopped"
     reached = doc["run"]["stopped_at_step"]
-    assert 2 <= reached < 400
+    assert 2 <= reached < 100
     assert (run_dir / "adapter" / "adapter_model.safetensors").is_file()
     assert (run_dir / "checkpoints" / f"checkpoint-{reached}").is_dir()
 
@@ -181,7 +181,7 @@ def test_stop_saves_adapter_and_resume_finishes(home, tiny_model_dir, small_data
     assert doc["run"]["status"] == "completed" and doc["run"]["resumed"] == 1
     assert doc["run"]["previous_status"] == "stopped" and doc["run"]["started"] < doc["run"]["resumed_at"][0]
     steps = steps_seen(run_dir)
-    assert steps[-1] == 400 and steps.count(reached + 1) == 1  # continued, not restarted
+    assert steps[-1] == 100 and steps.count(reached + 1) == 1  # continued, not restarted
 
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
@@ -193,9 +193,9 @@ def test_stop_saves_adapter_and_resume_finishes(home, tiny_model_dir, small_data
 
 
 def test_killed_trainer_is_reported_crashed(home, tiny_model_dir, small_data, capsys):
-    cfg = tiny_config(tiny_model_dir, small_data, max_steps=400, save_steps=50)
+    cfg = tiny_config(tiny_model_dir, small_data, max_steps=100, save_steps=20)
     run_dir = cli.launch(cfg, home)
-    wait_for(lambda: (run_dir / "checkpoints" / "checkpoint-50").is_dir(), timeout=180)
+    wait_for(lambda: (run_dir / "checkpoints" / "checkpoint-20").is_dir(), timeout=180)
     # a second trainer on the same run is refused while the first holds the lock
     second = subprocess.run(
         [sys.executable, "-m", "core.trainer", str(run_dir)],
@@ -218,7 +218,7 @@ def test_killed_trainer_is_reported_crashed(home, tiny_model_dir, small_data, ca
     assert cli.main(["resume", run_dir.name]) == 0
     doc = launcher.wait(run_dir, timeout=300)
     assert doc["run"]["status"] == "completed" and doc["run"]["previous_status"] == "crashed"
-    assert steps_seen(run_dir)[-1] == 400
+    assert steps_seen(run_dir)[-1] == 100
 
 
 def test_injected_out_of_memory_fails_with_advice(home, tiny_model_dir, small_data, monkeypatch):
