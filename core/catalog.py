@@ -126,7 +126,9 @@ class ModelSpec:
 
     @property
     def label(self) -> str:
-        return f"{self.key} ({self.params / 1e9:.2f}B)" if self.params >= 1e9 else f"{self.key} ({self.params / 1e6:.0f}M)"
+        return (
+            f"{self.key} ({self.params / 1e9:.2f}B)" if self.params >= 1e9 else f"{self.key} ({self.params / 1e6:.0f}M)"
+        )
 
 
 def _m(key, hub_id, lic, published, h, n, heads, kv, inter, vocab, tied, **kw) -> ModelSpec:

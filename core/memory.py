@@ -298,9 +298,7 @@ def breakdown(spec: ModelSpec, s: Setup) -> Breakdown:
     if s.device == "cpu":
         acts, logits = acts * CPU_ALLOCATOR_SLACK, logits * CPU_ALLOCATOR_SLACK
     overhead = CPU_OVERHEAD_BYTES if s.device == "cpu" else GPU_OVERHEAD_BYTES
-    return Breakdown(
-        weights / MiB, trainable / MiB, acts / MiB, logits / MiB, overhead / MiB, int(n_train), s.device
-    )
+    return Breakdown(weights / MiB, trainable / MiB, acts / MiB, logits / MiB, overhead / MiB, int(n_train), s.device)
 
 
 # -- speed and time ---------------------------------------------------------------------
@@ -420,7 +418,9 @@ def fixes(spec: ModelSpec, s: Setup, budget_mb: float) -> list[str]:
         tries.append(("gradient checkpointing and batch 1", replace(s, gradient_checkpointing=True, batch=1)))
     if s.method != "qlora":
         tries.append(("method qlora (4-bit base)", replace(s, method="qlora")))
-        tries.append(("qlora, checkpointing, batch 1", replace(s, method="qlora", gradient_checkpointing=True, batch=1)))
+        tries.append(
+            ("qlora, checkpointing, batch 1", replace(s, method="qlora", gradient_checkpointing=True, batch=1))
+        )
     for n in (s.seq_len // 2, s.seq_len // 4):
         if n >= 64:
             tries.append((f"max_seq_len {n}", replace(s, seq_len=n, gradient_checkpointing=True, batch=1)))
@@ -504,7 +504,9 @@ def recommend(
             s = replace(base, batch=bal[0], gradient_checkpointing=bal[2]) if bal else base
             est = estimate(spec, s, hw=hw, train_tokens=train_tokens)
             recs.append(
-                Recommendation(spec, method, est.peak_memory_mb, budget, est.tokens_per_s or 0.0, est.train_time_s, batches)
+                Recommendation(
+                    spec, method, est.peak_memory_mb, budget, est.tokens_per_s or 0.0, est.train_time_s, batches
+                )
             )
     if device == "cuda":
         recs.sort(key=lambda r: (not r.fits, -r.spec.params, r.method != "lora"))

@@ -114,7 +114,8 @@ class ProbeResult:
             out += [f"  would fit: {f}" for f in self.fixes]
             return out
         out = [
-            f"probe: {len(self.step_times_s)} steps of batch {self.batch} x {self.seq_len} tokens (the longest example)",
+            f"probe: {len(self.step_times_s)} steps of batch {self.batch} x {self.seq_len} tokens "
+            "(the longest example)",
             f"  memory  predicted {gib(self.predicted_mb)}, measured {gib(self.measured_mb)} ({self.memory_kind})",
             f"          of which training adds: predicted {gib(self.predicted_model_mb)}, "
             f"measured {gib(self.measured_model_mb)} ({self.memory_error:+.0%})",

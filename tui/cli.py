@@ -357,10 +357,13 @@ def cmd_fit(ns) -> int:
     problems = setup.problems()
     if problems:
         raise UserError("; ".join(f"--{x}" for x in problems))
-    v = memory.fit(spec, setup, hw, headroom=ns.headroom, train_tokens=ns.tokens * p.num_epochs if ns.tokens else 0)
+    tokens = ns.tokens * p.num_epochs if ns.tokens else 0
+    v = memory.fit(spec, setup, hw, headroom=ns.headroom, train_tokens=tokens)
     e = v.estimate
-    print(f"{spec.label}, {spec.hub_id or 'from config.json'}: {ns.method}, {dtype}, rank {setup.lora_r}, "
-          f"batch {batch} x {ns.seq_len} tokens, checkpointing {'on' if ns.gradient_checkpointing else 'off'}")  # fmt: skip
+    print(
+        f"{spec.label}, {spec.hub_id or 'from config.json'}: {ns.method}, {dtype}, rank {setup.lora_r}, "
+        f"batch {batch} x {ns.seq_len} tokens, checkpointing {'on' if ns.gradient_checkpointing else 'off'}"
+    )
     print("\n".join(e.breakdown.lines()))
     print(f"-> {v.summary()}")
     for f in v.fixes:
@@ -377,7 +380,9 @@ def cmd_recommend(ns) -> int:
     from core import memory
 
     hw = _fit_hardware(ns)
-    recs = memory.recommend(hw, seq_len=ns.seq_len, train_tokens=ns.tokens * 3 if ns.tokens else 0, headroom=ns.headroom)
+    recs = memory.recommend(
+        hw, seq_len=ns.seq_len, train_tokens=ns.tokens * 3 if ns.tokens else 0, headroom=ns.headroom
+    )
     where = f"GPU {hw.best_gpu.name}, {hw.best_gpu.free_gb:.1f} GB free" if hw.best_gpu else (
         f"CPU only, {hw.ram_available_gb:.1f} GB RAM available, {hw.cpu_physical_cores} cores")  # fmt: skip
     print(f"{where}; {ns.seq_len} tokens per example, {ns.headroom:.0%} headroom")

@@ -79,8 +79,16 @@ class HistoryScreen(Screen):
         self.marked: list[str] = []
         table = self.query_one(DataTable)
         # Fixed widths: the table fits 80 columns and does not jump when it reloads.
-        for label, width in ((" ", 1), ("status", 9), ("name", 14), ("preset", 12), ("loss", 5), ("eval", 5),
-                             ("metric", 10), ("time", 6)):
+        for label, width in (
+            (" ", 1),
+            ("status", 9),
+            ("name", 14),
+            ("preset", 12),
+            ("loss", 5),
+            ("eval", 5),
+            ("metric", 10),
+            ("time", 6),
+        ):
             table.add_column(label, width=width)
         self.reload()
         table.focus()
@@ -142,8 +150,7 @@ class HistoryScreen(Screen):
         reason = rec.get("run", {}).get("failure_reason", "")
         self.query_one("#history-detail", Static).update(
             f"{escape(r.id)}  {r.created[:16].replace('T', ' ')}\nmodel {escape(r.model)} ({r.method}), "
-            f"data {escape(r.data)}"
-            + (f"\n[red]{escape(reason[:150])}[/red]" if reason else "")
+            f"data {escape(r.data)}" + (f"\n[red]{escape(reason[:150])}[/red]" if reason else "")
         )
 
     def action_sort(self) -> None:
