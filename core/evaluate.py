@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from core.data import Example, prompt_and_answer, render
+from core.data import Example, prompt_and_answer, render_example
 
 PREDICTIONS = "eval/predictions.jsonl"
 GEN_BATCH = 32  # fewer, wider decode steps: per-step overhead dominates on CPU
@@ -105,7 +105,7 @@ def mean_loss(model, tok, examples: list[Example], max_seq_len: int, batch: int 
     import torch
 
     device = next(model.parameters()).device
-    rendered = [r for r in (render(tok, ex.messages, max_seq_len) for ex in examples) if r.trained_tokens]
+    rendered = [r for r in (render_example(tok, ex, max_seq_len) for ex in examples) if r.trained_tokens]
     total, count = 0.0, 0
     with torch.no_grad():
         for i in range(0, len(rendered), batch):
@@ -129,10 +129,12 @@ def mean_loss(model, tok, examples: list[Example], max_seq_len: int, batch: int 
 
 def compare(model, tok, examples: list[Example], cfg, run_dir: Path, events=None) -> dict[str, Any]:
     """Evaluate base (adapter off) and fine-tuned (adapter on); write predictions; return the summary."""
-    examples = examples[: cfg.evaluation.max_examples]
+    # Plain-text rows have no prompt to answer: they count in the held-out loss only.
+    scored = examples[: cfg.evaluation.max_examples]
+    examples = [e for e in scored if e.is_chat]
     prompts, expected = zip(*(prompt_and_answer(e.messages) for e in examples), strict=False) if examples else ((), ())
     budget = cfg.evaluation.max_new_tokens or min(
-        1024, max(len(tok(a, add_special_tokens=False)["input_ids"]) for a in expected) + 16
+        1024, max((len(tok(a, add_special_tokens=False)["input_ids"]) for a in expected), default=0) + 16
     )
     model.eval()
     results: dict[str, Any] = {}
@@ -144,10 +146,10 @@ def compare(model, tok, examples: list[Example], cfg, run_dir: Path, events=None
         if which == "base":
             with model.disable_adapter():
                 outputs[which] = generate(model, tok, list(prompts), budget)
-                loss = mean_loss(model, tok, examples, cfg.data.max_seq_len)
+                loss = mean_loss(model, tok, scored, cfg.data.max_seq_len)
         else:
             outputs[which] = generate(model, tok, list(prompts), budget)
-            loss = mean_loss(model, tok, examples, cfg.data.max_seq_len)
+            loss = mean_loss(model, tok, scored, cfg.data.max_seq_len)
         scores = [score(e, o) for e, o in zip(expected, outputs[which], strict=False)]
         results[which] = {"eval_loss": loss, **summarize(scores), "seconds": round(time.time() - t0, 1)}
         if events:

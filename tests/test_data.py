@@ -100,7 +100,7 @@ def test_json_array_in_a_jsonl_file_is_read_as_an_array(tmp_path):
 
 def test_bad_element_of_a_json_array_names_its_number(tmp_path):
     path = tmp_path / "rows.json"
-    path.write_text(json.dumps([chat_row("q", "a"), {"text": "x"}]), encoding="utf-8")
+    path.write_text(json.dumps([chat_row("q", "a"), {"txt": "x"}]), encoding="utf-8")
     with pytest.raises(DataError) as exc_info:
         data.load(path)
     assert f"{path}:2: unrecognised row" in str(exc_info.value)
@@ -139,7 +139,7 @@ def test_every_bad_line_is_reported_at_once(tmp_path):
     rows = [
         chat_row("q", "a"),  # 1 ok
         "not json",  # 2
-        {"text": "hello"},  # 3 unknown shape
+        {"txt": "hello"},  # 3 unknown shape
         {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "   "}]},  # 4 empty
         {"messages": [{"role": "human", "content": "q"}, {"role": "assistant", "content": "a"}]},  # 5 bad role
         {"messages": [{"role": "user", "content": "q"}]},  # 6 last not assistant
@@ -158,14 +158,18 @@ def test_every_bad_line_is_reported_at_once(tmp_path):
 @pytest.mark.parametrize(
     "row, fragment",
     [
-        ({"text": "hello", "label": 1}, "unrecognised row (label, text)"),
+        ({"txt": "hello", "label": 1}, "unrecognised row (label, txt)"),
         (["a", "list"], "unrecognised row (list)"),
         ({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": ""}]}, "empty"),
-        ({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": 5}]}, "non-text"),
+        ({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": 5}]}, "must be text, not int"),
         ({"messages": [{"role": "bot", "content": "q"}, {"role": "assistant", "content": "a"}]}, "role 'bot'"),
         ({"messages": [{"role": "user"}, {"role": "assistant", "content": "a"}]}, "needs 'role' and 'content'"),
         ({"messages": []}, "non-empty list"),
-        ({"messages": [{"role": "user", "content": "q"}]}, "last message must be from the assistant"),
+        ({"messages": [{"role": "user", "content": "q"}]}, "no assistant turn"),
+        (
+            {"messages": [{"role": "assistant", "content": "a"}, {"role": "user", "content": "q"}]},
+            "must be from the assistant",
+        ),
         (
             {
                 "messages": [
@@ -176,8 +180,8 @@ def test_every_bad_line_is_reported_at_once(tmp_path):
             },
             "system message may only come first",
         ),
-        ({"instruction": "", "output": "a"}, "'instruction' must be non-empty"),
-        ({"instruction": "q", "output": "  "}, "'output' must be non-empty"),
+        ({"instruction": "", "output": "a"}, "'instruction' is empty"),
+        ({"instruction": "q", "output": "  "}, "'output' is empty"),
     ],
 )
 def test_bad_row_gives_an_error_with_its_line(tmp_path, row, fragment):
@@ -344,7 +348,8 @@ def _trained_text(tokenizer, r) -> str:
 def test_render_trains_exactly_the_assistant_answer(tokenizer):
     msgs = chat_row("What is the capital of France?", "Paris is the capital.", system="Answer briefly.")["messages"]
     r = data.render(tokenizer, msgs)
-    assert _trained_text(tokenizer, r) == "Paris is the capital.<|im_end|>\n"
+    # the answer and its end-of-turn token; not the newline the template writes after it
+    assert _trained_text(tokenizer, r) == "Paris is the capital.<|im_end|>"
     untrained = tokenizer.decode([t for t, m in zip(r.input_ids, r.mask, strict=True) if not m])
     assert "Answer briefly." in untrained and "capital of France" in untrained
     assert "Paris" not in untrained
@@ -363,7 +368,7 @@ def test_render_multi_turn_trains_every_assistant_turn(tokenizer):
         {"role": "assistant", "content": "Green."},
     ]
     r = data.render(tokenizer, msgs)
-    assert _trained_text(tokenizer, r) == "Blue.<|im_end|>\nGreen.<|im_end|>\n"
+    assert _trained_text(tokenizer, r) == "Blue.<|im_end|>Green.<|im_end|>"
     # the user turn in between is not trained
     untrained = tokenizer.decode([t for t, m in zip(r.input_ids, r.mask, strict=True) if not m])
     assert "Another one please." in untrained
@@ -371,7 +376,7 @@ def test_render_multi_turn_trains_every_assistant_turn(tokenizer):
 
 def test_render_assistant_only_conversation_trains_only_the_answer(tokenizer):
     r = data.render(tokenizer, [{"role": "assistant", "content": "Hello there."}])
-    assert _trained_text(tokenizer, r) == "Hello there.<|im_end|>\n"
+    assert _trained_text(tokenizer, r) == "Hello there.<|im_end|>"
 
 
 def test_render_truncation_counts_cut_trained_tokens(tokenizer):
@@ -383,8 +388,8 @@ def test_render_truncation_counts_cut_trained_tokens(tokenizer):
     assert len(r.input_ids) == len(r.mask) == len(r.labels) == keep
     assert r.input_ids == full.input_ids[:keep]
     assert r.total_tokens == len(full.input_ids)
-    assert r.cut_trained_tokens == 10 == sum(full.mask[keep:])
-    assert r.trained_tokens == full.trained_tokens - 10
+    assert r.cut_trained_tokens == 9 == sum(full.mask[keep:])  # the last token cut is the untrained newline
+    assert r.trained_tokens == full.trained_tokens - 9
     # long enough: nothing cut
     r = data.render(tokenizer, msgs, max_seq_len=len(full.input_ids))
     assert not r.truncated and r.cut_trained_tokens == 0

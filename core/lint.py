@@ -1,0 +1,698 @@
+"""The data linter: what silently ruins a fine-tune, found before training, with the line and the fix.
+
+``lint(path)`` reads the file the way training does (:func:`core.data.read`),
+then checks the examples as a set (duplicates, conflicting answers, leakage
+into the held-out rows, size) and, given the model's tokenizer, as the model
+will see them (chat template, end-of-turn token, BOS, length against
+``max_seq_len``, rows left with nothing to train). Every finding has a rule id
+(see :data:`RULES`), a severity, the file and line, and a sentence saying what
+to do. The report's summary counts rows by format, findings by rule and
+severity, and the token-length distribution.
+
+Speed: the structural pass is plain Python over parsed rows. The token pass
+renders every row through the chat template once and counts tokens segment by
+segment between special tokens, tokenising each distinct segment once (system
+prompts and short answers repeat); the full prefix-by-prefix mask
+(:func:`core.data.render`) runs on a sample of rows, one per conversation
+shape, and on every row longer than ``max_seq_len`` (to say how much of the
+answer is cut). ``benchmarks/lint_speed.py`` measures it.
+"""
+
+from __future__ import annotations
+
+import re
+import statistics
+import string
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from core.data import (
+    SEVERITIES,
+    DataError,
+    Example,
+    Finding,
+    LoadedData,
+    TemplateError,
+    read,
+    render_example,
+    split,
+)
+
+# rule id -> (severity, what it catches). The README's lint table is made from this.
+RULES: dict[str, tuple[str, str]] = {
+    "invalid-json": ("error", "a line or file that is not valid JSON"),
+    "invalid-csv": ("error", "a CSV/TSV row with the wrong number of cells or broken quotes"),
+    "not-utf8": ("error", "bytes that are not UTF-8"),
+    "bom": ("info", "a byte-order mark at the start of the file"),
+    "unknown-format": ("error", "a row in no known format (missing keys)"),
+    "unknown-keys": ("info", "keys no format reads (ids, metadata, or a typo)"),
+    "bad-field": ("error", "a field of the wrong type (null, number, object where text belongs)"),
+    "unknown-role": ("error", "a role name no template knows"),
+    "empty-content": ("error", "an empty or blank message"),
+    "system-not-first": ("error", "a system message after the first message"),
+    "no-assistant": ("error", "a conversation without an assistant turn"),
+    "last-not-assistant": ("error", "a conversation that does not end with the assistant"),
+    "roles-not-alternating": ("warning", "two user or two assistant turns in a row"),
+    "mixed-formats": ("warning", "rows in more than one format in one file"),
+    "empty-file": ("error", "no rows at all"),
+    "duplicate": ("warning", "the same example twice"),
+    "near-duplicate": ("warning", "the same example up to case, spacing and punctuation"),
+    "conflicting-answers": ("warning", "the same prompt with different answers"),
+    "leakage": ("warning", "a held-out example that is also in the training rows"),
+    "too-few-examples": ("warning", "fewer than 200 examples"),
+    "dataset-size": ("info", "where the dataset's size stands against the 500-2,000 sweet spot"),
+    "no-chat-template": ("error", "a tokenizer without a chat template (a base model)"),
+    "template-error": ("error", "a conversation the model's chat template rejects"),
+    "system-unsupported": ("error", "a system message the model's template rejects or drops"),
+    "pad-is-eos": ("info", "the pad token is the end-of-sequence token"),
+    "eot-not-trained": ("error", "the end-of-turn token outside the trained tokens: the model may never stop"),
+    "double-bos": ("error", "two BOS tokens at the start after templating"),
+    "special-token-in-content": ("warning", "a message that contains a special token's text"),
+    "too-long": ("warning", "an example longer than max_seq_len (truncated)"),
+    "no-trained-tokens": ("warning", "a row with no trained token left after truncation (dropped)"),
+}
+
+SAMPLE_ROWS = 20  # rows fully rendered (mask included) besides one per conversation shape
+TOO_FEW, SWEET_LOW, SWEET_HIGH, MANY = 200, 500, 2000, 5000
+
+
+@dataclass
+class Report:
+    """Everything the linter found, and the numbers of the summary."""
+
+    path: Path
+    rows: int
+    examples: list[Example]
+    formats: dict[str, int]
+    findings: list[Finding]
+    max_seq_len: int | None = None
+    tokens: dict[str, Any] = field(default_factory=dict)  # min, median, p95, max, truncated, ...
+    train_rows: int = 0
+    eval_rows: int = 0
+    eval_path: Path | None = None
+    sha256: str = ""
+
+    @property
+    def errors(self) -> list[Finding]:
+        return [f for f in self.findings if f.severity == "error"]
+
+    @property
+    def warnings(self) -> list[Finding]:
+        return [f for f in self.findings if f.severity == "warning"]
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    def by_severity(self) -> dict[str, int]:
+        c = Counter(f.severity for f in self.findings)
+        return {s: c.get(s, 0) for s in SEVERITIES}
+
+    def by_rule(self) -> dict[str, int]:
+        return dict(Counter(f.rule for f in self.findings).most_common())
+
+    def at_line(self, line: int) -> list[Finding]:
+        return [f for f in self.findings if f.line == line]
+
+    def summary_lines(self) -> list[str]:
+        sev = self.by_severity()
+        fmt = ", ".join(f"{k} {v}" for k, v in sorted(self.formats.items())) or "none"
+        out = [
+            f"{self.path}: {self.rows} rows, {len(self.examples)} usable ({fmt})",
+            f"findings: {sev['error']} error(s), {sev['warning']} warning(s), {sev['info']} note(s)",
+        ]
+        if self.train_rows:
+            out.append(f"split: {self.train_rows} train / {self.eval_rows} held out")
+        t = self.tokens
+        if t.get("max") is not None:
+            out.append(
+                f"tokens per example: min {t['min']}, median {t['median']}, p95 {t['p95']}, max {t['max']} "
+                f"(max_seq_len {self.max_seq_len}); truncated {t['truncated']} "
+                f"({t['truncated'] / max(t['counted'], 1):.1%})"
+            )
+        if self.findings:
+            out.append("by rule: " + ", ".join(f"{r} {n}" for r, n in self.by_rule().items()))
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "path": str(self.path),
+            "sha256": self.sha256,
+            "rows": self.rows,
+            "examples": len(self.examples),
+            "formats": self.formats,
+            "train_rows": self.train_rows,
+            "eval_rows": self.eval_rows,
+            "max_seq_len": self.max_seq_len,
+            "tokens": self.tokens,
+            "by_severity": self.by_severity(),
+            "by_rule": self.by_rule(),
+            "findings": [f.to_dict() for f in self.findings],
+        }
+
+    def record(self) -> dict[str, Any]:
+        """The lint summary kept in run.toml's [data] section."""
+        out: dict[str, Any] = {"lint_" + k: v for k, v in self.by_severity().items()}
+        if self.findings:
+            out["lint_rules"] = self.by_rule()
+        return out
+
+
+# -- the set of examples ------------------------------------------------------------------
+
+
+# ASCII punctuation, whitespace and the key separators are dropped (bytes.translate: one C pass).
+_DROP = (string.punctuation + string.whitespace + "\x1e\x1f").encode()
+
+
+def _loose(text: str) -> bytes:
+    """Case, spacing and ASCII punctuation removed: what makes two examples near-duplicates.
+
+    >>> _loose("Hello,  World!") == _loose("hello world")
+    True
+    """
+    return text.encode("utf-8", "surrogatepass").lower().translate(None, _DROP)
+
+
+@dataclass
+class _Keys:
+    """An example's identity, computed once: exact, loose, and loose prompt with the loose answer."""
+
+    ex: Example
+    exact: bytes
+    loose: bytes
+    prompt: bytes | None
+    answer: bytes
+
+
+def _keys(examples: list[Example]) -> list[_Keys]:
+    out = []
+    dumps = orjson.dumps
+    for ex in examples:
+        if ex.is_chat:
+            prompt = dumps(ex.messages[:-1]).lower().translate(None, _DROP)
+            answer = _loose(ex.messages[-1]["content"])
+            out.append(_Keys(ex, dumps(ex.messages), prompt + b"\x00" + answer, prompt, answer))
+        else:
+            exact = ex.text.encode("utf-8", "surrogatepass")
+            out.append(_Keys(ex, exact, _loose(ex.text), None, b""))
+    return out
+
+
+def _set_findings(path: Path, keys: list[_Keys]) -> list[Finding]:
+    found: list[Finding] = []
+    exact: dict[bytes, int] = {}
+    loose: dict[bytes, int] = {}
+    prompts: dict[bytes, tuple[int, bytes]] = {}
+    f = str(path)
+    for k in keys:
+        line = k.ex.line
+        if k.exact in exact:
+            found.append(
+                Finding(
+                    "duplicate",
+                    "warning",
+                    f,
+                    line,
+                    f"duplicate of line {exact[k.exact]}; a repeated example is learned harder than the rest: drop one",
+                )
+            )
+            continue
+        exact[k.exact] = line
+        if k.loose in loose:
+            found.append(
+                Finding(
+                    "near-duplicate",
+                    "warning",
+                    f,
+                    line,
+                    f"near-duplicate of line {loose[k.loose]} (differs only in case, spacing or punctuation); drop one",
+                )
+            )
+            continue
+        loose[k.loose] = line
+        if k.prompt is not None:
+            first = prompts.setdefault(k.prompt, (line, k.answer))
+            if first[1] != k.answer:
+                found.append(
+                    Finding(
+                        "conflicting-answers",
+                        "warning",
+                        f,
+                        line,
+                        f"same prompt as line {first[0]} with a different answer; the model cannot learn both: "
+                        "keep the right one",
+                    )
+                )
+    return found
+
+
+def _leakage(train: list[_Keys], held: list[_Keys], train_file: Path, held_file: Path) -> list[Finding]:
+    seen: dict[bytes, int] = {}
+    for k in train:
+        seen.setdefault(k.loose, k.ex.line)
+    found = []
+    same_file = train_file == held_file
+    for k in held:
+        line = seen.get(k.loose)
+        if line is not None:
+            where = f"line {line}" if same_file else f"line {line} of {train_file}"
+            fix = "remove the duplicate from the file" if same_file else "remove it from one of the two files"
+            found.append(
+                Finding(
+                    "leakage",
+                    "warning",
+                    str(held_file),
+                    k.ex.line,
+                    f"held out for evaluation but also trained on ({where}): the held-out score will look better "
+                    f"than the model is; {fix}",
+                )
+            )
+    return found
+
+
+def _size(path: Path, n: int) -> list[Finding]:
+    f = str(path)
+    if n < TOO_FEW:
+        return [
+            Finding(
+                "too-few-examples",
+                "warning",
+                f,
+                None,
+                f"{n} examples: below ~200 a model struggles to learn a pattern reliably; 500-2,000 good examples "
+                "is the sweet spot. Expect a weak effect, or write more examples",
+            )
+        ]
+    if n < SWEET_LOW:
+        msg = f"{n} examples: enough to start; 500-2,000 good examples is the sweet spot"
+    elif n <= SWEET_HIGH:
+        return []
+    elif n <= MANY:
+        msg = f"{n} examples: above the 500-2,000 sweet spot; fine if they are all good"
+    else:
+        msg = (
+            f"{n} examples: past ~5,000 extra examples are often of lower quality and can hurt; "
+            "try 500-2,000 of the best first, evaluate, then scale"
+        )
+    return [Finding("dataset-size", "info", f, None, msg)]
+
+
+# -- the tokens ----------------------------------------------------------------------------
+
+
+class TokenCounter:
+    """Token lengths of rendered rows, fast: each distinct text between special tokens is tokenised once.
+
+    A fast tokenizer splits its added (special) tokens out of the text before
+    anything else, so a text's tokens are the tokens of its pieces between
+    them. That is checked on the first rows against a full tokenisation; if it
+    ever differs (a tokenizer whose added tokens eat surrounding spaces), every
+    row is tokenised whole instead.
+    """
+
+    def __init__(self, tokenizer) -> None:
+        self.tok = tokenizer
+        self.cache: dict[str, int] = {}
+        self.special = None
+        self.backend = getattr(tokenizer, "backend_tokenizer", None)
+        added = getattr(tokenizer, "added_tokens_decoder", {}) or {}
+        plain = all(not (a.lstrip or a.rstrip or a.single_word) for a in added.values())
+        if added and plain and self.backend is not None:
+            words = sorted((a.content for a in added.values()), key=len, reverse=True)
+            self.special = re.compile("(" + "|".join(re.escape(w) for w in words) + ")")
+        self.checked = 0
+
+    def _encode(self, texts: list[str]) -> list[int]:
+        if self.backend is not None:
+            return [len(e.ids) for e in self.backend.encode_batch_fast(texts, add_special_tokens=False)]
+        return [len(ids) for ids in self.tok(texts, add_special_tokens=False)["input_ids"]]
+
+    def count(self, texts: list[str]) -> list[int]:
+        if self.special is None:
+            return self._encode(texts)
+        pieces = [self.special.split(t) for t in texts]
+        todo = {p for ps in pieces for p in ps[0::2] if p and p not in self.cache}
+        if todo:
+            todo_list = list(todo)
+            self.cache.update(zip(todo_list, self._encode(todo_list), strict=True))
+        lengths = [sum(self.cache[p] for p in ps[0::2] if p) + len(ps) // 2 for ps in pieces]
+        if self.checked < 20:  # trust, but verify on the first rows
+            n = min(len(texts), 20 - self.checked)
+            if self._encode(texts[:n]) != lengths[:n]:
+                self.special = None
+                return self._encode(texts)
+            self.checked += n
+        return lengths
+
+
+def _template_renderer(tokenizer):
+    """A fast renderer of whole conversations: the compiled template, checked against apply_chat_template."""
+
+    def slow(messages):
+        return tokenizer.apply_chat_template(messages, tokenize=False)
+
+    try:
+        from transformers.utils.chat_template_utils import _compile_jinja_template
+
+        compiled = _compile_jinja_template(tokenizer.chat_template)
+        extra = dict(tokenizer.special_tokens_map)
+    except Exception:  # noqa: BLE001 - a private helper; the public path always works
+        return slow
+
+    def fast(messages):
+        return compiled.render(messages=messages, add_generation_prompt=False, tools=None, documents=None, **extra)
+
+    return fast
+
+
+def _special_strings(tokenizer) -> list[str]:
+    added = getattr(tokenizer, "added_tokens_decoder", {}) or {}
+    return sorted({a.content for a in added.values() if a.special and len(a.content) > 1}, key=len, reverse=True)
+
+
+def _eot_findings(tokenizer, ex: Example, r, f: str) -> list[Finding]:
+    """Is the token that ends each assistant turn trained? Is there a double BOS?"""
+    out = []
+    bos = tokenizer.bos_token_id
+    if bos is not None and len(r.input_ids) > 1 and r.input_ids[0] == bos == r.input_ids[1]:
+        out.append(
+            Finding(
+                "double-bos",
+                "error",
+                f,
+                ex.line,
+                "the rendered example starts with two BOS tokens (the template writes one and the text or "
+                "tokenizer adds another); remove the BOS text from the data",
+            )
+        )
+    if not ex.is_chat:
+        return out
+    special = set(getattr(tokenizer, "all_special_ids", []) or [])
+    answer = ex.messages[-1]["content"].rstrip()
+    end = r.text.rfind(answer)
+    if end < 0 or r.truncated:
+        return out
+    end += len(answer)
+    after = [i for i, (s, _e) in enumerate(r.offsets) if s >= end]
+    eot = next((i for i in after if r.input_ids[i] in special), None)
+    if eot is None:
+        out.append(
+            Finding(
+                "eot-not-trained",
+                "warning",
+                f,
+                ex.line,
+                "the chat template ends the assistant turn with no special token, so the model has no token to "
+                "learn to stop on; use a template that ends turns (e.g. with the EOS token)",
+            )
+        )
+    elif not r.mask[eot]:
+        name = tokenizer.convert_ids_to_tokens(r.input_ids[eot])
+        out.append(
+            Finding(
+                "eot-not-trained",
+                "error",
+                f,
+                ex.line,
+                f"the end-of-turn token {name} falls outside the trained tokens: the model may never learn to "
+                "stop. The template renders the answer differently alone than in the conversation; fix the template",
+            )
+        )
+    return out
+
+
+def _token_findings(
+    path: Path, tokenizer, examples: list[Example], max_seq_len: int | None
+) -> tuple[list[Finding], dict[str, Any]]:
+    f = str(path)
+    found: list[Finding] = []
+    stats: dict[str, Any] = {}
+    chat = [e for e in examples if e.is_chat]
+    has_template = bool(getattr(tokenizer, "chat_template", None))
+    if chat and not has_template:
+        found.append(
+            Finding(
+                "no-chat-template",
+                "error",
+                f,
+                None,
+                "the model's tokenizer has no chat template (a base model?), so chat rows cannot be rendered: "
+                'pick the model\'s -Instruct version, set tokenizer.chat_template, or use plain {"text"} rows',
+            )
+        )
+    if tokenizer.pad_token_id is None or tokenizer.pad_token_id == tokenizer.eos_token_id:
+        found.append(
+            Finding(
+                "pad-is-eos",
+                "info",
+                f,
+                None,
+                f"the pad token is {'unset' if tokenizer.pad_token_id is None else 'the end-of-sequence token'}: "
+                "tools that mask padding in the labels would also stop training the end token. tunewiz builds "
+                "the labels itself and trains it; elsewhere, set a distinct pad token",
+            )
+        )
+    usable = [e for e in examples if e.is_chat and has_template or not e.is_chat]
+    if not usable:
+        return found, stats
+
+    # Special tokens written inside messages become control tokens once tokenised.
+    specials = _special_strings(tokenizer)
+    if specials:
+        pattern = re.compile("|".join(re.escape(s) for s in specials))
+        for ex in usable:
+            parts = [m["content"] for m in ex.messages] if ex.is_chat else [ex.text]
+            hit = next((m for m in (pattern.search(p) for p in parts) if m), None)
+            if hit:
+                found.append(
+                    Finding(
+                        "special-token-in-content",
+                        "warning",
+                        f,
+                        ex.line,
+                        f"the text contains {hit.group(0)!r}, which the tokenizer turns into a control token; "
+                        "remove it (the chat template adds the special tokens itself)",
+                    )
+                )
+
+    # Every row's token count (see _lengths), then a sample and every long row in full.
+    counted, lengths, failed = _lengths(tokenizer, usable)
+    found += [_template_finding(f, ex, exc) for ex, exc in failed]
+
+    # A sample, one per conversation shape, and every over-long row: the full mask.
+    shapes: dict[tuple, Example] = {}
+    for ex in counted:
+        shapes.setdefault(tuple(m["role"] for m in ex.messages) if ex.is_chat else ("text",), ex)
+    sample = {id(e): e for e in [*counted[:SAMPLE_ROWS], *shapes.values()]}
+    margin = 8  # counts from the sum of parts are checked, but a row near the limit is rendered whole anyway
+    long_rows = [ex for ex, n in zip(counted, lengths, strict=True) if max_seq_len and n > max_seq_len - margin]
+    index = {id(ex): i for i, ex in enumerate(counted)}
+    sample.update({id(e): e for e in long_rows})
+    eot_reported = system_reported = False
+    truncated = 0
+    for ex in sample.values():
+        try:
+            r = render_example(tokenizer, ex, max_seq_len)
+        except TemplateError as exc:
+            found.append(_template_finding(f, ex, exc))
+            continue
+        lengths[index[id(ex)]] = r.total_tokens
+        for finding in _eot_findings(tokenizer, ex, r, f):
+            if finding.rule == "eot-not-trained":
+                if eot_reported:
+                    continue
+                eot_reported = True
+            found.append(finding)
+        system = ex.messages[0]["content"].strip() if ex.is_chat and ex.messages[0]["role"] == "system" else ""
+        if system and system not in r.text and not system_reported:
+            system_reported = True
+            found.append(
+                Finding(
+                    "system-unsupported",
+                    "error",
+                    f,
+                    ex.line,
+                    "the model's chat template drops the system message (it never reaches the model); "
+                    "fold it into the first user message",
+                )
+            )
+        if r.truncated:
+            truncated += 1
+            if r.trained_tokens == 0:
+                found.append(
+                    Finding(
+                        "no-trained-tokens",
+                        "warning",
+                        f,
+                        ex.line,
+                        f"{r.total_tokens} tokens, max_seq_len {max_seq_len}: truncation cuts the whole answer, "
+                        f"so the row is dropped from training; raise max_seq_len to at least {r.total_tokens} "
+                        "or shorten the prompt",
+                    )
+                )
+            else:
+                total_trained = r.trained_tokens + r.cut_trained_tokens
+                cut = (
+                    f"cuts {r.cut_trained_tokens} of the answer's {total_trained} trained tokens"
+                    if r.cut_trained_tokens
+                    else "cuts no answer tokens"
+                )
+                found.append(
+                    Finding(
+                        "too-long",
+                        "warning",
+                        f,
+                        ex.line,
+                        f"{r.total_tokens} tokens, longer than max_seq_len {max_seq_len}: truncation {cut}; "
+                        f"raise max_seq_len to {r.total_tokens} or shorten the example",
+                    )
+                )
+    if lengths:
+        ordered = sorted(lengths)
+        stats = {
+            "counted": len(ordered),
+            "min": ordered[0],
+            "median": int(statistics.median(ordered)),
+            "p95": ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))],
+            "max": ordered[-1],
+            "total": sum(ordered),
+            "truncated": truncated,
+        }
+    return found, stats
+
+
+def _lengths(tokenizer, examples: list[Example]) -> tuple[list[Example], list[int], list[tuple[Example, Exception]]]:
+    """Token count of every example as rendered, and the examples the chat template rejects.
+
+    Rendering each row through a sandboxed Jinja template costs more than
+    tokenising it, so a conversation's length is counted as the sum of its
+    messages' tokens plus the template's tokens around them, which depend only
+    on the conversation's shape (its roles): measured once per shape on a real
+    render. Each distinct message is tokenised once. The sum is checked against
+    whole renders of rows spread over the file; if any differs (a template that
+    changes content, a tokenizer that merges across a message's edge), every row
+    is rendered and counted whole instead.
+    """
+    counter = TokenCounter(tokenizer)
+    render = _template_renderer(tokenizer)
+    # Plain text rows get BOS / EOS around them.
+    extra = int(tokenizer.bos_token_id is not None) + int(tokenizer.eos_token_id is not None)
+    texts = [ex for ex in examples if not ex.is_chat]
+    chat = [ex for ex in examples if ex.is_chat]
+    out: list[tuple[Example, int]] = []
+    failed: list[tuple[Example, Exception]] = []
+    if texts:
+        out += [(ex, n + extra) for ex, n in zip(texts, counter.count([ex.text for ex in texts]), strict=True)]
+    if not chat:
+        return [e for e, _ in out], [n for _, n in out], failed
+
+    unique = list({m["content"] for ex in chat for m in ex.messages})
+    size = dict(zip(unique, counter.count(unique), strict=True))
+    around: dict[tuple[str, ...], int | Exception] = {}
+    summed: list[tuple[Example, int]] = []
+    for ex in chat:
+        shape = tuple(m["role"] for m in ex.messages)
+        if shape not in around:
+            try:
+                around[shape] = counter.count([render(ex.messages)])[0] - sum(size[m["content"]] for m in ex.messages)
+            except Exception as exc:  # noqa: BLE001 - jinja's raise_exception: the template rejects this shape
+                around[shape] = exc
+        extra_tokens = around[shape]
+        if isinstance(extra_tokens, Exception):
+            try:  # the shape was rejected once; this row may still render (content-dependent templates)
+                summed.append((ex, counter.count([render(ex.messages)])[0]))
+            except Exception as exc:  # noqa: BLE001
+                failed.append((ex, exc))
+            continue
+        summed.append((ex, extra_tokens + sum(size[m["content"]] for m in ex.messages)))
+    step = max(1, len(summed) // 50)
+    check = summed[::step][:50]
+    exact = counter.count([render(ex.messages) for ex, _ in check])
+    if exact != [n for _, n in check]:
+        rendered = [ex for ex, _ in summed]
+        summed = list(zip(rendered, counter.count([render(ex.messages) for ex in rendered]), strict=True))
+    out += summed
+    return [e for e, _ in out], [n for _, n in out], failed
+
+
+def _template_finding(f: str, ex: Example, exc: Exception) -> Finding:
+    msg = str(exc)
+    if "rejects this conversation: " in msg:
+        msg = msg.split("rejects this conversation: ", 1)[1]
+    if "system" in msg.lower() and ex.messages and ex.messages[0]["role"] == "system":
+        return Finding(
+            "system-unsupported",
+            "error",
+            f,
+            ex.line,
+            f"the model's chat template rejects the system message ({msg}); fold it into the first user message",
+        )
+    return Finding(
+        "template-error",
+        "error",
+        f,
+        ex.line,
+        f"the model's chat template rejects this conversation ({msg}); reshape the row to what the template accepts",
+    )
+
+
+# -- the whole -------------------------------------------------------------------------------
+
+
+def lint(
+    path: str | Path,
+    tokenizer=None,
+    max_seq_len: int | None = 1024,
+    eval_path: str | Path | None = None,
+    eval_fraction: float = 0.1,
+    seed: int = 42,
+) -> Report:
+    """Lint a data file (and an optional held-out file). Raises DataError only when a file cannot be read."""
+    loaded: LoadedData = read(path)
+    findings = list(loaded.findings)
+    examples = loaded.examples
+    keys = _keys(examples)
+    findings += _set_findings(loaded.path, keys)
+    held_loaded = None
+    train_rows = eval_rows = 0
+    if eval_path:
+        held_loaded = read(eval_path)
+        findings += held_loaded.findings
+        findings += _leakage(keys, _keys(held_loaded.examples), loaded.path, held_loaded.path)
+        train_rows, eval_rows = len(examples), len(held_loaded.examples)
+    elif len(examples) >= 2:
+        # The same split as training (same seed), so the leakage found is the leakage trained.
+        train, held = split(keys, eval_fraction, seed)  # type: ignore[arg-type]
+        findings += _leakage(train, held, loaded.path, loaded.path)
+        train_rows, eval_rows = len(train), len(held)
+    if examples:
+        findings += _size(loaded.path, len(examples))
+    stats: dict[str, Any] = {}
+    if tokenizer is not None:
+        token_found, stats = _token_findings(loaded.path, tokenizer, examples, max_seq_len)
+        findings += token_found
+        if held_loaded is not None:
+            held_found, _ = _token_findings(held_loaded.path, tokenizer, held_loaded.examples, max_seq_len)
+            findings += [x for x in held_found if x.line is not None]  # file-wide remarks are said once
+    findings.sort(key=lambda x: (x.file != str(loaded.path), x.line or 0, SEVERITIES.index(x.severity), x.rule))
+    return Report(
+        path=loaded.path,
+        rows=loaded.rows,
+        examples=examples,
+        formats=loaded.formats,
+        findings=findings,
+        max_seq_len=max_seq_len,
+        tokens=stats,
+        train_rows=train_rows,
+        eval_rows=eval_rows,
+        eval_path=held_loaded.path if held_loaded else None,
+        sha256=loaded.sha256,
+    )
+
+
+__all__ = ["RULES", "DataError", "Report", "TokenCounter", "lint"]
