@@ -20,20 +20,49 @@ from core import runs
 from core.events import follow as follow_events
 
 
-def submit(cfg, home_dir: Path) -> Path:
+def submit(cfg, home_dir: Path, hw=None) -> Path:
     """Check what can be checked cheaply (model id, data), create the run, start its trainer.
 
+    The record starts with an [estimate] of peak memory and time (:func:`plan_estimate`), so even a
+    run that dies while loading its model says what was expected. `hw`: the detected hardware, when
+    the caller has it (the wizard does; detecting again would import torch in its process).
     Raises ModelError / DataError / RunError before anything is written.
     """
     from core import data, models
 
     models.resolve(cfg.model.id, home_dir, prepare=False)
-    data.load(cfg.data.path)
+    loaded = data.load(cfg.data.path)
     if cfg.data.eval_path:
         data.load(cfg.data.eval_path)
-    run_dir = runs.create_run(cfg, home_dir)
+    est = plan_estimate(cfg, home_dir, loaded.examples, hw)
+    run_dir = runs.create_run(cfg, home_dir, extra={"estimate": est} if est else None)
     start(run_dir)
     return run_dir
+
+
+def plan_estimate(cfg, home_dir: Path, examples, hw=None) -> dict[str, Any]:
+    """The [estimate] section written when a run is created, before any model is loaded.
+
+    The data's token counts are approximated from its characters (no tokenizer in this process);
+    the trainer replaces them with the tokenized figures once it has the tokenizer. An estimate
+    that cannot be made (a model outside the catalog, not downloaded yet) never blocks the run.
+    """
+    from core import memory
+
+    try:
+        if hw is None:
+            from core import hardware
+
+            hw = hardware.detect(home_dir)
+        eval_fraction = 0.0 if cfg.data.eval_path else cfg.data.eval_fraction
+        shape = memory.approx_data_shape(examples, cfg.data.max_seq_len, eval_fraction)
+        est = memory.for_run(cfg, hw, shape)
+    except Exception as exc:  # noqa: BLE001 - an estimator bug must not stop a run
+        return {"source": "none", "note": f"no estimate: {type(exc).__name__}: {exc}"}
+    if est is None:
+        return {"source": "none", "note": f"no estimate: {cfg.model.id} is not in the catalog or on this machine"}
+    est.source = f"at submit, before loading the model; data {shape.source}"
+    return est.to_dict()
 
 
 def start(run_dir: Path, resume: bool = False) -> int:

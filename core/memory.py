@@ -160,6 +160,8 @@ class Estimate:
     tokens_per_s: float | None = None
     train_time_s: float | None = None
     speed_source: str = ""
+    source: str = ""
+    """Who made the estimate from what (the record keeps it beside the numbers)."""
 
     @property
     def peak_memory_mb(self) -> float:
@@ -170,6 +172,7 @@ class Estimate:
         d: dict[str, Any] = {
             "model": self.model,
             "method": self.setup.method,
+            "dtype": self.setup.dtype,
             "estimator": "breakdown-v2",
             "device": b.device,
             "batch": self.setup.batch,
@@ -187,6 +190,8 @@ class Estimate:
             d["speed_source"] = self.speed_source
         if self.train_time_s:
             d["train_time_s"] = round(self.train_time_s, 1)
+        if self.source:
+            d["source"] = self.source
         return d
 
 
@@ -482,6 +487,7 @@ def recommend(
     methods: tuple[str, ...] = ("lora", "qlora"),
     models: tuple[ModelSpec, ...] = MODELS,
     dtype: str | None = None,
+    trained_fraction: float = 1.0,
 ) -> list[Recommendation]:
     """Catalog models x methods ranked for this machine.
 
@@ -498,7 +504,10 @@ def recommend(
     recs = []
     for spec in models:
         for method in methods:
-            base = Setup(method=method, dtype=dtype, seq_len=seq_len, device=device, batch=1, lora_r=16)
+            base = Setup(
+                method=method, dtype=dtype, seq_len=seq_len, device=device, batch=1, lora_r=16,
+                trained_fraction=trained_fraction,
+            )  # fmt: skip
             batches = preset_batches(spec, base, budget, max_per)
             bal = batches.get("balanced")
             s = replace(base, batch=bal[0], gradient_checkpointing=bal[2]) if bal else base
@@ -513,3 +522,113 @@ def recommend(
     else:
         recs.sort(key=lambda r: (not r.fits, -r.tokens_per_s))
     return recs
+
+
+# -- a run's estimate (the record's [estimate], the wizard's preset cards) ----------------
+
+# Characters per token of chat text with a ~50k-150k BPE vocabulary, and the chat template's tokens per
+# message (role header and end marker). Checked on the sample data with SmolLM2's tokenizer: within 25%
+# of the tokenized totals (English prose ~4 chars per token, JSON and numbers ~2.5).
+CHARS_PER_TOKEN = 3.5
+TEMPLATE_TOKENS_PER_MESSAGE = 8
+
+
+@dataclass
+class DataShape:
+    """What the estimate needs to know about the data: its longest example, its size, what is trained."""
+
+    longest: int
+    """Tokens of the longest example, after truncation to max_seq_len."""
+    train_tokens: int
+    """Tokens of one epoch of the training rows."""
+    trained_fraction: float = 1.0
+    """Share of tokens that are assistant answers (what the LM head scores)."""
+    source: str = ""
+    rows: int = 0
+    """Training rows (turns max_steps into tokens)."""
+
+
+def approx_data_shape(examples, max_seq_len: int, eval_fraction: float = 0.0) -> DataShape:
+    """A data shape from the text alone (no tokenizer): characters / CHARS_PER_TOKEN + template tokens.
+
+    >>> from types import SimpleNamespace
+    >>> turns = [{"role": "user", "content": "x" * 70}, {"role": "assistant", "content": "y" * 35}]
+    >>> ex = SimpleNamespace(messages=turns)
+    >>> s = approx_data_shape([ex] * 10, 512, eval_fraction=0.1)
+    >>> s.longest, s.train_tokens, round(s.trained_fraction, 2)
+    (46, 414, 0.39)
+    >>> s.rows
+    9
+    """
+    lengths, trained, total = [], 0.0, 0.0
+    for ex in examples:
+        n = 0.0
+        for m in ex.messages:
+            t = len(m.get("content") or "") / CHARS_PER_TOKEN + TEMPLATE_TOKENS_PER_MESSAGE
+            n += t
+            trained += t if m.get("role") == "assistant" else 0.0
+        total += n
+        lengths.append(min(int(n), max_seq_len))
+    if not lengths:
+        return DataShape(1, 0, 1.0, "no examples")
+    train_rows = len(lengths) - int(round(len(lengths) * eval_fraction))
+    return DataShape(
+        max(lengths),
+        int(sum(lengths) * train_rows / len(lengths)),
+        min(max(trained / max(total, 1.0), 0.01), 1.0),
+        f"approximate: characters / {CHARS_PER_TOKEN} + {TEMPLATE_TOKENS_PER_MESSAGE} tokens per message",
+        train_rows,
+    )
+
+
+def compute_dtype(requested: str, hw) -> str:
+    """The dtype the trainer will pick (core.trainer.choose_dtype, without importing torch)."""
+    if requested != "auto":
+        return requested
+    gpu = getattr(hw, "best_gpu", None)
+    if gpu is not None:
+        return "bfloat16" if gpu.bf16 else "float16"
+    return "bfloat16" if getattr(hw, "cpu_bf16", False) else "float32"
+
+
+def setup_for(cfg, hw, shape: DataShape | None = None) -> Setup:
+    """The estimator's Setup for a RunConfig on this hardware; without a data shape, the worst case
+    (every example max_seq_len long, every token trained)."""
+    t = cfg.training
+    seq_len = min(shape.longest, cfg.data.max_seq_len) if shape else cfg.data.max_seq_len
+    trained = shape.trained_fraction if shape and t.lm_head_trained_only else 1.0
+    return Setup(
+        method=cfg.model.method,
+        dtype=compute_dtype(cfg.model.dtype, hw),
+        lora_r=t.lora_r,
+        target_modules=tuple(t.target_modules),
+        batch=t.per_device_batch_size,
+        seq_len=max(seq_len, 1),
+        gradient_checkpointing=t.gradient_checkpointing,
+        trained_fraction=trained,
+        lora_dropout=t.lora_dropout,
+        device="cpu" if getattr(hw, "best_gpu", None) is None else "cuda",
+    )
+
+
+def run_tokens(cfg, shape: DataShape) -> int:
+    """Tokens the run trains on: epochs x one epoch, or max_steps x effective batch x the mean row."""
+    t = cfg.training
+    if t.max_steps and t.max_steps > 0 and shape.rows:
+        return int(t.max_steps * t.effective_batch * shape.train_tokens / shape.rows)  # HF ignores epochs then
+    return int(shape.train_tokens * t.num_epochs)
+
+
+def for_run(cfg, hw, shape: DataShape | None = None, spec: ModelSpec | None = None) -> Estimate | None:
+    """The estimate of a run: peak memory, speed and time; None for a model the catalog cannot describe
+    (a hub id outside the catalog that is not downloaded yet)."""
+    from core import catalog
+
+    if spec is None:
+        try:
+            spec = catalog.lookup(cfg.model.id)
+        except catalog.CatalogError:
+            return None
+    tokens = run_tokens(cfg, shape) if shape else 0
+    cores = cfg.training.threads or None
+    return estimate(spec, setup_for(cfg, hw, shape), hw=hw, threads=cores, train_tokens=tokens)

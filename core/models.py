@@ -115,6 +115,29 @@ def resolve(model_id: str, home_dir: Path, prepare: bool = True) -> ResolvedMode
     )
 
 
+def on_this_machine(model_id: str) -> bool:
+    """Whether `model_id` can be trained without a download: the bundled package is installed, the
+    directory holds a config.json, or the Hugging Face cache has the hub model. Never downloads."""
+    model_id = model_id.strip()
+    if model_id.startswith("bundled:"):
+        b = BUNDLED.get(model_id.split(":", 1)[1])
+        try:
+            return b is not None and bundled_gguf(b).is_file()
+        except ModelError:
+            return False
+    path = Path(model_id).expanduser()
+    if path.is_dir():
+        return (path / "config.json").is_file()
+    if not HUB_ID.match(model_id):
+        return False
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        return isinstance(try_to_load_from_cache(model_id, "config.json"), str)
+    except Exception:  # noqa: BLE001 - an unreadable cache is "not here"
+        return False
+
+
 def _dir_fingerprint(path: Path) -> str:
     """A cheap content id for a local model: config.json plus weight file names and sizes."""
     h = hashlib.sha256((path / "config.json").read_bytes())

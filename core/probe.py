@@ -198,6 +198,9 @@ def probe(cfg: RunConfig, home_dir: Path, steps: int = 3, hw=None) -> ProbeResul
 
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()
+    from datasets.utils.logging import disable_progress_bar as datasets_quiet
+
+    datasets_quiet()  # SFTTrainer's dataset preparation would print bars
     hw = hw or hardware.detect(home_dir)
     t = cfg.training
     threads = t.threads or hw.cpu_physical_cores

@@ -427,6 +427,7 @@ def train(run_dir: Path, resume: bool, events: EventWriter, stop: StopFlag) -> N
         train_tokens=int(n_tokens * (t.num_epochs if t.max_steps < 0 else total_steps / steps_per_epoch)),
         trainable_params=trainable,
     )
+    est.source = "trainer: tokenized data, the real adapter size; replaces the estimate made at submit"
     runs.update_record(
         run_dir,
         {
@@ -468,6 +469,13 @@ def train(run_dir: Path, resume: bool, events: EventWriter, stop: StopFlag) -> N
         "peak_memory_mb": peak_memory_mb(),
         "train_time_s": round(train_time, 1),
     }
+    # Measured against predicted, so a record shows how far the estimate was off on this machine
+    # (max_memory_allocated on a GPU does not see the CUDA context the estimate adds).
+    bd = est.breakdown
+    predicted = bd.total - (bd.overhead if bd.device != "cpu" else 0.0)
+    results["peak_memory_vs_estimate"] = round(results["peak_memory_mb"] / max(predicted, 1e-9) - 1, 4)
+    if est.train_time_s:
+        results["train_time_vs_estimate"] = round(train_time / est.train_time_s - 1, 4)
     if eval_losses:
         results["eval_loss"] = round(float(eval_losses[-1]), 4)
     artifacts = {"adapter": str(adapter_dir), "checkpoints": str(run_dir / "checkpoints")}

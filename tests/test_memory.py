@@ -198,3 +198,57 @@ def test_cli_recommend_prints_a_ranked_table(capsys, home):
     assert rows and all(" yes " in r for r in rows)
     first = BY_KEY[rows[0].split()[0]]
     assert first.params == max(BY_KEY[r.split()[0]].params for r in rows)  # the most capable model that fits
+
+
+def test_submitted_run_records_the_estimate_before_training(home, monkeypatch):
+    from core import launcher
+    from core.config import RunConfig
+    from core.models import DEFAULT_MODEL
+    from core.presets import build_config
+    from core.toml import read_toml
+    from tests.conftest import SAMPLE
+
+    monkeypatch.setattr(launcher, "start", lambda run_dir, resume=False: 0)  # no trainer: the record as submitted
+    cfg = build_config("balanced", max_per_device=4)
+    cfg.model.id = DEFAULT_MODEL
+    cfg.data.path = str(SAMPLE / "support_tickets.jsonl")
+    hw = Hardware(cpu_physical_cores=2, ram_total_gb=8, ram_available_gb=8)
+    run_dir = launcher.submit(cfg.validate(), home, hw=hw)
+
+    doc = read_toml(run_dir / "run.toml")
+    est = doc["estimate"]
+    assert est["model"] == "smollm2-135m" and est["device"] == "cpu" and est["dtype"] == "float32"
+    parts = ("weights_mb", "trainable_mb", "activations_mb", "logits_mb", "overhead_mb")
+    assert est["peak_memory_mb"] == pytest.approx(sum(est[p] for p in parts), abs=0.5)
+    assert 1000 < est["peak_memory_mb"] < 4000  # 135M parameters in fp32 + Python and torch: ~2 GiB
+    # 360 rows of ~100 tokens, 10% held out, 3 epochs at ~140 tok/s: minutes, not seconds or hours.
+    assert 120 < est["tokens_per_s"] < 160 and 5 * 60 < est["train_time_s"] < 30 * 60
+    assert "submit" in est["source"] and "characters" in est["source"]
+    assert est["seq_len"] <= cfg.data.max_seq_len and est["batch"] == cfg.training.per_device_batch_size
+    assert RunConfig.from_toml(run_dir / "run.toml").model.id == DEFAULT_MODEL  # still a config to repeat
+
+
+def test_a_model_the_estimator_cannot_describe_does_not_block_the_run(home, monkeypatch):
+    from core import launcher
+    from core.presets import build_config
+    from core.toml import read_toml
+    from tests.conftest import SAMPLE
+
+    monkeypatch.setattr(launcher, "start", lambda run_dir, resume=False: 0)
+    cfg = build_config("balanced")
+    cfg.model.id = "someone/not-in-the-catalog"
+    cfg.data.path = str(SAMPLE / "support_tickets.jsonl")
+    run_dir = launcher.submit(cfg.validate(), home, hw=Hardware(cpu_physical_cores=2, ram_available_gb=8))
+    est = read_toml(run_dir / "run.toml")["estimate"]
+    assert est["source"] == "none" and "not in the catalog" in est["note"]
+
+
+def test_max_steps_turn_into_tokens_by_the_mean_row():
+    from core.memory import DataShape, run_tokens
+    from core.presets import build_config
+
+    cfg = build_config("balanced", max_per_device=4)
+    shape = DataShape(longest=120, train_tokens=30_000, rows=300)
+    assert run_tokens(cfg, shape) == 30_000 * cfg.training.num_epochs
+    cfg.training.max_steps = 5
+    assert run_tokens(cfg, shape) == 5 * cfg.training.effective_batch * 100

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from core import presets, probe
@@ -50,3 +52,30 @@ def test_probe_on_cpu_reports_predicted_vs_measured(tmp_path, bundled_dir, sessi
     assert d["measured_mb"] > d["baseline_mb"] > 0
     text = "\n".join(r.lines())
     assert "predicted" in text and "measured" in text and "corrected by the probe" in text
+
+
+def test_cli_probe_refuses_zero_steps(capsys, home):
+    from tui import cli
+
+    assert cli.main(["probe", "--data", str(SAMPLE / "support_tickets.jsonl"), "--steps", "0"]) == 2
+    assert "--steps 0" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_cli_probe_prints_predicted_against_measured(capsys, session_home, bundled_dir):
+    import re
+
+    from tui import cli
+
+    argv = ["--home", str(session_home), "probe", "--data", str(SAMPLE / "support_tickets.jsonl")]
+    assert cli.main([*argv, "--steps", "2", "--max-seq-len", "64", "--batch", "2", "--json"]) == 0
+    out = capsys.readouterr().out
+    m = re.search(r"memory\s+predicted ([\d.]+) (GiB|MiB), measured ([\d.]+) (GiB|MiB) \(peak RSS\)", out)
+    assert m, out
+    predicted, measured = (float(m[i]) * (1024 if m[i + 1] == "GiB" else 1) for i in (1, 3))
+    assert 300 < predicted < 8000 and 0.6 < measured / predicted < 1.6, out  # MiB, the bundled 135M model
+    speed = re.search(r"speed\s+predicted (\d+) tok/s, measured (\d+) tok/s", out)
+    assert speed and int(speed[2]) > 0, out
+    assert "batch 2 x 64 tokens" in out and "corrected by the probe" in out
+    figures = json.loads(out[out.index("{") :])
+    assert figures["measured_mb"] == pytest.approx(measured, rel=0.01) and figures["steps"] == 2

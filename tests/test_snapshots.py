@@ -177,6 +177,9 @@ def test_hardware_step(snap_compare, snap_home):
 def test_model_step(snap_compare, snap_home):
     async def run_before(pilot):
         await pilot.press("enter")
+        # the ranked catalog, once it knows which models are on disk and how long the data's examples are
+        await until(pilot, lambda: getattr(pilot.app.screen, "local", None) is not None)
+        await until(pilot, lambda: getattr(pilot.app.screen, "shape", None) is not None)
         await steady(pilot)
 
     assert snap_compare(wizard(snap_home), terminal_size=SIZE, run_before=run_before)
@@ -196,6 +199,7 @@ def test_preset_step(snap_compare, snap_home):
         await pilot.press("enter", "ctrl+n")
         await until(pilot, lambda: getattr(pilot.app.screen, "ready", False), 120)
         await pilot.press("ctrl+n")
+        await until(pilot, lambda: getattr(pilot.app.screen, "approx", None) is not None)  # the cards' figures
         await steady(pilot)
 
     assert snap_compare(wizard(snap_home), terminal_size=SIZE, run_before=run_before)

@@ -66,7 +66,7 @@ class TunewizApp(App):
         from tui.train import TrainScreen
 
         try:
-            run_dir = launcher.submit(cfg.validate(), self.home)
+            run_dir = launcher.submit(cfg.validate(), self.home, hw=self.hardware)
         except (ConfigError, DataError, ModelError, runs.RunError) as exc:
             self.notify(str(exc), severity="error", timeout=10)
             return

@@ -376,6 +376,41 @@ def cmd_fit(ns) -> int:
     return 0 if v.fits else 1
 
 
+def cmd_probe(ns) -> int:
+    """A few real training steps at the data's longest example: predicted vs measured memory and speed."""
+    from core import hardware, presets, probe
+
+    if ns.steps < 1:
+        raise UserError(f"--steps {ns.steps}: probe at least 1 step (3 or more give a steadier time)")
+    home_dir = runs.home(ns.home)
+    hw = hardware.detect(home_dir)
+    cfg = presets.build_config(
+        ns.preset, max_per_device=presets.max_per_device_batch(hw.device, getattr(hw.best_gpu, "free_gb", None))
+    )
+    cfg.model.id = ns.model
+    cfg.model.method = ns.method
+    cfg.data.path = str(Path(ns.data).expanduser().resolve())
+    if ns.max_seq_len is not None:
+        cfg.data.max_seq_len = ns.max_seq_len
+    if ns.batch is not None:
+        cfg.training.per_device_batch_size = ns.batch
+    cfg.validate()
+    where = hw.best_gpu.name if hw.best_gpu else f"CPU, {hw.cpu_physical_cores} cores"
+    print(
+        f"probing {cfg.model.id} ({cfg.model.method}, {ns.preset} preset) on {where}: "
+        f"{ns.steps} steps at the longest example of {Path(cfg.data.path).name} ...",
+        flush=True,
+    )
+    import warnings
+
+    warnings.filterwarnings("ignore", category=FutureWarning)  # library deprecation notices, not the user's
+    result = probe.probe(cfg, home_dir, steps=ns.steps, hw=hw)
+    print("\n".join(result.lines()))
+    if ns.json:
+        print(json.dumps(result.to_dict(), indent=2))
+    return 1 if result.oom else 0
+
+
 def cmd_recommend(ns) -> int:
     from core import memory
 
@@ -502,6 +537,17 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--gradient-checkpointing", action="store_true")
     fit_options(s)
     s.set_defaults(func=cmd_fit)
+
+    s = sub.add_parser("probe", help="train a few steps to measure peak memory and speed against the estimate")
+    s.add_argument("--data", required=True, help="training data (.jsonl / .json); the longest example is used")
+    s.add_argument("--model", default=DEFAULT_MODEL, help=f"model id (default {DEFAULT_MODEL})")
+    s.add_argument("--method", choices=["lora", "qlora"], default="lora")
+    s.add_argument("--preset", choices=["conservative", "balanced", "aggressive"], default="balanced")
+    s.add_argument("--steps", type=int, default=3, help="training steps to measure (default 3; the first warms up)")
+    s.add_argument("--max-seq-len", type=int, help="truncate examples to this many tokens")
+    s.add_argument("--batch", type=int, help="per-device batch (default: the preset's, split for this machine)")
+    s.add_argument("--json", action="store_true", help="also print the figures as JSON")
+    s.set_defaults(func=cmd_probe)
 
     s = sub.add_parser("recommend", help="catalog models ranked by what fits this machine, with batch sizes")
     s.add_argument("--all", action="store_true", help="also list what does not fit")

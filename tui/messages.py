@@ -28,3 +28,25 @@ class RunEvents(Message):
 
     events: list[dict[str, Any]]
     record: dict[str, Any]
+
+
+@dataclass
+class ModelsOnDisk(Message):
+    """Which catalog models this machine has (model id -> True when no download is needed)."""
+
+    local: dict[str, bool]
+
+
+@dataclass
+class ModelFetched(Message):
+    """The chosen model was resolved to a local directory (downloaded if needed), or why not."""
+
+    model_id: str
+    error: str = ""
+
+
+@dataclass
+class DataShaped(Message):
+    """The chosen data's size and longest example, approximated from its text (core.memory.DataShape)."""
+
+    shape: Any

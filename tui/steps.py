@@ -35,7 +35,7 @@ from textual.widgets.option_list import Option
 from core import presets
 from core.config import ConfigError, apply_overrides
 from core.models import DEFAULT_MODEL
-from tui.messages import DataReady, HardwareReady
+from tui.messages import DataReady, DataShaped, HardwareReady, ModelFetched, ModelsOnDisk
 
 if TYPE_CHECKING:
     from tui.app import TunewizApp
@@ -66,7 +66,9 @@ HELP = {
         "reliably than it adds facts; to answer from documents, retrieval (RAG) is usually better, and "
         "for a simple format change try prompting first. LoRA trains small adapter matrices beside the "
         "frozen model (well under 1% of the parameters); QLoRA also stores the base model in 4 bits, "
-        "about 4x less memory for a small quality cost."
+        "about 4x less memory for a small quality cost. The list ranks the catalog for this machine: "
+        "predicted peak memory for the balanced preset, a bar of the memory available, and whether it fits "
+        "with 12% to spare; `tunewiz fit --model NAME` explains one estimate, `tunewiz probe` measures it."
     ),
     "Data": (
         "Quality beats quantity: below ~200 examples a model struggles to learn a pattern reliably; "
@@ -203,60 +205,281 @@ class HardwareStep(StepScreen):
 
 # -- 2. model ------------------------------------------------------------------------
 
-MODELS = [
-    (DEFAULT_MODEL, "SmolLM2-135M-Instruct  135M  Apache-2.0  bundled, offline; trains on a CPU"),
-]
+# Licences as a person reads them, at most 10 columns.
+LICENCES = {
+    "apache-2.0": "Apache-2.0",
+    "qwen-research": "Qwen Rsrch",
+    "mit": "MIT",
+    "gemma": "Gemma",
+    "llama3.1": "Llama 3.1",
+    "llama3.2": "Llama 3.2",
+}
+BAR_WIDTH = 10
+# Columns of a model row: 72 at most (the list's border and scrollbar take the rest of the 78 the body has).
+MODEL_HEAD = f"{'model':<12}{'size':>5} {'licence':<10} {'method':<6}{'peak':>6} {{avail:<15}} {'where'}"
+
+
+def memory_bar(used_mb: float, available_mb: float, width: int = BAR_WIDTH) -> str:
+    """The share of the available memory a run needs; full when it does not fit.
+
+    >>> memory_bar(512, 1024), memory_bar(4096, 1024), memory_bar(1, 1024)
+    ('█████░░░░░', '██████████', '█░░░░░░░░░')
+    """
+    filled = min(width, max(1, round(used_mb / max(available_mb, 1e-9) * width)))
+    return "█" * filled + "░" * (width - filled)
+
+
+def size_label(params: float) -> str:
+    """'135M', '1.5B'."""
+    return f"{params / 1e9:.1f}B" if params >= 1e9 else f"{params / 1e6:.0f}M"
+
+
+def catalog_id(spec) -> str:
+    """The id a catalog model is trained from: `bundled:NAME` when it ships with tunewiz, else its hub id."""
+    return spec.bundled or spec.hub_id
+
+
+def model_rows(recs, available_mb: float, local: dict[str, bool] | None) -> list[tuple[str, str, Text]]:
+    """(model id, method, row) for each recommendation, the bundled model first (the only one offline).
+
+    `local`: which models are on this machine (None while still checking).
+    """
+    rows = []
+    for r in sorted(recs, key=lambda r: not r.spec.bundled):  # stable: keeps the ranking otherwise
+        mid = catalog_id(r.spec)
+        if r.spec.bundled:
+            where, style = "bundled", "green"
+        elif local is None:
+            where, style = "...", "dim"
+        else:
+            where, style = ("on disk", "green") if local.get(mid) else ("needs download", "yellow")
+        lic = LICENCES.get(r.spec.license, r.spec.license)[:10]
+        row = Text(f"{r.spec.key:<12}{size_label(r.spec.params):>5} {lic:<10} ")
+        row.append(f"{'QLoRA' if r.method == 'qlora' else 'LoRA':<6}{r.peak_mb / 1024:>5.1f}G ")
+        row.append(memory_bar(r.peak_mb, available_mb), style="green" if r.fits else "red")
+        row.append(f" {'fits' if r.fits else 'no':<4} ", style="" if r.fits else "red")
+        row.append(where, style=style)
+        rows.append((mid, r.method, row))
+    return rows
+
+
+def memory_label(hw) -> str:
+    """'22.0 GiB RAM' or '23.6 GiB GPU': what the memory bars are a share of."""
+    gpu = getattr(hw, "best_gpu", None)
+    return f"{gpu.free_gb:.1f} GiB GPU" if gpu is not None else f"{hw.ram_available_gb:.1f} GiB RAM"
 
 
 class ModelStep(StepScreen):
+    """The catalog ranked by what fits this machine (core.memory.recommend), the bundled model first."""
+
     STEP = "Model"
 
     def body(self) -> ComposeResult:
-        yield OptionList(*[Option(f"{label}", id=mid) for mid, label in MODELS], id="models")
-        yield Input(placeholder="...or a local model directory / hub id (Enter to use it)", id="custom-model")
-        with RadioSet(id="method"):
-            yield RadioButton("LoRA (16/32-bit base)", value=self.wiz.cfg.model.method == "lora", id="lora")
-            yield RadioButton("QLoRA (4-bit base, less memory)", value=self.wiz.cfg.model.method == "qlora", id="qlora")
+        yield Static("", id="model-head")
+        yield OptionList(id="models")
+        with Horizontal(id="model-extra"):
+            yield Input(placeholder="...or a model directory / hub id, Enter", id="custom-model")
+            with RadioSet(id="method"):
+                yield RadioButton("LoRA", value=self.wiz.cfg.model.method == "lora", id="lora")
+                yield RadioButton("QLoRA (4-bit)", value=self.wiz.cfg.model.method == "qlora", id="qlora")
         yield Static("", id="model-choice")
 
     def on_mount(self) -> None:
-        self.query_one("#models", OptionList).highlighted = 0
-        self.query_one("#models", OptionList).focus()
+        self.recs: list = []
+        self.rows: list[tuple[str, str, Text]] = []
+        self.local: dict[str, bool] | None = None
+        self.shape = None
+        self.fetching = ""
+        models = self.query_one("#models", OptionList)
+        models.add_option(Option(f"{DEFAULT_MODEL}  (ranking the catalog for this machine...)", id=DEFAULT_MODEL))
+        models.highlighted = 0
+        models.focus()
+        if self.wiz.hardware is None:
+            self.detect()
+        else:
+            self.rank(self.wiz.hardware)
+        self.check_local()
+        if self.wiz.cfg.data.path:
+            self.measure_data(self.wiz.cfg.data.path)
         self.refresh_choice()
 
-    def refresh_choice(self) -> None:
+    @work(thread=True, exclusive=True, exit_on_error=False, group="hardware")
+    def detect(self) -> None:
+        from core import hardware
+
+        self.post_message(HardwareReady(hardware.detect(self.wiz.home)))
+
+    def on_hardware_ready(self, msg: HardwareReady) -> None:
+        self.wiz.hardware = msg.hardware
+        self.rank(msg.hardware)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="models-on-disk")
+    def check_local(self) -> None:
+        from core import catalog, models
+
+        self.post_message(ModelsOnDisk({catalog_id(m): models.on_this_machine(catalog_id(m)) for m in catalog.MODELS}))
+
+    def on_models_on_disk(self, msg: ModelsOnDisk) -> None:
+        self.local = msg.local
+        self.show_rows()
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="data-shape")
+    def measure_data(self, path: str) -> None:
+        """The data's longest example and trained share, from its text (no tokenizer needed yet)."""
+        from core import data, memory
+
+        try:
+            examples = data.load(path).examples
+        except data.DataError:
+            return  # the data step shows what is wrong; the list keeps the worst case
+        self.post_message(DataShaped(memory.approx_data_shape(examples, self.wiz.cfg.data.max_seq_len)))
+
+    def on_data_shaped(self, msg: DataShaped) -> None:
+        self.shape = msg.shape
+        if self.wiz.hardware is not None:
+            self.rank(self.wiz.hardware)
+
+    def seq_len(self) -> tuple[int, str]:
+        """Tokens per example the peaks are for, and where that figure comes from."""
+        limit = self.wiz.cfg.data.max_seq_len
+        if self.wiz.data_summary.get("tokens_max"):
+            return min(self.wiz.data_summary["tokens_max"], limit), "the longest"
+        if self.shape is not None:
+            return self.shape.longest, "the longest, approx."
+        return limit, "max_seq_len"
+
+    def rank(self, hw) -> None:
+        from core import memory
+
+        seq, _ = self.seq_len()
+        trained = self.shape.trained_fraction if self.shape is not None else 1.0
+        self.recs = memory.recommend(hw, seq_len=seq, trained_fraction=trained)
+        self.available_mb = memory.available_mb(hw, "cuda" if hw.best_gpu is not None else "cpu")
+        head = MODEL_HEAD.format(avail="of " + memory_label(hw))
+        self.query_one("#model-head", Static).update(Text(" " + head, style="bold"))
+        self.show_rows()
+
+    def show_rows(self) -> None:
+        if not self.recs:
+            return
+        self.rows = model_rows(self.recs, self.available_mb, self.local)
+        box = self.query_one("#models", OptionList)
+        box.clear_options()
+        box.add_options([Option(row, id=f"{mid}|{method}") for mid, method, row in self.rows])
+        box.highlighted = self.row_index(self.wiz.cfg.model.id, self.wiz.cfg.model.method)
+        self.refresh_choice()
+
+    def row_index(self, model_id: str, method: str) -> int | None:
+        for i, (mid, m, _) in enumerate(self.rows):
+            if (mid, m) == (model_id, method):
+                return i
+        return None
+
+    def rec_for(self, model_id: str, method: str):
+        i = self.row_index(model_id, method)
+        if i is None:
+            return None
+        mid, m, _ = self.rows[i]
+        return next(r for r in self.recs if (catalog_id(r.spec), r.method) == (mid, m))
+
+    def refresh_choice(self, problem: str = "") -> None:
         c = self.wiz.cfg.model
-        self.query_one("#model-choice", Static).update(f"Selected: [b]{escape(c.id)}[/b] with {c.method.upper()}")
+        lines = [f"Selected: [b]{escape(c.id)}[/b] with {'QLoRA' if c.method == 'qlora' else 'LoRA'}"]
+        r = self.rec_for(c.id, c.method)
+        if problem:
+            lines.append(f"[red]{escape(problem)}[/red]")
+        elif self.fetching:
+            lines.append(f"[yellow]getting {escape(self.fetching)} from the Hugging Face hub...[/yellow]")
+        elif r is not None:
+            from core.memory import gib
+
+            lines[0] += f": {gib(r.peak_mb)}, " + ("fits" if r.fits else "[red]does not fit[/red]")
+            seq, why = self.seq_len()
+            lines.append(f"[dim]balanced preset, {seq} tokens per example ({why}), ~{r.tokens_per_s:,.0f} tok/s[/dim]")
+            if self.local is not None and not r.spec.bundled and not self.local.get(c.id):
+                lines[1] = "[yellow]not on this machine: Next downloads it (needs internet)[/yellow]"
+        self.query_one("#model-choice", Static).update("\n".join(lines))
 
     @on(OptionList.OptionHighlighted, "#models")
     def _picked(self, event: OptionList.OptionHighlighted) -> None:
-        self.wiz.cfg.model.id = event.option.id or DEFAULT_MODEL
+        mid, _, method = (event.option.id or DEFAULT_MODEL).partition("|")
+        method = method or self.wiz.cfg.model.method
+        if (mid, method) == (self.wiz.cfg.model.id, self.wiz.cfg.model.method):
+            return
+        self.wiz.cfg.model.id, self.wiz.cfg.model.method = mid, method
+        with self.prevent(RadioSet.Changed):  # the row set the method; only a user's change re-highlights
+            self.query_one(f"#{method}", RadioButton).value = True
         self.refresh_choice()
 
     @on(OptionList.OptionSelected, "#models")
     def _chosen(self, event: OptionList.OptionSelected) -> None:
-        self.wiz.cfg.model.id = event.option.id or DEFAULT_MODEL
+        self._picked(event)  # type: ignore[arg-type]
         self.action_next()
 
     @on(Input.Submitted, "#custom-model")
     def _custom(self, event: Input.Submitted) -> None:
         if event.value.strip():
             self.wiz.cfg.model.id = event.value.strip()
+            self.query_one("#models", OptionList).highlighted = None
             self.refresh_choice()
 
     @on(RadioSet.Changed, "#method")
     def _method(self, event: RadioSet.Changed) -> None:
         self.wiz.cfg.model.method = event.pressed.id or "lora"
+        i = self.row_index(self.wiz.cfg.model.id, self.wiz.cfg.model.method)
+        box = self.query_one("#models", OptionList)
+        if i is not None and box.highlighted != i:
+            box.highlighted = i
         self.refresh_choice()
 
     def can_continue(self) -> str | None:
         from core import models
 
+        if self.fetching:
+            return f"still getting {self.fetching}"
         try:
             models.resolve(self.wiz.cfg.model.id, self.wiz.home, prepare=False)
         except models.ModelError as exc:
             return str(exc)
         return None
+
+    def action_next(self) -> None:
+        reason = self.can_continue()
+        if reason:  # said in full above the buttons (a toast would cover it)
+            self.refresh_choice(reason)
+            self.query_one("#nav-msg", Label).update("[red]cannot use this model (see above)[/red]")
+            return
+        mid = self.wiz.cfg.model.id
+        if not mid.startswith("bundled:") and not Path(mid).expanduser().is_dir() and not (self.local or {}).get(mid):
+            self.fetching = mid  # a hub id: download it now, so the data step can load its tokenizer
+            self.query_one("#nav-msg", Label).update("")
+            self.refresh_choice()
+            self.fetch(mid)
+            return
+        self.query_one("#nav-msg", Label).update("")
+        self.wiz.next_step(type(self))
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="fetch-model")
+    def fetch(self, model_id: str) -> None:
+        from core import models
+
+        try:
+            models.resolve(model_id, self.wiz.home, prepare=True)
+        except models.ModelError as exc:
+            self.post_message(ModelFetched(model_id, str(exc)))
+            return
+        self.post_message(ModelFetched(model_id))
+
+    def on_model_fetched(self, msg: ModelFetched) -> None:
+        self.fetching = ""
+        if msg.error:
+            self.refresh_choice(msg.error)
+            self.query_one("#nav-msg", Label).update("[red]cannot use this model (see above)[/red]")
+            return
+        self.local = {**(self.local or {}), msg.model_id: True}
+        self.show_rows()
+        if msg.model_id == self.wiz.cfg.model.id and self.is_current:
+            self.wiz.next_step(type(self))
 
 
 # -- 3. data -------------------------------------------------------------------------
@@ -441,14 +664,46 @@ def friendly(problem: str) -> str:
     return problem
 
 
-def predicted_minutes(tokens: int, epochs: float, hw) -> str:
-    """Rough time from the measured CPU rate (tokens x epochs / tokens per second)."""
-    from core.memory import CPU_FLOPS_PER_CORE
+def data_shape(summary: dict, approx=None, max_seq_len: int = 512):
+    """The data's shape for the estimate: the data step's tokenized figures where it measured them,
+    the text approximation (core.memory.approx_data_shape) otherwise; None when nothing is known."""
+    from core.memory import DataShape
 
-    if not tokens or hw is None or hw.device != "cpu":
-        return "?"
-    tps = CPU_FLOPS_PER_CORE * hw.cpu_physical_cores / (4 * 134.5e6)
-    return f"~{tokens * epochs / tps / 60:.0f} min"
+    if summary.get("tokens_max"):
+        return DataShape(
+            longest=min(summary["tokens_max"], max_seq_len),
+            train_tokens=summary.get("train_tokens", 0),
+            trained_fraction=approx.trained_fraction if approx is not None else 1.0,
+            source="tokenized by the data step",
+            rows=summary.get("train", 0),
+        )
+    return approx
+
+
+def preset_figures(cfg, hw, shape) -> tuple[str, str]:
+    """(memory, time) lines of a preset card from core.memory: the peak with fits / does not fit, and
+    the data's tokens x epochs / the expected tokens per second on this hardware.
+
+    >>> from core.config import RunConfig
+    >>> from core.hardware import Hardware
+    >>> from core.memory import DataShape
+    >>> cfg = RunConfig()
+    >>> cfg.model.id = "bundled:smollm2-135m-instruct"
+    >>> preset_figures(cfg, Hardware(cpu_physical_cores=2, ram_available_gb=16), DataShape(120, 30_000, 0.2, "", 300))
+    ('peak 2.14 GiB, fits', 'time ~10m37s')
+    """
+    from core import memory
+    from core.events import fmt_duration
+
+    if hw is None:
+        return "peak ?", "time ?"
+    est = memory.for_run(cfg, hw, shape)
+    if est is None:
+        return "peak ? (unknown model)", "time ?"
+    avail = memory.available_mb(hw, est.breakdown.device)
+    fits = est.peak_memory_mb <= avail * 0.88
+    peak = f"peak {memory.gib(est.peak_memory_mb)}, " + ("fits" if fits else "[red]too big[/red]")
+    return peak, f"time ~{fmt_duration(est.train_time_s)}" if est.train_time_s else "time ?"
 
 
 class PresetStep(StepScreen):
@@ -472,8 +727,25 @@ class PresetStep(StepScreen):
             yield Static("", id="adv-error")
 
     def on_mount(self) -> None:
+        self.approx = None  # the data's text approximation: the share of tokens that are trained
         self.query_one("#advanced").display = False
         self.select(self.wiz.cfg.preset if self.wiz.cfg.preset in self.NAMES else "balanced", keep=True)
+        if self.wiz.cfg.data.path:
+            self.measure_data(self.wiz.cfg.data.path, self.wiz.cfg.data.max_seq_len)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="data-shape")
+    def measure_data(self, path: str, max_seq_len: int) -> None:
+        from core import data, memory
+
+        try:
+            examples = data.load(path).examples
+        except data.DataError:
+            return
+        self.post_message(DataShaped(memory.approx_data_shape(examples, max_seq_len)))
+
+    def on_data_shaped(self, msg: DataShaped) -> None:
+        self.approx = msg.shape
+        self.show_cards()
 
     def select(self, name: str, keep: bool = False) -> None:
         if not keep or self.wiz.cfg.preset != name:
@@ -483,17 +755,26 @@ class PresetStep(StepScreen):
             )
             self.wiz.cfg.training = presets.training_for(name, per_dev)
             self.wiz.cfg.preset = name
+        self.show_cards()
+        self.fill_fields()
+
+    def show_cards(self) -> None:
+        """Each preset with its predicted peak memory and time for this model, method, data and machine."""
+        cfg, hw = self.wiz.cfg, self.wiz.hardware
+        per_dev = presets.max_per_device_batch(hw.device if hw else "cpu", getattr(hw and hw.best_gpu, "free_gb", None))
+        shape = data_shape(self.wiz.data_summary, getattr(self, "approx", None), cfg.data.max_seq_len)
         for n in self.NAMES:
             p = presets.PRESETS[n]
-            tokens = self.wiz.data_summary.get("train_tokens", 0)
+            trial = copy.copy(cfg)  # the chosen preset as edited; the others as they come
+            trial.training = cfg.training if n == cfg.preset else presets.training_for(n, per_dev)
+            peak, eta = preset_figures(trial, hw, shape)
             card = self.query_one(f"#card-{n}", Static)
-            card.set_class(n == name, "selected")
+            card.set_class(n == cfg.preset, "selected")
             card.update(
-                f"[b]{n}[/b]{'  <' if n == name else ''}\nrank {p.lora_r}, lr {p.learning_rate:g}\n"
+                f"[b]{n}[/b]{'  <' if n == cfg.preset else ''}\nrank {p.lora_r}, lr {p.learning_rate:g}\n"
                 f"{p.num_epochs} epochs, batch {p.effective_batch}\n{p.suits.replace(' examples', ' rows')}\n"
-                f"time {predicted_minutes(tokens, p.num_epochs, self.wiz.hardware)}"
+                f"{peak}\n{eta}"
             )
-        self.fill_fields()
 
     def fill_fields(self) -> None:
         for key, _ in ADVANCED:
@@ -541,6 +822,7 @@ class PresetStep(StepScreen):
             trial.data,
             trial.evaluation,
         )
+        self.show_cards()  # the chosen card's memory and time follow the overrides
         return None
 
     def can_continue(self) -> str | None:
