@@ -695,4 +695,14 @@ def lint(
     )
 
 
-__all__ = ["RULES", "DataError", "Report", "TokenCounter", "lint"]
+def tokenizer_for(model_id: str, home: Path):
+    """The tokenizer (with its chat template) of a model id, as training loads it."""
+    from transformers import AutoTokenizer
+
+    from core import models
+
+    resolved = models.resolve(model_id, home)
+    return AutoTokenizer.from_pretrained(str(resolved.path))
+
+
+__all__ = ["RULES", "DataError", "Report", "TokenCounter", "lint", "tokenizer_for"]

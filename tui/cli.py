@@ -249,6 +249,105 @@ def cmd_show(ns) -> int:
     return 0
 
 
+def _tokenizer(ns):
+    """The model's tokenizer (the bundled model is converted once, on first use)."""
+    from core.lint import tokenizer_for
+
+    return tokenizer_for(ns.model, runs.home(ns.home))
+
+
+def cmd_lint(ns) -> int:
+    from core import lint
+
+    tok = None if ns.no_tokens else _tokenizer(ns)
+    report = lint.lint(ns.data, tok, max_seq_len=ns.max_seq_len, eval_path=ns.eval_data, eval_fraction=ns.eval_fraction)
+    if ns.json:
+        print(json.dumps(report.to_dict(), indent=2))
+        return 0 if report.ok else 1
+    shown = [f for f in report.findings if ns.all or f.severity != "info"]
+    limit = len(shown) if ns.all else ns.limit
+    for f in shown[:limit]:
+        print(f"{f.where}: {f.severity} [{f.rule}] {f.message}")
+    if len(shown) > limit:
+        print(f"... and {len(shown) - limit} more (--all lists every finding, --json gives them as data)")
+    notes = [f for f in report.findings if f.severity == "info"]
+    if notes and not ns.all:
+        print(f"({len(notes)} note(s) not shown: " + ", ".join(sorted({f.rule for f in notes})) + "; --all shows them)")
+    if shown:
+        print()
+    print("\n".join(report.summary_lines()))
+    if report.errors:
+        print("-> fix the errors above before training (each names its line)")
+    elif tok is None:
+        print("-> no structural errors; without --no-tokens the model's template and lengths are checked too")
+    else:
+        print("-> ready to train")
+    return 0 if report.ok else 1
+
+
+def preview_lines(rendered, plain: bool) -> Any:
+    """One rendered example with its trained tokens marked: colour on a terminal, [[ ]] in plain text."""
+    from rich.text import Text
+
+    out = Text()
+    cut_said = False
+    for piece, kind in rendered.segments():
+        if kind == "cut" and not cut_said:
+            cut_said = True
+            out.append(
+                f"\n----- cut here by max_seq_len: {rendered.total_tokens - len(rendered.input_ids)} tokens "
+                f"({rendered.cut_trained_tokens} trained) are not seen in training -----\n",
+                style="bold red",
+            )
+        if plain:
+            out.append(f"[[{piece}]]" if kind == "trained" else piece)
+        else:
+            out.append(piece, style={"trained": "black on green", "cut": "dim strike"}.get(kind, ""))
+    return out
+
+
+def cmd_preview(ns) -> int:
+    from rich.console import Console
+
+    from core import data
+
+    loaded = data.read(ns.data)
+    if not loaded.examples:
+        raise UserError(f"{ns.data}: no usable example to show; run `tunewiz lint {ns.data}` to see why")
+    if ns.row is None:
+        ex = loaded.examples[0]
+    else:
+        ex = next((e for e in loaded.examples if e.line == ns.row), None)
+        if ex is None:
+            bad = [str(f) for f in loaded.findings if f.line == ns.row and f.severity == "error"]
+            if bad:
+                raise UserError(f"row {ns.row} cannot be used: " + "; ".join(bad))
+            lines = [e.line for e in loaded.examples]
+            raise UserError(
+                f"no example at line {ns.row} of {ns.data}; examples run from line {lines[0]} to {lines[-1]}"
+            )
+    tok = _tokenizer(ns)
+    try:
+        r = data.render_example(tok, ex, ns.max_seq_len)
+    except data.TemplateError as exc:
+        raise UserError(f"{loaded.path}:{ex.line}: {exc}") from None
+    plain = ns.plain or not sys.stdout.isatty()
+    console = Console(highlight=False, soft_wrap=True, no_color=plain)
+    total = r.trained_tokens + r.cut_trained_tokens
+    console.print(
+        f"{loaded.path}:{ex.line} ({ex.format}), as {ns.model} sees it: {r.total_tokens} tokens, "
+        f"{total} trained{' (' + str(r.cut_trained_tokens) + ' of them cut)' if r.cut_trained_tokens else ''}, "
+        f"max_seq_len {ns.max_seq_len}",
+        markup=False,
+    )
+    legend = "[[ ]] marks" if plain else "highlighted:"
+    legend += " the trained tokens (what the model learns to write); the rest is context"
+    console.print(legend, markup=False)
+    console.print()
+    console.print(preview_lines(r, plain))
+    return 0
+
+
 def cmd_eval(ns) -> int:
     from core.evaluate import evaluate_run
 
@@ -504,6 +603,26 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--json", action="store_true")
     s.add_argument("--examples", type=int, default=0, metavar="N", help="also print N held-out predictions")
     s.set_defaults(func=cmd_show)
+
+    s = sub.add_parser("lint", help="check a data file for what silently ruins a fine-tune (exit 1 on errors)")
+    s.add_argument("data", help="data file (.jsonl .json .csv .tsv .parquet) or a datasets folder")
+    s.add_argument("--model", default=DEFAULT_MODEL, help="whose tokenizer and chat template to check against")
+    s.add_argument("--max-seq-len", type=int, default=1024, help="longer examples are truncated (default 1024)")
+    s.add_argument("--eval-data", help="a separate held-out file (checked for leakage from the training file)")
+    s.add_argument("--eval-fraction", type=float, default=0.1, help=argparse.SUPPRESS)
+    s.add_argument("--no-tokens", action="store_true", help="structure only: no tokenizer, no lengths")
+    s.add_argument("--json", action="store_true", help="every finding and the summary as JSON")
+    s.add_argument("--all", action="store_true", help="list every finding, notes included")
+    s.add_argument("--limit", type=int, default=40, help="findings listed (default 40)")
+    s.set_defaults(func=cmd_lint)
+
+    s = sub.add_parser("preview", help="show an example exactly as the model is trained on it")
+    s.add_argument("data")
+    s.add_argument("--row", type=int, help="the line (or row) number, as lint names it (default: the first)")
+    s.add_argument("--model", default=DEFAULT_MODEL)
+    s.add_argument("--max-seq-len", type=int, default=1024)
+    s.add_argument("--plain", action="store_true", help="mark trained text with [[ ]] instead of colour")
+    s.set_defaults(func=cmd_preview)
 
     s = sub.add_parser("eval", help="compare a finished run's model with its base on the held-out rows")
     s.add_argument("run")
