@@ -161,7 +161,7 @@ def test_every_bad_line_is_reported_at_once(tmp_path):
         ({"txt": "hello", "label": 1}, "unrecognised row (label, txt)"),
         (["a", "list"], "unrecognised row (list)"),
         ({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": ""}]}, "empty"),
-        ({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": 5}]}, "must be text, not int"),
+        ({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": 5}]}, "not int"),
         ({"messages": [{"role": "bot", "content": "q"}, {"role": "assistant", "content": "a"}]}, "role 'bot'"),
         ({"messages": [{"role": "user"}, {"role": "assistant", "content": "a"}]}, "needs 'role' and 'content'"),
         ({"messages": []}, "non-empty list"),
