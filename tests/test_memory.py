@@ -15,7 +15,8 @@ from tui import cli
 
 GB = 1e9
 
-# Reference architectures of the published measurements (config.json of each model).
+# Reference architectures of the published measurements (config.json of each model). Qwen-7B's config says
+# intermediate_size 22016; its modeling code splits that into two 11008-wide MLP projections (w1, w2).
 LLAMA2_7B = ModelSpec("llama2-7b", "meta-llama/Llama-2-7b-hf", "llama2", 6.738e9, 4096, 32, 32, 32, 11008, 32000, False)
 QWEN_7B = ModelSpec(
     "qwen-7b", "Qwen/Qwen-7B", "tongyi-qianwen", 7.72e9, 4096, 32, 32, 32, 11008, 151936, False, qkv_bias=True

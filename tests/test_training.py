@@ -94,6 +94,9 @@ def test_tiny_training_end_to_end(home, tiny_model_dir, small_data):
     assert set(doc["results"]["base"]) >= {"eval_loss", "exact_match", "json_valid", "field_match"}
     assert doc["versions"]["torch"] and doc["hardware"]["device"] == "cpu"
     assert doc["training"]["lora_alpha"] == 2 * doc["training"]["lora_r"]
+    # The estimate made at submit was refined by the trainer; the results say how far off it was.
+    assert doc["estimate"]["source"].startswith("trainer") and doc["estimate"]["peak_memory_mb"] > 0
+    assert abs(doc["results"]["peak_memory_vs_estimate"]) < 0.5
 
     # events.jsonl replays the run: every step, an eval, the final status.
     events = read_events(run_dir)[0]
