@@ -27,12 +27,15 @@ disagree.
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import gc
 import hashlib
 import io
 import json
 import random
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -550,13 +553,10 @@ def to_example(line: int, row: Any) -> tuple[Example | None, list[tuple[str, str
     return Example(line, fmt, messages), list(remarks)
 
 
-def read(path: str | Path) -> LoadedData:
-    """Read and normalise a data file, keeping every problem as a Finding (nothing raised for bad rows)."""
-    path = Path(path).expanduser()
-    rows, found, sha = read_rows(path)
+def _normalise(path: Path, rows: list[Row]) -> tuple[list[Example], list[Finding], dict[tuple[str, ...], list[int]]]:
+    """Rows to examples, with their findings and the unused keys seen (key set -> lines)."""
     examples: list[Example] = []
-    formats: Counter[str] = Counter()
-    first_line: dict[str, int] = {}
+    found: list[Finding] = []
     extra_keys: dict[tuple[str, ...], list[int]] = {}
     for line, row in rows:
         ex, notes = to_example(line, row)
@@ -564,13 +564,42 @@ def read(path: str | Path) -> LoadedData:
             found.append(_finding(rule, severity, path, line, message))
         if ex is None:
             continue
-        formats[ex.format] += 1
-        first_line.setdefault(ex.format, line)
         examples.append(ex)
         if len(row) > 1 or ex.format == "alpaca":
             unknown = tuple(sorted(str(k) for k in row.keys() - KNOWN_KEYS[ex.format]))
             if unknown:
                 extra_keys.setdefault(unknown, []).append(line)
+    return examples, found, extra_keys
+
+
+@contextlib.contextmanager
+def bulk() -> Iterator[None]:
+    """No cyclic garbage collection while a file's rows become objects.
+
+    Reading 100,000 rows allocates millions of dicts and lists and none of them
+    is garbage; the collector's passes over them cost ~40% of the time.
+    """
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
+def read(path: str | Path) -> LoadedData:
+    """Read and normalise a data file, keeping every problem as a Finding (nothing raised for bad rows)."""
+    path = Path(path).expanduser()
+    with bulk():
+        rows, found, sha = read_rows(path)
+        examples, more, extra_keys = _normalise(path, rows)
+    found += more
+    n_rows = len(rows)
+    formats: Counter[str] = Counter(ex.format for ex in examples)
+    first_line: dict[str, int] = {}
+    for ex in examples:
+        first_line.setdefault(ex.format, ex.line)
     for keys, lines in extra_keys.items():
         found.append(
             _finding(
@@ -599,7 +628,7 @@ def read(path: str | Path) -> LoadedData:
     if not examples and not any(f.severity == "error" for f in found):
         found.append(_finding("empty-file", "error", path, None, "no examples found; the file is empty"))
     found.sort(key=lambda f: (f.line or 0, SEVERITIES.index(f.severity)))
-    return LoadedData(path.resolve(), sha, examples, dict(formats), found, len(rows))
+    return LoadedData(path.resolve(), sha, examples, dict(formats), found, n_rows)
 
 
 def load(path: str | Path) -> LoadedData:

@@ -26,7 +26,7 @@ import string
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -37,6 +37,7 @@ from core.data import (
     Finding,
     LoadedData,
     TemplateError,
+    bulk,
     read,
     render_example,
     split,
@@ -178,14 +179,12 @@ def _loose(text: str) -> bytes:
     return text.encode("utf-8", "surrogatepass").lower().translate(None, _DROP)
 
 
-@dataclass
-class _Keys:
-    """An example's identity, computed once: exact, loose, and loose prompt with the loose answer."""
+class _Keys(NamedTuple):
+    """An example's identity, computed once: its loose prompt and loose answer (see _loose)."""
 
     ex: Example
-    exact: bytes
-    loose: bytes
-    prompt: bytes | None
+    loose: bytes  # prompt + answer
+    prompt: bytes | None  # None for plain text rows
     answer: bytes
 
 
@@ -196,55 +195,44 @@ def _keys(examples: list[Example]) -> list[_Keys]:
         if ex.is_chat:
             prompt = dumps(ex.messages[:-1]).lower().translate(None, _DROP)
             answer = _loose(ex.messages[-1]["content"])
-            out.append(_Keys(ex, dumps(ex.messages), prompt + b"\x00" + answer, prompt, answer))
+            out.append(_Keys(ex, prompt + b"\x00" + answer, prompt, answer))
         else:
-            exact = ex.text.encode("utf-8", "surrogatepass")
-            out.append(_Keys(ex, exact, _loose(ex.text), None, b""))
+            out.append(_Keys(ex, _loose(ex.text), None, b""))
     return out
 
 
+def _same(a: Example, b: Example) -> bool:
+    return a.messages == b.messages and a.text == b.text
+
+
 def _set_findings(path: Path, keys: list[_Keys]) -> list[Finding]:
+    """Duplicates, near-duplicates and conflicting answers (one dict lookup per row; exact only on a match)."""
     found: list[Finding] = []
-    exact: dict[bytes, int] = {}
-    loose: dict[bytes, int] = {}
+    seen: dict[bytes, Example] = {}
     prompts: dict[bytes, tuple[int, bytes]] = {}
     f = str(path)
     for k in keys:
-        line = k.ex.line
-        if k.exact in exact:
-            found.append(
-                Finding(
-                    "duplicate",
-                    "warning",
-                    f,
-                    line,
-                    f"duplicate of line {exact[k.exact]}; a repeated example is learned harder than the rest: drop one",
-                )
-            )
+        ex = k.ex
+        first = seen.setdefault(k.loose, ex)
+        if first is not ex:
+            if _same(first, ex):
+                rule, msg = "duplicate", f"duplicate of line {first.line}; a repeated example is learned harder "
+                msg += "than the rest: drop one"
+            else:
+                rule = "near-duplicate"
+                msg = f"near-duplicate of line {first.line} (differs only in case, spacing or punctuation); drop one"
+            found.append(Finding(rule, "warning", f, ex.line, msg))
             continue
-        exact[k.exact] = line
-        if k.loose in loose:
-            found.append(
-                Finding(
-                    "near-duplicate",
-                    "warning",
-                    f,
-                    line,
-                    f"near-duplicate of line {loose[k.loose]} (differs only in case, spacing or punctuation); drop one",
-                )
-            )
-            continue
-        loose[k.loose] = line
         if k.prompt is not None:
-            first = prompts.setdefault(k.prompt, (line, k.answer))
-            if first[1] != k.answer:
+            line, answer = prompts.setdefault(k.prompt, (ex.line, k.answer))
+            if answer != k.answer:
                 found.append(
                     Finding(
                         "conflicting-answers",
                         "warning",
                         f,
-                        line,
-                        f"same prompt as line {first[0]} with a different answer; the model cannot learn both: "
+                        ex.line,
+                        f"same prompt as line {line} with a different answer; the model cannot learn both: "
                         "keep the right one",
                     )
                 )
@@ -327,25 +315,25 @@ class TokenCounter:
             self.special = re.compile("(" + "|".join(re.escape(w) for w in words) + ")")
         self.checked = 0
 
-    def _encode(self, texts: list[str]) -> list[int]:
+    def encode(self, texts: list[str]) -> list[int]:
         if self.backend is not None:
             return [len(e.ids) for e in self.backend.encode_batch_fast(texts, add_special_tokens=False)]
         return [len(ids) for ids in self.tok(texts, add_special_tokens=False)["input_ids"]]
 
     def count(self, texts: list[str]) -> list[int]:
         if self.special is None:
-            return self._encode(texts)
+            return self.encode(texts)
         pieces = [self.special.split(t) for t in texts]
         todo = {p for ps in pieces for p in ps[0::2] if p and p not in self.cache}
         if todo:
             todo_list = list(todo)
-            self.cache.update(zip(todo_list, self._encode(todo_list), strict=True))
+            self.cache.update(zip(todo_list, self.encode(todo_list), strict=True))
         lengths = [sum(self.cache[p] for p in ps[0::2] if p) + len(ps) // 2 for ps in pieces]
         if self.checked < 20:  # trust, but verify on the first rows
             n = min(len(texts), 20 - self.checked)
-            if self._encode(texts[:n]) != lengths[:n]:
+            if self.encode(texts[:n]) != lengths[:n]:
                 self.special = None
-                return self._encode(texts)
+                return self.encode(texts)
             self.checked += n
         return lengths
 
@@ -465,7 +453,10 @@ def _token_findings(
     specials = _special_strings(tokenizer)
     if specials:
         pattern = re.compile("|".join(re.escape(s) for s in specials))
-        for ex in usable:
+        everything = "\x00".join(m["content"] for ex in usable for m in ex.messages)
+        everything += "\x00".join(ex.text for ex in usable if not ex.messages)
+        # One search over all the text first: the usual answer is "nowhere", then no row needs a look.
+        for ex in usable if pattern.search(everything) else []:
             parts = [m["content"] for m in ex.messages] if ex.is_chat else [ex.text]
             hit = next((m for m in (pattern.search(p) for p in parts) if m), None)
             if hit:
@@ -481,14 +472,11 @@ def _token_findings(
                 )
 
     # Every row's token count (see _lengths), then a sample and every long row in full.
-    counted, lengths, failed = _lengths(tokenizer, usable)
+    counted, lengths, failed, firsts = _lengths(tokenizer, usable)
     found += [_template_finding(f, ex, exc) for ex, exc in failed]
 
     # A sample, one per conversation shape, and every over-long row: the full mask.
-    shapes: dict[tuple, Example] = {}
-    for ex in counted:
-        shapes.setdefault(tuple(m["role"] for m in ex.messages) if ex.is_chat else ("text",), ex)
-    sample = {id(e): e for e in [*counted[:SAMPLE_ROWS], *shapes.values()]}
+    sample = {id(e): e for e in [*counted[:SAMPLE_ROWS], *firsts]}
     margin = 8  # counts from the sum of parts are checked, but a row near the limit is rendered whole anyway
     long_rows = [ex for ex, n in zip(counted, lengths, strict=True) if max_seq_len and n > max_seq_len - margin]
     index = {id(ex): i for i, ex in enumerate(counted)}
@@ -566,8 +554,9 @@ def _token_findings(
     return found, stats
 
 
-def _lengths(tokenizer, examples: list[Example]) -> tuple[list[Example], list[int], list[tuple[Example, Exception]]]:
-    """Token count of every example as rendered, and the examples the chat template rejects.
+def _lengths(tokenizer, examples: list[Example]):
+    """Token count of every example as rendered, the examples the chat template rejects, and the first
+    example of each conversation shape: (examples counted, their lengths, [(example, error)], [example]).
 
     Rendering each row through a sandboxed Jinja template costs more than
     tokenising it, so a conversation's length is counted as the sum of its
@@ -586,18 +575,22 @@ def _lengths(tokenizer, examples: list[Example]) -> tuple[list[Example], list[in
     chat = [ex for ex in examples if ex.is_chat]
     out: list[tuple[Example, int]] = []
     failed: list[tuple[Example, Exception]] = []
+    firsts: dict[tuple[str, ...], Example] = {}
     if texts:
         out += [(ex, n + extra) for ex, n in zip(texts, counter.count([ex.text for ex in texts]), strict=True)]
+        firsts[("text",)] = texts[0]
     if not chat:
-        return [e for e, _ in out], [n for _, n in out], failed
+        return [e for e, _ in out], [n for _, n in out], failed, list(firsts.values())
 
     unique = list({m["content"] for ex in chat for m in ex.messages})
-    size = dict(zip(unique, counter.count(unique), strict=True))
+    # A message on its own needs no splitting at special tokens: the tokenizer matches them itself.
+    size = dict(zip(unique, counter.encode(unique), strict=True))
     around: dict[tuple[str, ...], int | Exception] = {}
     summed: list[tuple[Example, int]] = []
     for ex in chat:
         shape = tuple(m["role"] for m in ex.messages)
         if shape not in around:
+            firsts[shape] = ex
             try:
                 around[shape] = counter.count([render(ex.messages)])[0] - sum(size[m["content"]] for m in ex.messages)
             except Exception as exc:  # noqa: BLE001 - jinja's raise_exception: the template rejects this shape
@@ -609,7 +602,7 @@ def _lengths(tokenizer, examples: list[Example]) -> tuple[list[Example], list[in
             except Exception as exc:  # noqa: BLE001
                 failed.append((ex, exc))
             continue
-        summed.append((ex, extra_tokens + sum(size[m["content"]] for m in ex.messages)))
+        summed.append((ex, extra_tokens + sum([size[m["content"]] for m in ex.messages])))
     step = max(1, len(summed) // 50)
     check = summed[::step][:50]
     exact = counter.count([render(ex.messages) for ex, _ in check])
@@ -617,7 +610,7 @@ def _lengths(tokenizer, examples: list[Example]) -> tuple[list[Example], list[in
         rendered = [ex for ex, _ in summed]
         summed = list(zip(rendered, counter.count([render(ex.messages) for ex in rendered]), strict=True))
     out += summed
-    return [e for e, _ in out], [n for _, n in out], failed
+    return [e for e, _ in out], [n for _, n in out], failed, list(firsts.values())
 
 
 def _template_finding(f: str, ex: Example, exc: Exception) -> Finding:
@@ -653,6 +646,11 @@ def lint(
     seed: int = 42,
 ) -> Report:
     """Lint a data file (and an optional held-out file). Raises DataError only when a file cannot be read."""
+    with bulk():  # see core.data.bulk: no garbage-collector passes over the rows while they are checked
+        return _lint(path, tokenizer, max_seq_len, eval_path, eval_fraction, seed)
+
+
+def _lint(path, tokenizer, max_seq_len, eval_path, eval_fraction, seed) -> Report:
     loaded: LoadedData = read(path)
     findings = list(loaded.findings)
     examples = loaded.examples

@@ -349,7 +349,7 @@ def test_token_counts_equal_full_renders_for_every_family(tmp_path, family):
     examples = data.load(SAMPLE / "support_tickets.jsonl").examples[:40]
     if name == "gemma":  # no system role there
         examples = [Example(e.line, e.format, e.messages[1:]) for e in examples]
-    counted, lengths, failed = lint._lengths(tok, examples)
+    counted, lengths, failed, _firsts = lint._lengths(tok, examples)
     assert not failed
     assert lengths == [len(data.render(tok, e.messages).input_ids) for e in counted]
 

@@ -18,8 +18,9 @@ class DataReady(Message):
     """The data file was read and rendered with the model's chat template."""
 
     summary: dict[str, Any]
-    previews: list[Any] = field(default_factory=list)  # core.data.Rendered per shown example
-    problems: list[str] = field(default_factory=list)
+    report: Any = None  # core.lint.Report
+    tokenizer: Any = None  # the model's tokenizer, to render the example on show
+    problems: list[str] = field(default_factory=list)  # the file could not be read at all
 
 
 @dataclass

@@ -74,7 +74,11 @@ HELP = {
         "Quality beats quantity: below ~200 examples a model struggles to learn a pattern reliably; "
         "500-2,000 good examples is the sweet spot. 10% is held out to compare the fine-tuned model with "
         "its base on examples it never saw. The preview shows each example exactly as the model sees it, "
-        "after its chat template; highlighted tokens are the ones it is trained to write."
+        "after its chat template; highlighted tokens are the ones it is trained to write.\n\n"
+        "The list under the summary is what the checker found: E errors (they block Next: bad JSON, unknown "
+        "roles, a conversation the template rejects), W warnings (duplicates, leakage into the held-out "
+        "rows, examples cut by max_seq_len) and I notes. Tab to it and press Enter to see the row. "
+        "`tunewiz lint FILE` prints the same from the command line."
     ),
     "Preset": (
         "The presets trade speed of learning against the risk of overdoing it. LoRA rank is the adapter's "
@@ -485,25 +489,20 @@ class ModelStep(StepScreen):
 # -- 3. data -------------------------------------------------------------------------
 
 
-def preview_text(rendered, tokenizer_decode=None, limit: int = 4000) -> Text:
-    """The rendered example with trained characters highlighted."""
+def preview_text(rendered, limit: int = 4000) -> Text:
+    """The rendered example with the trained tokens highlighted and the truncated tail struck out.
+
+    Built from ``Rendered.segments``: the same mask the trainer's labels come from.
+    """
+    styles = {"trained": "black on green", "cut": "dim strike", "prompt": ""}
     text = Text()
-    src = rendered.text
-    trained = [False] * len(src)
-    for (start, end), m in zip(rendered.offsets, rendered.mask, strict=False):
-        if m:
-            for i in range(start, min(end, len(src))):
-                trained[i] = True
-    cut = rendered.offsets[-1][1] if rendered.truncated and rendered.offsets else len(src)
-    i = 0
-    while i < min(len(src), limit):
-        j = i
-        while j < len(src) and trained[j] == trained[i] and (j < cut) == (i < cut):
-            j += 1
-        style = "black on green" if trained[i] else ("dim strike" if i >= cut else "")
-        text.append(src[i:j], style=style)
-        i = j
+    for piece, kind in rendered.segments(limit):
+        text.append(piece, style=styles[kind])
     return text
+
+
+SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "dim"}
+SEVERITIES = ("error", "warning", "info")
 
 
 class DataStep(StepScreen):
@@ -516,18 +515,24 @@ class DataStep(StepScreen):
 
     def body(self) -> ComposeResult:
         yield Input(
-            value=self.wiz.cfg.data.path, placeholder="path to a .jsonl / .json file, Enter to load", id="data-path"
+            value=self.wiz.cfg.data.path,
+            placeholder="path to .jsonl .json .csv .tsv .parquet or a datasets folder, Enter to load",
+            id="data-path",
         )
         yield DirectoryTree(str(Path(self.wiz.cfg.data.path or ".").expanduser().resolve().parent), id="tree")
         yield Static("", id="data-summary")
+        yield OptionList(id="findings")
         with VerticalScroll(id="preview-box"):
             yield Static("", id="preview")
 
     def on_mount(self) -> None:
-        self.previews: list = []
+        self.report = None
+        self.tokenizer = None
+        self.examples: list = []
         self.index = 0
         self.ready = False
         self.query_one("#tree").display = False
+        self.query_one("#findings").display = False
         if self.wiz.cfg.data.path:
             self.load(self.wiz.cfg.data.path)
         self.query_one("#data-path", Input).focus()
@@ -551,89 +556,165 @@ class DataStep(StepScreen):
     def load(self, path: str) -> None:
         self.ready = False
         self.wiz.cfg.data.path = str(Path(path).expanduser().resolve()) if path else ""
-        self.query_one("#data-summary", Static).update("Reading the data and rendering it with the chat template...")
+        self.query_one("#data-summary", Static).update("Checking the data and rendering it with the chat template...")
         self.query_one("#preview", Static).update("")
-        self.inspect(self.wiz.cfg.data.path, self.wiz.cfg.model.id, self.wiz.cfg.data.max_seq_len)
+        self.query_one("#findings").display = False
+        cfg = self.wiz.cfg
+        self.inspect(cfg.data.path, cfg.model.id, cfg.data.max_seq_len, cfg.data.eval_path or None)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="data")
-    def inspect(self, path: str, model_id: str, max_seq_len: int) -> None:
-        from core import data, models
+    def inspect(self, path: str, model_id: str, max_seq_len: int, eval_path: str | None) -> None:
+        from core import data, lint
 
+        tok, template_error = None, ""
         try:
-            loaded = data.load(path)
-        except data.DataError as exc:
-            self.post_message(DataReady({}, [], exc.problems))
-            return
-        summary = {"rows": len(loaded.examples), "formats": loaded.formats, "sha256": loaded.sha256}
-        train, held = data.split(loaded.examples, self.wiz.cfg.data.eval_fraction, self.wiz.cfg.data.split_seed)
-        summary.update(train=len(train), eval=len(held))
-        previews = []
+            tok = lint.tokenizer_for(model_id, self.wiz.home)
+        except Exception as exc:  # noqa: BLE001 - shown to the user; the structure is still checked
+            template_error = f"{type(exc).__name__}: {exc}"
         try:
-            from transformers import AutoTokenizer
-
-            resolved = models.resolve(model_id, self.wiz.home)
-            tok = AutoTokenizer.from_pretrained(str(resolved.path))
-            rendered = [data.render(tok, ex.messages, max_seq_len) for ex in loaded.examples]
-            lengths = sorted(r.total_tokens for r in rendered)
-            summary.update(
-                tokens_min=lengths[0],
-                tokens_median=lengths[len(lengths) // 2],
-                tokens_p95=lengths[int(len(lengths) * 0.95) - 1 if len(lengths) > 1 else 0],
-                tokens_max=lengths[-1],
-                truncated=sum(r.truncated for r in rendered),
-                no_trained=sum(r.trained_tokens == 0 for r in rendered),
-                train_tokens=sum(len(r.input_ids) for r in rendered) * len(train) // max(len(rendered), 1),
+            report = lint.lint(
+                path,
+                tok,
+                max_seq_len=max_seq_len,
+                eval_path=eval_path,
+                eval_fraction=self.wiz.cfg.data.eval_fraction,
+                seed=self.wiz.cfg.data.split_seed,
             )
-            previews = [(ex.line, r) for ex, r in zip(loaded.examples[:50], rendered[:50], strict=False)]
-        except Exception as exc:  # noqa: BLE001 - shown to the user, data itself is fine
-            summary["template_error"] = f"{type(exc).__name__}: {exc}"
-        self.post_message(DataReady(summary, previews, []))
+        except data.DataError as exc:
+            self.post_message(DataReady({}, problems=exc.problems))
+            return
+        summary = {
+            "rows": len(report.examples),
+            "formats": report.formats,
+            "sha256": report.sha256,
+            "train": report.train_rows,
+            "eval": report.eval_rows,
+            **report.by_severity(),
+        }
+        t = report.tokens
+        if t:
+            summary.update(
+                tokens_min=t["min"],
+                tokens_median=t["median"],
+                tokens_p95=t["p95"],
+                tokens_max=t["max"],
+                truncated=t["truncated"],
+                train_tokens=t["total"] * report.train_rows // max(t["counted"], 1),
+            )
+        if template_error:
+            summary["template_error"] = template_error
+        self.post_message(DataReady(summary, report=report, tokenizer=tok))
 
     def on_data_ready(self, msg: DataReady) -> None:
         box = self.query_one("#data-summary", Static)
-        if msg.problems:
-            shown = "\n".join(f"[red]x[/red] {escape(p)}" for p in msg.problems[:8])
-            more = f"\n... and {len(msg.problems) - 8} more" if len(msg.problems) > 8 else ""
-            box.update(f"[b red]{len(msg.problems)} problem(s) - fix them to continue[/b red]\n{shown}{more}")
+        if msg.problems:  # the file itself could not be read
+            shown = "\n".join(f"[red]x[/red] {escape(p)}" for p in msg.problems[:4])
+            box.update(f"[b red]{len(msg.problems)} problem(s) - fix them to continue[/b red]\n{shown}")
             return
-        s = msg.summary
+        s, report = msg.summary, msg.report
+        self.report, self.tokenizer = report, msg.tokenizer
         self.wiz.data_summary = s
-        fmt = ", ".join(f"{k} {v}" for k, v in s["formats"].items())
-        lines = [f"[b]{s['rows']}[/b] examples ({fmt}): {s['train']} train / {s['eval']} held out"]
+        fmt = ", ".join(f"{k} {v}" for k, v in s["formats"].items()) or "no usable rows"
+        lines = [f"[b]{s['rows']}[/b] examples ({escape(fmt)}): {s['train']} train / {s['eval']} held out"]
         if "tokens_max" in s:
             lines.append(
-                f"tokens per example: min {s['tokens_min']}, median {s['tokens_median']}, p95 {s['tokens_p95']}, "
-                f"max {s['tokens_max']} (limit {self.wiz.cfg.data.max_seq_len}); truncated {s['truncated']}"
+                f"tokens: min {s['tokens_min']}, median {s['tokens_median']}, p95 {s['tokens_p95']}, "
+                f"max {s['tokens_max']} (limit {self.wiz.cfg.data.max_seq_len}); {s['truncated']} truncated"
             )
         if s.get("template_error"):
-            lines.append(f"[red]could not render with the model's template: {escape(s['template_error'])}[/red]")
-        if s["rows"] < 200:
-            lines.append("[yellow]fewer than 200 examples: too few to learn a pattern reliably[/yellow]")
+            lines.append(f"[red]cannot load the model's tokenizer: {escape(s['template_error'])}[/red]")
+        errors = report.errors
+        first = errors[0] if errors else None
+        hint = " [dim](Tab: list, Enter: show row)[/dim]" if report.findings else ""
+        if first:
+            where = f"{Path(first.file).name}:{first.line}" if first.line else Path(first.file).name
+            lines.append(f"[b red]{len(errors)} problem(s) to fix[/b red], first at {escape(where)}{hint}")
+        else:
+            lines.append(f"[green]no errors[/green]; {s['warning']} warning(s), {s['info']} note(s){hint}")
         box.update("\n".join(lines))
-        self.previews = msg.previews
+        self.show_findings(report)
+        self.examples = report.examples
         self.index = 0
-        self.ready = "template_error" not in s
+        self.ready = report.ok and "template_error" not in s
         self.show_example()
 
+    def show_findings(self, report) -> None:
+        box = self.query_one("#findings", OptionList)
+        box.clear_options()
+        name = Path(str(report.path)).name
+        options = []
+        order = sorted(range(len(report.findings)), key=lambda i: SEVERITIES.index(report.findings[i].severity))
+        for i in order:  # errors first, then warnings, then notes; by line within each
+            f = report.findings[i]
+            where = f"line {f.line}" if f.line else "file"
+            if f.file != str(report.path):
+                where = f"{Path(f.file).name}:{f.line}" if f.line else Path(f.file).name
+            label = Text.assemble(
+                (f"{f.severity[0].upper()} ", SEVERITY_STYLE[f.severity]),
+                (f"{where:<9} ", "bold"),
+                f"{f.rule}: {f.message}",
+                no_wrap=True,
+                overflow="ellipsis",
+            )
+            options.append(Option(label, id=f"f{i}"))
+        box.add_options(options)
+        box.display = bool(options)
+        box.border_title = f"findings in {name}"
+
+    @on(OptionList.OptionHighlighted, "#findings")
+    @on(OptionList.OptionSelected, "#findings")
+    def _jump(self, event: OptionList.OptionHighlighted | OptionList.OptionSelected) -> None:
+        f = self.report.findings[int((event.option.id or "f0")[1:])]
+        rows = [i for i, ex in enumerate(self.examples) if ex.line == f.line] if f.file == str(self.report.path) else []
+        if rows:
+            self.index = rows[0]
+            self.show_example()
+        else:  # the row is not usable (or the remark is about the whole file): say why instead
+            where = f.where
+            self.query_one("#preview", Static).update(
+                Text.assemble(
+                    (f"{where}\n", "bold"), (f"{f.severity} [{f.rule}] ", SEVERITY_STYLE[f.severity]), f.message
+                )
+            )
+
     def action_example(self, delta: int) -> None:
-        if self.previews:
-            self.index = (self.index + delta) % len(self.previews)
+        if self.examples:
+            self.index = (self.index + delta) % len(self.examples)
             self.show_example()
 
     def show_example(self) -> None:
-        if not self.previews:
+        from core import data
+
+        if not self.examples:
             return
-        line, r = self.previews[self.index]
+        ex = self.examples[self.index]
+        preview = self.query_one("#preview", Static)
+        notes = Text()
+        for f in self.report.at_line(ex.line) if self.report else []:
+            if f.file == str(self.report.path):
+                notes.append(f"{f.severity} [{f.rule}] {f.message}\n", style=SEVERITY_STYLE[f.severity])
+        if self.tokenizer is None:
+            preview.update(Text(f"example {self.index + 1}/{len(self.examples)} (line {ex.line})\n") + notes)
+            return
+        try:
+            r = data.render_example(self.tokenizer, ex, self.wiz.cfg.data.max_seq_len)
+        except data.TemplateError as exc:
+            preview.update(Text(f"line {ex.line}: {exc}", style="red"))
+            return
+        cut = f", {r.cut_trained_tokens} trained cut by max_seq_len" if r.cut_trained_tokens else ""
         head = Text(
-            f"example {self.index + 1}/{len(self.previews)} (line {line}) - {len(r.input_ids)} tokens, "
-            f"{r.trained_tokens} trained (highlighted)   [ ] to browse\n",
+            f"example {self.index + 1}/{len(self.examples)} (line {ex.line}): {r.total_tokens} tokens, "
+            f"{r.trained_tokens} trained (highlighted){cut}   [ ] browse\n",
             style="bold",
         )
-        self.query_one("#preview", Static).update(head + preview_text(r))
+        preview.update(head + notes + preview_text(r))
 
     def can_continue(self) -> str | None:
         if not self.wiz.cfg.data.path:
             return "choose a data file first"
+        if self.report is not None and self.report.errors:
+            first = self.report.errors[0]
+            return f"{len(self.report.errors)} problem(s) in the data, first at {first.where}: {first.message}"
         return None if self.ready else "the data is not loaded yet, or has problems to fix"
 
 
