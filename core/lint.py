@@ -156,11 +156,8 @@ class Report:
         }
 
     def record(self) -> dict[str, Any]:
-        """The lint summary kept in run.toml's [data] section."""
-        out: dict[str, Any] = {"lint_" + k: v for k, v in self.by_severity().items()}
-        if self.findings:
-            out["lint_rules"] = self.by_rule()
-        return out
+        """The lint summary kept in run.toml's [data] section: counts by severity and by rule."""
+        return {"lint": {**self.by_severity(), "rules": self.by_rule()}}
 
 
 # -- the set of examples ------------------------------------------------------------------

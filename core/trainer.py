@@ -328,6 +328,21 @@ def train(run_dir: Path, resume: bool, events: EventWriter, stop: StopFlag) -> N
     resolved = models.resolve(cfg.model.id, home_dir)
     tok = load_tokenizer(resolved.path, cfg)
 
+    events.emit("status", status="preparing", message="checking the data against the model's template")
+    from core import lint
+
+    report = lint.lint(
+        cfg.data.path,
+        tok,
+        max_seq_len=cfg.data.max_seq_len,
+        eval_path=cfg.data.eval_path or None,
+        eval_fraction=cfg.data.eval_fraction,
+        seed=cfg.data.split_seed,
+    )
+    if report.errors:  # the same errors `tunewiz lint` and the wizard's data step show, with their lines
+        raise data_mod.DataError([str(f) for f in report.errors])
+    runs.update_record(run_dir, {"data": report.record()})
+
     events.emit("status", status="preparing", message="loading and rendering the data")
     loaded = data_mod.load(cfg.data.path)
     if cfg.data.eval_path:

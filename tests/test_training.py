@@ -89,6 +89,7 @@ def test_tiny_training_end_to_end(home, tiny_model_dir, small_data):
     assert set(doc) >= DESIGN_SECTIONS
     assert doc["data"]["train_rows"] == 36 and doc["data"]["eval_rows"] == 4
     assert len(doc["data"]["sha256"]) == 64
+    assert doc["data"]["lint"]["error"] == 0 and "too-few-examples" in doc["data"]["lint"]["rules"]
     assert doc["results"]["steps"] == 6
     assert doc["results"]["finetuned"]["examples"] == 4
     assert set(doc["results"]["base"]) >= {"eval_loss", "exact_match", "json_valid", "field_match"}
@@ -262,3 +263,20 @@ def test_bundled_model_trains_and_is_compared_with_base(home, session_home, bund
     assert cli.main(["show", run_dir.name]) == 0
     out = capsys.readouterr().out
     assert "base" in out and "fine-tuned" in out
+
+
+def test_data_the_template_rejects_fails_with_its_line(home, tiny_model_dir, small_data, tmp_path):
+    """Only the model's tokenizer can tell: no chat template. The run fails at once, naming the fix."""
+    import shutil
+
+    base = tmp_path / "base-model"
+    shutil.copytree(tiny_model_dir, base)
+    tok_cfg = base / "tokenizer_config.json"
+    doc = json.loads(tok_cfg.read_text())
+    doc.pop("chat_template", None)
+    tok_cfg.write_text(json.dumps(doc))
+    (base / "chat_template.jinja").unlink(missing_ok=True)
+    run_dir = cli.launch(tiny_config(base, small_data), home)
+    doc = launcher.wait(run_dir, timeout=120)
+    assert doc["run"]["status"] == "failed"
+    assert "no chat template" in doc["run"]["failure_reason"] and "-Instruct" in doc["run"]["failure_reason"]
