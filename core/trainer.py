@@ -92,6 +92,62 @@ def choose_dtype(requested: str, hw) -> tuple[str, str]:
     return "float32", "CPU without native bf16: full precision is fastest and exact"
 
 
+def choose_attention(hw, dtype_name: str, model_type: str = "") -> tuple[str, str]:
+    """(attn_implementation, reason): FlashAttention 2 where installed and supported, else PyTorch's SDPA."""
+    import importlib.util
+
+    if model_type.startswith("gemma2"):
+        return "eager", "Gemma 2's attention soft-capping needs the eager kernel"
+    gpu = hw.best_gpu
+    if gpu is None:
+        return "sdpa", "PyTorch's fused attention (FlashAttention needs a GPU)"
+    major = int(str(gpu.compute_capability or "0").split(".")[0] or 0)
+    if importlib.util.find_spec("flash_attn") is None:
+        return "sdpa", "PyTorch's fused attention (flash-attn is not installed: pip install flash-attn)"
+    if major < 8 or dtype_name not in ("bfloat16", "float16"):
+        return "sdpa", f"PyTorch's fused attention (FlashAttention 2 needs an Ampere+ GPU in 16 bit; {gpu.name})"
+    return "flash_attention_2", f"flash-attn is installed and {gpu.name} supports it"
+
+
+def choose_optimizer(hw) -> tuple[str, str]:
+    """(optim, reason): one fused kernel for all parameters on a GPU."""
+    if hw.best_gpu is not None:
+        return "adamw_torch_fused", "fused AdamW: one kernel per step for all adapter weights"
+    return "adamw_torch", "AdamW (the fused kernel is for GPUs)"
+
+
+def choose_workers(hw) -> tuple[int, str]:
+    """(dataloader workers, reason). The rows are tokenised before training: loading a batch is collation only."""
+    if hw.best_gpu is not None:
+        n = max(0, min(4, (hw.cpu_physical_cores or 1) - 1))
+        return n, f"{n}: collate the next batches while the GPU computes"
+    return 0, "0: on the CPU every core trains; a loader process would take cores from it"
+
+
+def needs_checkpointing(cfg: RunConfig, hw, spec, seq_len: int, dtype_name: str) -> tuple[bool, str]:
+    """Gradient checkpointing only when memory needs it: on if asked for, or if the run fits only with it."""
+    from dataclasses import replace
+
+    from core import memory
+
+    t = cfg.training
+    if t.gradient_checkpointing:
+        return True, "set in the config (saves activation memory for ~20% more time)"
+    if spec is None:
+        return False, "off: no estimate for this model; turn it on if memory runs out"
+    setup = replace(memory.setup_for(cfg, hw), seq_len=max(seq_len, 1), dtype=dtype_name)
+    without = memory.fit(spec, setup, hw)
+    if without.fits:
+        return False, f"off: {memory.gib(without.estimate.breakdown.total)} fits without it (~20% faster)"
+    with_gc = memory.fit(spec, replace(setup, gradient_checkpointing=True), hw)
+    if with_gc.fits:
+        return True, (
+            f"on: {memory.gib(without.estimate.breakdown.total)} without it would not fit "
+            f"{memory.gib(without.budget_mb)}; with it {memory.gib(with_gc.estimate.breakdown.total)}"
+        )
+    return False, "off: the run does not fit even with it (see tunewiz fit); left as configured"
+
+
 def speed_reasons(cfg: RunConfig, dtype_name: str, dtype_reason: str, threads: int) -> dict[str, str]:
     """Why each speed-relevant setting has its value (recorded under [training.reasons])."""
     t = cfg.training
@@ -129,7 +185,7 @@ def peak_memory_mb() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # KiB on Linux
 
 
-def load_model(path: Path, cfg: RunConfig, dtype_name: str, for_training: bool = True):
+def load_model(path: Path, cfg: RunConfig, dtype_name: str, for_training: bool = True, attention: str = ""):
     """The base model in the right precision, 4-bit NF4 for QLoRA."""
     import torch
     from transformers import AutoModelForCausalLM
@@ -137,6 +193,8 @@ def load_model(path: Path, cfg: RunConfig, dtype_name: str, for_training: bool =
     dtype = getattr(torch, dtype_name)
     # safetensors only: a pickled .bin checkpoint can run code when loaded.
     kwargs: dict[str, Any] = {"dtype": dtype, "trust_remote_code": cfg.model.trust_remote_code, "use_safetensors": True}
+    if attention:
+        kwargs["attn_implementation"] = attention
     if cfg.model.method == "qlora":
         from transformers import BitsAndBytesConfig
 
@@ -165,7 +223,9 @@ def load_tokenizer(path: Path, cfg: RunConfig):
     return tok
 
 
-def sft_args(cfg: RunConfig, run_dir: Path, dtype_name: str, has_eval: bool):
+def sft_args(
+    cfg: RunConfig, run_dir: Path, dtype_name: str, has_eval: bool, optim: str = "adamw_torch", workers: int = 0
+):
     """SFTConfig from our config, feature-detecting names that moved between versions."""
     import dataclasses
 
@@ -195,7 +255,9 @@ def sft_args(cfg: RunConfig, run_dir: Path, dtype_name: str, has_eval: bool):
         max_length=cfg.data.max_seq_len,
         report_to="none",
         disable_tqdm=True,
-        dataloader_num_workers=0,
+        dataloader_num_workers=workers,
+        dataloader_pin_memory=on_gpu,
+        optim=optim,
         bf16=on_gpu and dtype_name == "bfloat16",
         fp16=on_gpu and dtype_name == "float16",
         use_cpu=not on_gpu,
@@ -380,12 +442,41 @@ def train(run_dir: Path, resume: bool, events: EventWriter, stop: StopFlag) -> N
         },
     )
 
+    # Hardware-aware choices, each recorded with its reason under [training.reasons].
+    spec, model_type = None, ""
+    try:
+        import json
+
+        from core import catalog
+
+        model_cfg = json.loads((Path(resolved.path) / "config.json").read_text(encoding="utf-8"))
+        model_type = str(model_cfg.get("model_type", ""))
+        spec = catalog.from_config(model_cfg, key=cfg.model.id)
+    except Exception:  # noqa: BLE001 - no estimate: the choices fall back to the safe side
+        pass
+    longest = max(len(r["input_ids"]) for r in train_rows)
+    use_gc, gc_reason = needs_checkpointing(cfg, hw, spec, longest, dtype_name)
+    cfg.training.gradient_checkpointing = use_gc
+    attention, attention_reason = choose_attention(hw, dtype_name, model_type)
+    optim, optim_reason = choose_optimizer(hw)
+    workers, workers_reason = choose_workers(hw)
+    reasons = speed_reasons(cfg, dtype_name, dtype_reason, threads)
+    reasons.update(
+        gradient_checkpointing=f"{use_gc}: {gc_reason}",
+        attention=f"{attention}: {attention_reason}",
+        optimizer=f"{optim}: {optim_reason}",
+        dataloader_workers=workers_reason,
+        padding_free="off: length-grouped batches instead; packing without FlashAttention's per-example "
+        "boundaries would let examples attend to each other",
+    )
+    runs.update_record(run_dir, {"training": {"gradient_checkpointing": use_gc, "reasons": reasons}})
+
     events.emit("status", status="preparing", message=f"loading {cfg.model.id} ({cfg.model.method})")
     from datasets import Dataset
     from peft import LoraConfig, get_peft_model
     from trl import SFTTrainer
 
-    model = load_model(resolved.path, cfg, dtype_name)
+    model = load_model(resolved.path, cfg, dtype_name, attention=attention)
     t = cfg.training
     target = t.target_modules[0] if t.target_modules == ["all-linear"] else t.target_modules
     peft_cfg = LoraConfig(
@@ -400,7 +491,7 @@ def train(run_dir: Path, resume: bool, events: EventWriter, stop: StopFlag) -> N
         score_only_trained_positions()
     counter = {"tokens": 0, "padded": 0}
     collator = _counting_collator(tok, counter)
-    args = sft_args(cfg, run_dir, dtype_name, has_eval=bool(eval_rows))
+    args = sft_args(cfg, run_dir, dtype_name, has_eval=bool(eval_rows), optim=optim, workers=workers)
     trainer = SFTTrainer(
         model=model,
         args=args,

@@ -95,6 +95,10 @@ def test_tiny_training_end_to_end(home, tiny_model_dir, small_data):
     assert set(doc["results"]["base"]) >= {"eval_loss", "exact_match", "json_valid", "field_match"}
     assert doc["versions"]["torch"] and doc["hardware"]["device"] == "cpu"
     assert doc["training"]["lora_alpha"] == 2 * doc["training"]["lora_r"]
+    # every hardware-aware speed choice is recorded with its reason
+    reasons = doc["training"]["reasons"]
+    assert {"dtype", "threads", "attention", "optimizer", "dataloader_workers", "gradient_checkpointing"} <= set(reasons)
+    assert reasons["attention"].startswith("sdpa") and reasons["optimizer"].startswith("adamw_torch:")
     # The estimate made at submit was refined by the trainer; the results say how far off it was.
     assert doc["estimate"]["source"].startswith("trainer") and doc["estimate"]["peak_memory_mb"] > 0
     assert abs(doc["results"]["peak_memory_vs_estimate"]) < 0.5

@@ -1,0 +1,80 @@
+"""The trainer's hardware-aware speed defaults: each choice and its reason, on CPUs and on (described) GPUs."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+
+from core import trainer
+from core.catalog import BY_KEY
+from core.hardware import GPU, Hardware
+from core.presets import build_config
+
+CPU = Hardware(cpu_physical_cores=2, cpu_logical_cores=2, ram_total_gb=24, ram_available_gb=20)
+
+
+def gpu_box(name: str = "NVIDIA H100 80GB HBM3", free_gb: float = 79.0, capability: str = "9.0", bf16=True):
+    return Hardware(
+        gpus=[GPU(0, name, free_gb, free_gb, capability, bf16)],
+        cpu_physical_cores=16,
+        cpu_logical_cores=32,
+        ram_total_gb=128,
+        ram_available_gb=120,
+    )
+
+
+@pytest.fixture
+def flash_attn_installed(monkeypatch):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object() if name == "flash_attn" else real(name))
+
+
+def test_attention_on_the_cpu_is_sdpa():
+    impl, why = trainer.choose_attention(CPU, "float32")
+    assert impl == "sdpa" and "GPU" in why
+
+
+def test_attention_without_flash_attn_installed_is_sdpa_and_says_how_to_get_it():
+    if importlib.util.find_spec("flash_attn") is not None:
+        pytest.skip("flash-attn is installed here")
+    impl, why = trainer.choose_attention(gpu_box(), "bfloat16")
+    assert impl == "sdpa" and "pip install flash-attn" in why
+
+
+def test_flash_attention_where_installed_and_supported(flash_attn_installed):
+    assert trainer.choose_attention(gpu_box(), "bfloat16")[0] == "flash_attention_2"
+    # pre-Ampere (a T4 is 7.5) or 32-bit: FlashAttention 2 does not run there
+    assert trainer.choose_attention(gpu_box("Tesla T4", 15, "7.5", False), "float16")[0] == "sdpa"
+    assert trainer.choose_attention(gpu_box(), "float32")[0] == "sdpa"
+    assert trainer.choose_attention(gpu_box(), "bfloat16", "gemma2")[0] == "eager"
+
+
+def test_fused_optimizer_and_loader_workers_on_a_gpu_only():
+    assert trainer.choose_optimizer(gpu_box())[0] == "adamw_torch_fused"
+    assert trainer.choose_optimizer(CPU)[0] == "adamw_torch"
+    assert trainer.choose_workers(CPU)[0] == 0
+    assert trainer.choose_workers(gpu_box())[0] == 4
+
+
+def test_gradient_checkpointing_only_when_memory_needs_it():
+    spec = BY_KEY["llama3.1-8b"]
+    cfg = build_config("balanced", max_per_device=4)  # batch 4 per device
+    on, why = trainer.needs_checkpointing(cfg, gpu_box(), spec, 512, "bfloat16")
+    assert not on and "fits without it" in why
+    # 4 x 2048 tokens of an 8B model in 16 bit: ~81 GiB of activations and logits without it
+    on, why = trainer.needs_checkpointing(cfg, gpu_box(), spec, 2048, "bfloat16")
+    assert on and "would not fit" in why
+    on, why = trainer.needs_checkpointing(cfg, gpu_box("NVIDIA A10", 22.0, "8.6"), spec, 2048, "bfloat16")
+    assert not on and "does not fit even with it" in why
+    cfg.training.gradient_checkpointing = True
+    assert trainer.needs_checkpointing(cfg, gpu_box(), spec, 512, "bfloat16") == (
+        True,
+        "set in the config (saves activation memory for ~20% more time)",
+    )
+
+
+def test_sft_arguments_carry_the_choices_on_the_cpu(tmp_path):
+    cfg = build_config("balanced", max_per_device=4)
+    args = trainer.sft_args(cfg, tmp_path, "float32", has_eval=False, optim="adamw_torch", workers=0)
+    assert args.optim == "adamw_torch" and args.dataloader_num_workers == 0 and not args.dataloader_pin_memory
