@@ -97,7 +97,8 @@ def test_tiny_training_end_to_end(home, tiny_model_dir, small_data):
     assert doc["training"]["lora_alpha"] == 2 * doc["training"]["lora_r"]
     # every hardware-aware speed choice is recorded with its reason
     reasons = doc["training"]["reasons"]
-    assert {"dtype", "threads", "attention", "optimizer", "dataloader_workers", "gradient_checkpointing"} <= set(reasons)
+    chosen = {"dtype", "threads", "attention", "optimizer", "dataloader_workers", "gradient_checkpointing"}
+    assert chosen <= set(reasons)
     assert reasons["attention"].startswith("sdpa") and reasons["optimizer"].startswith("adamw_torch:")
     # The estimate made at submit was refined by the trainer; the results say how far off it was.
     assert doc["estimate"]["source"].startswith("trainer") and doc["estimate"]["peak_memory_mb"] > 0
