@@ -129,6 +129,13 @@ class TrainScreen(Screen):
                 f"{last.get('tokens_per_s') or 0:.0f} tok/s  mem {last.get('memory_mb') or 0:.0f} MB  "
                 f"ETA {fmt_duration(last.get('eta_s'))}"
             )
+            self.last_step = last
+        last = getattr(self, "last_step", None)
+        if last and self.status in ("stopped", "crashed", "failed"):  # no time left to wait for: no ETA
+            self.query_one("#train-stats", Static).update(
+                f"{self.status} at step {last.get('step')}/{last.get('max_steps')}  loss {last.get('loss') or 0:.4f}"
+                + ("  - resume: u in history" if self.status != "failed" else "")
+            )
         colour = {"completed": "green", "failed": "red", "crashed": "red", "stopped": "yellow"}.get(self.status, "")
         text = f"[{colour}]{self.status}[/{colour}]" if colour else self.status
         if self.status == "completed":
