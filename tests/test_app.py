@@ -62,6 +62,9 @@ def test_wizard_end_to_end_with_the_keyboard(home, session_home, bundled_dir):
             await wait_until(pilot, lambda: screen_name(app) == "DataStep")
             await wait_until(pilot, lambda: "324 train / 36 held out" in text_of(app, "#data-summary"), 120)
             assert "20 trained" in text_of(app, "#preview")  # the JSON answer + <|im_end|>
+            await pilot.press("]")  # focus left the path field once the data loaded: ] browses
+            await wait_until(pilot, lambda: "example 2/360 (line 2)" in text_of(app, "#preview"))
+            assert app.screen.query_one("#data-path", Input).value.endswith("support_tickets.jsonl")
             await pilot.press("ctrl+n")
             await wait_until(pilot, lambda: screen_name(app) == "PresetStep")
             assert app.cfg.preset == "balanced" and app.cfg.training.lora_r == 16

@@ -509,8 +509,8 @@ class DataStep(StepScreen):
     STEP = "Data"
     BINDINGS = [
         Binding("ctrl+b", "browse", "Browse files"),
-        Binding("ctrl+right,right_square_bracket", "example(1)", "Next example"),
-        Binding("ctrl+left,left_square_bracket", "example(-1)", "Prev example"),
+        Binding("right_square_bracket,ctrl+right", "example(1)", "Examples", key_display="[ ]"),
+        Binding("left_square_bracket,ctrl+left", "example(-1)", "Prev example", show=False),
     ]
 
     def body(self) -> ComposeResult:
@@ -637,6 +637,9 @@ class DataStep(StepScreen):
         self.index = 0
         self.ready = report.ok and "template_error" not in s
         self.show_example()
+        if isinstance(self.focused, Input) and self.examples:
+            # Off the path field, so [ and ] browse the examples instead of typing into it.
+            self.query_one("#findings" if report.errors else "#preview-box").focus()
 
     def show_findings(self, report) -> None:
         box = self.query_one("#findings", OptionList)
