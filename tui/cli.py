@@ -358,6 +358,34 @@ def cmd_eval(ns) -> int:
     return 0
 
 
+def cmd_export(ns) -> int:
+    from core.export import ExportError, export
+
+    run_dir = runs.find_run(runs.home(ns.home), ns.run)
+    what = f"gguf ({ns.type})" if ns.format == "gguf" else ns.format
+    print(f"exporting {run_dir.name} as {what}, then checking it against the adapter model ...", flush=True)
+    try:
+        entry = export(run_dir, ns.format, quant=ns.type, verify=not ns.no_verify)
+    except ExportError as exc:
+        raise UserError(str(exc)) from None
+    print(f"  written: {entry['path']}")
+    if entry.get("modelfile"):
+        print(f"  Ollama:  cd {Path(entry['modelfile']).parent} && ollama create NAME -f Modelfile")
+    elif entry.get("modelfile_note"):
+        print(f"  no Modelfile: {entry['modelfile_note']}")
+    if "agreement" in entry:
+        print(
+            f"  greedy answers identical to the adapter model's on {entry['agreement']:.0%} of "
+            f"{entry['examples']} held-out prompts ({entry['token_agreement']:.0%} of tokens)"
+        )
+        stops = "yes" if entry["stops_at_end_of_turn"] else "NO"
+        print(
+            f"  stops at the end-of-turn token ({', '.join(entry['end_tokens'])}): {stops} "
+            f"({entry['stop_rate']:.0%} of answers end there; adapter model: {entry['reference_stop_rate']:.0%})"
+        )
+    return 0
+
+
 def cmd_stop(ns) -> int:
     from core import launcher
 
@@ -627,6 +655,13 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("eval", help="compare a finished run's model with its base on the held-out rows")
     s.add_argument("run")
     s.set_defaults(func=cmd_eval)
+
+    s = sub.add_parser("export", help="merged model or GGUF + Ollama Modelfile, checked against the adapter model")
+    s.add_argument("run")
+    s.add_argument("--format", choices=["merged", "gguf"], default="merged")
+    s.add_argument("--type", default="q8_0", help="GGUF type: f16, bf16, q8_0 (default), f32")
+    s.add_argument("--no-verify", action="store_true", help="skip the held-out comparison")
+    s.set_defaults(func=cmd_export)
 
     s = sub.add_parser("attach", help="follow a run's progress (replays what happened so far)")
     s.add_argument("run")

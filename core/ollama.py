@@ -1,0 +1,304 @@
+"""Ollama Modelfiles whose TEMPLATE renders the prompt exactly as the model's own chat template.
+
+A GGUF served by Ollama with the wrong TEMPLATE or stop token answers in gibberish or never
+stops, the most common complaint after a fine-tune. So the TEMPLATE is not guessed: it is built
+for the template family the tokenizer's chat template belongs to (today: ChatML, with or
+without a default system prompt, as in SmolLM2 and Qwen2), then rendered for probe conversations
+with :func:`render` (the subset of Go's text/template the generated TEMPLATE uses) and compared
+with ``tokenizer.apply_chat_template``. A template that does not match is an error, never a
+silently wrong Modelfile.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+PROBES: list[list[dict[str, str]]] = [
+    [{"role": "user", "content": "Hello"}],
+    [
+        {"role": "system", "content": "Answer in JSON."},
+        {"role": "user", "content": "Classify: my card was charged twice"},
+    ],
+    [
+        {"role": "user", "content": "What is 2+2?"},
+        {"role": "assistant", "content": "4"},
+        {"role": "user", "content": "And 3+3?\nTwo lines."},
+    ],
+    [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Hello!"},
+        {"role": "user", "content": "Bye"},
+    ],
+]
+
+
+class TemplateError(ValueError):
+    """The chat template has no Ollama equivalent here, or the generated one renders differently."""
+
+
+# -- Modelfile -----------------------------------------------------------------------------------
+
+
+def chatml_template(default_system: str | None) -> str:
+    """The Ollama TEMPLATE of a ChatML chat template, inserting `default_system` when a
+    conversation has no system message (what SmolLM2's and Qwen2's templates do)."""
+    head = ""
+    if default_system is not None:
+        head = (
+            '{{- if not (and .Messages (eq (index .Messages 0).Role "system")) }}<|im_start|>system\n'
+            + default_system
+            + "<|im_end|>\n{{ end }}\n"
+        )
+    return (
+        head
+        + "{{- range .Messages }}<|im_start|>{{ .Role }}\n{{ .Content }}<|im_end|>\n{{ end }}<|im_start|>assistant\n"
+    )
+
+
+def template_for(tok) -> str:
+    """The Ollama TEMPLATE for this tokenizer's chat template, checked on :data:`PROBES`."""
+    user_only = tok.apply_chat_template(PROBES[0], tokenize=False, add_generation_prompt=True)
+    if "<|im_start|>user\nHello<|im_end|>\n" not in user_only or not user_only.endswith("<|im_start|>assistant\n"):
+        raise TemplateError(
+            "the model's chat template is not ChatML; tunewiz writes Ollama templates for ChatML models only "
+            "(the GGUF itself carries the chat template, so llama.cpp can serve it)"
+        )
+    m = re.match(r"<\|im_start\|>system\n(.*?)<\|im_end\|>\n", user_only, re.S)
+    template = chatml_template(m.group(1) if m else None)
+    for conv in PROBES:
+        want = tok.apply_chat_template(conv, tokenize=False, add_generation_prompt=True)
+        got = render(template, {"Messages": [{"Role": x["role"], "Content": x["content"]} for x in conv]})
+        if got != want:
+            raise TemplateError(f"the Ollama template renders {got!r} where the chat template renders {want!r}")
+    return template
+
+
+def stop_tokens(tok, eos_ids: list[int]) -> list[str]:
+    """The end-of-turn token(s) as text, for PARAMETER stop."""
+    out: list[str] = []
+    for i in eos_ids:
+        t = tok.convert_ids_to_tokens(int(i))
+        if t and t not in out:
+            out.append(t)
+    return out
+
+
+def modelfile(gguf_name: str, template: str, stops: list[str]) -> str:
+    """A Modelfile: `ollama create NAME -f Modelfile` in its directory, then `ollama run NAME`."""
+    if '"""' in template:
+        raise TemplateError('the template contains """, which a Modelfile cannot quote')
+    lines = [f"FROM ./{gguf_name}", f'TEMPLATE """{template}"""']
+    lines += [f"PARAMETER stop {quote(s)}" for s in stops]
+    return "\n".join(lines) + "\n"
+
+
+def quote(s: str) -> str:
+    return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def parse_modelfile(text: str) -> dict[str, Any]:
+    """FROM, TEMPLATE and the stop parameters of a Modelfile we wrote (for tests and `show`)."""
+    out: dict[str, Any] = {"stop": []}
+    m = re.search(r'^TEMPLATE """(.*?)"""', text, re.S | re.M)
+    if m:
+        out["template"] = m.group(1)
+    for line in text.splitlines():
+        if line.startswith("FROM "):
+            out["from"] = line[5:].strip()
+        elif line.startswith("PARAMETER stop "):
+            out["stop"].append(line[len("PARAMETER stop ") :].strip().strip('"').replace('\\"', '"'))
+    return out
+
+
+# -- a renderer for the Go text/template subset the templates above use --------------------------
+#
+# Text, {{ .Field }}, {{ if PIPE }} .. {{ else }} .. {{ end }}, {{ range PIPE }} .. {{ end }},
+# whitespace trimming with {{- and -}}, and the functions eq, ne, and, or, not, len, index.
+
+_ACTION = re.compile(r"\{\{(-?)\s*(.*?)\s*(-?)\}\}", re.S)
+_TOKEN = re.compile(r'\s*(\(|\)|"(?:[^"\\]|\\.)*"|-?\d+|\$?(?:\.\w+)+|\$|\.|\w+)')
+
+
+@dataclass
+class _Node:
+    kind: str  # text | print | if | range
+    value: Any = None
+    body: list | None = None
+    other: list | None = None
+
+
+def _lex(template: str) -> list[tuple[str, str]]:
+    parts: list[tuple[str, str]] = []
+    pos = 0
+    for m in _ACTION.finditer(template):
+        text = template[pos : m.start()]
+        if m.group(1):
+            text = text.rstrip()
+        if parts and parts[-1][0] == "trim":
+            parts.pop()
+            text = text.lstrip()
+        parts.append(("text", text))
+        parts.append(("action", m.group(2)))
+        if m.group(3):
+            parts.append(("trim", ""))
+        pos = m.end()
+    tail = template[pos:]
+    if parts and parts[-1][0] == "trim":
+        parts.pop()
+        tail = tail.lstrip()
+    parts.append(("text", tail))
+    return parts
+
+
+def _parse(parts: list[tuple[str, str]], i: int = 0) -> tuple[list[_Node], int, str]:
+    nodes: list[_Node] = []
+    while i < len(parts):
+        kind, s = parts[i]
+        i += 1
+        if kind == "text":
+            if s:
+                nodes.append(_Node("text", s))
+            continue
+        word = s.split(None, 1)[0] if s else ""
+        if word in ("end", "else"):
+            return nodes, i, word
+        if word in ("if", "range"):
+            body, i, closer = _parse(parts, i)
+            other = None
+            if closer == "else":
+                other, i, closer = _parse(parts, i)
+            if closer != "end":
+                raise TemplateError(f"{{{{ {s} }}}} has no {{{{ end }}}}")
+            nodes.append(_Node(word, s[len(word) :].strip(), body, other))
+        else:
+            nodes.append(_Node("print", s))
+    return nodes, i, ""
+
+
+def _tokens(expr: str) -> list[str]:
+    out, pos = [], 0
+    while pos < len(expr):
+        m = _TOKEN.match(expr, pos)
+        if not m or not m.group(1):
+            if expr[pos:].strip():
+                raise TemplateError(f"cannot read {expr[pos:]!r}")
+            break
+        out.append(m.group(1))
+        pos = m.end()
+    return out
+
+
+def _truth(v: Any) -> bool:
+    return v is not None and v is not False and v != 0 and v != "" and v != [] and v != {}
+
+
+def _field(v: Any, path: str) -> Any:
+    for name in [p for p in path.split(".") if p]:
+        v = v.get(name) if isinstance(v, dict) else getattr(v, name, None)
+    return v
+
+
+_FUNCS = {
+    "eq": lambda a, b: a == b,
+    "ne": lambda a, b: a != b,
+    "not": lambda a: not _truth(a),
+    "len": lambda a: len(a),
+    "index": lambda a, i: a[i],
+}
+
+
+def _eval(tokens: list[str], dot: Any, root: Any) -> Any:
+    """Evaluate one command (`fn arg...` or a single operand) from `tokens`, consumed in place."""
+
+    def operand() -> Any:
+        t = tokens.pop(0)
+        if t == "(":
+            v = command(stop=")")
+            tokens.pop(0)
+            if tokens and tokens[0].startswith(".") and tokens[0] != ".":
+                v = _field(v, tokens.pop(0))
+            return v
+        if t.startswith('"'):
+            return bytes(t[1:-1], "utf-8").decode("unicode_escape")
+        if re.fullmatch(r"-?\d+", t):
+            return int(t)
+        if t == ".":
+            return dot
+        if t.startswith("$"):
+            return _field(root, t[1:])
+        if t.startswith("."):
+            return _field(dot, t)
+        raise TemplateError(f"unexpected {t!r}")
+
+    def command(stop: str | None = None) -> Any:
+        head = tokens[0]
+        if head in ("and", "or"):
+            tokens.pop(0)
+            result: Any = None
+            decided = False
+            while tokens and tokens[0] != stop:
+                if decided:  # Go short-circuits: the rest is not evaluated (index on an empty list)
+                    _skip_operand(tokens)
+                    continue
+                result = operand()
+                if (head == "and") != _truth(result):
+                    decided = True
+            return result
+        if head in _FUNCS:
+            tokens.pop(0)
+            args = []
+            while tokens and tokens[0] != stop:
+                args.append(operand())
+            return _FUNCS[head](*args)
+        return operand()
+
+    return command()
+
+
+def _skip_operand(tokens: list[str]) -> None:
+    t = tokens.pop(0)
+    if t == "(":
+        depth = 1
+        while depth:
+            t = tokens.pop(0)
+            depth += (t == "(") - (t == ")")
+        if tokens and tokens[0].startswith(".") and tokens[0] != ".":
+            tokens.pop(0)
+
+
+def _run(nodes: list[_Node], dot: Any, root: Any, out: list[str]) -> None:
+    for n in nodes:
+        if n.kind == "text":
+            out.append(n.value)
+        elif n.kind == "print":
+            v = _eval(_tokens(n.value), dot, root)
+            out.append("" if v is None else str(v))
+        elif n.kind == "if":
+            branch = n.body if _truth(_eval(_tokens(n.value), dot, root)) else n.other
+            _run(branch or [], dot, root, out)
+        elif n.kind == "range":
+            items = _eval(_tokens(n.value), dot, root) or []
+            if items:
+                for item in items:
+                    _run(n.body or [], item, root, out)
+            else:
+                _run(n.other or [], dot, root, out)
+
+
+def render(template: str, data: dict[str, Any]) -> str:
+    """Render a Go template (the subset above) with `data` as both `.` and `$`.
+
+    >>> render('{{- range .Messages }}[{{ .Role }}] {{ .Content }};{{ end }}', {"Messages": [{"Role": "user"}]})
+    '[user] ;'
+    >>> render('{{ if not (and .Messages (eq (index .Messages 0).Role "system")) }}default{{ end }}', {"Messages": []})
+    'default'
+    """
+    nodes, _, closer = _parse(_lex(template))
+    if closer:
+        raise TemplateError(f"unexpected {{{{ {closer} }}}}")
+    out: list[str] = []
+    _run(nodes, data, data, out)
+    return "".join(out)
