@@ -94,10 +94,12 @@ class TrainingConfig:
     """Batch examples of similar length together: less compute wasted on padding."""
     lm_head_trained_only: bool = True
     """Project only the trained (assistant) positions through the output layer, not every token."""
+    processes: int = 1
+    """Data-parallel training processes (DDP through `accelerate launch`): one per GPU; on CPU, gloo."""
 
     @property
     def effective_batch(self) -> int:
-        return self.per_device_batch_size * self.gradient_accumulation_steps
+        return self.per_device_batch_size * self.gradient_accumulation_steps * self.processes
 
 
 @dataclass
@@ -136,7 +138,14 @@ class RunConfig:
             p.append(f"[data] eval_fraction = {d.eval_fraction}: use a share between 0 and 0.9, e.g. 0.1")
         if d.max_seq_len < 16:
             p.append(f"[data] max_seq_len = {d.max_seq_len}: use at least 16 tokens (512 fits most chat examples)")
-        for name in ("lora_r", "lora_alpha", "per_device_batch_size", "gradient_accumulation_steps", "logging_steps"):
+        for name in (
+            "lora_r",
+            "lora_alpha",
+            "per_device_batch_size",
+            "gradient_accumulation_steps",
+            "logging_steps",
+            "processes",
+        ):
             if getattr(t, name) < 1:
                 p.append(f"[training] {name} = {getattr(t, name)}: must be at least 1")
         if not 0 < t.learning_rate < 1:
@@ -156,6 +165,8 @@ class RunConfig:
         for name in ("eval_steps", "save_steps", "threads"):
             if getattr(t, name) < 0:
                 p.append(f"[training] {name} = {getattr(t, name)}: must be 0 or more")
+        if t.processes > 64:
+            p.append(f"[training] processes = {t.processes}: one process per GPU; at most 64 here")
         if t.save_total_limit < 1:
             p.append("[training] save_total_limit must be at least 1 (a stop or resume needs a checkpoint)")
         if e.max_examples < 1:
@@ -321,8 +332,8 @@ def apply_overrides(cfg: RunConfig, overrides: list[str]) -> RunConfig:
             obj = getattr(cfg, targets[0])
         if name == "effective_batch":
             problems.append(
-                "effective_batch is derived: set per_device_batch_size and gradient_accumulation_steps "
-                "(effective batch = their product)"
+                "effective_batch is derived: set per_device_batch_size, gradient_accumulation_steps and "
+                "processes (effective batch = their product)"
             )
             continue
         if obj is None:

@@ -3,6 +3,8 @@
 A trainer is ``python -m core.trainer RUN_DIR`` in a new session (so it has no
 controlling terminal and a closed SSH connection sends it no SIGHUP), with
 stdin from /dev/null and stdout/stderr appended to the run's train.log.
+With ``training.processes > 1`` the same trainer runs data-parallel under
+``accelerate launch`` (see :mod:`core.distributed`).
 """
 
 from __future__ import annotations
@@ -70,9 +72,14 @@ def start(run_dir: Path, resume: bool = False) -> int:
     run_dir = Path(run_dir).resolve()
     if resume:
         runs.update_record(run_dir, runs.mark_resumed)
-    cmd = [sys.executable, "-m", "core.trainer", str(run_dir)]
-    if resume:
-        cmd.append("--resume")
+    args = [str(run_dir)] + (["--resume"] if resume else [])
+    processes = int(runs.read_record(run_dir).get("training", {}).get("processes", 1) or 1)
+    if processes > 1:
+        from core import distributed
+
+        cmd = distributed.launch_command(processes, args)
+    else:
+        cmd = [sys.executable, "-m", "core.trainer", *args]
     env = dict(os.environ)
     # The trainer imports `core` from wherever this process did, installed or not.
     src = str(Path(__file__).resolve().parent.parent)

@@ -629,6 +629,11 @@ def for_run(cfg, hw, shape: DataShape | None = None, spec: ModelSpec | None = No
             spec = catalog.lookup(cfg.model.id)
         except catalog.CatalogError:
             return None
-    tokens = run_tokens(cfg, shape) if shape else 0
+    # Peak memory is per process (each holds the model and its own per-device batch); time is that
+    # of one process doing its 1/N share: on its own GPU, or on CPU with cores / N threads.
+    n = max(getattr(cfg.training, "processes", 1), 1)
+    tokens = run_tokens(cfg, shape) // n if shape else 0
     cores = cfg.training.threads or None
+    if cores is None and n > 1 and getattr(hw, "best_gpu", None) is None:
+        cores = max(1, (getattr(hw, "cpu_physical_cores", 1) or 1) // n)
     return estimate(spec, setup_for(cfg, hw, shape), hw=hw, threads=cores, train_tokens=tokens)

@@ -34,7 +34,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from core import __version__, runs
+from core import __version__, distributed, runs
 from core.config import RunConfig
 from core.events import EventWriter
 
@@ -254,6 +254,7 @@ def sft_args(
         gradient_checkpointing=t.gradient_checkpointing,
         max_length=cfg.data.max_seq_len,
         report_to="none",
+        ddp_find_unused_parameters=False,  # every LoRA weight gets a gradient; the search costs a graph pass
         disable_tqdm=True,
         dataloader_num_workers=workers,
         dataloader_pin_memory=on_gpu,
@@ -304,7 +305,8 @@ def make_callback(events: EventWriter, stop: StopFlag, counter: dict[str, int], 
                 raise torch.OutOfMemoryError("CUDA out of memory (injected by TUNEWIZ_TEST_OOM_AT_STEP)")
 
         def on_step_end(self, args, state, control, **kw):
-            if stop.requested:
+            if distributed.any_rank(stop.requested):  # every rank stops after the same step
+                stop.requested = True  # on ranks the signal did not reach too (the end-of-epoch checks)
                 control.should_save = True
                 control.should_training_stop = True
 
@@ -367,6 +369,10 @@ def train(run_dir: Path, resume: bool, events: EventWriter, stop: StopFlag) -> N
     from core import evaluate, hardware, models
 
     hf_logging.disable_progress_bar()  # train.log gets our step lines, not progress bars
+    # Data-parallel ranks other than 0 train only: rank 0 writes the record, the adapter and the eval.
+    primary = distributed.is_primary()
+    record = runs.update_record if primary else (lambda *a, **k: None)
+    set_status = runs.set_status if primary else (lambda *a, **k: None)
 
     t_start = time.time()
     doc = runs.read_record(run_dir)
@@ -374,13 +380,19 @@ def train(run_dir: Path, resume: bool, events: EventWriter, stop: StopFlag) -> N
     home_dir = run_dir.parent.parent  # runs live in $TUNEWIZ_HOME/runs/<id>
 
     hw = hardware.detect(run_dir)
-    threads = cfg.training.threads or hw.cpu_physical_cores
+    if hw.gpus and distributed.world_size() > len(hw.gpus):
+        raise RuntimeError(
+            f"training.processes = {distributed.world_size()} but this machine has {len(hw.gpus)} GPU(s): "
+            "use one process per GPU"
+        )
+    procs_here = distributed.world_size() if hw.device == "cpu" else 1  # processes sharing the cores
+    threads = cfg.training.threads or max(1, hw.cpu_physical_cores // procs_here)
     torch.set_num_threads(threads)
     dtype_name, dtype_reason = choose_dtype(cfg.model.dtype, hw)
-    runs.update_record(
+    record(
         run_dir,
         {
-            "hardware": hw.to_dict(),
+            "hardware": {**hw.to_dict(), "processes": distributed.world_size()},
             "versions": library_versions(),
             "training": {"reasons": speed_reasons(cfg, dtype_name, dtype_reason, threads)},
         },
@@ -403,7 +415,7 @@ def train(run_dir: Path, resume: bool, events: EventWriter, stop: StopFlag) -> N
     )
     if report.errors:  # the same errors `tunewiz lint` and the wizard's data step show, with their lines
         raise data_mod.DataError([str(f) for f in report.errors])
-    runs.update_record(run_dir, {"data": report.record()})
+    record(run_dir, {"data": report.record()})
 
     events.emit("status", status="preparing", message="loading and rendering the data")
     loaded = data_mod.load(cfg.data.path)
@@ -422,7 +434,7 @@ def train(run_dir: Path, resume: bool, events: EventWriter, stop: StopFlag) -> N
             f"the data file {cfg.data.path} changed since this run started (sha256 differs); "
             "resuming would train on different data. Start a new run instead."
         )
-    runs.update_record(
+    record(
         run_dir,
         {
             "model": {
@@ -469,7 +481,7 @@ def train(run_dir: Path, resume: bool, events: EventWriter, stop: StopFlag) -> N
         padding_free="off: length-grouped batches instead; packing without FlashAttention's per-example "
         "boundaries would let examples attend to each other",
     )
-    runs.update_record(run_dir, {"training": {"gradient_checkpointing": use_gc, "reasons": reasons}})
+    record(run_dir, {"training": {"gradient_checkpointing": use_gc, "reasons": reasons}})
 
     events.emit("status", status="preparing", message=f"loading {cfg.model.id} ({cfg.model.method})")
     from datasets import Dataset
@@ -530,11 +542,13 @@ def train(run_dir: Path, resume: bool, events: EventWriter, stop: StopFlag) -> N
         ),
         hw=hw,
         threads=threads,
-        train_tokens=int(n_tokens * (t.num_epochs if t.max_steps < 0 else total_steps / steps_per_epoch)),
+        # Each of the N data-parallel processes trains on 1/N of the tokens.
+        train_tokens=int(n_tokens * (t.num_epochs if t.max_steps < 0 else total_steps / steps_per_epoch))
+        // distributed.world_size(),
         trainable_params=trainable,
     )
     est.source = "trainer: tokenized data, the real adapter size; replaces the estimate made at submit"
-    runs.update_record(
+    record(
         run_dir,
         {
             "model": {"parameters": total, "trainable_parameters": trainable},
@@ -542,7 +556,7 @@ def train(run_dir: Path, resume: bool, events: EventWriter, stop: StopFlag) -> N
             "estimate": est.to_dict(),
         },
     )
-    runs.set_status(run_dir, "running", pid=os.getpid())
+    set_status(run_dir, "running", pid=os.getpid())
     events.emit(
         "status",
         status="running",
@@ -560,6 +574,8 @@ def train(run_dir: Path, resume: bool, events: EventWriter, stop: StopFlag) -> N
     t_train = time.time()
     result = trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
     train_time = time.time() - t_train
+    if not primary:
+        return
     adapter_dir = run_dir / "adapter"
     model.save_pretrained(str(adapter_dir), safe_serialization=True)
     tok.save_pretrained(str(adapter_dir))
@@ -588,13 +604,13 @@ def train(run_dir: Path, resume: bool, events: EventWriter, stop: StopFlag) -> N
 
     if stop.requested:
         results["wall_time_s"] = round(time.time() - t_start, 1)
-        runs.update_record(run_dir, {"results": results, "artifacts": artifacts})
-        runs.set_status(run_dir, "stopped", stopped_at_step=state.global_step)
+        record(run_dir, {"results": results, "artifacts": artifacts})
+        set_status(run_dir, "stopped", stopped_at_step=state.global_step)
         events.emit("status", status="stopped", step=state.global_step)
         log.info("stopped at step %d; adapter saved to %s", state.global_step, adapter_dir)
         return
 
-    runs.update_record(run_dir, {"results": results, "artifacts": artifacts})
+    record(run_dir, {"results": results, "artifacts": artifacts})
     if cfg.evaluation.enabled and eval_ex:
         events.emit("status", status="evaluating", message=f"base vs fine-tuned on {len(eval_ex)} held-out rows")
         log.info("evaluating base vs fine-tuned on held-out rows")
@@ -602,8 +618,8 @@ def train(run_dir: Path, resume: bool, events: EventWriter, stop: StopFlag) -> N
         results.update(summary)
         artifacts["predictions"] = str(run_dir / evaluate.PREDICTIONS)
     results["wall_time_s"] = round(time.time() - t_start, 1)
-    runs.update_record(run_dir, {"results": results, "artifacts": artifacts})
-    runs.set_status(run_dir, "completed")
+    record(run_dir, {"results": results, "artifacts": artifacts})
+    set_status(run_dir, "completed")
     events.emit("status", status="completed", results=results)
     log.info("completed in %.0fs", results["wall_time_s"])
 
@@ -659,8 +675,9 @@ def main(argv: list[str] | None = None) -> int:
     ns = parser.parse_args(argv)
     run_dir: Path = ns.run_dir.resolve()
 
+    tag = f" [rank {distributed.rank()}]" if distributed.world_size() > 1 else ""
     logging.basicConfig(
-        level=logging.INFO, stream=sys.stdout, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S"
+        level=logging.INFO, stream=sys.stdout, format=f"%(asctime)s{tag} %(levelname)s %(message)s", datefmt="%H:%M:%S"
     )
     os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
@@ -669,6 +686,8 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     stop = StopFlag()
     stop.install()
+    if not distributed.is_primary():
+        return _secondary(run_dir, ns.resume, stop)
 
     with runs.hold_trainer_lock(run_dir) as got:
         if not got:
@@ -691,6 +710,19 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         finally:
             events.close()
+            distributed.finish()
+
+
+def _secondary(run_dir: Path, resume: bool, stop: StopFlag) -> int:
+    """A data-parallel rank other than 0: trains its share; failures go to train.log (rank 0 records)."""
+    try:
+        train(run_dir, resume, distributed.NullEvents(), stop)  # type: ignore[arg-type]
+        return 0
+    except BaseException:  # noqa: BLE001
+        traceback.print_exc()
+        return 1
+    finally:
+        distributed.finish()
 
 
 if __name__ == "__main__":

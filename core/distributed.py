@@ -1,0 +1,93 @@
+"""Data-parallel training over several processes, started by ``accelerate launch``.
+
+With ``training.processes = N > 1`` the launcher starts the trainer as
+``python -m accelerate.commands.launch --multi_gpu --num_processes N ... -m core.trainer RUN_DIR``:
+accelerate's launcher (torch's elastic agent underneath) starts N copies of the trainer, each with
+RANK / WORLD_SIZE / MASTER_ADDR in its environment. transformers' Trainer then wraps the model in
+DistributedDataParallel: NCCL across GPUs, gloo on CPU (``--multi_gpu`` only selects the
+multi-process launcher; without CUDA the processes join a gloo group). Each process sees 1/N of
+every batch, so the effective batch is per_device_batch_size x gradient_accumulation_steps x N.
+
+Only rank 0 ("primary") writes run.toml and events.jsonl, holds the run's trainer lock, saves the
+adapter and evaluates; the other ranks train and log to train.log with a ``[rank R]`` prefix.
+A stop request (SIGTERM to rank 0, whose pid the record holds) is shared with every rank at the
+end of each step, so all ranks stop after the same step instead of one waiting forever in a
+collective. Nothing here distributes anything itself: accelerate and torch.distributed do.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+
+
+def rank() -> int:
+    return int(os.environ.get("RANK", "0"))
+
+
+def world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def is_primary() -> bool:
+    return rank() == 0
+
+
+def free_port() -> int:
+    """A free TCP port for the process group's rendezvous (two runs at once must not share 29500)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch_command(processes: int, trainer_args: list[str]) -> list[str]:
+    """The command line that starts `processes` data-parallel trainers through accelerate.
+
+    >>> launch_command(2, ["/runs/r1"])[:6]  # doctest: +ELLIPSIS
+    ['...', '-m', 'accelerate.commands.launch', '--multi_gpu', '--num_processes', '2']
+    """
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes)]
+    cmd += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    cmd += ["--main_process_ip", "127.0.0.1", "--main_process_port", str(free_port())]
+    # The trainer sets its own thread count (physical cores / processes on CPU); this only keeps
+    # accelerate from guessing one and warning about it.
+    cmd += ["--num_cpu_threads_per_process", "1"]
+    return cmd + ["-m", "core.trainer", *trainer_args]
+
+
+def any_rank(flag: bool) -> bool:
+    """True on every rank when `flag` is true on any (a no-op outside a process group)."""
+    if world_size() <= 1:
+        return flag
+    import torch
+    import torch.distributed as dist
+
+    if not dist.is_available() or not dist.is_initialized():
+        return flag
+    t = torch.tensor([1 if flag else 0], dtype=torch.int32)
+    if dist.get_backend() == "nccl":
+        t = t.cuda()
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
+def finish() -> None:
+    """Leave the process group cleanly (avoids a warning and a slow exit on every rank)."""
+    try:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+    except Exception:  # noqa: BLE001 - tearing down must never turn a finished run into a failure
+        pass
+
+
+class NullEvents:
+    """The events writer of a non-primary rank: rank 0 alone writes events.jsonl."""
+
+    def emit(self, event: str, **fields):
+        return {"event": event, **fields}
+
+    def close(self) -> None:
+        pass

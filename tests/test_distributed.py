@@ -1,0 +1,121 @@
+"""Data-parallel training: `training.processes = 2` starts the trainer through `accelerate launch`."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from core import distributed, launcher, runs
+from core.config import ConfigError, RunConfig, apply_overrides
+from core.events import read_events
+from core.toml import read_toml
+from tests.conftest import SAMPLE
+from tui import cli
+
+
+def test_processes_is_a_validated_setting_that_scales_the_effective_batch():
+    cfg = apply_overrides(RunConfig(), ["training.processes=2", "per_device_batch_size=4"])
+    assert cfg.training.processes == 2
+    assert cfg.training.effective_batch == 4 * cfg.training.gradient_accumulation_steps * 2
+    for bad in ("0", "-1", "100"):
+        cfg.training.processes = int(bad)
+        cfg.data.path = "x.jsonl"
+        with pytest.raises(ConfigError, match="processes"):
+            cfg.validate()
+
+
+def test_estimate_is_per_process_memory_and_the_time_of_one_share():
+    from core.hardware import GPU, Hardware
+    from core.memory import DataShape, for_run
+
+    shape = DataShape(longest=128, train_tokens=40_000, rows=400)
+    for hw in (Hardware(cpu_physical_cores=8), Hardware(gpus=[GPU(0, "G", 24, 24, "8.6", True)] * 2)):
+        one = apply_overrides(RunConfig(), ["model.id=smollm2-135m", "max_steps=50"])
+        two = apply_overrides(RunConfig(), ["model.id=smollm2-135m", "max_steps=50", "training.processes=2"])
+        e1, e2 = for_run(one, hw, shape), for_run(two, hw, shape)
+        # Same per-device batch, so the same peak memory per process; twice the data in the same steps.
+        assert e2.peak_memory_mb == e1.peak_memory_mb
+        if hw.gpus:  # each GPU does half the doubled work: the same time
+            assert e2.train_time_s == pytest.approx(e1.train_time_s, rel=0.01)
+        else:  # two processes share the 8 cores (4 threads each): more time, not twice the speed
+            assert e2.train_time_s > e1.train_time_s
+
+
+def test_launch_command_goes_through_accelerate_with_its_own_port():
+    a = distributed.launch_command(2, ["/runs/r", "--resume"])
+    b = distributed.launch_command(2, ["/runs/r"])
+    assert a[1:3] == ["-m", "accelerate.commands.launch"] and a[-4:] == ["-m", "core.trainer", "/runs/r", "--resume"]
+    assert a[a.index("--num_processes") + 1] == "2"
+    port = a.index("--main_process_port") + 1
+    assert a[port] != b[port]  # two runs at once do not fight over one rendezvous port
+
+
+def test_outside_a_process_group_every_rank_helper_is_a_no_op(monkeypatch):
+    monkeypatch.delenv("RANK", raising=False)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert distributed.is_primary() and distributed.world_size() == 1
+    assert distributed.any_rank(True) is True and distributed.any_rank(False) is False
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert not distributed.is_primary()
+
+
+@pytest.mark.slow
+def test_two_process_data_parallel_run_on_cpu(home, tiny_model_dir, tmp_path):
+    """A real DDP run (gloo, 2 processes) through the normal launcher: both ranks train, rank 0 records."""
+    from tests.test_training import tiny_config
+
+    data = tmp_path / "tickets40.jsonl"
+    data.write_text("\n".join((SAMPLE / "support_tickets.jsonl").read_text().splitlines()[:40]) + "\n")
+    cfg = tiny_config(tiny_model_dir, data, max_steps=4, processes=2, per_device_batch_size=2)
+    cfg.training.gradient_accumulation_steps = 1
+    cfg.evaluation.max_examples = 2
+    run_dir = cli.launch(cfg, home)
+    doc = launcher.wait(run_dir, timeout=240)
+    log = (run_dir / runs.LOG).read_text()
+    assert doc["run"]["status"] == "completed", log[-4000:]
+
+    # Both ranks trained every step (each logs its own step lines into train.log).
+    for rank in (0, 1):
+        steps = re.findall(rf"\[rank {rank}\] INFO step (\d+)/4", log)
+        assert steps == ["1", "2", "3", "4"], (rank, log[-3000:])
+
+    doc = read_toml(run_dir / runs.RECORD)
+    assert doc["training"]["processes"] == 2 and doc["hardware"]["processes"] == 2
+    assert doc["training"]["effective_batch"] == 2 * 1 * 2
+    assert doc["results"]["steps"] == 4
+    # One adapter, written once by rank 0; one record of one completion.
+    assert (run_dir / "adapter" / "adapter_model.safetensors").is_file()
+    assert [e["step"] for e in read_events(run_dir)[0] if e["event"] == "step"] == [1, 2, 3, 4]
+    assert doc["results"]["finetuned"]["examples"] == 2
+
+
+@pytest.mark.slow
+def test_a_two_process_run_stops_every_rank_after_the_same_step_and_resumes(home, tiny_model_dir, tmp_path):
+    """SIGTERM reaches rank 0 (the pid in the record); rank 1 learns it at the end of the step."""
+    from tests.test_training import steps_seen, tiny_config, wait_for
+
+    data = tmp_path / "tickets40.jsonl"
+    data.write_text("\n".join((SAMPLE / "support_tickets.jsonl").read_text().splitlines()[:40]) + "\n")
+    cfg = tiny_config(tiny_model_dir, data, max_steps=60, save_steps=1000, processes=2, per_device_batch_size=2)
+    cfg.training.gradient_accumulation_steps = 1
+    run_dir = cli.launch(cfg, home)
+    wait_for(lambda: len(steps_seen(run_dir)) >= 2, timeout=180)
+    assert launcher.stop(run_dir)
+    doc = launcher.wait(run_dir, timeout=120)
+    log = (run_dir / runs.LOG).read_text()
+    assert doc["run"]["status"] == "stopped", log[-4000:]
+    reached = doc["run"]["stopped_at_step"]
+    assert 2 <= reached < 60
+    for rank in (0, 1):
+        last = re.findall(rf"\[rank {rank}\] INFO step (\d+)/60", log)[-1]
+        assert int(last) == reached, (rank, log[-3000:])
+    assert (run_dir / "adapter" / "adapter_model.safetensors").is_file()
+    assert (run_dir / "checkpoints" / f"checkpoint-{reached}").is_dir()
+
+    launcher.start(run_dir, resume=True)
+    doc = launcher.wait(run_dir, timeout=180)
+    assert doc["run"]["status"] == "completed" and doc["run"]["resumed"] == 1
+    steps = steps_seen(run_dir)
+    assert steps[-1] == 60 and steps.count(reached + 1) == 1  # continued from the checkpoint, once
