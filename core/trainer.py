@@ -309,6 +309,11 @@ def make_callback(events: EventWriter, stop: StopFlag, counter: dict[str, int], 
                 stop.requested = True  # on ranks the signal did not reach too (the end-of-epoch checks)
                 control.should_save = True
                 control.should_training_stop = True
+                control.should_evaluate = False  # a stop is prompt: no held-out pass on the way out
+
+        def on_epoch_end(self, args, state, control, **kw):
+            if stop.requested:  # stopping ends the epoch early; its scheduled evaluation would delay the stop
+                control.should_evaluate = False
 
         def on_log(self, args, state, control, logs=None, **kw):
             logs = logs or {}
