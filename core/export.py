@@ -280,12 +280,42 @@ def export_merged(run_dir: Path, verify: bool = True) -> dict[str, Any]:
     return entry
 
 
+def summary_lines(artifacts: dict[str, Any]) -> list[str]:
+    """One line per export recorded in [artifacts], for `tunewiz show` and the history screen.
+
+    >>> summary_lines({"adapter": "/r/adapter", "merged": {"format": "merged", "path": "/r/export/merged",
+    ...     "examples": 10, "agreement": 1.0, "token_agreement": 1.0, "stops_at_end_of_turn": True}})
+    ['  export  merged: 100% identical on 10 held-out prompts, stops at end of turn  /r/export/merged']
+    """
+    out = []
+    for e in artifacts.values():
+        if not isinstance(e, dict) or "format" not in e:
+            continue
+        label = f"{e['format']} {e['type']}" if e.get("type") else e["format"]
+        if "agreement" in e:
+            check = f"{e['agreement']:.0%} identical on {e['examples']} held-out prompts"
+            if e.get("token_agreement", 1.0) < 1.0:
+                check += f" ({e['token_agreement']:.0%} of tokens)"
+            check += ", stops at end of turn" if e.get("stops_at_end_of_turn") else ", DOES NOT STOP at end of turn"
+        else:
+            check = "not verified"
+        out.append(f"  export  {label}: {check}  {e.get('path', '')}")
+    return out
+
+
 def export(run_dir: Path, fmt: str, quant: str = "q8_0", verify: bool = True) -> dict[str, Any]:
     """Export a run in `fmt` (one of FORMATS); returns what was recorded under [artifacts.<name>]."""
-    if fmt == "merged":
-        return export_merged(run_dir, verify=verify)
-    if fmt == "gguf":
+    if fmt not in FORMATS:
+        raise ExportError(f"unknown export format {fmt!r}: use one of {', '.join(FORMATS)}")
+    import warnings
+
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # the de-quantising and loading bars say nothing a user needs
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # library deprecation notices
+        if fmt == "merged":
+            return export_merged(run_dir, verify=verify)
         from core import gguf_export
 
         return gguf_export.export_gguf(run_dir, quant=quant, verify=verify)
-    raise ExportError(f"unknown export format {fmt!r}: use one of {', '.join(FORMATS)}")

@@ -81,6 +81,7 @@ def record_summary_lines(doc: dict[str, Any]) -> list[str]:
     out.append(
         f"  preset  {doc.get('preset', {}).get('name')}: rank {t.get('lora_r')}, lr {t.get('learning_rate')}, "
         f"epochs {t.get('num_epochs')}, batch {t.get('per_device_batch_size')} x {t.get('gradient_accumulation_steps')}"
+        + (f" x {t['processes']} processes" if t.get("processes", 1) > 1 else "")
     )
     if res:
         out.append(
@@ -88,6 +89,9 @@ def record_summary_lines(doc: dict[str, Any]) -> list[str]:
             f"{res.get('tokens_per_s', '?')} tok/s, peak {res.get('peak_memory_mb', '?')} MB, "
             f"{fmt_duration(res.get('wall_time_s'))}"
         )
+    from core.export import summary_lines
+
+    out += summary_lines(doc.get("artifacts", {}))
     if "finetuned" in res:
         out += ["", *comparison_table(res).splitlines()]
     return out
