@@ -199,3 +199,29 @@ def test_out_of_memory_failure_offers_a_one_key_retry(home, tmp_path, monkeypatc
     asyncio.run(run())
     (cfg,) = started
     assert cfg.training.per_device_batch_size == 2 and cfg.training.gradient_accumulation_steps == 4  # same 8
+
+
+def test_evaluation_screen_exports_in_its_own_process_and_says_why_it_failed(home, tmp_path):
+    """m on the evaluation screen exports the merged model (in a child process); a run without an
+    adapter cannot be exported, and the screen says so instead of hanging."""
+    from tui.train import EvalScreen
+
+    scores = {"base": {"exact_match": 0.0}, "finetuned": {"exact_match": 0.5}}
+    done = make_run(home, tmp_path, "no-adapter", "completed", **scores)
+
+    async def run() -> None:
+        app = create_app(home, start="history")
+        async with app.run_test(size=SIZE) as pilot:
+            app.push_screen(EvalScreen(done))
+
+            def says(text: str) -> bool:
+                nodes = app.screen.query("#next-steps")
+                return bool(nodes) and text in str(nodes.first().render())
+
+            await wait_until(pilot, lambda: says("m / g: export"))
+            await pilot.press("m")
+            assert "exporting merged" in text_of(app, "#next-steps")
+            await wait_until(pilot, lambda: "export failed" in text_of(app, "#next-steps"), 120)
+            assert "adapter" in text_of(app, "#next-steps")
+
+    asyncio.run(run())

@@ -51,3 +51,12 @@ class DataShaped(Message):
     """The chosen data's size and longest example, approximated from its text (core.memory.DataShape)."""
 
     shape: Any
+
+
+@dataclass
+class ExportDone(Message):
+    """An export of the run finished: what it recorded under [artifacts], or why it failed."""
+
+    name: str
+    entry: dict[str, Any] = field(default_factory=dict)
+    error: str = ""

@@ -21,7 +21,7 @@ from textual_plotext import PlotextPlot
 
 from core import runs
 from core.events import describe, fmt_duration, read_events
-from tui.messages import RunEvents
+from tui.messages import ExportDone, RunEvents
 
 POLL_S = 0.5
 
@@ -234,11 +234,18 @@ def mark(score: dict) -> str:
 class EvalScreen(Screen):
     """Base vs fine-tuned on held-out rows: metrics, then every example side by side."""
 
-    BINDINGS = [Binding("escape", "app.pop_screen", "Back"), Binding("h", "history", "History")]
+    BINDINGS = [
+        Binding("escape", "app.pop_screen", "Back"),
+        Binding("m", "export('merged')", "Export merged"),
+        Binding("g", "export('gguf')", "Export GGUF"),
+        Binding("h", "history", "History"),
+    ]
 
     def __init__(self, run_dir: Path) -> None:
         super().__init__()
         self.run_dir = Path(run_dir)
+        self.advice = ""
+        self.exporting = ""
 
     def compose(self) -> ComposeResult:
         yield Label(f"[b]Evaluation[/b] {escape(self.run_dir.name)} - held-out rows the model never saw")
@@ -282,8 +289,53 @@ class EvalScreen(Screen):
             if gain > 0.1
             else "Little gain: fix the dataset (more, cleaner examples) before the settings."
         )
-        self.query_one("#next-steps", Static).update(f"{advice}  Enter: full example.")
+        self.advice = f"{advice}  Enter: full example; m / g: export merged / GGUF."
+        self.show_exports()
         table.focus()
+
+    def show_exports(self, extra: str = "") -> None:
+        from core.export import summary_lines
+
+        arts = runs.read_record(self.run_dir).get("artifacts", {})
+        lines = [escape(line.strip()) for line in summary_lines(arts)]
+        self.query_one("#next-steps", Static).update("\n".join([self.advice, *lines, *([extra] if extra else [])]))
+
+    def action_export(self, fmt: str) -> None:
+        if self.exporting:
+            self.notify(f"already exporting {self.exporting}", severity="warning")
+            return
+        self.exporting = fmt
+        self.show_exports(
+            f"[b]exporting {fmt}[/b]: merging, writing, then answering the held-out prompts to compare "
+            "with the adapter model (a minute or more on a CPU)..."
+        )
+        self.run_export(fmt)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="export")
+    def run_export(self, fmt: str) -> None:
+        """In its own process (like training): torch never loads into the wizard's."""
+        import subprocess
+        import sys
+
+        home = self.run_dir.parent.parent
+        cmd = [sys.executable, "-m", "tui.cli", "--home", str(home), "export", str(self.run_dir), "--format", fmt]
+        proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False)
+        arts = runs.read_record(self.run_dir).get("artifacts", {})
+        name = "merged" if fmt == "merged" else "gguf_q8_0"
+        if proc.returncode != 0:
+            tail = (proc.stderr or proc.stdout).strip().splitlines()
+            self.post_message(ExportDone(name, error=tail[-1] if tail else f"exit {proc.returncode}"))
+        else:
+            self.post_message(ExportDone(name, entry=arts.get(name, {})))
+
+    def on_export_done(self, msg: ExportDone) -> None:
+        self.exporting = ""
+        if msg.error:
+            self.show_exports(f"[red]export failed: {escape(msg.error)}[/red]")
+            self.notify(msg.error, severity="error", timeout=10)
+        else:
+            self.show_exports()
+            self.notify(f"exported {msg.name} to {msg.entry.get('path', '?')}")
 
     @on(DataTable.RowSelected, "#preds")
     def _open(self, event: DataTable.RowSelected) -> None:
