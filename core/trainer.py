@@ -113,7 +113,7 @@ def choose_optimizer(hw) -> tuple[str, str]:
     """(optim, reason): one fused kernel for all parameters on a GPU."""
     if hw.best_gpu is not None:
         return "adamw_torch_fused", "fused AdamW: one kernel per step for all adapter weights"
-    return "adamw_torch", "AdamW (the fused kernel is for GPUs)"
+    return "adamw_torch_fused", "fused AdamW (torch has a fused CPU kernel too; transformers' default)"
 
 
 def choose_workers(hw) -> tuple[int, str]:
@@ -224,7 +224,7 @@ def load_tokenizer(path: Path, cfg: RunConfig):
 
 
 def sft_args(
-    cfg: RunConfig, run_dir: Path, dtype_name: str, has_eval: bool, optim: str = "adamw_torch", workers: int = 0
+    cfg: RunConfig, run_dir: Path, dtype_name: str, has_eval: bool, optim: str = "adamw_torch_fused", workers: int = 0
 ):
     """SFTConfig from our config, feature-detecting names that moved between versions."""
     import dataclasses

@@ -50,9 +50,9 @@ def test_flash_attention_where_installed_and_supported(flash_attn_installed):
     assert trainer.choose_attention(gpu_box(), "bfloat16", "gemma2")[0] == "eager"
 
 
-def test_fused_optimizer_and_loader_workers_on_a_gpu_only():
+def test_fused_optimizer_and_loader_workers():
     assert trainer.choose_optimizer(gpu_box())[0] == "adamw_torch_fused"
-    assert trainer.choose_optimizer(CPU)[0] == "adamw_torch"
+    assert trainer.choose_optimizer(CPU)[0] == "adamw_torch_fused"  # torch's fused AdamW runs on CPUs too
     assert trainer.choose_workers(CPU)[0] == 0
     assert trainer.choose_workers(gpu_box())[0] == 4
 
@@ -76,5 +76,5 @@ def test_gradient_checkpointing_only_when_memory_needs_it():
 
 def test_sft_arguments_carry_the_choices_on_the_cpu(tmp_path):
     cfg = build_config("balanced", max_per_device=4)
-    args = trainer.sft_args(cfg, tmp_path, "float32", has_eval=False, optim="adamw_torch", workers=0)
-    assert args.optim == "adamw_torch" and args.dataloader_num_workers == 0 and not args.dataloader_pin_memory
+    args = trainer.sft_args(cfg, tmp_path, "float32", has_eval=False, optim="adamw_torch_fused", workers=0)
+    assert args.optim == "adamw_torch_fused" and args.dataloader_num_workers == 0 and not args.dataloader_pin_memory

@@ -99,7 +99,7 @@ def test_tiny_training_end_to_end(home, tiny_model_dir, small_data):
     reasons = doc["training"]["reasons"]
     chosen = {"dtype", "threads", "attention", "optimizer", "dataloader_workers", "gradient_checkpointing"}
     assert chosen <= set(reasons)
-    assert reasons["attention"].startswith("sdpa") and reasons["optimizer"].startswith("adamw_torch:")
+    assert reasons["attention"].startswith("sdpa") and reasons["optimizer"].startswith("adamw_torch_fused:")
     # The estimate made at submit was refined by the trainer; the results say how far off it was.
     assert doc["estimate"]["source"].startswith("trainer") and doc["estimate"]["peak_memory_mb"] > 0
     assert abs(doc["results"]["peak_memory_vs_estimate"]) < 0.5
