@@ -87,7 +87,8 @@ def test_wizard_end_to_end_with_the_keyboard(home, session_home, bundled_dir):
             await pilot.press("enter")  # the focused "Start training" button
             await wait_until(pilot, lambda: screen_name(app) == "TrainScreen", 30)
             train = app.screen
-            await wait_until(pilot, lambda: train.status == "completed", 400)
+            # 2 steps, then the held-out loss and 2 generations; minutes when the 2 cores are shared
+            await wait_until(pilot, lambda: train.status == "completed", 900)
             await pilot.pause(1.0)
             assert "completed" in str(train.query_one("#train-status").render())
             assert "held-out loss" in text_of(app, "#train-stats")
