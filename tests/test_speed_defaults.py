@@ -78,3 +78,16 @@ def test_sft_arguments_carry_the_choices_on_the_cpu(tmp_path):
     cfg = build_config("balanced", max_per_device=4)
     args = trainer.sft_args(cfg, tmp_path, "float32", has_eval=False, optim="adamw_torch_fused", workers=0)
     assert args.optim == "adamw_torch_fused" and args.dataloader_num_workers == 0 and not args.dataloader_pin_memory
+
+
+def test_peak_memory_is_the_trainers_own_not_its_parents():
+    """Linux keeps ru_maxrss across exec: a trainer started by a big process must not report its size."""
+    import subprocess
+    import sys
+
+    big = bytearray(600 * 2**20)  # the parent holds 600 MiB
+    for i in range(0, len(big), 4096):
+        big[i] = 1
+    code = "from core.trainer import peak_memory_mb; print(peak_memory_mb())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert float(out.stdout) < 500, out.stdout
