@@ -502,7 +502,6 @@ def preview_text(rendered, limit: int = 4000) -> Text:
 
 
 SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "dim"}
-SEVERITIES = ("error", "warning", "info")
 
 
 class DataStep(StepScreen):
@@ -646,6 +645,8 @@ class DataStep(StepScreen):
         box.clear_options()
         name = Path(str(report.path)).name
         options = []
+        from core.data import SEVERITIES
+
         order = sorted(range(len(report.findings)), key=lambda i: SEVERITIES.index(report.findings[i].severity))
         for i in order:  # errors first, then warnings, then notes; by line within each
             f = report.findings[i]
