@@ -36,21 +36,44 @@ def test_probe_config_keeps_the_run_setup_but_trains_only_a_few_steps(tmp_path):
     assert cfg.training.max_steps == -1  # the run's own config is untouched
 
 
+_PROBE_IN_A_FRESH_PROCESS = """
+import json, sys
+from pathlib import Path
+from core import probe
+from tests.test_probe import small_config
+r = probe.probe(small_config(Path(sys.argv[1])), Path(sys.argv[2]), steps=2)
+print(json.dumps({"figures": r.to_dict(), "times": r.step_times_s, "oom": r.oom, "error": r.memory_error,
+                  "corrected": r.corrected_time_s, "lines": r.lines()}))
+"""
+
+
 @pytest.mark.slow
 def test_probe_on_cpu_reports_predicted_vs_measured(tmp_path, bundled_dir, session_home):
-    cfg = small_config(tmp_path)
-    r = probe.probe(cfg, session_home, steps=2)
-    assert not r.oom
-    assert len(r.step_times_s) == 2 and r.step_time_s > 0
-    assert r.memory_kind == "peak RSS"
-    assert r.seq_len == max(r.seq_len, 1) and r.batch == 2
+    # In a fresh process, as `tunewiz probe` runs: inside pytest the allocator
+    # already holds pages freed by earlier tests, so loading the model there barely raises the peak
+    # (CI measured -45% in-process against -2% in a fresh process).
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    proc = subprocess.run(
+        [sys.executable, "-c", _PROBE_IN_A_FRESH_PROCESS, str(tmp_path), str(session_home)],
+        cwd=root, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r = json.loads(proc.stdout.strip().splitlines()[-1])
+    d = r["figures"]
+    assert not r["oom"]
+    assert len(r["times"]) == 2 and d["step_time_s"] > 0
+    assert d["memory_kind"] == "peak RSS"
+    assert d["seq_len"] >= 1 and d["batch"] == 2
     # What training adds to the process: the breakdown within 35% (allocator and library state vary
     # between processes; measured -2% in a fresh process on this machine).
-    assert abs(r.memory_error) < 0.35, r.lines()
-    assert r.corrected_time_s and r.corrected_time_s > 0
-    d = r.to_dict()
+    assert abs(r["error"]) < 0.35, r["lines"]
+    assert r["corrected"] and r["corrected"] > 0
     assert d["measured_mb"] > d["baseline_mb"] > 0
-    text = "\n".join(r.lines())
+    text = "\n".join(r["lines"])
     assert "predicted" in text and "measured" in text and "corrected by the probe" in text
 
 
