@@ -16,9 +16,13 @@ The wheel carries its own copy of gguf-py (the same ``gguf`` package name, a new
 snapshot); the converter also runs with the released ``gguf`` 0.19, so whichever copy ends up
 installed, conversion and transformers' GGUF loader both work (checked for llama models).
 
-Output types are those the converter writes itself: f16, bf16, q8_0 (f32 too). 4-bit types
-(q4_0, q4_K_M) need llama.cpp's compiled ``llama-quantize``, which no registry package here
-ships, so they are refused with that explanation rather than approximated.
+Output types: those the converter writes itself (f16, bf16, q8_0, f32), and q4_0. The converter
+stops at 8 bits (4-bit types are llama.cpp's compiled ``llama-quantize``'s job, which no registry
+package here ships), so q4_0 converts to f16 first and then re-quantises the file with gguf-py's
+own reference Q4_0 quantiser (``gguf.quants``, the same block format llama.cpp reads): the
+transformer blocks' weight matrices in Q4_0, the token embeddings and output matrix in Q8_0 (as
+llama-quantize keeps them above 4 bits), norms and biases as they were. K-quants (q4_K_M) have no
+Python quantiser and stay refused; ``ollama create --quantize q4_K_M`` on the f16 export makes one.
 
 Verification loads the GGUF back with transformers (``from_pretrained(dir, gguf_file=...)``,
 which de-quantises it), tokenizer and chat template included, answers the held-out prompts
@@ -39,10 +43,12 @@ from typing import Any
 
 from core import export, ollama, runs
 
-GGUF_TYPES = ("f16", "bf16", "q8_0", "f32")
+GGUF_TYPES = ("f16", "bf16", "q8_0", "f32", "q4_0")
+REQUANTIZED = {"q4_0": "Q4_0"}
+"""Types the converter cannot write: converted to f16, then re-quantised with gguf-py."""
 NOT_SUPPORTED = {
-    "q4_0": "4-bit GGUF types need llama.cpp's compiled llama-quantize",
-    "q4_k_m": "4-bit GGUF types need llama.cpp's compiled llama-quantize",
+    "q4_k_m": "k-quants need llama.cpp's compiled llama-quantize (or: export f16, then "
+    "ollama create NAME -f Modelfile --quantize q4_K_M)",
 }
 INSTALL_HINT = (
     "GGUF export needs llama.cpp's converter: pip install 'tunewiz[gguf]' "
@@ -69,6 +75,47 @@ def convert(model_dir: Path, out_file: Path, outtype: str, log_file: Path) -> No
         raise export.ExportError(f"llama.cpp's converter failed (exit {proc.returncode}); see {log_file}:\n{tail}")
 
 
+def requantize(src: Path, dst: Path, qtype: str = "Q4_0") -> dict[str, int]:
+    """Copy the GGUF `src` to `dst` with its weight matrices quantised to `qtype` by gguf-py.
+
+    Matrices whose rows are not whole 32-value blocks, norms and biases keep their type; the
+    token embeddings and output matrix go to Q8_0. Returns how many tensors went to each type.
+    """
+    import gguf
+    import numpy as np
+    from gguf.quants import quantize
+
+    target = gguf.GGMLQuantizationType[qtype]
+    floats = (gguf.GGMLQuantizationType.F16, gguf.GGMLQuantizationType.F32)
+    reader = gguf.GGUFReader(src)
+    arch = reader.fields[gguf.Keys.General.ARCHITECTURE].contents()
+    writer = gguf.GGUFWriter(dst, arch=arch, endianess=reader.endianess)
+    for field in reader.fields.values():
+        if field.name == gguf.Keys.General.ARCHITECTURE or field.name.startswith("GGUF."):
+            continue  # written by GGUFWriter itself
+        vtype = field.types[0]
+        sub = field.types[-1] if vtype == gguf.GGUFValueType.ARRAY else None
+        value = field.contents()
+        if field.name == gguf.Keys.General.FILE_TYPE:
+            value = int(gguf.LlamaFileType[f"MOSTLY_{qtype}"])
+        writer.add_key_value(field.name, value, vtype, sub_type=sub)
+    counts: dict[str, int] = {}
+    for t in reader.tensors:
+        data, dtype = t.data, t.tensor_type
+        block = gguf.GGML_QUANT_SIZES[target][0]
+        if dtype in floats and len(data.shape) == 2 and data.shape[-1] % block == 0 and t.name.endswith(".weight"):
+            keep_8bit = t.name.startswith(("token_embd.", "output."))
+            dtype = gguf.GGMLQuantizationType.Q8_0 if keep_8bit else target
+            data = quantize(np.asarray(data, dtype=np.float32), dtype)
+        writer.add_tensor(t.name, data, raw_dtype=dtype)
+        counts[dtype.name] = counts.get(dtype.name, 0) + 1
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return counts
+
+
 def export_gguf(run_dir: Path, quant: str = "q8_0", verify: bool = True) -> dict[str, Any]:
     """RUN/export/gguf-<quant>/{model.gguf, Modelfile}, verified; recorded under [artifacts.gguf_<quant>]."""
     from core.trainer import load_tokenizer
@@ -93,7 +140,13 @@ def export_gguf(run_dir: Path, quant: str = "q8_0", verify: bool = True) -> dict
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
-    convert(merged, tmp / GGUF_NAME, quant, tmp / "convert.log")
+    if quant in REQUANTIZED:
+        f16 = tmp / "model-f16.gguf"
+        convert(merged, f16, "f16", tmp / "convert.log")
+        requantize(f16, tmp / GGUF_NAME, REQUANTIZED[quant])
+        f16.unlink()
+    else:
+        convert(merged, tmp / GGUF_NAME, quant, tmp / "convert.log")
 
     tok = load_tokenizer(rm.base_path, rm.cfg)
     import json
@@ -103,10 +156,12 @@ def export_gguf(run_dir: Path, quant: str = "q8_0", verify: bool = True) -> dict
     stops = ollama.stop_tokens(tok, eos if isinstance(eos, list) else [eos])
     entry: dict[str, Any] = {"format": "gguf", "type": quant, "converter": converter_version()}
     try:
-        template = ollama.template_for(tok)
-        (tmp / "Modelfile").write_text(ollama.modelfile(GGUF_NAME, template, stops), encoding="utf-8")
+        template, note = ollama.template_for(tok)
+        (tmp / "Modelfile").write_text(ollama.modelfile(GGUF_NAME, template, stops, note), encoding="utf-8")
         entry["modelfile"] = str(out_dir / "Modelfile")
         entry["modelfile_template_matches"] = True
+        if note:
+            entry["modelfile_note"] = note
     except ollama.TemplateError as exc:
         entry["modelfile"] = ""
         entry["modelfile_note"] = str(exc)

@@ -1,10 +1,10 @@
 """Ollama Modelfiles whose TEMPLATE renders the prompt exactly as the model's own chat template.
 
 A GGUF served by Ollama with the wrong TEMPLATE or stop token answers in gibberish or never
-stops, the most common complaint after a fine-tune. So the TEMPLATE is not guessed: it is built
-for the template family the tokenizer's chat template belongs to (today: ChatML, with or
-without a default system prompt, as in SmolLM2 and Qwen2), then rendered for probe conversations
-with :func:`render` (the subset of Go's text/template the generated TEMPLATE uses) and compared
+stops, the most common complaint after a fine-tune. So the TEMPLATE is not guessed: the text the
+tokenizer's chat template writes around each role (ChatML, Llama 3, Phi-3, Gemma, Mistral...) is
+recovered by rendering conversations of sentinel strings, then the TEMPLATE is rendered for probe
+conversations with :func:`render` (the subset of Go's text/template the generated TEMPLATE uses) and compared
 with ``tokenizer.apply_chat_template``. A template that does not match is an error, never a
 silently wrong Modelfile.
 """
@@ -42,38 +42,133 @@ class TemplateError(ValueError):
 # -- Modelfile -----------------------------------------------------------------------------------
 
 
-def chatml_template(default_system: str | None) -> str:
-    """The Ollama TEMPLATE of a ChatML chat template, inserting `default_system` when a
-    conversation has no system message (what SmolLM2's and Qwen2's templates do)."""
-    head = ""
-    if default_system is not None:
-        head = (
-            '{{- if not (and .Messages (eq (index .Messages 0).Role "system")) }}<|im_start|>system\n'
-            + default_system
-            + "<|im_end|>\n{{ end }}\n"
-        )
-    return (
-        head
-        + "{{- range .Messages }}<|im_start|>{{ .Role }}\n{{ .Content }}<|im_end|>\n{{ end }}<|im_start|>assistant\n"
+_SENTINELS = {"system": "SYSTEM-7f3a1c", "u1": "USER-ONE-7f3a1c", "a1": "ASSISTANT-7f3a1c", "u2": "USER-TWO-7f3a1c"}
+
+
+@dataclass
+class Parts:
+    """The literal text a chat template writes around each message, recovered by rendering
+    conversations of sentinel strings (for ChatML, Llama 3, Phi-3, Gemma, Mistral and kin)."""
+
+    head: str  # before the first message when there is no system message (BOS, a default system prompt)
+    user: tuple[str, str]
+    assistant: tuple[str, str]
+    generation: str  # the assistant header add_generation_prompt appends
+    system_head: str | None = None  # before a leading system message's content; None: no system role
+    system_end: str = ""
+
+    def go_template(self) -> str:
+        texts = [self.head, *self.user, *self.assistant, self.generation, self.system_head or "", self.system_end]
+        if any("{{" in t for t in texts):
+            raise TemplateError("the chat template writes '{{', which an Ollama template cannot hold as text")
+        first_is_system = 'and .Messages (eq (index .Messages 0).Role "system")'
+        head = self.head
+        if self.system_head is not None and self.system_head != self.head:
+            head = f"{{{{ if {first_is_system} }}}}{self.system_head}{{{{ else }}}}{self.head}{{{{ end }}}}"
+        system = "{{ .Content }}" + self.system_end if self.system_head is not None else ""
+        (up, us), (ap, as_) = self.user, self.assistant
+        return (
+            head + '{{ range .Messages }}{{ if eq .Role "system" }}' + system
+            + '{{ else }}{{ if eq .Role "assistant" }}' + ap + "{{ .Content }}" + as_
+            + "{{ else }}" + up + "{{ .Content }}" + us + "{{ end }}{{ end }}{{ end }}" + self.generation
+        )  # fmt: skip
+
+
+def _specials(tok) -> list[str]:
+    out = set(getattr(tok, "all_special_tokens", None) or [])
+    for t in (getattr(tok, "added_tokens_decoder", None) or {}).values():
+        out.add(getattr(t, "content", str(t)))
+    return [t for t in out if t]
+
+
+def _common_prefix(a: str, b: str, specials: list[str]) -> str:
+    """The longest common prefix of `a` and `b`, not ending inside a special token of either."""
+    k = 0
+    while k < min(len(a), len(b)) and a[k] == b[k]:
+        k += 1
+    moved = True
+    while moved:
+        moved = False
+        for text in (a, b):
+            for sp in specials:
+                i = text.find(sp)
+                while i != -1 and i < k:
+                    if i < k < i + len(sp):
+                        k, moved = i, True
+                    i = text.find(sp, i + 1)
+    return a[:k]
+
+
+def _split(text: str, *marks: str) -> list[str]:
+    """`text` cut at each of `marks` in order: the len(marks) + 1 pieces between them."""
+    out, pos = [], 0
+    for m in marks:
+        i = text.find(m, pos)
+        if i < 0:
+            raise TemplateError(f"the chat template drops or rewrites message text ({m!r} not in {text!r})")
+        out.append(text[pos:i])
+        pos = i + len(m)
+    return out + [text[pos:]]
+
+
+def parts_for(tok) -> Parts:
+    """Recover the text around each role from the tokenizer's own chat template."""
+    S, U1, A1, U2 = (_SENTINELS[k] for k in ("system", "u1", "a1", "u2"))
+    specials = _specials(tok)
+
+    def render(conv, gen=True):
+        msgs = [{"role": r, "content": c} for r, c in conv]
+        return tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=gen)
+
+    try:
+        one_gen = _split(render([("user", U1)]), U1)
+        one_end = _split(render([("user", U1)], gen=False), U1)
+        three = _split(render([("user", U1), ("assistant", A1), ("user", U2)]), U1, A1, U2)
+        answered = _split(render([("user", U1), ("assistant", A1)], gen=False), U1, A1)
+    except TemplateError:
+        raise
+    except Exception as exc:  # a template's raise_exception, or a tokenizer without one
+        raise TemplateError(f"the chat template cannot render a plain conversation: {exc}") from None
+    user_end = _common_prefix(one_gen[1], one_end[1], specials)
+    assistant_end = _common_prefix(answered[2], three[2], specials)
+    user_start = three[2][len(assistant_end) :]
+    if not three[1].startswith(user_end) or not three[0].endswith(user_start) or not user_start:
+        raise TemplateError("the chat template writes user turns differently depending on their place")
+    parts = Parts(
+        head=three[0][: len(three[0]) - len(user_start)],
+        user=(user_start, user_end),
+        assistant=(three[1][len(user_end) :], assistant_end),
+        generation=one_gen[1][len(user_end) :],
     )
+    try:
+        with_system = _split(render([("system", S), ("user", U1)]), S, U1)
+        if with_system[1].endswith(user_start):
+            parts.system_head = with_system[0]
+            parts.system_end = with_system[1][: len(with_system[1]) - len(user_start)]
+    except Exception:  # no system role (Gemma raises), or folded into a user turn (Mistral)
+        pass
+    return parts
 
 
-def template_for(tok) -> str:
-    """The Ollama TEMPLATE for this tokenizer's chat template, checked on :data:`PROBES`."""
-    user_only = tok.apply_chat_template(PROBES[0], tokenize=False, add_generation_prompt=True)
-    if "<|im_start|>user\nHello<|im_end|>\n" not in user_only or not user_only.endswith("<|im_start|>assistant\n"):
-        raise TemplateError(
-            "the model's chat template is not ChatML; tunewiz writes Ollama templates for ChatML models only "
-            "(the GGUF itself carries the chat template, so llama.cpp can serve it)"
+def template_for(tok) -> tuple[str, str]:
+    """The Ollama TEMPLATE for this tokenizer's chat template, checked on :data:`PROBES`,
+    and a note ('' when the template reproduces every probe)."""
+    parts = parts_for(tok)
+    template = parts.go_template()
+    note = ""
+    probes = PROBES
+    if parts.system_head is None:
+        probes = [c for c in PROBES if all(m["role"] != "system" for m in c)]
+        note = (
+            "the model's chat template has no system turn of its own (it refuses or folds system messages), "
+            "so this Modelfile leaves system messages out"
         )
-    m = re.match(r"<\|im_start\|>system\n(.*?)<\|im_end\|>\n", user_only, re.S)
-    template = chatml_template(m.group(1) if m else None)
-    for conv in PROBES:
+    for conv in probes:
         want = tok.apply_chat_template(conv, tokenize=False, add_generation_prompt=True)
         got = render(template, {"Messages": [{"Role": x["role"], "Content": x["content"]} for x in conv]})
         if got != want:
             raise TemplateError(f"the Ollama template renders {got!r} where the chat template renders {want!r}")
-    return template
+    return template, note
 
 
 def stop_tokens(tok, eos_ids: list[int]) -> list[str]:
@@ -86,11 +181,12 @@ def stop_tokens(tok, eos_ids: list[int]) -> list[str]:
     return out
 
 
-def modelfile(gguf_name: str, template: str, stops: list[str]) -> str:
+def modelfile(gguf_name: str, template: str, stops: list[str], note: str = "") -> str:
     """A Modelfile: `ollama create NAME -f Modelfile` in its directory, then `ollama run NAME`."""
     if '"""' in template:
         raise TemplateError('the template contains """, which a Modelfile cannot quote')
-    lines = [f"FROM ./{gguf_name}", f'TEMPLATE """{template}"""']
+    lines = [f"# {line}" for line in note.splitlines()]
+    lines += [f"FROM ./{gguf_name}", f'TEMPLATE """{template}"""']
     lines += [f"PARAMETER stop {quote(s)}" for s in stops]
     return "\n".join(lines) + "\n"
 

@@ -109,6 +109,19 @@ def choose_attention(hw, dtype_name: str, model_type: str = "") -> tuple[str, st
     return "flash_attention_2", f"flash-attn is installed and {gpu.name} supports it"
 
 
+def choose_padding_free(attention: str, batch: int) -> tuple[bool, str]:
+    """(padding_free, reason): a batch as one row of concatenated examples, only where the attention
+    kernel keeps examples apart (FlashAttention's varlen path reads their boundaries from position_ids)."""
+    if attention not in ("flash_attention_2", "flash_attention_3"):
+        return False, (
+            "off: length-grouped batches instead; packing without FlashAttention's per-example "
+            "boundaries would let examples attend to each other"
+        )
+    if batch < 2:
+        return False, "off: one example per batch has no padding to remove"
+    return True, f"on: {attention} keeps each example's attention to itself, so a batch is one row with no padding"
+
+
 def choose_optimizer(hw) -> tuple[str, str]:
     """(optim, reason): one fused kernel for all parameters on a GPU."""
     if hw.best_gpu is not None:
@@ -487,14 +500,14 @@ def train(run_dir: Path, resume: bool, events: EventWriter, stop: StopFlag) -> N
     attention, attention_reason = choose_attention(hw, dtype_name, model_type)
     optim, optim_reason = choose_optimizer(hw)
     workers, workers_reason = choose_workers(hw)
+    padding_free, padding_free_reason = choose_padding_free(attention, cfg.training.per_device_batch_size)
     reasons = speed_reasons(cfg, dtype_name, dtype_reason, threads)
     reasons.update(
         gradient_checkpointing=f"{use_gc}: {gc_reason}",
         attention=f"{attention}: {attention_reason}",
         optimizer=f"{optim}: {optim_reason}",
         dataloader_workers=workers_reason,
-        padding_free="off: length-grouped batches instead; packing without FlashAttention's per-example "
-        "boundaries would let examples attend to each other",
+        padding_free=padding_free_reason,
     )
     record(run_dir, {"training": {"gradient_checkpointing": use_gc, "reasons": reasons}})
 
@@ -517,7 +530,7 @@ def train(run_dir: Path, resume: bool, events: EventWriter, stop: StopFlag) -> N
     if t.lm_head_trained_only:
         score_only_trained_positions()
     counter = {"tokens": 0, "padded": 0}
-    collator = _counting_collator(tok, counter)
+    collator = _counting_collator(tok, counter, padding_free=padding_free)
     args = sft_args(cfg, run_dir, dtype_name, has_eval=bool(eval_rows), optim=optim, workers=workers)
     trainer = SFTTrainer(
         model=model,
@@ -655,16 +668,20 @@ def score_only_trained_positions() -> None:
         trl_utils._use_triton = lambda device: True
 
 
-def _counting_collator(tok, counter: dict[str, int]):
-    """trl's padding collator, counting the real (non-padding) tokens that pass through."""
+def _counting_collator(tok, counter: dict[str, int], padding_free: bool = False):
+    """trl's collator, counting the real (non-padding) tokens that pass through.
+
+    Padding-free (FlashAttention only): the batch's examples are concatenated into one row with
+    position_ids restarting at each example, from which the kernel takes their boundaries.
+    """
     from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
-    inner = DataCollatorForLanguageModeling(pad_token_id=tok.pad_token_id)
+    inner = DataCollatorForLanguageModeling(pad_token_id=tok.pad_token_id, padding_free=padding_free)
 
     def collate(examples):
         lengths = [len(e["input_ids"]) for e in examples]
         counter["tokens"] += sum(lengths)
-        counter["padded"] += max(lengths) * len(lengths)
+        counter["padded"] += sum(lengths) if padding_free else max(lengths) * len(lengths)
         return inner(examples)
 
     return collate

@@ -50,6 +50,32 @@ def test_flash_attention_where_installed_and_supported(flash_attn_installed):
     assert trainer.choose_attention(gpu_box(), "bfloat16", "gemma2")[0] == "eager"
 
 
+def test_padding_free_only_where_flash_attention_keeps_examples_apart():
+    on, why = trainer.choose_padding_free("flash_attention_2", 4)
+    assert on and "no padding" in why
+    for attention in ("sdpa", "eager"):
+        on, why = trainer.choose_padding_free(attention, 4)
+        assert not on and "attend to each other" in why
+    on, why = trainer.choose_padding_free("flash_attention_2", 1)
+    assert not on and why == "off: one example per batch has no padding to remove"
+
+
+def test_padding_free_collator_makes_one_row_with_restarting_positions_and_counts_no_padding():
+    class Tok:
+        pad_token_id = 0
+
+    rows = [{"input_ids": [5, 6, 7], "labels": [-100, 6, 7]}, {"input_ids": [8, 9], "labels": [-100, 9]}]
+    counter = {"tokens": 0, "padded": 0}
+    batch = trainer._counting_collator(Tok(), counter, padding_free=True)(rows)
+    assert batch["input_ids"].tolist() == [[5, 6, 7, 8, 9]] and "attention_mask" not in batch
+    assert batch["position_ids"].tolist() == [[0, 1, 2, 0, 1]]
+    assert batch["labels"].tolist() == [[-100, 6, 7, -100, 9]]
+    assert counter == {"tokens": 5, "padded": 5}
+    padded = {"tokens": 0, "padded": 0}
+    batch = trainer._counting_collator(Tok(), padded)(rows)
+    assert batch["input_ids"].shape == (2, 3) and padded == {"tokens": 5, "padded": 6}
+
+
 def test_fused_optimizer_and_loader_workers():
     assert trainer.choose_optimizer(gpu_box())[0] == "adamw_torch_fused"
     assert trainer.choose_optimizer(CPU)[0] == "adamw_torch_fused"  # torch's fused AdamW runs on CPUs too

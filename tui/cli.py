@@ -375,6 +375,8 @@ def cmd_export(ns) -> int:
     print(f"  written: {entry['path']}")
     if entry.get("modelfile"):
         print(f"  Ollama:  cd {Path(entry['modelfile']).parent} && ollama create NAME -f Modelfile")
+        if entry.get("modelfile_note"):
+            print(f"  note:    {entry['modelfile_note']}")
     elif entry.get("modelfile_note"):
         print(f"  no Modelfile: {entry['modelfile_note']}")
     if "agreement" in entry:
@@ -663,7 +665,7 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("export", help="merged model or GGUF + Ollama Modelfile, checked against the adapter model")
     s.add_argument("run")
     s.add_argument("--format", choices=["merged", "gguf"], default="merged")
-    s.add_argument("--type", default="q8_0", help="GGUF type: f16, bf16, q8_0 (default), f32")
+    s.add_argument("--type", default="q8_0", help="GGUF type: f16, bf16, q8_0 (default), f32, q4_0")
     s.add_argument("--no-verify", action="store_true", help="skip the held-out comparison")
     s.set_defaults(func=cmd_export)
 
