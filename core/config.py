@@ -96,6 +96,9 @@ class TrainingConfig:
     """Project only the trained (assistant) positions through the output layer, not every token."""
     processes: int = 1
     """Data-parallel training processes (DDP through `accelerate launch`): one per GPU; on CPU, gloo."""
+    fsdp: bool = False
+    """Shard weights, gradients and optimizer states over the processes (FSDP 2) instead of a full copy
+    per GPU (DDP): for a model that does not fit one GPU. GPUs only; needs processes >= 2."""
 
     @property
     def effective_batch(self) -> int:
@@ -165,6 +168,13 @@ class RunConfig:
         for name in ("eval_steps", "save_steps", "threads"):
             if getattr(t, name) < 0:
                 p.append(f"[training] {name} = {getattr(t, name)}: must be 0 or more")
+        if t.fsdp and t.processes < 2:
+            p.append(
+                "[training] fsdp = true shards the model over several processes: set processes to the number "
+                "of GPUs (2 or more), or fsdp = false"
+            )
+        if t.fsdp and m.method == "qlora":
+            p.append("[training] fsdp = true with method = qlora is not supported: use method = lora (FSDP shards it)")
         if t.processes > 64:
             p.append(f"[training] processes = {t.processes}: one process per GPU; at most 64 here")
         if t.save_total_limit < 1:

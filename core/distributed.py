@@ -13,6 +13,12 @@ adapter and evaluates; the other ranks train and log to train.log with a ``[rank
 A stop request (SIGTERM to rank 0, whose pid the record holds) is shared with every rank at the
 end of each step, so all ranks stop after the same step instead of one waiting forever in a
 collective. Nothing here distributes anything itself: accelerate and torch.distributed do.
+
+With ``training.fsdp = true`` (GPUs only: accelerate enables FSDP for multi-GPU runs, not for
+CPU process groups) the processes shard the model instead of each holding a copy: accelerate's
+FSDP 2 plugin wraps each transformer block, and transformers' Trainer applies it (PEFT-aware).
+Every rank then takes part in saving the adapter (its shards are gathered to rank 0), and rank 0
+evaluates on a freshly loaded base + adapter, since the sharded model needs all ranks to run.
 """
 
 from __future__ import annotations
@@ -41,13 +47,31 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch_command(processes: int, trainer_args: list[str]) -> list[str]:
-    """The command line that starts `processes` data-parallel trainers through accelerate.
+FSDP_FLAGS = [
+    "--fsdp_version", "2",
+    # Wrap each transformer block (the model's own _no_split_modules, e.g. LlamaDecoderLayer): one
+    # block's weights are gathered at a time.
+    "--fsdp_auto_wrap_policy", "TRANSFORMER_BASED_WRAP",
+    "--fsdp_reshard_after_forward", "true",
+    # The adapter is saved whole by rank 0 (a few MB), so `adapter/` is a normal PEFT adapter.
+    "--fsdp_state_dict_type", "FULL_STATE_DICT",
+    "--fsdp_cpu_ram_efficient_loading", "false",
+]  # fmt: skip
+
+
+def launch_command(processes: int, trainer_args: list[str], fsdp: bool = False) -> list[str]:
+    """The command line that starts `processes` data-parallel trainers through accelerate
+    (DDP; with `fsdp`, FSDP 2 sharding each transformer block over the processes).
 
     >>> launch_command(2, ["/runs/r1"])[:6]  # doctest: +ELLIPSIS
     ['...', '-m', 'accelerate.commands.launch', '--multi_gpu', '--num_processes', '2']
+    >>> launch_command(2, ["/runs/r1"], fsdp=True)[3:6]
+    ['--use_fsdp', '--num_processes', '2']
     """
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes)]
+    mode = ["--use_fsdp"] if fsdp else ["--multi_gpu"]
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", *mode, "--num_processes", str(processes)]
+    if fsdp:
+        cmd += FSDP_FLAGS
     cmd += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
     cmd += ["--main_process_ip", "127.0.0.1", "--main_process_port", str(free_port())]
     # The trainer sets its own thread count (physical cores / processes on CPU); this only keeps

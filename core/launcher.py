@@ -32,6 +32,11 @@ def submit(cfg, home_dir: Path, hw=None) -> Path:
     """
     from core import data, models
 
+    if cfg.training.fsdp and hw is not None and not hw.gpus:
+        raise runs.RunError(
+            "training.fsdp = true needs GPUs (accelerate shards over GPUs, not CPU processes): "
+            "set fsdp = false to train data-parallel on this machine"
+        )
     models.resolve(cfg.model.id, home_dir, prepare=False)
     loaded = data.load(cfg.data.path)
     if cfg.data.eval_path:
@@ -73,11 +78,12 @@ def start(run_dir: Path, resume: bool = False) -> int:
     if resume:
         runs.update_record(run_dir, runs.mark_resumed)
     args = [str(run_dir)] + (["--resume"] if resume else [])
-    processes = int(runs.read_record(run_dir).get("training", {}).get("processes", 1) or 1)
+    training = runs.read_record(run_dir).get("training", {})
+    processes = int(training.get("processes", 1) or 1)
     if processes > 1:
         from core import distributed
 
-        cmd = distributed.launch_command(processes, args)
+        cmd = distributed.launch_command(processes, args, fsdp=bool(training.get("fsdp", False)))
     else:
         cmd = [sys.executable, "-m", "core.trainer", *args]
     env = dict(os.environ)

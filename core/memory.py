@@ -101,6 +101,8 @@ class Setup:
     """QLoRA: PEFT's prepare_model_for_kbit_training casts the 16-bit embeddings, head and norms to fp32."""
     attention: str = ""
     """sdpa | eager; empty: what the model uses (Gemma 2 needs eager)."""
+    shards: int = 1
+    """FSDP: the processes the weights, gradients and optimizer states are split over (1: a full copy each)."""
 
     def problems(self) -> list[str]:
         p = []
@@ -291,6 +293,12 @@ def breakdown(spec: ModelSpec, s: Setup) -> Breakdown:
     else:
         n_train = lora_params(spec, s.lora_r, s.target_modules)
         trainable = n_train * (4 + 4 + opt)  # fp32 adapter weights + gradients + optimizer states
+    if s.shards > 1:
+        # FSDP: each GPU keeps 1/shards of everything, plus the block being computed and the one
+        # prefetched, gathered whole.
+        block = (spec.layer_linear_params + spec.layer_other_params) * b
+        weights = weights / s.shards + 2 * block
+        trainable = trainable / s.shards
     tokens = s.batch * s.seq_len
     per_layer = layer_activation_bytes(spec, s)
     if s.gradient_checkpointing:
@@ -608,6 +616,7 @@ def setup_for(cfg, hw, shape: DataShape | None = None) -> Setup:
         trained_fraction=trained,
         lora_dropout=t.lora_dropout,
         device="cpu" if getattr(hw, "best_gpu", None) is None else "cuda",
+        shards=t.processes if getattr(t, "fsdp", False) else 1,
     )
 
 

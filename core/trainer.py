@@ -413,6 +413,11 @@ def train(run_dir: Path, resume: bool, events: EventWriter, stop: StopFlag) -> N
             f"training.processes = {distributed.world_size()} but this machine has {len(hw.gpus)} GPU(s): "
             "use one process per GPU"
         )
+    if cfg.training.fsdp and not hw.gpus:
+        raise RuntimeError(
+            "training.fsdp = true needs GPUs (accelerate shards over GPUs, not CPU processes): "
+            "set fsdp = false to train data-parallel on this machine"
+        )
     procs_here = distributed.world_size() if hw.device == "cpu" else 1  # processes sharing the cores
     threads = cfg.training.threads or max(1, hw.cpu_physical_cores // procs_here)
     torch.set_num_threads(threads)
@@ -501,6 +506,13 @@ def train(run_dir: Path, resume: bool, events: EventWriter, stop: StopFlag) -> N
     optim, optim_reason = choose_optimizer(hw)
     workers, workers_reason = choose_workers(hw)
     padding_free, padding_free_reason = choose_padding_free(attention, cfg.training.per_device_batch_size)
+    n_procs = distributed.world_size()
+    if cfg.training.fsdp:
+        sharding = f"FSDP 2 over {n_procs} GPUs: each holds 1/{n_procs} of the weights, gradients and optimizer states"
+    elif n_procs > 1:
+        sharding = f"DDP over {n_procs} processes: each holds a full copy and 1/{n_procs} of every batch"
+    else:
+        sharding = "one process"
     reasons = speed_reasons(cfg, dtype_name, dtype_reason, threads)
     reasons.update(
         gradient_checkpointing=f"{use_gc}: {gc_reason}",
@@ -508,6 +520,7 @@ def train(run_dir: Path, resume: bool, events: EventWriter, stop: StopFlag) -> N
         optimizer=f"{optim}: {optim_reason}",
         dataloader_workers=workers_reason,
         padding_free=padding_free_reason,
+        parallelism=sharding,
     )
     record(run_dir, {"training": {"gradient_checkpointing": use_gc, "reasons": reasons}})
 
@@ -567,6 +580,7 @@ def train(run_dir: Path, resume: bool, events: EventWriter, stop: StopFlag) -> N
             else 1.0,
             lora_dropout=t.lora_dropout,
             device="cpu" if hw.device == "cpu" else "cuda",
+            shards=distributed.world_size() if t.fsdp else 1,
         ),
         hw=hw,
         threads=threads,
@@ -602,10 +616,14 @@ def train(run_dir: Path, resume: bool, events: EventWriter, stop: StopFlag) -> N
     t_train = time.time()
     result = trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
     train_time = time.time() - t_train
+    adapter_dir = run_dir / "adapter"
+    sharded = bool(getattr(trainer, "is_fsdp_enabled", False))
+    if sharded:  # every rank hands its shards over; rank 0 writes a whole PEFT adapter
+        trainer.save_model(str(adapter_dir))
     if not primary:
         return
-    adapter_dir = run_dir / "adapter"
-    model.save_pretrained(str(adapter_dir), safe_serialization=True)
+    if not sharded:
+        model.save_pretrained(str(adapter_dir), safe_serialization=True)
     tok.save_pretrained(str(adapter_dir))
     state = trainer.state
     eval_losses = [h["eval_loss"] for h in state.log_history if "eval_loss" in h]
@@ -642,6 +660,13 @@ def train(run_dir: Path, resume: bool, events: EventWriter, stop: StopFlag) -> N
     if cfg.evaluation.enabled and eval_ex:
         events.emit("status", status="evaluating", message=f"base vs fine-tuned on {len(eval_ex)} held-out rows")
         log.info("evaluating base vs fine-tuned on held-out rows")
+        if sharded:  # the sharded model runs only with every rank; rank 0 evaluates a whole copy
+            from peft import PeftModel
+
+            del trainer, model
+            model = PeftModel.from_pretrained(
+                load_model(resolved.path, cfg, dtype_name, for_training=False), str(adapter_dir)
+            )
         summary = evaluate.compare(model, tok, eval_ex, cfg, run_dir, events=events)
         results.update(summary)
         artifacts["predictions"] = str(run_dir / evaluate.PREDICTIONS)

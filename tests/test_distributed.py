@@ -51,6 +51,70 @@ def test_launch_command_goes_through_accelerate_with_its_own_port():
     assert a[port] != b[port]  # two runs at once do not fight over one rendezvous port
 
 
+def test_fsdp_is_an_option_that_needs_several_processes_and_lora():
+    cfg = apply_overrides(RunConfig(), ["training.processes=2", "training.fsdp=true", "data.path=x.jsonl"])
+    assert cfg.validate().training.fsdp is True
+    for overrides, words in ((["training.processes=1"], "processes"), (["model.method=qlora"], "qlora")):
+        base = ["training.processes=2", "training.fsdp=true", "data.path=x.jsonl"]
+        bad = apply_overrides(RunConfig(), [*base, *overrides])
+        with pytest.raises(ConfigError, match=words):
+            bad.validate()
+
+
+def test_fsdp_estimate_splits_the_weights_and_adapter_states_over_the_gpus():
+    from core.hardware import GPU, Hardware
+    from core.memory import DataShape, for_run
+
+    hw = Hardware(gpus=[GPU(0, "NVIDIA RTX A4000", 16, 16, "8.6", True)] * 2)
+    shape = DataShape(longest=1024, train_tokens=400_000, rows=1000)
+    base = ["model.id=llama-3.1-8b-instruct", "training.processes=2", "data.path=x.jsonl", "per_device_batch_size=1"]
+    base.append("gradient_checkpointing=true")
+    ddp = for_run(apply_overrides(RunConfig(), base), hw, shape)
+    fsdp = for_run(apply_overrides(RunConfig(), [*base, "training.fsdp=true"]), hw, shape)
+    assert fsdp.breakdown.activations == ddp.breakdown.activations  # each GPU still runs its own batch
+    assert fsdp.breakdown.trainable == pytest.approx(ddp.breakdown.trainable / 2)
+    # Half the 16-bit weights, plus the two blocks gathered whole at a time (current and prefetched).
+    assert ddp.breakdown.weights / 2 < fsdp.breakdown.weights < ddp.breakdown.weights / 2 + 2 * 1024
+    assert ddp.peak_memory_mb > 16 * 1024 > fsdp.peak_memory_mb  # 8B LoRA: not on one 16 GB GPU, yes on two
+
+
+def test_fsdp_launch_flags_make_accelerate_wrap_each_block_of_the_peft_model(bundled_dir, monkeypatch):
+    """What can be checked without GPUs: accelerate reads our flags as FSDP 2, and its plugin finds
+    the block class to wrap in the PEFT model the trainer builds (accelerate runs FSDP on GPUs only)."""
+    import os
+
+    from accelerate.commands.launch import launch_command_parser
+    from accelerate.utils import FullyShardedDataParallelPlugin
+    from accelerate.utils.launch import prepare_multi_gpu_env
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    cmd = distributed.launch_command(2, ["/runs/r"], fsdp=True)
+    args = launch_command_parser().parse_args(cmd[3:])
+    assert args.use_fsdp and not args.multi_gpu and args.module and args.training_script == "core.trainer"
+    env = prepare_multi_gpu_env(args)
+    assert env["ACCELERATE_USE_FSDP"] == "true" and env["FSDP_VERSION"] == "2"
+    assert env["FSDP_STATE_DICT_TYPE"] == "FULL_STATE_DICT"
+    for key, value in env.items():
+        if key.startswith(("FSDP_", "ACCELERATE_USE_FSDP")):
+            monkeypatch.setitem(os.environ, key, value)
+    plugin = FullyShardedDataParallelPlugin()
+    model = AutoModelForCausalLM.from_pretrained(str(bundled_dir))
+    model = get_peft_model(model, LoraConfig(r=4, target_modules="all-linear", task_type="CAUSAL_LM"))
+    plugin.set_auto_wrap_policy(model)
+    assert plugin.fsdp_version == 2 and plugin.transformer_cls_names_to_wrap == ["LlamaDecoderLayer"]
+
+
+def test_fsdp_on_a_machine_without_gpus_is_refused_before_the_run_is_created(home, tmp_path):
+    from core.hardware import Hardware
+
+    cfg = apply_overrides(RunConfig(), ["training.processes=2", "training.fsdp=true"])
+    cfg.data.path = str(SAMPLE / "support_tickets.jsonl")
+    with pytest.raises(runs.RunError, match="needs GPUs"):
+        launcher.submit(cfg.validate(), home, hw=Hardware(cpu_physical_cores=2))
+    assert not (home / "runs").exists() or not any((home / "runs").iterdir())
+
+
 def test_outside_a_process_group_every_rank_helper_is_a_no_op(monkeypatch):
     monkeypatch.delenv("RANK", raising=False)
     monkeypatch.delenv("WORLD_SIZE", raising=False)
