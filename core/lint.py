@@ -690,14 +690,15 @@ def _lint(path, tokenizer, max_seq_len, eval_path, eval_fraction, seed) -> Repor
     )
 
 
-def tokenizer_for(model_id: str, home: Path):
-    """The tokenizer (with its chat template) of a model id, as training loads it."""
+def tokenizer_for(model_id: str, home: Path, trust_remote_code: bool = False):
+    """The tokenizer (with its chat template) of a model id, as training loads it (its pad token left
+    as the model ships it: whether one is missing is itself a finding)."""
     from transformers import AutoTokenizer
 
     from core import models
 
     resolved = models.resolve(model_id, home)
-    return AutoTokenizer.from_pretrained(str(resolved.path))
+    return AutoTokenizer.from_pretrained(str(resolved.path), trust_remote_code=trust_remote_code)
 
 
 __all__ = ["RULES", "DataError", "Report", "TokenCounter", "lint", "tokenizer_for"]

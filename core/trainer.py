@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import gc
 import logging
 import os
 import platform
@@ -664,6 +665,8 @@ def train(run_dir: Path, resume: bool, events: EventWriter, stop: StopFlag) -> N
             from peft import PeftModel
 
             del trainer, model
+            gc.collect()
+            torch.cuda.empty_cache()
             model = PeftModel.from_pretrained(
                 load_model(resolved.path, cfg, dtype_name, for_training=False), str(adapter_dir)
             )

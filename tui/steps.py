@@ -567,7 +567,7 @@ class DataStep(StepScreen):
 
         tok, template_error = None, ""
         try:
-            tok = lint.tokenizer_for(model_id, self.wiz.home)
+            tok = lint.tokenizer_for(model_id, self.wiz.home, self.wiz.cfg.model.trust_remote_code)
         except Exception as exc:  # noqa: BLE001 - shown to the user; the structure is still checked
             template_error = f"{type(exc).__name__}: {exc}"
         try:

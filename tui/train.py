@@ -23,7 +23,7 @@ from core import runs
 from core.events import describe, fmt_duration, read_events
 from tui.messages import ExportDone, RunEvents
 
-POLL_S = 0.5
+POLL_S = 1.0
 
 
 class LossPlot(PlotextPlot):
@@ -109,6 +109,8 @@ class TrainScreen(Screen):
         self.post_message(RunEvents(events, record))
 
     def on_run_events(self, msg: RunEvents) -> None:
+        if not msg.events and msg.record == self.record:
+            return  # nothing new: no repaint (the trainer shares the CPU with this screen)
         self.record = msg.record or self.record
         run = self.record.get("run", {})
         self.status = run.get("status", "?")
