@@ -16,6 +16,27 @@ from typing import Any
 GB = 1024**3
 
 
+def peak_rss_bytes() -> int:
+    """This process's peak resident memory: the kernel's high-water mark of its own address space.
+
+    VmHWM from /proc/self/status, not ru_maxrss: Linux keeps that across exec, so a process started
+    by a large one (a test runner, a wizard with torch loaded) would report its parent's size.
+    Writing 5 to /proc/self/clear_refs resets VmHWM. Elsewhere ru_maxrss stands in.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024  # kB
+    except OSError:
+        pass
+    import resource
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024  # bytes on macOS, KiB on Linux
+
+
 @dataclass
 class GPU:
     index: int

@@ -131,42 +131,26 @@ class ProbeResult:
 
 
 class _PeakRss:
-    """Peak resident memory of this process over a block, from the kernel's high-water mark.
-
-    Linux keeps VmHWM in /proc/self/status; writing 5 to /proc/self/clear_refs resets it
-    to the current RSS. No sampling thread: one would steal a core from torch's threads
-    and slow the very steps being timed. Elsewhere ru_maxrss (the lifetime peak) stands in.
+    """Peak resident memory of this process over a block (:func:`core.hardware.peak_rss_bytes`,
+    whose high-water mark is reset on entry). No sampling thread: one would steal a core from
+    torch's threads and slow the very steps being timed.
     """
 
     def __init__(self) -> None:
         self.peak = 0
 
-    @staticmethod
-    def _hwm() -> int | None:
-        try:
-            with open("/proc/self/status", encoding="ascii") as fh:
-                for line in fh:
-                    if line.startswith("VmHWM:"):
-                        return int(line.split()[1]) * 1024
-        except OSError:
-            pass
-        return None
-
     def __enter__(self) -> _PeakRss:
         try:
             with open("/proc/self/clear_refs", "w", encoding="ascii") as fh:
-                fh.write("5")
+                fh.write("5")  # VmHWM := the current RSS
         except OSError:
             pass
         return self
 
     def __exit__(self, *exc) -> None:
-        hwm = self._hwm()
-        if hwm is None:
-            import resource
+        from core.hardware import peak_rss_bytes
 
-            hwm = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
-        self.peak = hwm
+        self.peak = peak_rss_bytes()
 
 
 def probe_config(cfg: RunConfig, steps: int) -> RunConfig:

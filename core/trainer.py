@@ -194,19 +194,9 @@ def peak_memory_mb() -> float:
 
     if torch.cuda.is_available():
         return round(torch.cuda.max_memory_allocated() / 2**20, 1)
-    # VmHWM: this address space's high-water mark. Not ru_maxrss: Linux keeps that across exec, so a
-    # trainer started by a large process (a test runner, a wizard with torch loaded) would report
-    # its parent's size.
-    try:
-        with open("/proc/self/status", encoding="ascii") as fh:
-            for line in fh:
-                if line.startswith("VmHWM:"):
-                    return round(int(line.split()[1]) / 1024, 1)  # kB
-    except OSError:
-        pass
-    import resource
+    from core.hardware import peak_rss_bytes
 
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # KiB on Linux, bytes on macOS
+    return round(peak_rss_bytes() / 2**20, 1)
 
 
 def load_model(path: Path, cfg: RunConfig, dtype_name: str, for_training: bool = True, attention: str = ""):
