@@ -186,11 +186,20 @@ def load_predictions(run_dir: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
+def held_out_examples(cfg) -> list:
+    """The run's held-out examples: its eval file, or the split training held back (same seed)."""
+    from core import data as data_mod
+
+    if cfg.data.eval_path:
+        return data_mod.load(cfg.data.eval_path).examples
+    _, eval_ex = data_mod.split(data_mod.load(cfg.data.path).examples, cfg.data.eval_fraction, cfg.data.split_seed)
+    return eval_ex
+
+
 def evaluate_run(run_dir: Path) -> dict[str, Any]:
     """Re-run the comparison for a finished run from its saved adapter (`tunewiz eval RUN`)."""
     from peft import PeftModel
 
-    from core import data as data_mod
     from core import hardware, models, runs
     from core.config import RunConfig
     from core.trainer import choose_dtype, load_model, load_tokenizer
@@ -206,11 +215,6 @@ def evaluate_run(run_dir: Path) -> dict[str, Any]:
     tok = load_tokenizer(resolved.path, cfg)
     base = load_model(resolved.path, cfg, dtype, for_training=False)
     model = PeftModel.from_pretrained(base, str(adapter))
-    loaded = data_mod.load(cfg.data.path)
-    if cfg.data.eval_path:
-        eval_ex = data_mod.load(cfg.data.eval_path).examples
-    else:
-        _, eval_ex = data_mod.split(loaded.examples, cfg.data.eval_fraction, cfg.data.split_seed)
-    summary = compare(model, tok, eval_ex, cfg, run_dir)
+    summary = compare(model, tok, held_out_examples(cfg), cfg, run_dir)
     runs.update_record(run_dir, {"results": summary, "artifacts": {"predictions": str(run_dir / PREDICTIONS)}})
     return summary

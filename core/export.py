@@ -86,13 +86,10 @@ def base_dtype(model_dir: Path) -> str:
 def held_out(rm: RunModel, tok) -> HeldOut:
     """The chat prompts evaluation answered (same split, same limit) and its token budget."""
     from core import data as data_mod
+    from core.evaluate import held_out_examples
 
     cfg = rm.cfg
-    if cfg.data.eval_path:
-        eval_ex = data_mod.load(cfg.data.eval_path).examples
-    else:
-        _, eval_ex = data_mod.split(data_mod.load(cfg.data.path).examples, cfg.data.eval_fraction, cfg.data.split_seed)
-    chats = [e for e in eval_ex[: cfg.evaluation.max_examples] if e.is_chat]
+    chats = [e for e in held_out_examples(cfg)[: cfg.evaluation.max_examples] if e.is_chat]
     if not chats:
         raise ExportError(f"{rm.run_dir.name} has no held-out chat rows to verify an export with")
     pairs = [data_mod.prompt_and_answer(e.messages) for e in chats]
@@ -111,6 +108,14 @@ def eos_ids(model, tok) -> list[int]:
     if ids is None:
         return []
     return [int(i) for i in (ids if isinstance(ids, (list, tuple)) else [ids])]
+
+
+def end_of_turn_ids(model, tok) -> list[int]:
+    """:func:`eos_ids` plus the tokenizer's eos, the chat template's end-of-turn token evaluation stops at."""
+    ids = eos_ids(model, tok)
+    if tok.eos_token_id is not None and tok.eos_token_id not in ids:
+        ids.append(int(tok.eos_token_id))
+    return ids
 
 
 def generate_ids(model, tok, prompts: list[list[dict]], max_new_tokens: int, stop_ids: list[int]) -> list[list[int]]:
@@ -170,7 +175,7 @@ def agreement(reference: list[list[int]], exported: list[list[int]], stop_ids: l
     }
 
 
-def stops_verdict(stats: dict[str, Any], reference: list[list[int]], exported: list[list[int]], ref_stop, exp_stop):
+def stops_verdict(reference: list[list[int]], exported: list[list[int]], ref_stop, exp_stop) -> bool:
     """True when the export ends where the adapter model ends: its end tokens include the reference's
     end-of-turn token, and every reference answer that stopped has a stopped counterpart."""
     configured = bool(ref_stop) and all(t in exp_stop for t in ref_stop)
@@ -198,10 +203,17 @@ def adapter_model(rm: RunModel, dtype_name: str):
 
 def reference_answers(rm: RunModel, tok, dtype_name: str, held: HeldOut) -> tuple[list[list[int]], list[int]]:
     model = adapter_model(rm, dtype_name)
-    stop = eos_ids(model, tok)
-    if tok.eos_token_id is not None and tok.eos_token_id not in stop:
-        stop.append(int(tok.eos_token_id))  # the end-of-turn token evaluation stops at
+    stop = end_of_turn_ids(model, tok)
     return generate_ids(model, tok, held.prompts, held.max_new_tokens, stop), stop
+
+
+def fresh_partial(out_dir: Path) -> Path:
+    """An empty `<out_dir>.partial` to write an export into before :func:`_replace_dir` puts it in place."""
+    tmp = out_dir.with_name(out_dir.name + ".partial")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    return tmp
 
 
 def _replace_dir(tmp: Path, final: Path) -> None:
@@ -221,16 +233,11 @@ def merge(rm: RunModel, out_dir: Path, dtype_name: str) -> Path:
     model = adapter_model(rm, dtype_name).merge_and_unload()
     tok = load_tokenizer(rm.base_path, rm.cfg)
     # Generation stops at the chat template's end-of-turn token (the tokenizer's eos).
-    end = eos_ids(model, tok)
-    if tok.eos_token_id is not None and tok.eos_token_id not in end:
-        end.append(int(tok.eos_token_id))
+    end = end_of_turn_ids(model, tok)
     model.generation_config.eos_token_id = end[0] if len(end) == 1 else end
     if model.generation_config.pad_token_id is None and tok.pad_token_id is not None:
         model.generation_config.pad_token_id = tok.pad_token_id
-    tmp = out_dir.with_name(out_dir.name + ".partial")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
+    tmp = fresh_partial(out_dir)
     model.save_pretrained(str(tmp), safe_serialization=True)
     tok.save_pretrained(str(tmp))
     _replace_dir(tmp, out_dir)
@@ -258,7 +265,7 @@ def verify_transformers(rm: RunModel, model_dir: Path, dtype_name: str, gguf_fil
     answers = generate_ids(exported, etok, held.prompts, held.max_new_tokens, exp_stop)
     stats = agreement(reference, answers, ref_stop)
     stats["stop_rate"] = agreement(answers, answers, exp_stop)["stop_rate"]
-    stats["stops_at_end_of_turn"] = stops_verdict(stats, reference, answers, ref_stop, exp_stop)
+    stats["stops_at_end_of_turn"] = stops_verdict(reference, answers, ref_stop, exp_stop)
     stats["end_tokens"] = [etok.convert_ids_to_tokens(i) for i in exp_stop]
     stats["max_new_tokens"] = held.max_new_tokens
     return stats

@@ -33,8 +33,8 @@ is checked against the tokenizer's chat template (:mod:`core.ollama`).
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -100,9 +100,9 @@ def requantize(src: Path, dst: Path, qtype: str = "Q4_0") -> dict[str, int]:
             value = int(gguf.LlamaFileType[f"MOSTLY_{qtype}"])
         writer.add_key_value(field.name, value, vtype, sub_type=sub)
     counts: dict[str, int] = {}
+    block = gguf.GGML_QUANT_SIZES[target][0]  # values per quantised block (32 for Q4_0)
     for t in reader.tensors:
         data, dtype = t.data, t.tensor_type
-        block = gguf.GGML_QUANT_SIZES[target][0]
         if dtype in floats and len(data.shape) == 2 and data.shape[-1] % block == 0 and t.name.endswith(".weight"):
             keep_8bit = t.name.startswith(("token_embd.", "output."))
             dtype = gguf.GGMLQuantizationType.Q8_0 if keep_8bit else target
@@ -136,10 +136,7 @@ def export_gguf(run_dir: Path, quant: str = "q8_0", verify: bool = True) -> dict
         export.merge(rm, merged, dtype_name)
 
     out_dir = run_dir / export.EXPORT_DIR / f"gguf-{quant}"
-    tmp = out_dir.with_name(out_dir.name + ".partial")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
+    tmp = export.fresh_partial(out_dir)
     if quant in REQUANTIZED:
         f16 = tmp / "model-f16.gguf"
         convert(merged, f16, "f16", tmp / "convert.log")
@@ -149,8 +146,6 @@ def export_gguf(run_dir: Path, quant: str = "q8_0", verify: bool = True) -> dict
         convert(merged, tmp / GGUF_NAME, quant, tmp / "convert.log")
 
     tok = load_tokenizer(rm.base_path, rm.cfg)
-    import json
-
     gen = json.loads((merged / "generation_config.json").read_text(encoding="utf-8"))
     eos = gen.get("eos_token_id", tok.eos_token_id)
     stops = ollama.stop_tokens(tok, eos if isinstance(eos, list) else [eos])
