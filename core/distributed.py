@@ -47,6 +47,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+FSDP_NEEDS_GPUS = (
+    "training.fsdp = true needs GPUs (accelerate shards over GPUs, not CPU processes): "
+    "set fsdp = false to train data-parallel on this machine"
+)
+
 FSDP_FLAGS = [
     "--fsdp_version", "2",
     # Wrap each transformer block (the model's own _no_split_modules, e.g. LlamaDecoderLayer): one

@@ -30,13 +30,10 @@ def submit(cfg, home_dir: Path, hw=None) -> Path:
     the caller has it (the wizard does; detecting again would import torch in its process).
     Raises ModelError / DataError / RunError before anything is written.
     """
-    from core import data, models
+    from core import data, distributed, models
 
     if cfg.training.fsdp and hw is not None and not hw.gpus:
-        raise runs.RunError(
-            "training.fsdp = true needs GPUs (accelerate shards over GPUs, not CPU processes): "
-            "set fsdp = false to train data-parallel on this machine"
-        )
+        raise runs.RunError(distributed.FSDP_NEEDS_GPUS)
     models.resolve(cfg.model.id, home_dir, prepare=False)
     loaded = data.load(cfg.data.path)
     if cfg.data.eval_path:

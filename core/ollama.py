@@ -42,9 +42,6 @@ class TemplateError(ValueError):
 # -- Modelfile -----------------------------------------------------------------------------------
 
 
-_SENTINELS = {"system": "SYSTEM-7f3a1c", "u1": "USER-ONE-7f3a1c", "a1": "ASSISTANT-7f3a1c", "u2": "USER-TWO-7f3a1c"}
-
-
 @dataclass
 class Parts:
     """The literal text a chat template writes around each message, recovered by rendering
@@ -113,7 +110,7 @@ def _split(text: str, *marks: str) -> list[str]:
 
 def parts_for(tok) -> Parts:
     """Recover the text around each role from the tokenizer's own chat template."""
-    S, U1, A1, U2 = (_SENTINELS[k] for k in ("system", "u1", "a1", "u2"))
+    S, U1, A1, U2 = "SYSTEM-7f3a1c", "USER-ONE-7f3a1c", "ASSISTANT-7f3a1c", "USER-TWO-7f3a1c"  # message texts
     specials = _specials(tok)
 
     def render(conv, gen=True):
@@ -165,7 +162,7 @@ def template_for(tok) -> tuple[str, str]:
         )
     for conv in probes:
         want = tok.apply_chat_template(conv, tokenize=False, add_generation_prompt=True)
-        got = render(template, {"Messages": [{"Role": x["role"], "Content": x["content"]} for x in conv]})
+        got = render_conversation(template, conv)
         if got != want:
             raise TemplateError(f"the Ollama template renders {got!r} where the chat template renders {want!r}")
     return template, note
@@ -382,6 +379,11 @@ def _run(nodes: list[_Node], dot: Any, root: Any, out: list[str]) -> None:
                     _run(n.body or [], item, root, out)
             else:
                 _run(n.other or [], dot, root, out)
+
+
+def render_conversation(template: str, conv: list[dict[str, str]]) -> str:
+    """The prompt Ollama builds from `template` for chat messages (role/content dicts)."""
+    return render(template, {"Messages": [{"Role": m["role"], "Content": m["content"]} for m in conv]})
 
 
 def render(template: str, data: dict[str, Any]) -> str:

@@ -405,10 +405,7 @@ def train(run_dir: Path, resume: bool, events: EventWriter, stop: StopFlag) -> N
             "use one process per GPU"
         )
     if cfg.training.fsdp and not hw.gpus:
-        raise RuntimeError(
-            "training.fsdp = true needs GPUs (accelerate shards over GPUs, not CPU processes): "
-            "set fsdp = false to train data-parallel on this machine"
-        )
+        raise RuntimeError(distributed.FSDP_NEEDS_GPUS)
     procs_here = distributed.world_size() if hw.device == "cpu" else 1  # processes sharing the cores
     threads = cfg.training.threads or max(1, hw.cpu_physical_cores // procs_here)
     torch.set_num_threads(threads)

@@ -89,6 +89,13 @@ def tiny_model_dir(tmp_path_factory, bundled_dir, tokenizer) -> Path:
     return out
 
 
+def sample_tickets(path: Path, rows: int = 40) -> Path:
+    """The first `rows` lines of the sample tickets, written to `path`."""
+    lines = (SAMPLE / "support_tickets.jsonl").read_text().splitlines()[:rows]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
 def write_jsonl(path: Path, rows: list) -> Path:
     path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows), encoding="utf-8")
     return path

@@ -10,7 +10,7 @@ from core import distributed, launcher, runs
 from core.config import ConfigError, RunConfig, apply_overrides
 from core.events import read_events
 from core.toml import read_toml
-from tests.conftest import SAMPLE
+from tests.conftest import SAMPLE, sample_tickets
 from tui import cli
 
 
@@ -130,8 +130,7 @@ def test_two_process_data_parallel_run_on_cpu(home, tiny_model_dir, tmp_path):
     """A real DDP run (gloo, 2 processes) through the normal launcher: both ranks train, rank 0 records."""
     from tests.test_training import tiny_config
 
-    data = tmp_path / "tickets40.jsonl"
-    data.write_text("\n".join((SAMPLE / "support_tickets.jsonl").read_text().splitlines()[:40]) + "\n")
+    data = sample_tickets(tmp_path / "tickets40.jsonl")
     cfg = tiny_config(tiny_model_dir, data, max_steps=4, processes=2, per_device_batch_size=2)
     cfg.training.gradient_accumulation_steps = 1
     cfg.evaluation.max_examples = 2
@@ -160,8 +159,7 @@ def test_a_two_process_run_stops_every_rank_after_the_same_step_and_resumes(home
     """SIGTERM reaches rank 0 (the pid in the record); rank 1 learns it at the end of the step."""
     from tests.test_training import steps_seen, tiny_config, wait_for
 
-    data = tmp_path / "tickets40.jsonl"
-    data.write_text("\n".join((SAMPLE / "support_tickets.jsonl").read_text().splitlines()[:40]) + "\n")
+    data = sample_tickets(tmp_path / "tickets40.jsonl")
     cfg = tiny_config(tiny_model_dir, data, max_steps=60, save_steps=1000, processes=2, per_device_batch_size=2)
     cfg.training.gradient_accumulation_steps = 1
     run_dir = cli.launch(cfg, home)

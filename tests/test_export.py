@@ -15,7 +15,7 @@ import pytest
 from core import export, gguf_export, launcher, ollama, runs
 from core.presets import build_config
 from core.toml import read_toml
-from tests.conftest import SAMPLE, write_jsonl
+from tests.conftest import sample_tickets, write_jsonl
 from tui import cli
 
 CONVERSATIONS = [
@@ -44,7 +44,7 @@ def test_modelfile_template_renders_the_chat_template_prompt(tokenizer, conv):
     text = ollama.modelfile("model.gguf", template, ["<|im_end|>"], note)
     parsed = ollama.parse_modelfile(text)
     assert parsed["from"] == "./model.gguf" and parsed["stop"] == ["<|im_end|>"] and note == ""
-    got = ollama.render(parsed["template"], {"Messages": [{"Role": m["role"], "Content": m["content"]} for m in conv]})
+    got = ollama.render_conversation(parsed["template"], conv)
     assert got == tokenizer.apply_chat_template(conv, tokenize=False, add_generation_prompt=True)
 
 
@@ -90,8 +90,7 @@ def test_modelfile_template_reproduces_each_family_chat_template(tokenizer, fami
     for conv in CONVERSATIONS:
         if note and conv[0]["role"] == "system":
             continue  # a template without a system turn of its own: the Modelfile leaves system messages out
-        msgs = [{"Role": m["role"], "Content": m["content"]} for m in conv]
-        assert ollama.render(template, {"Messages": msgs}) == tok.apply_chat_template(
+        assert ollama.render_conversation(template, conv) == tok.apply_chat_template(
             conv, tokenize=False, add_generation_prompt=True
         ), family
     # Families with a system role keep it; Gemma (refuses one) and Mistral (folds it into the last user turn)
@@ -195,8 +194,7 @@ def test_requantize_to_q4_0_keeps_metadata_embeddings_at_8_bits_and_norms_as_the
 def trained_run(tmp_path_factory, bundled_dir) -> Path:
     home = tmp_path_factory.mktemp("export-home")
     tmp = tmp_path_factory.mktemp("export-data")
-    data = tmp / "tickets40.jsonl"
-    data.write_text("\n".join((SAMPLE / "support_tickets.jsonl").read_text().splitlines()[:40]) + "\n")
+    data = sample_tickets(tmp / "tickets40.jsonl")
     cfg = build_config("balanced", max_per_device=2)
     cfg.name = "export"
     cfg.model.id = str(bundled_dir)
@@ -258,9 +256,8 @@ def test_gguf_export_loads_back_agrees_and_has_a_matching_modelfile(trained_run,
     assert parsed["from"] == "./model.gguf" and (out / parsed["from"]).is_file()
     assert parsed["stop"] == ["<|im_end|>"] and rec["modelfile_template_matches"] is True
     for conv in CONVERSATIONS:
-        msgs = [{"Role": m["role"], "Content": m["content"]} for m in conv]
         want = tokenizer.apply_chat_template(conv, tokenize=False, add_generation_prompt=True)
-        assert ollama.render(parsed["template"], {"Messages": msgs}) == want
+        assert ollama.render_conversation(parsed["template"], conv) == want
 
 
 @pytest.mark.slow

@@ -7,13 +7,11 @@ import json
 import pytest
 
 from core import presets, probe
-from tests.conftest import SAMPLE
+from tests.conftest import SAMPLE, sample_tickets
 
 
 def small_config(tmp_path, steps_rows: int = 12):
-    lines = (SAMPLE / "support_tickets.jsonl").read_text().splitlines()[:steps_rows]
-    data = tmp_path / "tickets.jsonl"
-    data.write_text("\n".join(lines) + "\n")
+    data = sample_tickets(tmp_path / "tickets.jsonl", steps_rows)
     cfg = presets.build_config("balanced", max_per_device=2)
     cfg.model.id = "bundled:smollm2-135m-instruct"
     cfg.data.path = str(data)

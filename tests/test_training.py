@@ -22,7 +22,7 @@ from core.config import RunConfig
 from core.events import read_events
 from core.presets import build_config
 from core.toml import read_toml
-from tests.conftest import ROOT, SAMPLE
+from tests.conftest import ROOT, sample_tickets
 from tui import cli
 
 pytestmark = pytest.mark.slow
@@ -43,10 +43,7 @@ DESIGN_SECTIONS = {
 
 @pytest.fixture
 def small_data(tmp_path) -> Path:
-    lines = (SAMPLE / "support_tickets.jsonl").read_text().splitlines()[:40]
-    path = tmp_path / "tickets40.jsonl"
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    return sample_tickets(tmp_path / "tickets40.jsonl")
 
 
 def tiny_config(model_dir: Path, data: Path, **training) -> RunConfig:
