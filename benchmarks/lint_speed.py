@@ -40,7 +40,7 @@ def main() -> None:
     ap.add_argument("--home", default=os.environ.get("TUNEWIZ_HOME"), help="where the bundled model is converted")
     ns = ap.parse_args()
 
-    from core import lint, models, runs
+    from tunewiz.core import lint, models, runs
 
     home = runs.home(ns.home)
     with tempfile.TemporaryDirectory() as tmp:

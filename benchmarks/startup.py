@@ -23,7 +23,7 @@ CHILD = r"""
 import os, sys, time
 t0 = float(os.environ["T0"])
 from pathlib import Path
-from tui.app import TunewizApp
+from tunewiz.tui.app import TunewizApp
 
 class Bench(TunewizApp):
     def on_ready(self):

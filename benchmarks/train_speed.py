@@ -35,8 +35,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from core import models, presets, runs  # noqa: E402
-from core.toml import read_toml  # noqa: E402
+from tunewiz.core import models, presets, runs  # noqa: E402
+from tunewiz.core.toml import read_toml  # noqa: E402
 
 TEXTBOOK = {
     "per_device_batch_size": 2,
@@ -52,8 +52,7 @@ def random_model(key: str, dest: Path, tokenizer_dir: Path) -> Path:
     """A random-weight model with a catalog architecture's shapes (speed does not depend on the weights)."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-
-    from core import catalog
+    from tunewiz.core import catalog
 
     spec = catalog.lookup(key)
     if spec.fused or spec.key.startswith(("gemma", "phi")):
@@ -74,7 +73,7 @@ def random_model(key: str, dest: Path, tokenizer_dir: Path) -> Path:
 
 def mfu(doc: dict) -> float | None:
     """Model-FLOPs utilisation of a finished run on a GPU: tokens/s x (4N + 6 L d s) / dense bf16 peak."""
-    from core import catalog, memory
+    from tunewiz.core import catalog, memory
 
     gpus = doc.get("hardware", {}).get("gpus") or []
     if not gpus:
@@ -115,7 +114,7 @@ def main() -> None:
     parser.add_argument("--data", help="a data file instead of the sample tickets (its first --rows rows)")
     ns = parser.parse_args()
 
-    from core import hardware
+    from tunewiz.core import hardware
 
     hw = hardware.detect()
     tmp = tempfile.mkdtemp(prefix="tunewiz-bench-")
@@ -142,7 +141,7 @@ def main() -> None:
             run_dir = runs.create_run(make_config(data, recipe, hw.device, model_id, ns.method), home)
             env = {**os.environ, "PYTHONPATH": str(ROOT)}
             subprocess.run(
-                [sys.executable, "-m", "core.trainer", str(run_dir)],
+                [sys.executable, "-m", "tunewiz.core.trainer", str(run_dir)],
                 env=env,
                 check=False,
                 stdout=subprocess.DEVNULL,

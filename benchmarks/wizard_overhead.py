@@ -31,8 +31,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from core import launcher, models, presets, runs  # noqa: E402
-from core.toml import read_toml  # noqa: E402
+from tunewiz.core import launcher, models, presets, runs  # noqa: E402
+from tunewiz.core.toml import read_toml  # noqa: E402
 
 
 def make_config(steps: int):
@@ -45,13 +45,13 @@ def make_config(steps: int):
 
 
 def watch_with_cli(run_dir: Path, home: Path) -> None:
-    cmd = [sys.executable, "-m", "tui.cli", "--home", str(home), "attach", run_dir.name, "--plain"]
+    cmd = [sys.executable, "-m", "tunewiz.tui.cli", "--home", str(home), "attach", run_dir.name, "--plain"]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
 
 
 def watch_with_wizard(run_dir: Path, home: Path) -> None:
-    from tui.app import create_app
+    from tunewiz.tui.app import create_app
 
     async def run() -> None:
         app = create_app(home, start="attach", run=run_dir)

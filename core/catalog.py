@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tunewiz.core.errors import TunewizError
+
 # Linear layers of one decoder block, by their usual PEFT target names.
 ATTN_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj")
 MLP_MODULES = ("gate_proj", "up_proj", "down_proj")
@@ -181,7 +183,7 @@ MODELS: tuple[ModelSpec, ...] = (
 BY_KEY = {m.key: m for m in MODELS}
 
 
-class CatalogError(ValueError):
+class CatalogError(TunewizError, ValueError):
     """A model could not be described; the message says what to give instead."""
 
 

@@ -13,14 +13,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core.toml import tomllib
+from tunewiz.core.errors import TunewizError
+from tunewiz.core.toml import tomllib
 
 METHODS = ("lora", "qlora")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 SCHEDULERS = ("cosine", "linear", "constant", "constant_with_warmup")
 
 
-class ConfigError(ValueError):
+class ConfigError(TunewizError, ValueError):
     """One or more problems in a run configuration, each saying where and what to do."""
 
     def __init__(self, problems: list[str], source: str = "") -> None:

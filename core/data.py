@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from tunewiz.core.errors import TunewizError
 
 ROLES = ("system", "user", "assistant", "tool")
 FORMATS = ("messages", "alpaca", "sharegpt", "prompt_completion", "text")
@@ -73,7 +74,7 @@ DATASET_DIR_MARKERS = ("dataset_info.json", "state.json", "dataset_dict.json")
 SEVERITIES = ("error", "warning", "info")
 
 
-class DataError(ValueError):
+class DataError(TunewizError, ValueError):
     """Problems with a data file: each names the file and line and says what to do."""
 
     def __init__(self, problems: list[str], total: int | None = None) -> None:

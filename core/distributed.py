@@ -82,7 +82,7 @@ def launch_command(processes: int, trainer_args: list[str], fsdp: bool = False) 
     # The trainer sets its own thread count (physical cores / processes on CPU); this only keeps
     # accelerate from guessing one and warning about it.
     cmd += ["--num_cpu_threads_per_process", "1"]
-    return cmd + ["-m", "core.trainer", *trainer_args]
+    return cmd + ["-m", "tunewiz.core.trainer", *trainer_args]
 
 
 def any_rank(flag: bool) -> bool:

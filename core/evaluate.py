@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from core.data import Example, prompt_and_answer, render_example
+from tunewiz.core.data import Example, prompt_and_answer, render_example
 
 PREDICTIONS = "eval/predictions.jsonl"
 GEN_BATCH = 32  # fewer, wider decode steps: per-step overhead dominates on CPU
@@ -188,7 +188,7 @@ def load_predictions(run_dir: Path) -> list[dict[str, Any]]:
 
 def held_out_examples(cfg) -> list:
     """The run's held-out examples: its eval file, or the split training held back (same seed)."""
-    from core import data as data_mod
+    from tunewiz.core import data as data_mod
 
     if cfg.data.eval_path:
         return data_mod.load(cfg.data.eval_path).examples
@@ -199,10 +199,9 @@ def held_out_examples(cfg) -> list:
 def evaluate_run(run_dir: Path) -> dict[str, Any]:
     """Re-run the comparison for a finished run from its saved adapter (`tunewiz eval RUN`)."""
     from peft import PeftModel
-
-    from core import hardware, models, runs
-    from core.config import RunConfig
-    from core.trainer import choose_dtype, load_model, load_tokenizer
+    from tunewiz.core import hardware, models, runs
+    from tunewiz.core.config import RunConfig
+    from tunewiz.core.trainer import choose_dtype, load_model, load_tokenizer
 
     run_dir = Path(run_dir)
     doc = runs.read_record(run_dir)

@@ -10,7 +10,7 @@ Formats (``tunewiz export RUN --format ...``):
   with an Ollama Modelfile.
 
 Every export is verified the same way: the held-out prompts the run was evaluated on (the same
-split and limit as :mod:`core.evaluate`) are answered greedily by the exported model and by the
+split and limit as :mod:`tunewiz.core.evaluate`) are answered greedily by the exported model and by the
 adapter model (base + adapter, unmerged), and the record gets, under ``[artifacts.<format>]``:
 the share of prompts whose answers agree token for token (``agreement``), the share of answers
 that end with the end-of-turn token before the budget (``stop_rate``, with the adapter model's
@@ -28,14 +28,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from core import runs
+from tunewiz.core import runs
+from tunewiz.core.errors import TunewizError
 
 FORMATS = ("merged", "gguf")
 EXPORT_DIR = "export"
 GEN_BATCH = 16
 
 
-class ExportError(RuntimeError):
+class ExportError(TunewizError, RuntimeError):
     """The export could not be made; the message says why and what to do."""
 
 
@@ -59,8 +60,8 @@ class RunModel:
 
 def open_run(run_dir: Path) -> RunModel:
     """The run's config, base model directory and adapter; raises ExportError when there is no adapter."""
-    from core import models
-    from core.config import RunConfig
+    from tunewiz.core import models
+    from tunewiz.core.config import RunConfig
 
     run_dir = Path(run_dir)
     doc = runs.read_record(run_dir)
@@ -85,8 +86,8 @@ def base_dtype(model_dir: Path) -> str:
 
 def held_out(rm: RunModel, tok) -> HeldOut:
     """The chat prompts evaluation answered (same split, same limit) and its token budget."""
-    from core import data as data_mod
-    from core.evaluate import held_out_examples
+    from tunewiz.core import data as data_mod
+    from tunewiz.core.evaluate import held_out_examples
 
     cfg = rm.cfg
     chats = [e for e in held_out_examples(cfg)[: cfg.evaluation.max_examples] if e.is_chat]
@@ -228,7 +229,7 @@ def merge(rm: RunModel, out_dir: Path, dtype_name: str) -> Path:
     Written into a temporary sibling first, so a failed export never leaves a half-written model
     where a working one was.
     """
-    from core.trainer import load_tokenizer
+    from tunewiz.core.trainer import load_tokenizer
 
     model = adapter_model(rm, dtype_name).merge_and_unload()
     tok = load_tokenizer(rm.base_path, rm.cfg)
@@ -248,8 +249,7 @@ def verify_transformers(rm: RunModel, model_dir: Path, dtype_name: str, gguf_fil
     """(stats, reference, exported) for an exported model directory (or a GGUF file in it)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from core.trainer import load_tokenizer
+    from tunewiz.core.trainer import load_tokenizer
 
     tok = load_tokenizer(rm.base_path, rm.cfg)
     held = held_out(rm, tok)
@@ -323,6 +323,6 @@ def export(run_dir: Path, fmt: str, quant: str = "q8_0", verify: bool = True) ->
         warnings.simplefilter("ignore", FutureWarning)  # library deprecation notices
         if fmt == "merged":
             return export_merged(run_dir, verify=verify)
-        from core import gguf_export
+        from tunewiz.core import gguf_export
 
         return gguf_export.export_gguf(run_dir, quant=quant, verify=verify)

@@ -41,7 +41,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from core import export, ollama, runs
+from tunewiz.core import export, ollama, runs
 
 GGUF_TYPES = ("f16", "bf16", "q8_0", "f32", "q4_0")
 REQUANTIZED = {"q4_0": "Q4_0"}
@@ -118,7 +118,7 @@ def requantize(src: Path, dst: Path, qtype: str = "Q4_0") -> dict[str, int]:
 
 def export_gguf(run_dir: Path, quant: str = "q8_0", verify: bool = True) -> dict[str, Any]:
     """RUN/export/gguf-<quant>/{model.gguf, Modelfile}, verified; recorded under [artifacts.gguf_<quant>]."""
-    from core.trainer import load_tokenizer
+    from tunewiz.core.trainer import load_tokenizer
 
     quant = quant.lower()
     if quant in NOT_SUPPORTED:

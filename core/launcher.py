@@ -18,8 +18,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from core import runs
-from core.events import follow as follow_events
+from tunewiz.core import runs
+from tunewiz.core.events import follow as follow_events
 
 
 def submit(cfg, home_dir: Path, hw=None) -> Path:
@@ -30,7 +30,7 @@ def submit(cfg, home_dir: Path, hw=None) -> Path:
     the caller has it (the wizard does; detecting again would import torch in its process).
     Raises ModelError / DataError / RunError before anything is written.
     """
-    from core import data, distributed, models
+    from tunewiz.core import data, distributed, models
 
     if cfg.training.fsdp and hw is not None and not hw.gpus:
         raise runs.RunError(distributed.FSDP_NEEDS_GPUS)
@@ -51,11 +51,11 @@ def plan_estimate(cfg, home_dir: Path, examples, hw=None) -> dict[str, Any]:
     the trainer replaces them with the tokenized figures once it has the tokenizer. An estimate
     that cannot be made (a model outside the catalog, not downloaded yet) never blocks the run.
     """
-    from core import memory
+    from tunewiz.core import memory
 
     try:
         if hw is None:
-            from core import hardware
+            from tunewiz.core import hardware
 
             hw = hardware.detect(home_dir)
         eval_fraction = 0.0 if cfg.data.eval_path else cfg.data.eval_fraction
@@ -78,16 +78,12 @@ def start(run_dir: Path, resume: bool = False) -> int:
     training = runs.read_record(run_dir).get("training", {})
     processes = int(training.get("processes", 1) or 1)
     if processes > 1:
-        from core import distributed
+        from tunewiz.core import distributed
 
         cmd = distributed.launch_command(processes, args, fsdp=bool(training.get("fsdp", False)))
     else:
-        cmd = [sys.executable, "-m", "core.trainer", *args]
-    env = dict(os.environ)
-    # The trainer imports `core` from wherever this process did, installed or not.
-    src = str(Path(__file__).resolve().parent.parent)
-    env["PYTHONPATH"] = src + os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else src
-    env["PYTHONUNBUFFERED"] = "1"
+        cmd = [sys.executable, "-m", "tunewiz.core.trainer", *args]
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
     with open(run_dir / runs.LOG, "ab") as log:
         proc = subprocess.Popen(
             cmd,

@@ -1,6 +1,6 @@
 """The data linter: what silently ruins a fine-tune, found before training, with the line and the fix.
 
-``lint(path)`` reads the file the way training does (:func:`core.data.read`),
+``lint(path)`` reads the file the way training does (:func:`tunewiz.core.data.read`),
 then checks the examples as a set (duplicates, conflicting answers, leakage
 into the held-out rows, size) and, given the model's tokenizer, as the model
 will see them (chat template, end-of-turn token, BOS, length against
@@ -13,7 +13,7 @@ Speed: the structural pass is plain Python over parsed rows. The token pass
 renders every row through the chat template once and counts tokens segment by
 segment between special tokens, tokenising each distinct segment once (system
 prompts and short answers repeat); the full prefix-by-prefix mask
-(:func:`core.data.render`) runs on a sample of rows, one per conversation
+(:func:`tunewiz.core.data.render`) runs on a sample of rows, one per conversation
 shape, and on every row longer than ``max_seq_len`` (to say how much of the
 answer is cut). ``benchmarks/lint_speed.py`` measures it.
 """
@@ -29,8 +29,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import orjson
-
-from core.data import (
+from tunewiz.core.data import (
     SEVERITIES,
     DataError,
     Example,
@@ -694,8 +693,7 @@ def tokenizer_for(model_id: str, home: Path, trust_remote_code: bool = False):
     """The tokenizer (with its chat template) of a model id, as training loads it (its pad token left
     as the model ships it: whether one is missing is itself a finding)."""
     from transformers import AutoTokenizer
-
-    from core import models
+    from tunewiz.core import models
 
     resolved = models.resolve(model_id, home)
     return AutoTokenizer.from_pretrained(str(resolved.path), trust_remote_code=trust_remote_code)

@@ -30,7 +30,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from core.catalog import FUSED, MODELS, ModelSpec
+from tunewiz.core.catalog import FUSED, MODELS, ModelSpec
 
 MiB = 2**20
 GiB = 2**30
@@ -208,7 +208,7 @@ def gib(mb: float) -> str:
 def targets(spec: ModelSpec, target_modules) -> set[str]:
     """The block linear layers that get adapters, by the names in `spec.linear_shapes()`.
 
-    >>> from core.catalog import BY_KEY
+    >>> from tunewiz.core.catalog import BY_KEY
     >>> sorted(targets(BY_KEY["phi3-mini"], ["q_proj", "v_proj"]))
     ['qkv_proj']
     """
@@ -228,7 +228,7 @@ def targets(spec: ModelSpec, target_modules) -> set[str]:
 def lora_params(spec: ModelSpec, r: int, target_modules) -> int:
     """Trainable LoRA parameters: r x (in + out) per adapted linear layer, in every block.
 
-    >>> from core.catalog import BY_KEY
+    >>> from tunewiz.core.catalog import BY_KEY
     >>> lora_params(BY_KEY["llama3.1-8b"], 16, ["all-linear"])  # 0.52% of 8.03B
     41943040
     >>> lora_params(BY_KEY["llama3.1-8b"], 16, ["q_proj", "k_proj", "v_proj", "o_proj"])  # k, v are 4x narrower (GQA)
@@ -468,7 +468,7 @@ class Recommendation:
 
 def preset_batches(spec: ModelSpec, base: Setup, budget_mb: float, max_per_device: int) -> dict[str, tuple]:
     """For each preset, the largest per-device batch (dividing its effective batch) that fits."""
-    from core.presets import PRESETS
+    from tunewiz.core.presets import PRESETS
 
     out = {}
     for name, p in PRESETS.items():
@@ -631,7 +631,7 @@ def run_tokens(cfg, shape: DataShape) -> int:
 def for_run(cfg, hw, shape: DataShape | None = None, spec: ModelSpec | None = None) -> Estimate | None:
     """The estimate of a run: peak memory, speed and time; None for a model the catalog cannot describe
     (a hub id outside the catalog that is not downloaded yet)."""
-    from core import catalog
+    from tunewiz.core import catalog
 
     if spec is None:
         try:

@@ -18,10 +18,12 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from tunewiz.core.errors import TunewizError
+
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
-class ModelError(RuntimeError):
+class ModelError(TunewizError, RuntimeError):
     """The model could not be found or prepared; the message says what to do."""
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from core.config import ConfigError, RunConfig, TrainingConfig
+from tunewiz.core.config import ConfigError, RunConfig, TrainingConfig
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """The probe: a few real training steps at the dataset's longest sequence, before the real run.
 
-It loads the model exactly as the trainer does (:func:`core.trainer.load_model`,
+It loads the model exactly as the trainer does (:func:`tunewiz.core.trainer.load_model`,
 the same LoRA setup, trl's SFTTrainer with the trainer's arguments and
 collator), fills every batch with the longest example, and measures:
 
@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core.config import RunConfig
-from core.memory import Estimate, gib
+from tunewiz.core.config import RunConfig
+from tunewiz.core.memory import Estimate, gib
 
 MiB = 2**20
 
@@ -56,7 +56,7 @@ class ProbeResult:
     @property
     def predicted_model_mb(self) -> float:
         """What the model and its training add to the process once its libraries are imported."""
-        from core.memory import CPU_LIBRARIES_BYTES
+        from tunewiz.core.memory import CPU_LIBRARIES_BYTES
 
         b = self.estimate.breakdown
         return b.total - (CPU_LIBRARIES_BYTES / MiB if self.memory_kind == "peak RSS" else b.overhead)
@@ -107,7 +107,7 @@ class ProbeResult:
         return d
 
     def lines(self) -> list[str]:
-        from core.events import fmt_duration
+        from tunewiz.core.events import fmt_duration
 
         if self.oom:
             out = [f"probe: OUT OF MEMORY at batch {self.batch} x {self.seq_len} tokens: {self.oom}"]
@@ -131,7 +131,7 @@ class ProbeResult:
 
 
 class _PeakRss:
-    """Peak resident memory of this process over a block (:func:`core.hardware.peak_rss_bytes`,
+    """Peak resident memory of this process over a block (:func:`tunewiz.core.hardware.peak_rss_bytes`,
     whose high-water mark is reset on entry). No sampling thread: one would steal a core from
     torch's threads and slow the very steps being timed.
     """
@@ -148,7 +148,7 @@ class _PeakRss:
         return self
 
     def __exit__(self, *exc) -> None:
-        from core.hardware import peak_rss_bytes
+        from tunewiz.core.hardware import peak_rss_bytes
 
         self.peak = peak_rss_bytes()
 
@@ -174,11 +174,10 @@ def probe(cfg: RunConfig, home_dir: Path, steps: int = 3, hw=None) -> ProbeResul
     from transformers import TrainerCallback
     from transformers.utils import logging as hf_logging
     from trl import SFTTrainer
-
-    from core import catalog, hardware, models
-    from core import data as data_mod
-    from core import trainer as tr
-    from core.memory import OPTIMIZERS, Setup, estimate, fixes
+    from tunewiz.core import catalog, hardware, models
+    from tunewiz.core import data as data_mod
+    from tunewiz.core import trainer as tr
+    from tunewiz.core.memory import OPTIMIZERS, Setup, estimate, fixes
 
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()

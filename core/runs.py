@@ -21,8 +21,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from core.config import RunConfig
-from core.toml import read_toml, tomllib, write_toml_atomic
+from tunewiz.core.config import RunConfig
+from tunewiz.core.errors import TunewizError
+from tunewiz.core.toml import read_toml, tomllib, write_toml_atomic
 
 RECORD = "run.toml"
 TRAINER_LOCK = "trainer.lock"
@@ -32,7 +33,7 @@ ACTIVE = ("queued", "running")
 FINAL = ("completed", "stopped", "failed", "crashed")
 
 
-class RunError(RuntimeError):
+class RunError(TunewizError, RuntimeError):
     """A problem with the runs directory or a run, worded for the user."""
 
 
@@ -227,7 +228,7 @@ def refresh(run_dir: str | Path, grace_s: float = 30.0) -> dict:
     A queued run whose trainer never took the lock within `grace_s` of creation
     is also crashed (it died while starting).
     """
-    from core.events import read_events
+    from tunewiz.core.events import read_events
 
     run_dir = Path(run_dir)
     doc = read_record(run_dir)

@@ -1,15 +1,15 @@
 """The training process: ``python -m core.trainer RUN_DIR [--resume]``.
 
-Started detached by :mod:`core.launcher` (own session, stdin from /dev/null,
+Started detached by :mod:`tunewiz.core.launcher` (own session, stdin from /dev/null,
 stdout/stderr to train.log), it reads the run's run.toml and:
 
 1. takes the run's trainer lock (a second trainer on the same run refuses),
 2. resolves the model and loads the data, renders every example with the loss
-   mask of :func:`core.data.render` (assistant tokens only),
+   mask of :func:`tunewiz.core.data.render` (assistant tokens only),
 3. trains LoRA or QLoRA adapters with trl's SFTTrainer, appending step / eval
    events to events.jsonl and checkpointing as configured,
 4. saves the adapter (PEFT, safetensors), compares base and fine-tuned models on
-   the held-out rows (:mod:`core.evaluate`), and records the results.
+   the held-out rows (:mod:`tunewiz.core.evaluate`), and records the results.
 
 Signals: SIGHUP is ignored (a closed terminal must not stop training). The
 first SIGTERM/SIGINT finishes the current step, saves a checkpoint and the
@@ -35,9 +35,9 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from core import __version__, distributed, runs
-from core.config import RunConfig
-from core.events import EventWriter
+from tunewiz.core import __version__, distributed, runs
+from tunewiz.core.config import RunConfig
+from tunewiz.core.events import EventWriter
 
 log = logging.getLogger("tunewiz.trainer")
 
@@ -142,7 +142,7 @@ def needs_checkpointing(cfg: RunConfig, hw, spec, seq_len: int, dtype_name: str)
     """Gradient checkpointing only when memory needs it: on if asked for, or if the run fits only with it."""
     from dataclasses import replace
 
-    from core import memory
+    from tunewiz.core import memory
 
     t = cfg.training
     if t.gradient_checkpointing:
@@ -194,7 +194,7 @@ def peak_memory_mb() -> float:
 
     if torch.cuda.is_available():
         return round(torch.cuda.max_memory_allocated() / 2**20, 1)
-    from core.hardware import peak_rss_bytes
+    from tunewiz.core.hardware import peak_rss_bytes
 
     return round(peak_rss_bytes() / 2**20, 1)
 
@@ -383,9 +383,8 @@ def last_checkpoint(run_dir: Path) -> Path | None:
 def train(run_dir: Path, resume: bool, events: EventWriter, stop: StopFlag) -> None:
     import torch
     from transformers.utils import logging as hf_logging
-
-    from core import data as data_mod
-    from core import evaluate, hardware, models
+    from tunewiz.core import data as data_mod
+    from tunewiz.core import evaluate, hardware, models
 
     hf_logging.disable_progress_bar()  # train.log gets our step lines, not progress bars
     # Data-parallel ranks other than 0 train only: rank 0 writes the record, the adapter and the eval.
@@ -424,7 +423,7 @@ def train(run_dir: Path, resume: bool, events: EventWriter, stop: StopFlag) -> N
     tok = load_tokenizer(resolved.path, cfg)
 
     events.emit("status", status="preparing", message="checking the data against the model's template")
-    from core import lint
+    from tunewiz.core import lint
 
     report = lint.lint(
         cfg.data.path,
@@ -480,7 +479,7 @@ def train(run_dir: Path, resume: bool, events: EventWriter, stop: StopFlag) -> N
     try:
         import json
 
-        from core import catalog
+        from tunewiz.core import catalog
 
         model_cfg = json.loads((Path(resolved.path) / "config.json").read_text(encoding="utf-8"))
         model_type = str(model_cfg.get("model_type", ""))
@@ -549,8 +548,8 @@ def train(run_dir: Path, resume: bool, events: EventWriter, stop: StopFlag) -> N
     trainer.add_callback(make_callback(events, stop, counter, start_step))
     steps_per_epoch = -(-len(train_rows) // t.effective_batch)
     total_steps = t.max_steps if t.max_steps > 0 else int(steps_per_epoch * t.num_epochs + 0.999)
-    from core import catalog
-    from core.memory import Setup, estimate
+    from tunewiz.core import catalog
+    from tunewiz.core.memory import Setup, estimate
 
     n_tokens = train_stats["total_tokens"]
     est = estimate(

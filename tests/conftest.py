@@ -32,7 +32,7 @@ def kill_trainers(h: Path) -> None:
     """A failed test must not leave a trainer running (it would slow every later test)."""
     import signal
 
-    from core import runs
+    from tunewiz.core import runs
 
     for run_dir in runs._run_dirs(runs.runs_root(h)):
         if runs.trainer_alive(run_dir):
@@ -53,7 +53,7 @@ def session_home(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def bundled_dir(session_home) -> Path:
-    from core import models
+    from tunewiz.core import models
 
     return models.resolve(models.DEFAULT_MODEL, session_home).path
 

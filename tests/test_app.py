@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 from textual.widgets import DataTable, Input, Static
+from tunewiz.core import runs
+from tunewiz.core.config import RunConfig
+from tunewiz.core.toml import read_toml
+from tunewiz.tui.app import create_app
 
-from core import runs
-from core.config import RunConfig
-from core.toml import read_toml
 from tests.conftest import SAMPLE
-from tui.app import create_app
 
 SIZE = (80, 24)
 
@@ -188,7 +188,7 @@ def test_wizard_refuses_bad_data_with_the_line(home, tmp_path):
 def test_out_of_memory_failure_offers_a_one_key_retry(home, tmp_path, monkeypatch):
     failed = make_run(home, tmp_path, "oom-run", "failed")
     started = []
-    monkeypatch.setattr("tui.app.TunewizApp.start_run", lambda self, cfg: started.append(cfg))
+    monkeypatch.setattr("tunewiz.tui.app.TunewizApp.start_run", lambda self, cfg: started.append(cfg))
 
     async def run() -> None:
         app = create_app(home, start="attach", run=failed)
@@ -205,7 +205,7 @@ def test_out_of_memory_failure_offers_a_one_key_retry(home, tmp_path, monkeypatc
 def test_evaluation_screen_exports_in_its_own_process_and_says_why_it_failed(home, tmp_path):
     """m on the evaluation screen exports the merged model (in a child process); a run without an
     adapter cannot be exported, and the screen says so instead of hanging."""
-    from tui.train import EvalScreen
+    from tunewiz.tui.train import EvalScreen
 
     scores = {"base": {"exact_match": 0.0}, "finetuned": {"exact_match": 0.5}}
     done = make_run(home, tmp_path, "no-adapter", "completed", **scores)

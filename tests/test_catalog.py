@@ -5,9 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-
-from core import catalog
-from core.catalog import BY_KEY, MODELS, CatalogError
+from tunewiz.core import catalog
+from tunewiz.core.catalog import BY_KEY, MODELS, CatalogError
 
 
 @pytest.mark.parametrize("spec", MODELS, ids=lambda m: m.key)

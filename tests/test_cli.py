@@ -6,16 +6,16 @@ import sys
 from pathlib import Path
 
 import pytest
+from tunewiz.tui import cli
 
 from tests.conftest import ROOT, SAMPLE, chat_row, write_jsonl
-from tui import cli
 
 COMMANDS = ["hw", "train", "demo", "runs", "show", "eval", "attach", "stop", "resume"]
 
 
 def run_cli(*args, cwd=None, env=None):
     return subprocess.run(
-        [sys.executable, "-m", "tui.cli", *args],
+        [sys.executable, "-m", "tunewiz.tui.cli", *args],
         capture_output=True,
         text=True,
         cwd=cwd or ROOT,

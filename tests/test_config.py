@@ -6,8 +6,7 @@ from pathlib import Path
 
 import pytest
 import tomli_w
-
-from core.config import RECORD_ONLY_KEYS, ConfigError, RunConfig, apply_overrides
+from tunewiz.core.config import RECORD_ONLY_KEYS, ConfigError, RunConfig, apply_overrides
 
 
 def _custom_config(data_path: Path) -> RunConfig:

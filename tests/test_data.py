@@ -6,9 +6,9 @@ import copy
 import json
 
 import pytest
+from tunewiz.core import data
+from tunewiz.core.data import DataError, Example, TemplateError
 
-from core import data
-from core.data import DataError, Example, TemplateError
 from tests.conftest import SAMPLE, chat_row, write_jsonl
 
 # -- loading: the formats -----------------------------------------------------------

@@ -5,13 +5,13 @@ from __future__ import annotations
 import re
 
 import pytest
+from tunewiz.core import distributed, launcher, runs
+from tunewiz.core.config import ConfigError, RunConfig, apply_overrides
+from tunewiz.core.events import read_events
+from tunewiz.core.toml import read_toml
+from tunewiz.tui import cli
 
-from core import distributed, launcher, runs
-from core.config import ConfigError, RunConfig, apply_overrides
-from core.events import read_events
-from core.toml import read_toml
 from tests.conftest import SAMPLE, sample_tickets
-from tui import cli
 
 
 def test_processes_is_a_validated_setting_that_scales_the_effective_batch():
@@ -26,8 +26,8 @@ def test_processes_is_a_validated_setting_that_scales_the_effective_batch():
 
 
 def test_estimate_is_per_process_memory_and_the_time_of_one_share():
-    from core.hardware import GPU, Hardware
-    from core.memory import DataShape, for_run
+    from tunewiz.core.hardware import GPU, Hardware
+    from tunewiz.core.memory import DataShape, for_run
 
     shape = DataShape(longest=128, train_tokens=40_000, rows=400)
     for hw in (Hardware(cpu_physical_cores=8), Hardware(gpus=[GPU(0, "G", 24, 24, "8.6", True)] * 2)):
@@ -45,7 +45,12 @@ def test_estimate_is_per_process_memory_and_the_time_of_one_share():
 def test_launch_command_goes_through_accelerate_with_its_own_port():
     a = distributed.launch_command(2, ["/runs/r", "--resume"])
     b = distributed.launch_command(2, ["/runs/r"])
-    assert a[1:3] == ["-m", "accelerate.commands.launch"] and a[-4:] == ["-m", "core.trainer", "/runs/r", "--resume"]
+    assert a[1:3] == ["-m", "accelerate.commands.launch"] and a[-4:] == [
+        "-m",
+        "tunewiz.core.trainer",
+        "/runs/r",
+        "--resume",
+    ]
     assert a[a.index("--num_processes") + 1] == "2"
     port = a.index("--main_process_port") + 1
     assert a[port] != b[port]  # two runs at once do not fight over one rendezvous port
@@ -62,8 +67,8 @@ def test_fsdp_is_an_option_that_needs_several_processes_and_lora():
 
 
 def test_fsdp_estimate_splits_the_weights_and_adapter_states_over_the_gpus():
-    from core.hardware import GPU, Hardware
-    from core.memory import DataShape, for_run
+    from tunewiz.core.hardware import GPU, Hardware
+    from tunewiz.core.memory import DataShape, for_run
 
     hw = Hardware(gpus=[GPU(0, "NVIDIA RTX A4000", 16, 16, "8.6", True)] * 2)
     shape = DataShape(longest=1024, train_tokens=400_000, rows=1000)
@@ -91,7 +96,7 @@ def test_fsdp_launch_flags_make_accelerate_wrap_each_block_of_the_peft_model(bun
 
     cmd = distributed.launch_command(2, ["/runs/r"], fsdp=True)
     args = launch_command_parser().parse_args(cmd[3:])
-    assert args.use_fsdp and not args.multi_gpu and args.module and args.training_script == "core.trainer"
+    assert args.use_fsdp and not args.multi_gpu and args.module and args.training_script == "tunewiz.core.trainer"
     env = prepare_multi_gpu_env(args)
     assert env["ACCELERATE_USE_FSDP"] == "true" and env["FSDP_VERSION"] == "2"
     assert env["FSDP_STATE_DICT_TYPE"] == "FULL_STATE_DICT"
@@ -106,7 +111,7 @@ def test_fsdp_launch_flags_make_accelerate_wrap_each_block_of_the_peft_model(bun
 
 
 def test_fsdp_on_a_machine_without_gpus_is_refused_before_the_run_is_created(home, tmp_path):
-    from core.hardware import Hardware
+    from tunewiz.core.hardware import Hardware
 
     cfg = apply_overrides(RunConfig(), ["training.processes=2", "training.fsdp=true"])
     cfg.data.path = str(SAMPLE / "support_tickets.jsonl")

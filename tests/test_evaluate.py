@@ -5,8 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-
-from core.evaluate import PREDICTIONS, load_predictions, parse_json_object, score, summarize
+from tunewiz.core.evaluate import PREDICTIONS, load_predictions, parse_json_object, score, summarize
 
 EXPECTED = '{"category": "billing", "priority": "high", "sentiment": "negative"}'
 

@@ -11,12 +11,12 @@ import json
 from pathlib import Path
 
 import pytest
+from tunewiz.core import export, gguf_export, launcher, ollama, runs
+from tunewiz.core.presets import build_config
+from tunewiz.core.toml import read_toml
+from tunewiz.tui import cli
 
-from core import export, gguf_export, launcher, ollama, runs
-from core.presets import build_config
-from core.toml import read_toml
 from tests.conftest import sample_tickets, write_jsonl
-from tui import cli
 
 CONVERSATIONS = [
     [{"role": "user", "content": "Hi"}],

@@ -5,9 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-
-from core import hardware
-from core.hardware import GPU, Hardware
+from tunewiz.core import hardware
+from tunewiz.core.hardware import GPU, Hardware
 
 
 def _gpu(total_gb: float, bf16: bool = True, index: int = 0, free_gb: float | None = None) -> GPU:

@@ -20,11 +20,13 @@ def imported_after(code: str) -> set[str]:
 def test_cli_and_core_import_light():
     mods = imported_after(
         "import tui, tui.cli, core.config, core.runs, core.data, core.models, core.presets, "
-        "core.events, core.launcher, core.hardware, core.evaluate, core.trainer"
+        "tunewiz.core.events, core.launcher, core.hardware, core.evaluate, core.trainer"
     )
     assert not {m for m in mods if m.split(".")[0] in HEAVY}
 
 
 def test_core_never_imports_textual():
-    mods = imported_after("import core.config, core.runs, core.data, core.trainer, core.launcher, core.evaluate")
+    mods = imported_after(
+        "import tunewiz.core.config, core.runs, core.data, core.trainer, core.launcher, core.evaluate"
+    )
     assert "textual" not in mods

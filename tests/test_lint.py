@@ -16,9 +16,9 @@ import json
 from pathlib import Path
 
 import pytest
+from tunewiz.core import data, lint
+from tunewiz.core.data import Example, Finding
 
-from core import data, lint
-from core.data import Example, Finding
 from tests.conftest import SAMPLE, chat_row, write_jsonl
 
 
@@ -473,7 +473,7 @@ def test_mask_agrees_with_trl_generation_markers(tokenizer, conv, request):
 
 
 def test_cli_lint_exit_codes_and_lines(tmp_path, capsys, session_home):
-    from tui import cli
+    from tunewiz.tui import cli
 
     good = write_jsonl(tmp_path / "good.jsonl", rows(5))
     assert cli.main(["--home", str(session_home), "lint", str(good)]) == 0
@@ -490,7 +490,7 @@ def test_cli_lint_exit_codes_and_lines(tmp_path, capsys, session_home):
 
 
 def test_cli_lint_json(tmp_path, capsys):
-    from tui import cli
+    from tunewiz.tui import cli
 
     bad = write_jsonl(tmp_path / "bad.jsonl", rows(2) + ["{oops"])
     assert cli.main(["lint", str(bad), "--no-tokens", "--json"]) == 1
@@ -507,7 +507,7 @@ def test_cli_lint_json(tmp_path, capsys):
 
 
 def test_cli_preview_marks_trained_tokens_and_the_cut(tmp_path, capsys, session_home):
-    from tui import cli
+    from tunewiz.tui import cli
 
     path = write_jsonl(tmp_path / "d.jsonl", [chat_row("Hi", "Hello!"), chat_row("word " * 80, "The answer.")])
     assert cli.main(["--home", str(session_home), "preview", str(path), "--row", "1", "--plain"]) == 0

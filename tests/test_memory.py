@@ -6,12 +6,11 @@ import statistics
 from dataclasses import replace
 
 import pytest
-
-from core.catalog import BY_KEY, ModelSpec
-from core.hardware import GPU, Hardware
-from core.memory import Setup, breakdown, estimate, fit, lora_params, recommend, tokens_per_s
-from core.presets import PRESETS
-from tui import cli
+from tunewiz.core.catalog import BY_KEY, ModelSpec
+from tunewiz.core.hardware import GPU, Hardware
+from tunewiz.core.memory import Setup, breakdown, estimate, fit, lora_params, recommend, tokens_per_s
+from tunewiz.core.presets import PRESETS
+from tunewiz.tui import cli
 
 GB = 1e9
 
@@ -202,11 +201,12 @@ def test_cli_recommend_prints_a_ranked_table(capsys, home):
 
 
 def test_submitted_run_records_the_estimate_before_training(home, monkeypatch):
-    from core import launcher
-    from core.config import RunConfig
-    from core.models import DEFAULT_MODEL
-    from core.presets import build_config
-    from core.toml import read_toml
+    from tunewiz.core import launcher
+    from tunewiz.core.config import RunConfig
+    from tunewiz.core.models import DEFAULT_MODEL
+    from tunewiz.core.presets import build_config
+    from tunewiz.core.toml import read_toml
+
     from tests.conftest import SAMPLE
 
     monkeypatch.setattr(launcher, "start", lambda run_dir, resume=False: 0)  # no trainer: the record as submitted
@@ -230,9 +230,10 @@ def test_submitted_run_records_the_estimate_before_training(home, monkeypatch):
 
 
 def test_a_model_the_estimator_cannot_describe_does_not_block_the_run(home, monkeypatch):
-    from core import launcher
-    from core.presets import build_config
-    from core.toml import read_toml
+    from tunewiz.core import launcher
+    from tunewiz.core.presets import build_config
+    from tunewiz.core.toml import read_toml
+
     from tests.conftest import SAMPLE
 
     monkeypatch.setattr(launcher, "start", lambda run_dir, resume=False: 0)
@@ -245,8 +246,8 @@ def test_a_model_the_estimator_cannot_describe_does_not_block_the_run(home, monk
 
 
 def test_max_steps_turn_into_tokens_by_the_mean_row():
-    from core.memory import DataShape, run_tokens
-    from core.presets import build_config
+    from tunewiz.core.memory import DataShape, run_tokens
+    from tunewiz.core.presets import build_config
 
     cfg = build_config("balanced", max_per_device=4)
     shape = DataShape(longest=120, train_tokens=30_000, rows=300)

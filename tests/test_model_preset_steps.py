@@ -7,12 +7,12 @@ import asyncio
 
 import pytest
 from textual.widgets import OptionList, Static
+from tunewiz.core.hardware import GPU, Hardware
+from tunewiz.tui.app import create_app
+from tunewiz.tui.steps import PresetStep, memory_bar, model_rows, preset_figures
 
-from core.hardware import GPU, Hardware
 from tests.conftest import SAMPLE
 from tests.test_app import SIZE, screen_name, text_of, wait_until
-from tui.app import create_app
-from tui.steps import PresetStep, memory_bar, model_rows, preset_figures
 
 CPU_BOX = Hardware(cpu_physical_cores=2, ram_total_gb=24, ram_available_gb=22)
 
@@ -133,7 +133,7 @@ def test_preset_cards_show_predicted_memory_and_time_for_the_model_and_data(home
 
 
 def test_memory_bar_and_rows_fit_80_columns():
-    from core.memory import recommend
+    from tunewiz.core.memory import recommend
 
     assert memory_bar(0.1, 100) == "█" + "░" * 9 and memory_bar(500, 100) == "█" * 10
     rows = model_rows(recommend(CPU_BOX), 22 * 1024, {})
@@ -142,7 +142,7 @@ def test_memory_bar_and_rows_fit_80_columns():
 
 
 def test_preset_figures_say_when_the_model_is_unknown():
-    from core.config import RunConfig
+    from tunewiz.core.config import RunConfig
 
     cfg = RunConfig()
     cfg.model.id = "someone/private-model"

@@ -5,9 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-
-from core import models
-from core.models import DEFAULT_MODEL, ModelError
+from tunewiz.core import models
+from tunewiz.core.models import DEFAULT_MODEL, ModelError
 
 
 def test_unknown_id_suggests_the_bundled_model(home):

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import pytest
-
-from core import presets
-from core.config import ConfigError, DataConfig, RunConfig
+from tunewiz.core import presets
+from tunewiz.core.config import ConfigError, DataConfig, RunConfig
 
 CHEAT_SHEET = {
     # name: (lora rank, learning rate, epochs, effective batch)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
+from tunewiz.core import presets, probe
 
-from core import presets, probe
 from tests.conftest import SAMPLE, sample_tickets
 
 
@@ -37,7 +37,7 @@ def test_probe_config_keeps_the_run_setup_but_trains_only_a_few_steps(tmp_path):
 _PROBE_IN_A_FRESH_PROCESS = """
 import json, sys
 from pathlib import Path
-from core import probe
+from tunewiz.core import probe
 from tests.test_probe import small_config
 r = probe.probe(small_config(Path(sys.argv[1])), Path(sys.argv[2]), steps=2)
 print(json.dumps({"figures": r.to_dict(), "times": r.step_times_s, "oom": r.oom, "error": r.memory_error,
@@ -76,7 +76,7 @@ def test_probe_on_cpu_reports_predicted_vs_measured(tmp_path, bundled_dir, sessi
 
 
 def test_cli_probe_refuses_zero_steps(capsys, home):
-    from tui import cli
+    from tunewiz.tui import cli
 
     assert cli.main(["probe", "--data", str(SAMPLE / "support_tickets.jsonl"), "--steps", "0"]) == 2
     assert "--steps 0" in capsys.readouterr().err
@@ -86,7 +86,7 @@ def test_cli_probe_refuses_zero_steps(capsys, home):
 def test_cli_probe_prints_predicted_against_measured(capsys, session_home, bundled_dir):
     import re
 
-    from tui import cli
+    from tunewiz.tui import cli
 
     argv = ["--home", str(session_home), "probe", "--data", str(SAMPLE / "support_tickets.jsonl")]
     assert cli.main([*argv, "--steps", "2", "--max-seq-len", "64", "--batch", "2", "--json"]) == 0

@@ -7,11 +7,10 @@ from datetime import datetime
 
 import pytest
 import tomli_w
-
-from core import runs
-from core.config import RunConfig
-from core.events import EventWriter
-from core.toml import read_toml, write_toml_atomic
+from tunewiz.core import runs
+from tunewiz.core.config import RunConfig
+from tunewiz.core.events import EventWriter
+from tunewiz.core.toml import read_toml, write_toml_atomic
 
 
 def _cfg(tmp_path, name: str = "") -> RunConfig:

@@ -12,13 +12,13 @@ import shutil
 from pathlib import Path
 
 import pytest
+from tunewiz.core import runs
+from tunewiz.core.config import RunConfig
+from tunewiz.core.hardware import Hardware
+from tunewiz.core.toml import write_toml_atomic
+from tunewiz.tui.app import create_app
 
-from core import runs
-from core.config import RunConfig
-from core.hardware import Hardware
-from core.toml import write_toml_atomic
 from tests.conftest import SAMPLE
-from tui.app import create_app
 
 SIZE = (80, 24)
 BASE = Path("/tmp/tunewiz-snapshots")

@@ -5,11 +5,10 @@ from __future__ import annotations
 import importlib.util
 
 import pytest
-
-from core import trainer
-from core.catalog import BY_KEY
-from core.hardware import GPU, Hardware
-from core.presets import build_config
+from tunewiz.core import trainer
+from tunewiz.core.catalog import BY_KEY
+from tunewiz.core.hardware import GPU, Hardware
+from tunewiz.core.presets import build_config
 
 CPU = Hardware(cpu_physical_cores=2, cpu_logical_cores=2, ram_total_gb=24, ram_available_gb=20)
 
@@ -114,6 +113,6 @@ def test_peak_memory_is_the_trainers_own_not_its_parents():
     big = bytearray(600 * 2**20)  # the parent holds 600 MiB
     for i in range(0, len(big), 4096):
         big[i] = 1
-    code = "from core.trainer import peak_memory_mb; print(peak_memory_mb())"
+    code = "from tunewiz.core.trainer import peak_memory_mb; print(peak_memory_mb())"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert float(out.stdout) < 500, out.stdout

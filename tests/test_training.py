@@ -16,14 +16,14 @@ import time
 from pathlib import Path
 
 import pytest
+from tunewiz.core import launcher, runs
+from tunewiz.core.config import RunConfig
+from tunewiz.core.events import read_events
+from tunewiz.core.presets import build_config
+from tunewiz.core.toml import read_toml
+from tunewiz.tui import cli
 
-from core import launcher, runs
-from core.config import RunConfig
-from core.events import read_events
-from core.presets import build_config
-from core.toml import read_toml
 from tests.conftest import ROOT, sample_tickets
-from tui import cli
 
 pytestmark = pytest.mark.slow
 
@@ -143,11 +143,11 @@ def test_training_survives_the_terminal_closing(home, tiny_model_dir, small_data
     """`tunewiz train --follow` in its own terminal session; the whole session gets SIGHUP, then SIGKILL."""
     cfg = tiny_config(tiny_model_dir, small_data, max_steps=30)
     config_file = tmp_path / "cfg.toml"
-    from core.toml import write_toml_atomic
+    from tunewiz.core.toml import write_toml_atomic
 
     write_toml_atomic(config_file, cfg.to_dict())
     terminal = subprocess.Popen(
-        [sys.executable, "-m", "tui.cli", "train", "--config", str(config_file), "--follow", "--no-eval"],
+        [sys.executable, "-m", "tunewiz.tui.cli", "train", "--config", str(config_file), "--follow", "--no-eval"],
         cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
         start_new_session=True,
@@ -204,7 +204,7 @@ def test_killed_trainer_is_reported_crashed(home, tiny_model_dir, small_data, ca
     wait_for(lambda: (run_dir / "checkpoints" / "checkpoint-20").is_dir(), timeout=180)
     # a second trainer on the same run is refused while the first holds the lock
     second = subprocess.run(
-        [sys.executable, "-m", "core.trainer", str(run_dir)],
+        [sys.executable, "-m", "tunewiz.core.trainer", str(run_dir)],
         capture_output=True,
         text=True,
         env={**os.environ, "PYTHONPATH": str(ROOT)},

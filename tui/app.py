@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import time
+from importlib.resources import files
 from pathlib import Path
 
 from textual.app import App
 from textual.binding import Binding
-
-from core import runs
-from core.config import RunConfig
-from core.models import DEFAULT_MODEL
-from tui.steps import DataStep, HardwareStep, ModelStep, PresetStep, ReviewStep
+from tunewiz.core import runs
+from tunewiz.core.config import RunConfig
+from tunewiz.core.models import DEFAULT_MODEL
+from tunewiz.tui.steps import DataStep, HardwareStep, ModelStep, PresetStep, ReviewStep
 
 STARTED = time.perf_counter()
 
@@ -19,7 +19,7 @@ STARTED = time.perf_counter()
 class TunewizApp(App):
     """Hardware -> model -> data -> preset -> review -> train -> evaluate, and history."""
 
-    CSS_PATH = Path(__file__).parent / "app.tcss"
+    CSS = files("tunewiz.tui").joinpath("app.tcss").read_text(encoding="utf-8")  # shipped in the wheel
     TITLE = "tunewiz"
     STEPS = [HardwareStep, ModelStep, DataStep, PresetStep, ReviewStep]
     BINDINGS = [Binding("ctrl+q", "quit", "Quit", priority=True)]
@@ -38,7 +38,7 @@ class TunewizApp(App):
         if self.start == "history":
             self.show_history()
         elif self.start == "attach" and self.run_dir:
-            from tui.train import TrainScreen
+            from tunewiz.tui.train import TrainScreen
 
             self.push_screen(TrainScreen(self.run_dir))
         else:
@@ -59,11 +59,11 @@ class TunewizApp(App):
             self.start_run(self.cfg)
 
     def start_run(self, cfg: RunConfig) -> None:
-        from core import launcher
-        from core.config import ConfigError
-        from core.data import DataError
-        from core.models import ModelError
-        from tui.train import TrainScreen
+        from tunewiz.core import launcher
+        from tunewiz.core.config import ConfigError
+        from tunewiz.core.data import DataError
+        from tunewiz.core.models import ModelError
+        from tunewiz.tui.train import TrainScreen
 
         try:
             run_dir = launcher.submit(cfg.validate(), self.home, hw=self.hardware)
@@ -74,7 +74,7 @@ class TunewizApp(App):
         self.push_screen(TrainScreen(run_dir))
 
     def show_history(self) -> None:
-        from tui.history import HistoryScreen
+        from tunewiz.tui.history import HistoryScreen
 
         self.push_screen(HistoryScreen())
 

@@ -8,38 +8,32 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
-from core import __version__, runs
-from core.config import ConfigError, RunConfig, apply_overrides
-from core.data import DataError
-from core.events import describe, fmt_duration
-from core.models import DEFAULT_MODEL, ModelError
+from tunewiz.core import __version__, runs
+from tunewiz.core.config import ConfigError, RunConfig, apply_overrides
+from tunewiz.core.data import DataError
+from tunewiz.core.errors import TunewizError
+from tunewiz.core.events import describe, fmt_duration
+from tunewiz.core.models import DEFAULT_MODEL, ModelError
 
 EXIT_USAGE = 2
 
 
-class UserError(Exception):
-    pass
-
-
-def repo_root() -> Path:
-    return Path(__file__).resolve().parent.parent
+class UserError(TunewizError):
+    """A command-line mistake: the message says what to type instead."""
 
 
 def sample_data(name: str = "support_tickets.jsonl") -> Path:
-    """The bundled sample data (shipped beside the source; editable installs and checkouts)."""
-    base = Path(os.environ.get("TUNEWIZ_SAMPLE_DATA", repo_root() / "sample_data"))
-    path = base / name
-    if not path.is_file():
-        raise UserError(
-            f"sample data {path} not found. Run tunewiz from its source checkout "
-            "(pip install -e .), or set TUNEWIZ_SAMPLE_DATA to the sample_data folder."
-        )
-    return path
+    """The bundled sample data, read from the installed package."""
+    from tunewiz.core import samples
+
+    try:
+        return samples.path(name)
+    except FileNotFoundError as exc:
+        raise UserError(f"{exc}. Reinstall tunewiz (pip install tunewiz) to get it back.") from exc
 
 
 # -- formatting ---------------------------------------------------------------------
@@ -89,7 +83,7 @@ def record_summary_lines(doc: dict[str, Any]) -> list[str]:
             f"{res.get('tokens_per_s', '?')} tok/s, peak {res.get('peak_memory_mb', '?')} MB, "
             f"{fmt_duration(res.get('wall_time_s'))}"
         )
-    from core.export import summary_lines
+    from tunewiz.core.export import summary_lines
 
     out += summary_lines(doc.get("artifacts", {}))
     if "finetuned" in res:
@@ -105,7 +99,7 @@ def print_record_summary(doc: dict[str, Any]) -> None:
 
 
 def cmd_hw(ns) -> int:
-    from core import hardware
+    from tunewiz.core import hardware
 
     hw = hardware.detect(runs.home(ns.home))
     if ns.json:
@@ -118,7 +112,7 @@ def cmd_hw(ns) -> int:
 
 
 def build_config(ns) -> RunConfig:
-    from core import presets
+    from tunewiz.core import presets
 
     if ns.config:
         cfg = RunConfig.from_toml(ns.config)
@@ -149,13 +143,13 @@ def build_config(ns) -> RunConfig:
 
 
 def launch(cfg: RunConfig, home_dir: Path) -> Path:
-    from core import launcher
+    from tunewiz.core import launcher
 
     return launcher.submit(cfg, home_dir)
 
 
 def follow_run(run_dir: Path) -> int:
-    from core import launcher
+    from tunewiz.core import launcher
 
     try:
         for ev in launcher.follow(run_dir):
@@ -187,7 +181,7 @@ def cmd_train(ns) -> int:
 
 
 def cmd_demo(ns) -> int:
-    from core import hardware, presets
+    from tunewiz.core import hardware, presets
 
     home_dir = runs.home(ns.home)
     hw = hardware.detect(home_dir)
@@ -243,7 +237,7 @@ def cmd_show(ns) -> int:
     else:
         print_record_summary(doc)
         if ns.examples:
-            from core.evaluate import load_predictions
+            from tunewiz.core.evaluate import load_predictions
 
             for p in load_predictions(run_dir)[: ns.examples]:
                 print(
@@ -255,13 +249,13 @@ def cmd_show(ns) -> int:
 
 def _tokenizer(ns):
     """The model's tokenizer (the bundled model is converted once, on first use)."""
-    from core.lint import tokenizer_for
+    from tunewiz.core.lint import tokenizer_for
 
     return tokenizer_for(ns.model, runs.home(ns.home))
 
 
 def cmd_lint(ns) -> int:
-    from core import lint
+    from tunewiz.core import lint
 
     tok = None if ns.no_tokens else _tokenizer(ns)
     report = lint.lint(ns.data, tok, max_seq_len=ns.max_seq_len, eval_path=ns.eval_data, eval_fraction=ns.eval_fraction)
@@ -312,8 +306,7 @@ def preview_lines(rendered, plain: bool) -> Any:
 
 def cmd_preview(ns) -> int:
     from rich.console import Console
-
-    from core import data
+    from tunewiz.core import data
 
     loaded = data.read(ns.data)
     if not loaded.examples:
@@ -353,7 +346,7 @@ def cmd_preview(ns) -> int:
 
 
 def cmd_eval(ns) -> int:
-    from core.evaluate import evaluate_run
+    from tunewiz.core.evaluate import evaluate_run
 
     run_dir = runs.find_run(runs.home(ns.home), ns.run)
     print(f"evaluating {run_dir.name}: base vs fine-tuned on the held-out rows ...", flush=True)
@@ -363,7 +356,7 @@ def cmd_eval(ns) -> int:
 
 
 def cmd_export(ns) -> int:
-    from core.export import ExportError, export
+    from tunewiz.core.export import ExportError, export
 
     run_dir = runs.find_run(runs.home(ns.home), ns.run)
     what = f"gguf ({ns.type})" if ns.format == "gguf" else ns.format
@@ -393,7 +386,7 @@ def cmd_export(ns) -> int:
 
 
 def cmd_stop(ns) -> int:
-    from core import launcher
+    from tunewiz.core import launcher
 
     run_dir = runs.find_run(runs.home(ns.home), ns.run)
     if launcher.stop(run_dir, now=ns.now):
@@ -404,14 +397,14 @@ def cmd_stop(ns) -> int:
 
 
 def cmd_resume(ns) -> int:
-    from core import launcher
+    from tunewiz.core import launcher
 
     run_dir = runs.find_run(runs.home(ns.home), ns.run)
     doc = runs.refresh(run_dir)
     status = doc["run"].get("status")
     if status not in ("stopped", "crashed", "failed"):
         raise UserError(f"{run_dir.name} is {status}; only a stopped, crashed or failed run can be resumed")
-    from core.trainer import last_checkpoint
+    from tunewiz.core.trainer import last_checkpoint
 
     ckpt = last_checkpoint(run_dir)
     print(f"resuming {run_dir.name} from {ckpt.name if ckpt else 'the start (no checkpoint was saved)'}")
@@ -427,7 +420,7 @@ def cmd_attach(ns) -> int:
 
 
 def run_app(ns, start: str = "wizard", run: Path | None = None) -> int:
-    from tui.app import create_app
+    from tunewiz.tui.app import create_app
 
     data = getattr(ns, "data", None)
     if start == "wizard" and not data:
@@ -454,7 +447,7 @@ def cmd_history(ns) -> int:
 
 def _fit_hardware(ns):
     """The detected hardware, or a pretend GPU / RAM size given on the command line."""
-    from core import hardware
+    from tunewiz.core import hardware
 
     hw = hardware.detect(runs.home(ns.home))
     if getattr(ns, "gpu_gb", None):
@@ -465,7 +458,7 @@ def _fit_hardware(ns):
 
 
 def cmd_fit(ns) -> int:
-    from core import catalog, memory, presets
+    from tunewiz.core import catalog, memory, presets
 
     hw = _fit_hardware(ns)
     try:
@@ -511,7 +504,7 @@ def cmd_fit(ns) -> int:
 
 def cmd_probe(ns) -> int:
     """A few real training steps at the data's longest example: predicted vs measured memory and speed."""
-    from core import hardware, presets, probe
+    from tunewiz.core import hardware, presets, probe
 
     if ns.steps < 1:
         raise UserError(f"--steps {ns.steps}: probe at least 1 step (3 or more give a steadier time)")
@@ -545,7 +538,7 @@ def cmd_probe(ns) -> int:
 
 
 def cmd_recommend(ns) -> int:
-    from core import memory
+    from tunewiz.core import memory
 
     hw = _fit_hardware(ns)
     recs = memory.recommend(

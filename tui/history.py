@@ -12,9 +12,8 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen, Screen
 from textual.widgets import Button, DataTable, Footer, Label, Static
-
-from core import runs
-from core.events import fmt_duration, read_events
+from tunewiz.core import runs
+from tunewiz.core.events import fmt_duration, read_events
 
 SORTS = [
     ("date", lambda r: r.record.get("run", {}).get("created_unix", 0.0)),
@@ -169,7 +168,7 @@ class HistoryScreen(Screen):
     def action_attach(self) -> None:
         r = self.current()
         if r:
-            from tui.train import TrainScreen
+            from tunewiz.tui.train import TrainScreen
 
             self.app.push_screen(TrainScreen(r.path))
 
@@ -193,7 +192,7 @@ class HistoryScreen(Screen):
     def action_rerun(self) -> None:
         r = self.current()
         if r:
-            from core.config import RunConfig
+            from tunewiz.core.config import RunConfig
 
             self.app.start_run(RunConfig.from_dict(r.record))  # type: ignore[attr-defined]
 
@@ -204,8 +203,8 @@ class HistoryScreen(Screen):
         if r.status not in ("stopped", "crashed", "failed"):
             self.notify(f"Only stopped, crashed or failed runs resume ({r.id} is {r.status}).", severity="warning")
             return
-        from core import launcher
-        from tui.train import TrainScreen
+        from tunewiz.core import launcher
+        from tunewiz.tui.train import TrainScreen
 
         launcher.start(r.path, resume=True)
         self.app.push_screen(TrainScreen(r.path))
@@ -244,7 +243,7 @@ class RunScreen(Screen):
         self.run_dir = Path(run_dir)
 
     def compose(self) -> ComposeResult:
-        from tui.train import LossPlot
+        from tunewiz.tui.train import LossPlot
 
         yield Label(f"[b]Run[/b] {escape(self.run_dir.name)}")
         with Horizontal():
@@ -254,7 +253,7 @@ class RunScreen(Screen):
         yield Footer()
 
     def on_mount(self) -> None:
-        from tui.cli import record_summary_lines
+        from tunewiz.tui.cli import record_summary_lines
 
         doc = runs.refresh(self.run_dir)
         self.status = doc.get("run", {}).get("status")
@@ -262,7 +261,7 @@ class RunScreen(Screen):
         self.query_one("#run-plot").add(read_events(self.run_dir)[0])
 
     def action_evaluate(self) -> None:
-        from tui.train import EvalScreen
+        from tunewiz.tui.train import EvalScreen
 
         if (self.run_dir / "eval" / "predictions.jsonl").is_file():
             self.app.push_screen(EvalScreen(self.run_dir))
@@ -270,7 +269,7 @@ class RunScreen(Screen):
             self.notify("This run has no evaluation.", severity="warning")
 
     def action_attach(self) -> None:
-        from tui.train import TrainScreen
+        from tunewiz.tui.train import TrainScreen
 
         self.app.push_screen(TrainScreen(self.run_dir))
 

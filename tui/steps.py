@@ -31,14 +31,13 @@ from textual.widgets import (
     Static,
 )
 from textual.widgets.option_list import Option
-
-from core import presets
-from core.config import ConfigError, apply_overrides
-from core.models import DEFAULT_MODEL
-from tui.messages import DataReady, DataShaped, HardwareReady, ModelFetched, ModelsOnDisk
+from tunewiz.core import presets
+from tunewiz.core.config import ConfigError, apply_overrides
+from tunewiz.core.models import DEFAULT_MODEL
+from tunewiz.tui.messages import DataReady, DataShaped, HardwareReady, ModelFetched, ModelsOnDisk
 
 if TYPE_CHECKING:
-    from tui.app import TunewizApp
+    from tunewiz.tui.app import TunewizApp
 
 # One short paragraph on the screen (fits 80x24); the longer help is behind F1.
 INTRO = {
@@ -190,7 +189,7 @@ class HardwareStep(StepScreen):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="hardware")
     def detect(self) -> None:
-        from core import hardware
+        from tunewiz.core import hardware
 
         self.post_message(HardwareReady(hardware.detect(self.wiz.home)))
 
@@ -309,7 +308,7 @@ class ModelStep(StepScreen):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="hardware")
     def detect(self) -> None:
-        from core import hardware
+        from tunewiz.core import hardware
 
         self.post_message(HardwareReady(hardware.detect(self.wiz.home)))
 
@@ -319,7 +318,7 @@ class ModelStep(StepScreen):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="models-on-disk")
     def check_local(self) -> None:
-        from core import catalog, models
+        from tunewiz.core import catalog, models
 
         self.post_message(ModelsOnDisk({catalog_id(m): models.on_this_machine(catalog_id(m)) for m in catalog.MODELS}))
 
@@ -330,7 +329,7 @@ class ModelStep(StepScreen):
     @work(thread=True, exclusive=True, exit_on_error=False, group="data-shape")
     def measure_data(self, path: str) -> None:
         """The data's longest example and trained share, from its text (no tokenizer needed yet)."""
-        from core import data, memory
+        from tunewiz.core import data, memory
 
         try:
             examples = data.load(path).examples
@@ -353,7 +352,7 @@ class ModelStep(StepScreen):
         return limit, "max_seq_len"
 
     def rank(self, hw) -> None:
-        from core import memory
+        from tunewiz.core import memory
 
         seq, _ = self.seq_len()
         trained = self.shape.trained_fraction if self.shape is not None else 1.0
@@ -395,7 +394,7 @@ class ModelStep(StepScreen):
         elif self.fetching:
             lines.append(f"[yellow]getting {escape(self.fetching)} from the Hugging Face hub...[/yellow]")
         elif r is not None:
-            from core.memory import gib
+            from tunewiz.core.memory import gib
 
             lines[0] += f": {gib(r.peak_mb)}, " + ("fits" if r.fits else "[red]does not fit[/red]")
             seq, why = self.seq_len()
@@ -437,7 +436,7 @@ class ModelStep(StepScreen):
         self.refresh_choice()
 
     def can_continue(self) -> str | None:
-        from core import models
+        from tunewiz.core import models
 
         if self.fetching:
             return f"still getting {self.fetching}"
@@ -465,7 +464,7 @@ class ModelStep(StepScreen):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="fetch-model")
     def fetch(self, model_id: str) -> None:
-        from core import models
+        from tunewiz.core import models
 
         try:
             models.resolve(model_id, self.wiz.home, prepare=True)
@@ -563,7 +562,7 @@ class DataStep(StepScreen):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="data")
     def inspect(self, path: str, model_id: str, max_seq_len: int, eval_path: str | None) -> None:
-        from core import data, lint
+        from tunewiz.core import data, lint
 
         tok, template_error = None, ""
         try:
@@ -645,7 +644,7 @@ class DataStep(StepScreen):
         box.clear_options()
         name = Path(str(report.path)).name
         options = []
-        from core.data import SEVERITIES
+        from tunewiz.core.data import SEVERITIES
 
         order = sorted(range(len(report.findings)), key=lambda i: SEVERITIES.index(report.findings[i].severity))
         for i in order:  # errors first, then warnings, then notes; by line within each
@@ -687,7 +686,7 @@ class DataStep(StepScreen):
             self.show_example()
 
     def show_example(self) -> None:
-        from core import data
+        from tunewiz.core import data
 
         if not self.examples:
             return
@@ -752,7 +751,7 @@ def friendly(problem: str) -> str:
 def data_shape(summary: dict, approx=None, max_seq_len: int = 512):
     """The data's shape for the estimate: the data step's tokenized figures where it measured them,
     the text approximation (core.memory.approx_data_shape) otherwise; None when nothing is known."""
-    from core.memory import DataShape
+    from tunewiz.core.memory import DataShape
 
     if summary.get("tokens_max"):
         return DataShape(
@@ -766,19 +765,19 @@ def data_shape(summary: dict, approx=None, max_seq_len: int = 512):
 
 
 def preset_figures(cfg, hw, shape) -> tuple[str, str]:
-    """(memory, time) lines of a preset card from core.memory: the peak with fits / does not fit, and
+    """(memory, time) lines of a preset card from tunewiz.core.memory: the peak with fits / does not fit, and
     the data's tokens x epochs / the expected tokens per second on this hardware.
 
-    >>> from core.config import RunConfig
-    >>> from core.hardware import Hardware
-    >>> from core.memory import DataShape
+    >>> from tunewiz.core.config import RunConfig
+    >>> from tunewiz.core.hardware import Hardware
+    >>> from tunewiz.core.memory import DataShape
     >>> cfg = RunConfig()
     >>> cfg.model.id = "bundled:smollm2-135m-instruct"
     >>> preset_figures(cfg, Hardware(cpu_physical_cores=2, ram_available_gb=16), DataShape(120, 30_000, 0.2, "", 300))
     ('peak 2.14 GiB, fits', 'time ~10m37s')
     """
-    from core import memory
-    from core.events import fmt_duration
+    from tunewiz.core import memory
+    from tunewiz.core.events import fmt_duration
 
     if hw is None:
         return "peak ?", "time ?"
@@ -820,7 +819,7 @@ class PresetStep(StepScreen):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="data-shape")
     def measure_data(self, path: str, max_seq_len: int) -> None:
-        from core import data, memory
+        from tunewiz.core import data, memory
 
         try:
             examples = data.load(path).examples

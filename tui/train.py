@@ -18,10 +18,9 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.screen import ModalScreen, Screen
 from textual.widgets import DataTable, Footer, Label, ProgressBar, RichLog, Static
 from textual_plotext import PlotextPlot
-
-from core import runs
-from core.events import describe, fmt_duration, read_events
-from tui.messages import ExportDone, RunEvents
+from tunewiz.core import runs
+from tunewiz.core.events import describe, fmt_duration, read_events
+from tunewiz.tui.messages import ExportDone, RunEvents
 
 POLL_S = 1.0
 
@@ -158,7 +157,7 @@ class TrainScreen(Screen):
         self.query_one("#train-status", Label).update(text)
 
     def action_stop(self) -> None:
-        from core import launcher
+        from tunewiz.core import launcher
 
         if launcher.stop(self.run_dir):
             self.notify("Stopping after this step: a checkpoint and the adapter are being saved.")
@@ -188,7 +187,7 @@ class TrainScreen(Screen):
         reason = self.record.get("run", {}).get("failure_reason", "")
         if self.status != "failed" or "Out of memory" not in reason:
             return
-        from core.config import RunConfig
+        from tunewiz.core.config import RunConfig
 
         cfg = RunConfig.from_dict(self.record)
         t = cfg.training
@@ -257,7 +256,7 @@ class EvalScreen(Screen):
         yield Footer()
 
     def on_mount(self) -> None:
-        from core.evaluate import load_predictions
+        from tunewiz.core.evaluate import load_predictions
 
         res = runs.read_record(self.run_dir).get("results", {})
         base, ft = res.get("base", {}), res.get("finetuned", {})
@@ -296,7 +295,7 @@ class EvalScreen(Screen):
         table.focus()
 
     def show_exports(self, extra: str = "") -> None:
-        from core.export import summary_lines
+        from tunewiz.core.export import summary_lines
 
         arts = runs.read_record(self.run_dir).get("artifacts", {})
         lines = [escape(line.strip()) for line in summary_lines(arts)]
@@ -320,7 +319,17 @@ class EvalScreen(Screen):
         import sys
 
         home = self.run_dir.parent.parent
-        cmd = [sys.executable, "-m", "tui.cli", "--home", str(home), "export", str(self.run_dir), "--format", fmt]
+        cmd = [
+            sys.executable,
+            "-m",
+            "tunewiz.tui.cli",
+            "--home",
+            str(home),
+            "export",
+            str(self.run_dir),
+            "--format",
+            fmt,
+        ]
         proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False)
         arts = runs.read_record(self.run_dir).get("artifacts", {})
         name = "merged" if fmt == "merged" else "gguf_q8_0"
