@@ -205,7 +205,7 @@ def test_out_of_memory_failure_offers_a_one_key_retry(home, tmp_path, monkeypatc
 def test_evaluation_screen_exports_in_its_own_process_and_says_why_it_failed(home, tmp_path):
     """m on the evaluation screen exports the merged model (in a child process); a run without an
     adapter cannot be exported, and the screen says so instead of hanging."""
-    from tunewiz.tui.train import EvalScreen
+    from tunewiz.tui.eval_screen import EvalScreen
 
     scores = {"base": {"exact_match": 0.0}, "finetuned": {"exact_match": 0.5}}
     done = make_run(home, tmp_path, "no-adapter", "completed", **scores)

@@ -9,7 +9,7 @@ from tunewiz.core import distributed, launcher, runs
 from tunewiz.core.config import ConfigError, RunConfig, apply_overrides
 from tunewiz.core.events import read_events
 from tunewiz.core.toml import read_toml
-from tunewiz.tui import cli
+from tunewiz.tui import commands
 
 from tests.conftest import SAMPLE, sample_tickets
 
@@ -139,7 +139,7 @@ def test_two_process_data_parallel_run_on_cpu(home, tiny_model_dir, tmp_path):
     cfg = tiny_config(tiny_model_dir, data, max_steps=4, processes=2, per_device_batch_size=2)
     cfg.training.gradient_accumulation_steps = 1
     cfg.evaluation.max_examples = 2
-    run_dir = cli.launch(cfg, home)
+    run_dir = commands.launch(cfg, home)
     doc = launcher.wait(run_dir, timeout=240)
     log = (run_dir / runs.LOG).read_text()
     assert doc["run"]["status"] == "completed", log[-4000:]
@@ -167,7 +167,7 @@ def test_a_two_process_run_stops_every_rank_after_the_same_step_and_resumes(home
     data = sample_tickets(tmp_path / "tickets40.jsonl")
     cfg = tiny_config(tiny_model_dir, data, max_steps=60, save_steps=1000, processes=2, per_device_batch_size=2)
     cfg.training.gradient_accumulation_steps = 1
-    run_dir = cli.launch(cfg, home)
+    run_dir = commands.launch(cfg, home)
     wait_for(lambda: len(steps_seen(run_dir)) >= 2, timeout=180)
     assert launcher.stop(run_dir)
     doc = launcher.wait(run_dir, timeout=120)

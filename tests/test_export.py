@@ -14,7 +14,7 @@ import pytest
 from tunewiz.core import export, gguf_export, launcher, ollama, runs
 from tunewiz.core.presets import build_config
 from tunewiz.core.toml import read_toml
-from tunewiz.tui import cli
+from tunewiz.tui import cli, commands
 
 from tests.conftest import sample_tickets, write_jsonl
 
@@ -205,7 +205,7 @@ def trained_run(tmp_path_factory, bundled_dir) -> Path:
     cfg.training.learning_rate = 1e-3  # large enough that the adapter changes the answers
     cfg.evaluation.enabled = False  # the export runs its own comparison
     cfg.evaluation.max_examples = 4
-    run_dir = cli.launch(cfg.validate(), home)
+    run_dir = commands.launch(cfg.validate(), home)
     doc = launcher.wait(run_dir, timeout=600)
     assert doc["run"]["status"] == "completed", (run_dir / runs.LOG).read_text()[-3000:]
     return run_dir

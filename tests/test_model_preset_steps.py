@@ -9,7 +9,8 @@ import pytest
 from textual.widgets import OptionList, Static
 from tunewiz.core.hardware import GPU, Hardware
 from tunewiz.tui.app import create_app
-from tunewiz.tui.steps import PresetStep, memory_bar, model_rows, preset_figures
+from tunewiz.tui.figures import memory_bar, model_rows, preset_figures
+from tunewiz.tui.preset_step import PresetStep
 
 from tests.conftest import SAMPLE
 from tests.test_app import SIZE, screen_name, text_of, wait_until

@@ -21,7 +21,7 @@ from tunewiz.core.config import RunConfig
 from tunewiz.core.events import read_events
 from tunewiz.core.presets import build_config
 from tunewiz.core.toml import read_toml
-from tunewiz.tui import cli
+from tunewiz.tui import cli, commands
 
 from tests.conftest import ROOT, sample_tickets
 
@@ -77,7 +77,7 @@ def steps_seen(run_dir: Path) -> list[int]:
 
 def test_tiny_training_end_to_end(home, tiny_model_dir, small_data):
     cfg = tiny_config(tiny_model_dir, small_data)
-    run_dir = cli.launch(cfg, home)
+    run_dir = commands.launch(cfg, home)
     doc = launcher.wait(run_dir, timeout=300)
     assert doc["run"]["status"] == "completed", (run_dir / runs.LOG).read_text()[-3000:]
 
@@ -172,7 +172,7 @@ def test_training_survives_the_terminal_closing(home, tiny_model_dir, small_data
 
 def test_stop_saves_adapter_and_resume_finishes(home, tiny_model_dir, small_data):
     cfg = tiny_config(tiny_model_dir, small_data, max_steps=100, save_steps=1000)
-    run_dir = cli.launch(cfg, home)
+    run_dir = commands.launch(cfg, home)
     wait_for(lambda: len(steps_seen(run_dir)) >= 2, timeout=180)
     assert launcher.stop(run_dir)
     doc = launcher.wait(run_dir, timeout=120)
@@ -200,7 +200,7 @@ def test_stop_saves_adapter_and_resume_finishes(home, tiny_model_dir, small_data
 
 def test_killed_trainer_is_reported_crashed(home, tiny_model_dir, small_data, capsys):
     cfg = tiny_config(tiny_model_dir, small_data, max_steps=100, save_steps=20)
-    run_dir = cli.launch(cfg, home)
+    run_dir = commands.launch(cfg, home)
     wait_for(lambda: (run_dir / "checkpoints" / "checkpoint-20").is_dir(), timeout=180)
     # a second trainer on the same run is refused while the first holds the lock
     second = subprocess.run(
@@ -229,7 +229,7 @@ def test_killed_trainer_is_reported_crashed(home, tiny_model_dir, small_data, ca
 
 def test_injected_out_of_memory_fails_with_advice(home, tiny_model_dir, small_data, monkeypatch):
     monkeypatch.setenv("TUNEWIZ_TEST_OOM_AT_STEP", "2")
-    run_dir = cli.launch(tiny_config(tiny_model_dir, small_data), home)
+    run_dir = commands.launch(tiny_config(tiny_model_dir, small_data), home)
     doc = launcher.wait(run_dir, timeout=300)
     assert doc["run"]["status"] == "failed"
     assert "Out of memory" in doc["run"]["failure_reason"]
@@ -240,7 +240,7 @@ def test_qlora_trains_on_cpu(home, tiny_model_dir, small_data):
     cfg = tiny_config(tiny_model_dir, small_data, max_steps=2)
     cfg.model.method = "qlora"
     cfg.evaluation.enabled = False
-    run_dir = cli.launch(cfg, home)
+    run_dir = commands.launch(cfg, home)
     doc = launcher.wait(run_dir, timeout=300)
     assert doc["run"]["status"] == "completed", (run_dir / runs.LOG).read_text()[-3000:]
     assert (run_dir / "adapter" / "adapter_model.safetensors").is_file()
@@ -257,7 +257,7 @@ def test_bundled_model_trains_and_is_compared_with_base(home, session_home, bund
     (home / "models").mkdir(parents=True)
     for d in (session_home / "models").iterdir():
         (home / "models" / d.name).symlink_to(d)
-    run_dir = cli.launch(cfg.validate(), home)
+    run_dir = commands.launch(cfg.validate(), home)
     doc = launcher.wait(run_dir, timeout=600)
     assert doc["run"]["status"] == "completed", (run_dir / runs.LOG).read_text()[-3000:]
     assert doc["model"]["source"] == "bundled" and doc["model"]["revision"].startswith("sha256:")
@@ -278,7 +278,7 @@ def test_data_the_template_rejects_fails_with_its_line(home, tiny_model_dir, sma
     doc.pop("chat_template", None)
     tok_cfg.write_text(json.dumps(doc))
     (base / "chat_template.jinja").unlink(missing_ok=True)
-    run_dir = cli.launch(tiny_config(base, small_data), home)
+    run_dir = commands.launch(tiny_config(base, small_data), home)
     doc = launcher.wait(run_dir, timeout=120)
     assert doc["run"]["status"] == "failed"
     assert "no chat template" in doc["run"]["failure_reason"] and "-Instruct" in doc["run"]["failure_reason"]

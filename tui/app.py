@@ -6,17 +6,25 @@ import time
 from importlib.resources import files
 from pathlib import Path
 
+from textual import work
 from textual.app import App
 from textual.binding import Binding
 from tunewiz.core import runs
 from tunewiz.core.config import RunConfig
 from tunewiz.core.models import DEFAULT_MODEL
-from tunewiz.tui.steps import DataStep, HardwareStep, ModelStep, PresetStep, ReviewStep
+from tunewiz.tui.data_step import DataStep
+from tunewiz.tui.hardware_step import HardwareStep
+from tunewiz.tui.messages import RunStarted
+from tunewiz.tui.model_step import ModelStep
+from tunewiz.tui.preset_step import PresetStep
+from tunewiz.tui.review_step import ReviewStep
+from tunewiz.tui.step_base import StepScreen
+from tunewiz.tui.worker_errors import ReportsWorkerErrors
 
 STARTED = time.perf_counter()
 
 
-class TunewizApp(App):
+class TunewizApp(ReportsWorkerErrors, App):
     """Hardware -> model -> data -> preset -> review -> train -> evaluate, and history."""
 
     CSS = files("tunewiz.tui").joinpath("app.tcss").read_text(encoding="utf-8")  # shipped in the wheel
@@ -33,12 +41,13 @@ class TunewizApp(App):
         self.hardware = None
         self.data_summary: dict = {}
         self.startup_s: float | None = None
+        self.starting = False  # a run is being submitted or resumed (the submit worker is running)
 
     def on_mount(self) -> None:
         if self.start == "history":
             self.show_history()
         elif self.start == "attach" and self.run_dir:
-            from tunewiz.tui.train import TrainScreen
+            from tunewiz.tui.train_screen import TrainScreen
 
             self.push_screen(TrainScreen(self.run_dir))
         else:
@@ -59,22 +68,58 @@ class TunewizApp(App):
             self.start_run(self.cfg)
 
     def start_run(self, cfg: RunConfig) -> None:
-        from tunewiz.core import launcher
-        from tunewiz.core.config import ConfigError
-        from tunewiz.core.data import DataError
-        from tunewiz.core.models import ModelError
-        from tunewiz.tui.train import TrainScreen
+        """Submit the run; the train screen opens when its trainer has started (RunStarted)."""
+        if self.begin_starting():
+            self.submit(cfg)
 
-        try:
-            run_dir = launcher.submit(cfg.validate(), self.home, hw=self.hardware)
-        except (ConfigError, DataError, ModelError, runs.RunError) as exc:
-            self.notify(str(exc), severity="error", timeout=10)
+    def begin_starting(self) -> bool:
+        """False (and says so) while a run is being started: a second press must not start a second run."""
+        if self.starting:
+            self.notify("Already starting a run: a moment.", severity="warning")
+            return False
+        self.starting = True
+        if isinstance(self.screen, StepScreen):
+            self.screen.say("starting the run...", style="yellow")
+        return True
+
+    @work(thread=True, exit_on_error=False, group="submit")
+    def submit(self, cfg: RunConfig) -> None:
+        """launcher.submit reads the whole data file and starts the trainer: seconds on a big file.
+        A TunewizError it raises (bad data, unknown model, unwritable home) is shown by worker_failed."""
+        from tunewiz.core import launcher
+
+        self.post_message(RunStarted(launcher.submit(cfg.validate(), self.home, hw=self.hardware)))
+
+    def resume_run(self, run_dir: Path) -> None:
+        """Start a stopped, crashed or failed run's trainer again from its last checkpoint."""
+        if self.begin_starting():
+            self.resume(run_dir)
+
+    @work(thread=True, exit_on_error=False, group="submit")
+    def resume(self, run_dir: Path) -> None:
+        from tunewiz.core import launcher
+
+        launcher.start(run_dir, resume=True)
+        self.post_message(RunStarted(run_dir))
+
+    def on_run_started(self, msg: RunStarted) -> None:
+        from tunewiz.tui.train_screen import TrainScreen
+
+        self.starting = False
+        if isinstance(self.screen, StepScreen):
+            self.screen.say("", style="")
+        self.run_dir = msg.run_dir
+        self.push_screen(TrainScreen(msg.run_dir))
+
+    def worker_failed(self, group: str, text: str) -> None:
+        if group != "submit":
             return
-        self.run_dir = run_dir
-        self.push_screen(TrainScreen(run_dir))
+        self.starting = False
+        if isinstance(self.screen, StepScreen):  # the review step: by the button too
+            self.screen.say("the run did not start (see the message)")
 
     def show_history(self) -> None:
-        from tunewiz.tui.history import HistoryScreen
+        from tunewiz.tui.history_screen import HistoryScreen
 
         self.push_screen(HistoryScreen())
 

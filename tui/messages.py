@@ -1,8 +1,9 @@
-"""Messages that workers post to screens (never touch a widget from a thread)."""
+"""Messages that workers post to screens and to the app (never touch a widget from a thread)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from textual.message import Message
@@ -60,3 +61,17 @@ class ExportDone(Message):
     name: str
     entry: dict[str, Any] = field(default_factory=dict)
     error: str = ""
+
+
+@dataclass
+class RunStarted(Message):
+    """A run was submitted (or resumed) and its trainer started: the train screen follows it."""
+
+    run_dir: Path
+
+
+@dataclass
+class RunDeleted(Message):
+    """A run's directory was removed (history's delete)."""
+
+    run_id: str

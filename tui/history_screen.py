@@ -1,4 +1,8 @@
-"""Every run from its record: sort, open, attach, compare two, re-run, resume, delete."""
+"""Every run from its record: sort, open, attach, compare two, re-run, resume, delete.
+
+The list reloads in a thread worker every two seconds; deleting (a run can hold gigabytes of
+checkpoints and merged models) and resuming run in workers too.
+"""
 
 from __future__ import annotations
 
@@ -9,11 +13,16 @@ from rich.markup import escape
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.screen import ModalScreen, Screen
-from textual.widgets import Button, DataTable, Footer, Label, Static
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Label, Static
 from tunewiz.core import runs
-from tunewiz.core.events import fmt_duration, read_events
+from tunewiz.core.events import fmt_duration
+from tunewiz.tui.compare_screen import CompareScreen
+from tunewiz.tui.messages import RunDeleted
+from tunewiz.tui.run_screen import RunScreen
+from tunewiz.tui.train_screen import TrainScreen
+from tunewiz.tui.widgets import ConfirmScreen
+from tunewiz.tui.worker_errors import ReportsWorkerErrors
 
 SORTS = [
     ("date", lambda r: r.record.get("run", {}).get("created_unix", 0.0)),
@@ -24,36 +33,7 @@ SORTS = [
 ]
 
 
-class ConfirmScreen(ModalScreen[bool]):
-    BINDINGS = [Binding("y", "yes", "Yes"), Binding("n,escape", "no", "No")]
-    DEFAULT_CSS = """
-    ConfirmScreen { align: center middle; }
-    ConfirmScreen > Vertical { width: 60; height: auto; border: thick $error; background: $surface; padding: 1 2; }
-    """
-
-    def __init__(self, question: str) -> None:
-        super().__init__()
-        self.question = question
-
-    def compose(self) -> ComposeResult:
-        with Vertical():
-            yield Static(self.question)
-            with Horizontal():
-                yield Button("Yes (y)", id="yes", variant="error")
-                yield Button("No (n)", id="no")
-
-    def action_yes(self) -> None:
-        self.dismiss(True)
-
-    def action_no(self) -> None:
-        self.dismiss(False)
-
-    @on(Button.Pressed)
-    def _pressed(self, event: Button.Pressed) -> None:
-        self.dismiss(event.button.id == "yes")
-
-
-class HistoryScreen(Screen):
+class HistoryScreen(ReportsWorkerErrors, Screen):
     BINDINGS = [
         Binding("enter", "open", "Open", show=False),
         Binding("a", "attach", "Attach"),
@@ -168,8 +148,6 @@ class HistoryScreen(Screen):
     def action_attach(self) -> None:
         r = self.current()
         if r:
-            from tunewiz.tui.train import TrainScreen
-
             self.app.push_screen(TrainScreen(r.path))
 
     def action_mark(self) -> None:
@@ -203,11 +181,7 @@ class HistoryScreen(Screen):
         if r.status not in ("stopped", "crashed", "failed"):
             self.notify(f"Only stopped, crashed or failed runs resume ({r.id} is {r.status}).", severity="warning")
             return
-        from tunewiz.core import launcher
-        from tunewiz.tui.train import TrainScreen
-
-        launcher.start(r.path, resume=True)
-        self.app.push_screen(TrainScreen(r.path))
+        self.app.resume_run(r.path)  # type: ignore[attr-defined]
 
     def action_delete(self) -> None:
         r = self.current()
@@ -219,96 +193,23 @@ class HistoryScreen(Screen):
 
         def done(yes: bool | None) -> None:
             if yes:
-                shutil.rmtree(r.path, ignore_errors=True)
-                self.notify(f"Deleted {r.id}")
-                self.reload()
+                self.delete_run(r.path, r.id)
 
         self.app.push_screen(ConfirmScreen(f"Delete run {r.id} and all its files?"), done)
 
+    @work(thread=True, exit_on_error=False, group="delete")
+    def delete_run(self, path: Path, run_id: str) -> None:
+        """A run can hold gigabytes of checkpoints and merged models: never on the event loop."""
+        shutil.rmtree(path, ignore_errors=True)
+        self.post_message(RunDeleted(run_id))
+
+    def on_run_deleted(self, msg: RunDeleted) -> None:
+        self.notify(f"Deleted {msg.run_id}")
+        self.reload()
+
+    def worker_failed(self, group: str, text: str) -> None:
+        if group == "history":
+            self.query_one("#history-title", Label).update("[b]History[/b] - [red]cannot read the runs[/red]")
+
     def action_new(self) -> None:
         self.app.start_wizard()  # type: ignore[attr-defined]
-
-
-class RunScreen(Screen):
-    """One run: its record, its loss curve and its evaluation."""
-
-    BINDINGS = [
-        Binding("escape", "app.pop_screen", "Back"),
-        Binding("e", "evaluate", "Evaluation"),
-        Binding("a", "attach", "Follow"),
-    ]
-
-    def __init__(self, run_dir: Path) -> None:
-        super().__init__()
-        self.run_dir = Path(run_dir)
-
-    def compose(self) -> ComposeResult:
-        from tunewiz.tui.train import LossPlot
-
-        yield Label(f"[b]Run[/b] {escape(self.run_dir.name)}")
-        with Horizontal():
-            with VerticalScroll(id="run-record"):
-                yield Static("", id="record")
-            yield LossPlot(id="run-plot")
-        yield Footer()
-
-    def on_mount(self) -> None:
-        from tunewiz.tui.cli import record_summary_lines
-
-        doc = runs.refresh(self.run_dir)
-        self.status = doc.get("run", {}).get("status")
-        self.query_one("#record", Static).update(escape("\n".join(record_summary_lines(doc))))
-        self.query_one("#run-plot").add(read_events(self.run_dir)[0])
-
-    def action_evaluate(self) -> None:
-        from tunewiz.tui.train import EvalScreen
-
-        if (self.run_dir / "eval" / "predictions.jsonl").is_file():
-            self.app.push_screen(EvalScreen(self.run_dir))
-        else:
-            self.notify("This run has no evaluation.", severity="warning")
-
-    def action_attach(self) -> None:
-        from tunewiz.tui.train import TrainScreen
-
-        self.app.push_screen(TrainScreen(self.run_dir))
-
-
-def flatten(doc: dict, prefix: str = "") -> dict[str, object]:
-    out: dict[str, object] = {}
-    for k, v in doc.items():
-        if isinstance(v, dict):
-            out.update(flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
-class CompareScreen(Screen):
-    """Two runs side by side: the settings that differ, then the results."""
-
-    BINDINGS = [Binding("escape", "app.pop_screen", "Back")]
-
-    def __init__(self, a: Path, b: Path) -> None:
-        super().__init__()
-        self.a, self.b = Path(a), Path(b)
-
-    def compose(self) -> ComposeResult:
-        yield Label(f"[b]Compare[/b] {escape(self.a.name)} vs {escape(self.b.name)}")
-        yield DataTable(id="compare", cursor_type="row")
-        yield Footer()
-
-    def on_mount(self) -> None:
-        ra, rb = runs.read_record(self.a), runs.read_record(self.b)
-        table = self.query_one(DataTable)
-        table.add_columns("setting / result", "A", "B")
-        for section in ("model", "data", "preset", "training"):
-            fa, fb = flatten(ra.get(section, {}), f"{section}."), flatten(rb.get(section, {}), f"{section}.")
-            for key in sorted(set(fa) | set(fb)):
-                if fa.get(key) != fb.get(key) and not key.startswith(("training.reasons", "data.sha")):
-                    table.add_row(key, str(fa.get(key, "-"))[:28], str(fb.get(key, "-"))[:28])
-        fa, fb = flatten(ra.get("results", {}), "results."), flatten(rb.get("results", {}), "results.")
-        for key in sorted(set(fa) | set(fb)):
-            if not key.endswith("seconds"):
-                table.add_row(key, str(fa.get(key, "-"))[:28], str(fb.get(key, "-"))[:28])
-        table.focus()

@@ -1,0 +1,505 @@
+"""The `tunewiz` commands: one `cmd_*` function per sub-command, each a thin layer over core/, and
+the helpers they share (the config built from the flags, submitting and following a run).
+
+Every command takes the parsed arguments (tunewiz.tui.cli builds them) and returns the exit code.
+Errors a user can act on are raised as TunewizError (UserError for a command-line mistake); the
+CLI prints their message, and nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from tunewiz.core import runs
+from tunewiz.core.config import RunConfig, apply_overrides
+from tunewiz.core.errors import TunewizError
+from tunewiz.core.events import describe, fmt_duration
+from tunewiz.core.models import DEFAULT_MODEL
+from tunewiz.tui.record_text import comparison_table, num, record_summary_lines
+
+
+class UserError(TunewizError):
+    """A command-line mistake: the message says what to type instead."""
+
+
+def sample_data(name: str = "support_tickets.jsonl") -> Path:
+    """The bundled sample data, read from the installed package."""
+    from tunewiz.core import samples
+
+    try:
+        return samples.path(name)
+    except FileNotFoundError as exc:
+        raise UserError(f"{exc}. Reinstall tunewiz (pip install tunewiz) to get it back.") from exc
+
+
+def print_record_summary(doc: dict[str, Any]) -> None:
+    print("\n".join(record_summary_lines(doc)))
+
+
+def cmd_hw(ns) -> int:
+    from tunewiz.core import hardware
+
+    hw = hardware.detect(runs.home(ns.home))
+    if ns.json:
+        print(json.dumps(hw.to_dict(), indent=2))
+        return 0
+    print("\n".join(hw.summary()))
+    for line in hw.advice():
+        print(f"-> {line}")
+    return 0
+
+
+def build_config(ns) -> RunConfig:
+    from tunewiz.core import presets
+
+    if ns.config:
+        cfg = RunConfig.from_toml(ns.config)
+        if ns.preset and ns.preset != cfg.preset:
+            raise UserError("--preset cannot be combined with --config; use --set to change single fields")
+    else:
+        cfg = presets.build_config(ns.preset or "balanced", max_per_device=ns.max_per_device)
+    if ns.model:
+        cfg.model.id = ns.model
+    if ns.data:
+        cfg.data.path = str(Path(ns.data).expanduser().resolve())
+    if ns.eval_data:
+        cfg.data.eval_path = str(Path(ns.eval_data).expanduser().resolve())
+    if ns.method:
+        cfg.model.method = ns.method
+    if ns.name:
+        cfg.name = ns.name
+    if ns.epochs is not None:
+        cfg.training.num_epochs = ns.epochs
+    if ns.max_steps is not None:
+        cfg.training.max_steps = ns.max_steps
+    if ns.max_seq_len is not None:
+        cfg.data.max_seq_len = ns.max_seq_len
+    if ns.no_eval:
+        cfg.evaluation.enabled = False
+    apply_overrides(cfg, ns.set or [])
+    return cfg.validate()
+
+
+def launch(cfg: RunConfig, home_dir: Path) -> Path:
+    from tunewiz.core import launcher
+
+    return launcher.submit(cfg, home_dir)
+
+
+def follow_run(run_dir: Path) -> int:
+    from tunewiz.core import launcher
+
+    try:
+        for ev in launcher.follow(run_dir):
+            line = describe(ev)
+            if line:
+                print(line, flush=True)
+    except KeyboardInterrupt:
+        print(
+            f"\nDetached. Training goes on in the background.\n"
+            f"  follow it:  tunewiz attach {run_dir.name}\n  stop it:    tunewiz stop {run_dir.name}"
+        )
+        return 0
+    doc = runs.read_record(run_dir)
+    print()
+    print_record_summary(doc)
+    return 0 if doc["run"]["status"] == "completed" else 1
+
+
+def cmd_train(ns) -> int:
+    home_dir = runs.home(ns.home)
+    cfg = build_config(ns)
+    run_dir = launch(cfg, home_dir)
+    print(f"started run {run_dir.name}")
+    print(f"  record: {run_dir / runs.RECORD}\n  log:    {run_dir / runs.LOG}")
+    if not ns.follow:
+        print(f"It trains in the background. Follow it with: tunewiz attach {run_dir.name}")
+        return 0
+    return follow_run(run_dir)
+
+
+def cmd_demo(ns) -> int:
+    from tunewiz.core import hardware, presets
+
+    home_dir = runs.home(ns.home)
+    hw = hardware.detect(home_dir)
+    cfg = presets.build_config(
+        "balanced", max_per_device=presets.max_per_device_batch(hw.device, getattr(hw.best_gpu, "free_gb", None))
+    )
+    cfg.name = "demo-support-tickets"
+    cfg.model.id = DEFAULT_MODEL
+    cfg.data.path = str(sample_data())
+    if hw.device == "cpu" and ns.epochs is None:
+        # The full preset takes ~15 minutes on 2 CPU cores; one epoch shows the effect in ~5.
+        cfg.training.num_epochs = 1.0
+        print("No GPU: the demo trains one epoch of the balanced preset so it finishes in minutes.")
+    if ns.epochs is not None:
+        cfg.training.num_epochs = ns.epochs
+    cfg.validate()
+    print(f"Fine-tuning {cfg.model.id} on {cfg.data.path} (support tickets -> JSON labels)")
+    run_dir = launch(cfg, home_dir)
+    print(f"started run {run_dir.name} (detached: closing this terminal does not stop it)")
+    return follow_run(run_dir)
+
+
+def cmd_runs(ns) -> int:
+    items = runs.list_runs(runs.home(ns.home))
+    if ns.json:
+        print(
+            json.dumps(
+                [{k: str(v) if isinstance(v, Path) else v for k, v in vars(r).items() if k != "record"} for r in items],
+                indent=2,
+            )
+        )
+        return 0
+    if not items:
+        print(f"no runs yet under {runs.runs_root(runs.home(ns.home))}; start one with `tunewiz demo`")
+        return 0
+    print(f"{'id':<36} {'status':<10} {'preset':<12} {'loss':>7} {'eval':>7} {'metric':<12} {'time':>7}")
+    for r in items:
+        print(
+            f"{r.id[:36]:<36} {r.status:<10} {r.preset:<12} {num(r.train_loss)[:7]:>7} "
+            f"{num(r.eval_loss)[:7]:>7} {r.metric:<12} {fmt_duration(r.duration_s):>7}"
+        )
+    return 0
+
+
+def cmd_show(ns) -> int:
+    home_dir = runs.home(ns.home)
+    run_dir = runs.find_run(home_dir, ns.run)
+    doc = runs.refresh(run_dir)
+    if ns.toml:
+        print((run_dir / runs.RECORD).read_text(), end="")
+    elif ns.json:
+        print(json.dumps(doc, indent=2, default=str))
+    else:
+        print_record_summary(doc)
+        if ns.examples:
+            from tunewiz.core.evaluate import load_predictions
+
+            for p in load_predictions(run_dir)[: ns.examples]:
+                print(
+                    f"\n- prompt:     {p['prompt'][:200]!r}\n  expected:   {p['expected']!r}"
+                    f"\n  base:       {p['base'][:200]!r}\n  fine-tuned: {p['finetuned'][:200]!r}"
+                )
+    return 0
+
+
+def _tokenizer(ns):
+    """The model's tokenizer (the bundled model is converted once, on first use)."""
+    from tunewiz.core.lint import tokenizer_for
+
+    return tokenizer_for(ns.model, runs.home(ns.home))
+
+
+def cmd_lint(ns) -> int:
+    from tunewiz.core import lint
+
+    tok = None if ns.no_tokens else _tokenizer(ns)
+    report = lint.lint(ns.data, tok, max_seq_len=ns.max_seq_len, eval_path=ns.eval_data, eval_fraction=ns.eval_fraction)
+    if ns.json:
+        print(json.dumps(report.to_dict(), indent=2))
+        return 0 if report.ok else 1
+    shown = [f for f in report.findings if ns.all or f.severity != "info"]
+    limit = len(shown) if ns.all else ns.limit
+    for f in shown[:limit]:
+        print(f"{f.where}: {f.severity} [{f.rule}] {f.message}")
+    if len(shown) > limit:
+        print(f"... and {len(shown) - limit} more (--all lists every finding, --json gives them as data)")
+    notes = [f for f in report.findings if f.severity == "info"]
+    if notes and not ns.all:
+        print(f"({len(notes)} note(s) not shown: " + ", ".join(sorted({f.rule for f in notes})) + "; --all shows them)")
+    if shown:
+        print()
+    print("\n".join(report.summary_lines()))
+    if report.errors:
+        print("-> fix the errors above before training (each names its line)")
+    elif tok is None:
+        print("-> no structural errors; without --no-tokens the model's template and lengths are checked too")
+    else:
+        print("-> ready to train")
+    return 0 if report.ok else 1
+
+
+def preview_lines(rendered, plain: bool) -> Any:
+    """One rendered example with its trained tokens marked: colour on a terminal, [[ ]] in plain text."""
+    from rich.text import Text
+
+    out = Text()
+    cut_said = False
+    for piece, kind in rendered.segments():
+        if kind == "cut" and not cut_said:
+            cut_said = True
+            out.append(
+                f"\n----- cut here by max_seq_len: {rendered.total_tokens - len(rendered.input_ids)} tokens "
+                f"({rendered.cut_trained_tokens} trained) are not seen in training -----\n",
+                style="bold red",
+            )
+        if plain:
+            out.append(f"[[{piece}]]" if kind == "trained" else piece)
+        else:
+            out.append(piece, style={"trained": "black on green", "cut": "dim strike"}.get(kind, ""))
+    return out
+
+
+def cmd_preview(ns) -> int:
+    from rich.console import Console
+    from tunewiz.core import data
+
+    loaded = data.read(ns.data)
+    if not loaded.examples:
+        raise UserError(f"{ns.data}: no usable example to show; run `tunewiz lint {ns.data}` to see why")
+    if ns.row is None:
+        ex = loaded.examples[0]
+    else:
+        ex = next((e for e in loaded.examples if e.line == ns.row), None)
+        if ex is None:
+            bad = [str(f) for f in loaded.findings if f.line == ns.row and f.severity == "error"]
+            if bad:
+                raise UserError(f"row {ns.row} cannot be used: " + "; ".join(bad))
+            lines = [e.line for e in loaded.examples]
+            raise UserError(
+                f"no example at line {ns.row} of {ns.data}; examples run from line {lines[0]} to {lines[-1]}"
+            )
+    tok = _tokenizer(ns)
+    try:
+        r = data.render_example(tok, ex, ns.max_seq_len)
+    except data.TemplateError as exc:
+        raise UserError(f"{loaded.path}:{ex.line}: {exc}") from None
+    plain = ns.plain or not sys.stdout.isatty()
+    console = Console(highlight=False, soft_wrap=True, no_color=plain)
+    total = r.trained_tokens + r.cut_trained_tokens
+    console.print(
+        f"{loaded.path}:{ex.line} ({ex.format}), as {ns.model} sees it: {r.total_tokens} tokens, "
+        f"{total} trained{' (' + str(r.cut_trained_tokens) + ' of them cut)' if r.cut_trained_tokens else ''}, "
+        f"max_seq_len {ns.max_seq_len}",
+        markup=False,
+    )
+    legend = "[[ ]] marks" if plain else "highlighted:"
+    legend += " the trained tokens (what the model learns to write); the rest is context"
+    console.print(legend, markup=False)
+    console.print()
+    console.print(preview_lines(r, plain))
+    return 0
+
+
+def cmd_eval(ns) -> int:
+    from tunewiz.core.evaluate import evaluate_run
+
+    run_dir = runs.find_run(runs.home(ns.home), ns.run)
+    print(f"evaluating {run_dir.name}: base vs fine-tuned on the held-out rows ...", flush=True)
+    summary = evaluate_run(run_dir)
+    print(comparison_table(summary))
+    return 0
+
+
+def cmd_export(ns) -> int:
+    from tunewiz.core.export import export
+
+    run_dir = runs.find_run(runs.home(ns.home), ns.run)
+    what = f"gguf ({ns.type})" if ns.format == "gguf" else ns.format
+    print(f"exporting {run_dir.name} as {what}, then checking it against the adapter model ...", flush=True)
+    entry = export(run_dir, ns.format, quant=ns.type, verify=not ns.no_verify)  # ExportError: a TunewizError
+    print(f"  written: {entry['path']}")
+    if entry.get("modelfile"):
+        print(f"  Ollama:  cd {Path(entry['modelfile']).parent} && ollama create NAME -f Modelfile")
+        if entry.get("modelfile_note"):
+            print(f"  note:    {entry['modelfile_note']}")
+    elif entry.get("modelfile_note"):
+        print(f"  no Modelfile: {entry['modelfile_note']}")
+    if "agreement" in entry:
+        print(
+            f"  greedy answers identical to the adapter model's on {entry['agreement']:.0%} of "
+            f"{entry['examples']} held-out prompts ({entry['token_agreement']:.0%} of tokens)"
+        )
+        stops = "yes" if entry["stops_at_end_of_turn"] else "NO"
+        print(
+            f"  stops at the end-of-turn token ({', '.join(entry['end_tokens'])}): {stops} "
+            f"({entry['stop_rate']:.0%} of answers end there; adapter model: {entry['reference_stop_rate']:.0%})"
+        )
+    return 0
+
+
+def cmd_stop(ns) -> int:
+    from tunewiz.core import launcher
+
+    run_dir = runs.find_run(runs.home(ns.home), ns.run)
+    if launcher.stop(run_dir, now=ns.now):
+        print(f"asked {run_dir.name} to stop; it saves a checkpoint and the adapter first")
+        return 0
+    print(f"{run_dir.name} is not running ({runs.refresh(run_dir)['run'].get('status')})")
+    return 1
+
+
+def cmd_resume(ns) -> int:
+    from tunewiz.core import launcher
+
+    run_dir = runs.find_run(runs.home(ns.home), ns.run)
+    doc = runs.refresh(run_dir)
+    status = doc["run"].get("status")
+    if status not in ("stopped", "crashed", "failed"):
+        raise UserError(f"{run_dir.name} is {status}; only a stopped, crashed or failed run can be resumed")
+    from tunewiz.core.trainer import last_checkpoint
+
+    ckpt = last_checkpoint(run_dir)
+    print(f"resuming {run_dir.name} from {ckpt.name if ckpt else 'the start (no checkpoint was saved)'}")
+    launcher.start(run_dir, resume=True)
+    return follow_run(run_dir) if ns.follow else 0
+
+
+def cmd_attach(ns) -> int:
+    run_dir = runs.find_run(runs.home(ns.home), ns.run)
+    if ns.plain or not sys.stdout.isatty():
+        return follow_run(run_dir)
+    return run_app(ns, start="attach", run=run_dir)
+
+
+def run_app(ns, start: str = "wizard", run: Path | None = None) -> int:
+    from tunewiz.tui.app import create_app
+
+    data = getattr(ns, "data", None)
+    if start == "wizard" and not data:
+        try:
+            data = str(sample_data())
+        except UserError:
+            data = None
+    app = create_app(runs.home(ns.home), start=start, run=run, data=data)
+    result = app.run()
+    if app.return_code:
+        return app.return_code
+    if isinstance(result, str):
+        print(result)
+    return 0
+
+
+def cmd_wizard(ns) -> int:
+    return run_app(ns)
+
+
+def cmd_history(ns) -> int:
+    return run_app(ns, start="history")
+
+
+def _fit_hardware(ns):
+    """The detected hardware, or a pretend GPU / RAM size given on the command line."""
+    from tunewiz.core import hardware
+
+    hw = hardware.detect(runs.home(ns.home))
+    if getattr(ns, "gpu_gb", None):
+        hw.gpus = [hardware.GPU(0, f"{ns.gpu_gb:g} GB GPU (--gpu-gb)", ns.gpu_gb, ns.gpu_gb, "8.0", True)]
+    if getattr(ns, "ram_gb", None):
+        hw.ram_total_gb = hw.ram_available_gb = ns.ram_gb
+    return hw
+
+
+def cmd_fit(ns) -> int:
+    from tunewiz.core import catalog, memory, presets
+
+    hw = _fit_hardware(ns)
+    spec = catalog.lookup(ns.model)  # CatalogError: a TunewizError, printed by main
+    p = presets.get(ns.preset)
+    gpu = hw.best_gpu
+    device = "cuda" if gpu is not None else "cpu"
+    dtype = ns.dtype or (("bfloat16" if gpu.bf16 else "float16") if gpu is not None else "float32")
+    batch = ns.batch or presets.split_batch(p.effective_batch, 16 if device == "cuda" else 4)[0]
+    setup = memory.Setup(
+        method=ns.method,
+        dtype=dtype,
+        lora_r=ns.rank or p.lora_r,
+        batch=batch,
+        seq_len=ns.seq_len,
+        gradient_checkpointing=ns.gradient_checkpointing,
+        optimizer=ns.optimizer,
+        device=device,
+    )
+    problems = setup.problems()
+    if problems:
+        raise UserError("; ".join(f"--{x}" for x in problems))
+    tokens = ns.tokens * p.num_epochs if ns.tokens else 0
+    v = memory.fit(spec, setup, hw, headroom=ns.headroom, train_tokens=tokens)
+    e = v.estimate
+    print(
+        f"{spec.label}, {spec.hub_id or 'from config.json'}: {ns.method}, {dtype}, rank {setup.lora_r}, "
+        f"batch {batch} x {ns.seq_len} tokens, checkpointing {'on' if ns.gradient_checkpointing else 'off'}"
+    )
+    print("\n".join(e.breakdown.lines()))
+    print(f"-> {v.summary()}")
+    for f in v.fixes:
+        print(f"   would fit with {f}")
+    if e.tokens_per_s:
+        line = f"speed: ~{e.tokens_per_s:,.0f} tok/s ({e.speed_source})"
+        if e.train_time_s:
+            line += f"; {ns.tokens:,} tokens x {p.num_epochs} epochs: ~{fmt_duration(e.train_time_s)}"
+        print(line)
+    return 0 if v.fits else 1
+
+
+def cmd_probe(ns) -> int:
+    """A few real training steps at the data's longest example: predicted vs measured memory and speed."""
+    from tunewiz.core import hardware, presets, probe
+
+    if ns.steps < 1:
+        raise UserError(f"--steps {ns.steps}: probe at least 1 step (3 or more give a steadier time)")
+    home_dir = runs.home(ns.home)
+    hw = hardware.detect(home_dir)
+    cfg = presets.build_config(
+        ns.preset, max_per_device=presets.max_per_device_batch(hw.device, getattr(hw.best_gpu, "free_gb", None))
+    )
+    cfg.model.id = ns.model
+    cfg.model.method = ns.method
+    cfg.data.path = str(Path(ns.data).expanduser().resolve())
+    if ns.max_seq_len is not None:
+        cfg.data.max_seq_len = ns.max_seq_len
+    if ns.batch is not None:
+        cfg.training.per_device_batch_size = ns.batch
+    cfg.validate()
+    where = hw.best_gpu.name if hw.best_gpu else f"CPU, {hw.cpu_physical_cores} cores"
+    print(
+        f"probing {cfg.model.id} ({cfg.model.method}, {ns.preset} preset) on {where}: "
+        f"{ns.steps} steps at the longest example of {Path(cfg.data.path).name} ...",
+        flush=True,
+    )
+    import warnings
+
+    warnings.filterwarnings("ignore", category=FutureWarning)  # library deprecation notices, not the user's
+    result = probe.probe(cfg, home_dir, steps=ns.steps, hw=hw)
+    print("\n".join(result.lines()))
+    if ns.json:
+        print(json.dumps(result.to_dict(), indent=2))
+    return 1 if result.oom else 0
+
+
+def cmd_recommend(ns) -> int:
+    from tunewiz.core import memory
+
+    hw = _fit_hardware(ns)
+    recs = memory.recommend(
+        hw, seq_len=ns.seq_len, train_tokens=ns.tokens * 3 if ns.tokens else 0, headroom=ns.headroom
+    )
+    where = f"GPU {hw.best_gpu.name}, {hw.best_gpu.free_gb:.1f} GB free" if hw.best_gpu else (
+        f"CPU only, {hw.ram_available_gb:.1f} GB RAM available, {hw.cpu_physical_cores} cores")  # fmt: skip
+    print(f"{where}; {ns.seq_len} tokens per example, {ns.headroom:.0%} headroom")
+    head = f"{'model':<16}{'method':<7}{'peak':>10}  {'fits':<5}{'tok/s':>8}"
+    head += f"{'time (3 ep)':>12}  " if ns.tokens else "  "
+    print(head + "batch x accumulation: conservative / balanced / aggressive")
+    shown = 0
+    for r in recs:
+        if not r.fits and not ns.all:
+            continue
+        cells = []
+        for name in ("conservative", "balanced", "aggressive"):
+            b = r.batches.get(name)
+            cells.append(f"{b[0]}x{b[1]}{'+gc' if b[2] else ''}" if b else "-")
+        line = f"{r.spec.key:<16}{r.method:<7}{memory.gib(r.peak_mb):>10}  {'yes' if r.fits else 'no':<5}"
+        line += f"{r.tokens_per_s:>8,.0f}"
+        if ns.tokens:
+            line += f"{fmt_duration(r.time_s):>12}"
+        print(line + "  " + " / ".join(cells))
+        shown += 1
+    if not shown:
+        print("nothing in the catalog fits; free memory or use a machine with more (see --all)")
+    print("+gc: with gradient checkpointing. Peaks are for the balanced preset; `tunewiz fit --model M` explains one.")
+    return 0

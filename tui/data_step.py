@@ -1,0 +1,247 @@
+"""Step 3, data: the file checked (core.lint) and every example shown exactly as the model sees it,
+after its chat template, with the trained tokens highlighted; the checker's findings listed, errors
+first, each jumping to its row. Checking and rendering run in a worker (the tokenizer is slow to load).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.markup import escape
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.widgets import DirectoryTree, Input, OptionList, Static
+from textual.widgets.option_list import Option
+from tunewiz.tui.figures import preview_text
+from tunewiz.tui.messages import DataReady
+from tunewiz.tui.step_base import StepScreen
+
+SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "dim"}
+
+
+class DataStep(StepScreen):
+    STEP = "Data"
+    BINDINGS = [
+        Binding("ctrl+b", "browse", "Browse files"),
+        Binding("right_square_bracket,ctrl+right", "example(1)", "Examples", key_display="[ ]"),
+        Binding("left_square_bracket,ctrl+left", "example(-1)", "Prev example", show=False),
+    ]
+
+    def body(self) -> ComposeResult:
+        yield Input(
+            value=self.wiz.cfg.data.path,
+            placeholder="path to .jsonl .json .csv .tsv .parquet or a datasets folder, Enter to load",
+            id="data-path",
+        )
+        yield DirectoryTree(str(Path(self.wiz.cfg.data.path or ".").expanduser().resolve().parent), id="tree")
+        yield Static("", id="data-summary")
+        yield OptionList(id="findings")
+        with VerticalScroll(id="preview-box"):
+            yield Static("", id="preview")
+
+    def on_mount(self) -> None:
+        self.report = None
+        self.tokenizer = None
+        self.examples: list = []
+        self.index = 0
+        self.ready = False
+        self.query_one("#tree").display = False
+        self.query_one("#findings").display = False
+        if self.wiz.cfg.data.path:
+            self.load(self.wiz.cfg.data.path)
+        self.query_one("#data-path", Input).focus()
+
+    def action_browse(self) -> None:
+        tree = self.query_one("#tree")
+        tree.display = not tree.display
+        if tree.display:
+            tree.focus()
+
+    @on(DirectoryTree.FileSelected)
+    def _file(self, event: DirectoryTree.FileSelected) -> None:
+        self.query_one("#data-path", Input).value = str(event.path)
+        self.query_one("#tree").display = False
+        self.load(str(event.path))
+
+    @on(Input.Submitted, "#data-path")
+    def _submitted(self, event: Input.Submitted) -> None:
+        self.load(event.value)
+
+    def load(self, path: str) -> None:
+        self.ready = False
+        self.wiz.cfg.data.path = str(Path(path).expanduser().resolve()) if path else ""
+        self.query_one("#data-summary", Static).update("Checking the data and rendering it with the chat template...")
+        self.query_one("#preview", Static).update("")
+        self.query_one("#findings").display = False
+        cfg = self.wiz.cfg
+        self.inspect(cfg.data.path, cfg.model.id, cfg.data.max_seq_len, cfg.data.eval_path or None)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="data")
+    def inspect(self, path: str, model_id: str, max_seq_len: int, eval_path: str | None) -> None:
+        from tunewiz.core import data, lint
+
+        tok, template_error = None, ""
+        try:
+            tok = lint.tokenizer_for(model_id, self.wiz.home, self.wiz.cfg.model.trust_remote_code)
+        except Exception as exc:  # noqa: BLE001 - shown to the user; the structure is still checked
+            template_error = f"{type(exc).__name__}: {exc}"
+        try:
+            report = lint.lint(
+                path,
+                tok,
+                max_seq_len=max_seq_len,
+                eval_path=eval_path,
+                eval_fraction=self.wiz.cfg.data.eval_fraction,
+                seed=self.wiz.cfg.data.split_seed,
+            )
+        except data.DataError as exc:
+            self.post_message(DataReady({}, problems=exc.problems))
+            return
+        summary = {
+            "rows": len(report.examples),
+            "formats": report.formats,
+            "sha256": report.sha256,
+            "train": report.train_rows,
+            "eval": report.eval_rows,
+            **report.by_severity(),
+        }
+        t = report.tokens
+        if t:
+            summary.update(
+                tokens_min=t["min"],
+                tokens_median=t["median"],
+                tokens_p95=t["p95"],
+                tokens_max=t["max"],
+                truncated=t["truncated"],
+                train_tokens=t["total"] * report.train_rows // max(t["counted"], 1),
+            )
+        if template_error:
+            summary["template_error"] = template_error
+        self.post_message(DataReady(summary, report=report, tokenizer=tok))
+
+    def on_data_ready(self, msg: DataReady) -> None:
+        box = self.query_one("#data-summary", Static)
+        if msg.problems:  # the file itself could not be read
+            shown = "\n".join(f"[red]x[/red] {escape(p)}" for p in msg.problems[:4])
+            box.update(f"[b red]{len(msg.problems)} problem(s) - fix them to continue[/b red]\n{shown}")
+            return
+        s, report = msg.summary, msg.report
+        self.report, self.tokenizer = report, msg.tokenizer
+        self.wiz.data_summary = s
+        fmt = ", ".join(f"{k} {v}" for k, v in s["formats"].items()) or "no usable rows"
+        lines = [f"[b]{s['rows']}[/b] examples ({escape(fmt)}): {s['train']} train / {s['eval']} held out"]
+        if "tokens_max" in s:
+            lines.append(
+                f"tokens: min {s['tokens_min']}, median {s['tokens_median']}, p95 {s['tokens_p95']}, "
+                f"max {s['tokens_max']} (limit {self.wiz.cfg.data.max_seq_len}); {s['truncated']} truncated"
+            )
+        if s.get("template_error"):
+            lines.append(f"[red]cannot load the model's tokenizer: {escape(s['template_error'])}[/red]")
+        errors = report.errors
+        first = errors[0] if errors else None
+        hint = " [dim](Tab: list, Enter: show row)[/dim]" if report.findings else ""
+        if first:
+            where = f"{Path(first.file).name}:{first.line}" if first.line else Path(first.file).name
+            lines.append(f"[b red]{len(errors)} problem(s) to fix[/b red], first at {escape(where)}{hint}")
+        else:
+            lines.append(f"[green]no errors[/green]; {s['warning']} warning(s), {s['info']} note(s){hint}")
+        box.update("\n".join(lines))
+        self.show_findings(report)
+        self.examples = report.examples
+        self.index = 0
+        self.ready = report.ok and "template_error" not in s
+        self.show_example()
+        if isinstance(self.focused, Input) and self.examples:
+            # Off the path field, so [ and ] browse the examples instead of typing into it.
+            self.query_one("#findings" if report.errors else "#preview-box").focus()
+
+    def worker_failed(self, group: str, text: str) -> None:
+        if group == "data":  # in place of "Checking the data...": Next stays refused (not ready)
+            self.query_one("#data-summary", Static).update(
+                f"[b red]Checking the data failed[/b red]: {escape(text)}\n"
+                "[dim]Enter in the path field checks it again[/dim]"
+            )
+
+    def show_findings(self, report) -> None:
+        box = self.query_one("#findings", OptionList)
+        box.clear_options()
+        name = Path(str(report.path)).name
+        options = []
+        from tunewiz.core.data import SEVERITIES
+
+        order = sorted(range(len(report.findings)), key=lambda i: SEVERITIES.index(report.findings[i].severity))
+        for i in order:  # errors first, then warnings, then notes; by line within each
+            f = report.findings[i]
+            where = f"line {f.line}" if f.line else "file"
+            if f.file != str(report.path):
+                where = f"{Path(f.file).name}:{f.line}" if f.line else Path(f.file).name
+            label = Text.assemble(
+                (f"{f.severity[0].upper()} ", SEVERITY_STYLE[f.severity]),
+                (f"{where:<9} ", "bold"),
+                f"{f.rule}: {f.message}",
+                no_wrap=True,
+                overflow="ellipsis",
+            )
+            options.append(Option(label, id=f"f{i}"))
+        box.add_options(options)
+        box.display = bool(options)
+        box.border_title = f"findings in {name}"
+
+    @on(OptionList.OptionHighlighted, "#findings")
+    @on(OptionList.OptionSelected, "#findings")
+    def _jump(self, event: OptionList.OptionHighlighted | OptionList.OptionSelected) -> None:
+        f = self.report.findings[int((event.option.id or "f0")[1:])]
+        rows = [i for i, ex in enumerate(self.examples) if ex.line == f.line] if f.file == str(self.report.path) else []
+        if rows:
+            self.index = rows[0]
+            self.show_example()
+        else:  # the row is not usable (or the remark is about the whole file): say why instead
+            where = f.where
+            self.query_one("#preview", Static).update(
+                Text.assemble(
+                    (f"{where}\n", "bold"), (f"{f.severity} [{f.rule}] ", SEVERITY_STYLE[f.severity]), f.message
+                )
+            )
+
+    def action_example(self, delta: int) -> None:
+        if self.examples:
+            self.index = (self.index + delta) % len(self.examples)
+            self.show_example()
+
+    def show_example(self) -> None:
+        from tunewiz.core import data
+
+        if not self.examples:
+            return
+        ex = self.examples[self.index]
+        preview = self.query_one("#preview", Static)
+        notes = Text()
+        for f in self.report.at_line(ex.line) if self.report else []:
+            if f.file == str(self.report.path):
+                notes.append(f"{f.severity} [{f.rule}] {f.message}\n", style=SEVERITY_STYLE[f.severity])
+        if self.tokenizer is None:
+            preview.update(Text(f"example {self.index + 1}/{len(self.examples)} (line {ex.line})\n") + notes)
+            return
+        try:
+            r = data.render_example(self.tokenizer, ex, self.wiz.cfg.data.max_seq_len)
+        except data.TemplateError as exc:
+            preview.update(Text(f"line {ex.line}: {exc}", style="red"))
+            return
+        cut = f", {r.cut_trained_tokens} trained cut by max_seq_len" if r.cut_trained_tokens else ""
+        head = Text(
+            f"example {self.index + 1}/{len(self.examples)} (line {ex.line}): {r.total_tokens} tokens, "
+            f"{r.trained_tokens} trained (highlighted){cut}   [ ] browse\n",
+            style="bold",
+        )
+        preview.update(head + notes + preview_text(r))
+
+    def can_continue(self) -> str | None:
+        if not self.wiz.cfg.data.path:
+            return "choose a data file first"
+        if self.report is not None and self.report.errors:
+            first = self.report.errors[0]
+            return f"{len(self.report.errors)} problem(s) in the data, first at {first.where}: {first.message}"
+        return None if self.ready else "the data is not loaded yet, or has problems to fix"

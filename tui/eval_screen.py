@@ -1,0 +1,180 @@
+"""A finished run's evaluation: base vs fine-tuned on the held-out rows (metrics, then every example
+side by side, Enter for the whole of one), and the exports (merged model, GGUF) run in their own process.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.markup import escape
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.screen import ModalScreen, Screen
+from textual.widgets import DataTable, Footer, Label, Static
+from tunewiz.core import runs
+from tunewiz.tui.messages import ExportDone
+from tunewiz.tui.worker_errors import ReportsWorkerErrors
+
+
+class ExampleScreen(ModalScreen[None]):
+    BINDINGS = [Binding("escape,enter,q", "dismiss", "Close")]
+    DEFAULT_CSS = """
+    ExampleScreen { align: center middle; }
+    ExampleScreen > VerticalScroll { width: 90%; height: 90%; border: thick $accent; background: $surface;
+        padding: 0 1; }
+    """
+
+    def __init__(self, pred: dict) -> None:
+        super().__init__()
+        self.pred = pred
+
+    def compose(self) -> ComposeResult:
+        p = self.pred
+        with VerticalScroll():
+            for label, key in (
+                ("Prompt", "prompt"),
+                ("Expected", "expected"),
+                ("Base model", "base"),
+                ("Fine-tuned", "finetuned"),
+            ):
+                yield Label(f"[b]{label}[/b]")
+                yield Static(escape(p.get(key, "")))
+
+
+def mark(score: dict) -> str:
+    if score.get("exact"):
+        return "yes"
+    if score.get("json_expected"):
+        return f"{score.get('fields_matched', 0)}/{score.get('fields', 0)}"
+    return "no"
+
+
+class EvalScreen(ReportsWorkerErrors, Screen):
+    """Base vs fine-tuned on held-out rows: metrics, then every example side by side."""
+
+    BINDINGS = [
+        Binding("escape", "app.pop_screen", "Back"),
+        Binding("m", "export('merged')", "Export merged"),
+        Binding("g", "export('gguf')", "Export GGUF"),
+        Binding("h", "history", "History"),
+    ]
+
+    def __init__(self, run_dir: Path) -> None:
+        super().__init__()
+        self.run_dir = Path(run_dir)
+        self.advice = ""
+        self.exporting = ""
+
+    def compose(self) -> ComposeResult:
+        yield Label(f"[b]Evaluation[/b] {escape(self.run_dir.name)} - held-out rows the model never saw")
+        yield DataTable(id="metrics", cursor_type="none")
+        yield DataTable(id="preds", cursor_type="row")
+        yield Static("", id="next-steps")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        from tunewiz.core.evaluate import load_predictions
+
+        res = runs.read_record(self.run_dir).get("results", {})
+        base, ft = res.get("base", {}), res.get("finetuned", {})
+        metrics = self.query_one("#metrics", DataTable)
+        metrics.add_columns("metric", "base", "fine-tuned")
+        for label, key, pct in (
+            ("held-out loss", "eval_loss", False),
+            ("exact match", "exact_match", True),
+            ("valid JSON", "json_valid", True),
+            ("fields correct", "field_match", True),
+        ):
+            if key in ft:
+                f = (lambda v: f"{v:.0%}") if pct else (lambda v: f"{v:.4f}")
+                metrics.add_row(label, f(base.get(key, 0)), f(ft.get(key, 0)))
+        self.preds = load_predictions(self.run_dir)
+        table = self.query_one("#preds", DataTable)
+        table.add_columns("ok base", "ok tuned", "prompt", "expected", "fine-tuned")
+        for p in self.preds:
+            table.add_row(
+                mark(p["base_score"]),
+                mark(p["finetuned_score"]),
+                p["prompt"][:22].replace("\n", " "),
+                p["expected"][:16],
+                p["finetuned"][:16],
+            )
+        gain = (ft.get("field_match", ft.get("exact_match", 0)) or 0) - (
+            base.get("field_match", base.get("exact_match", 0)) or 0
+        )
+        advice = (
+            "A clear gain. Next: keep this adapter, or try the aggressive preset with more data."
+            if gain > 0.1
+            else "Little gain: fix the dataset (more, cleaner examples) before the settings."
+        )
+        self.advice = f"{advice}  Enter: full example; m / g: export merged / GGUF."
+        self.show_exports()
+        table.focus()
+
+    def show_exports(self, extra: str = "") -> None:
+        from tunewiz.core.export import summary_lines
+
+        arts = runs.read_record(self.run_dir).get("artifacts", {})
+        lines = [escape(line.strip()) for line in summary_lines(arts)]
+        self.query_one("#next-steps", Static).update("\n".join([self.advice, *lines, *([extra] if extra else [])]))
+
+    def action_export(self, fmt: str) -> None:
+        if self.exporting:
+            self.notify(f"already exporting {self.exporting}", severity="warning")
+            return
+        self.exporting = fmt
+        self.show_exports(
+            f"[b]exporting {fmt}[/b]: merging, writing, then answering the held-out prompts to compare "
+            "with the adapter model (a minute or more on a CPU)..."
+        )
+        self.run_export(fmt)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="export")
+    def run_export(self, fmt: str) -> None:
+        """In its own process (like training): torch never loads into the wizard's."""
+        import subprocess
+        import sys
+
+        home = self.run_dir.parent.parent
+        cmd = [
+            sys.executable,
+            "-m",
+            "tunewiz.tui.cli",
+            "--home",
+            str(home),
+            "export",
+            str(self.run_dir),
+            "--format",
+            fmt,
+        ]
+        proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False)
+        arts = runs.read_record(self.run_dir).get("artifacts", {})
+        name = "merged" if fmt == "merged" else "gguf_q8_0"
+        if proc.returncode != 0:
+            tail = (proc.stderr or proc.stdout).strip().splitlines()
+            self.post_message(ExportDone(name, error=tail[-1] if tail else f"exit {proc.returncode}"))
+        else:
+            self.post_message(ExportDone(name, entry=arts.get(name, {})))
+
+    def worker_failed(self, group: str, text: str) -> None:
+        if group == "export":  # the child process could not even be started
+            self.exporting = ""
+            self.show_exports(f"[red]export failed: {escape(text)}[/red]")
+
+    def on_export_done(self, msg: ExportDone) -> None:
+        self.exporting = ""
+        if msg.error:
+            self.show_exports(f"[red]export failed: {escape(msg.error)}[/red]")
+            self.notify(msg.error, severity="error", timeout=10)
+        else:
+            self.show_exports()
+            self.notify(f"exported {msg.name} to {msg.entry.get('path', '?')}")
+
+    @on(DataTable.RowSelected, "#preds")
+    def _open(self, event: DataTable.RowSelected) -> None:
+        self.app.push_screen(ExampleScreen(self.preds[event.cursor_row]))
+
+    def action_history(self) -> None:
+        self.app.show_history()  # type: ignore[attr-defined]

@@ -1,0 +1,171 @@
+"""The wizard's figures and rows as plain text: memory bars, model rows, preset figures, the preview.
+
+No widget and no textual import here: each function takes plain values (a recommendation, a
+config, the hardware, a rendered example) and returns a string or a rich Text, so it can be
+tested, and read, without starting an app.
+"""
+
+from __future__ import annotations
+
+import re
+
+from rich.text import Text
+
+# Licences as a person reads them, at most 10 columns.
+LICENCES = {
+    "apache-2.0": "Apache-2.0",
+    "qwen-research": "Qwen Rsrch",
+    "mit": "MIT",
+    "gemma": "Gemma",
+    "llama3.1": "Llama 3.1",
+    "llama3.2": "Llama 3.2",
+}
+BAR_WIDTH = 10
+# Columns of a model row: 72 at most (the list's border and scrollbar take the rest of the 78 the body has).
+MODEL_HEAD = f"{'model':<12}{'size':>5} {'licence':<10} {'method':<6}{'peak':>6} {{avail:<15}} {'where'}"
+
+# The preset step's advanced fields: (config key, label). Sections other than [training] are named.
+ADVANCED = [
+    ("learning_rate", "learning rate"),
+    ("num_epochs", "epochs"),
+    ("max_steps", "max steps (-1: all epochs)"),
+    ("lora_r", "LoRA rank"),
+    ("lora_alpha", "LoRA alpha"),
+    ("per_device_batch_size", "batch per device"),
+    ("gradient_accumulation_steps", "gradient accumulation"),
+    ("data.max_seq_len", "max sequence length"),
+    ("evaluation.max_examples", "examples compared"),
+]
+LABELS = {k.split(".")[-1]: label for k, label in ADVANCED}
+
+
+# -- model step ----------------------------------------------------------------------
+
+
+def memory_bar(used_mb: float, available_mb: float, width: int = BAR_WIDTH) -> str:
+    """The share of the available memory a run needs; full when it does not fit.
+
+    >>> memory_bar(512, 1024), memory_bar(4096, 1024), memory_bar(1, 1024)
+    ('█████░░░░░', '██████████', '█░░░░░░░░░')
+    """
+    filled = min(width, max(1, round(used_mb / max(available_mb, 1e-9) * width)))
+    return "█" * filled + "░" * (width - filled)
+
+
+def size_label(params: float) -> str:
+    """'135M', '1.5B'.
+
+    >>> size_label(134_515_008), size_label(1.54e9)
+    ('135M', '1.5B')
+    """
+    return f"{params / 1e9:.1f}B" if params >= 1e9 else f"{params / 1e6:.0f}M"
+
+
+def catalog_id(spec) -> str:
+    """The id a catalog model is trained from: `bundled:NAME` when it ships with tunewiz, else its hub id."""
+    return spec.bundled or spec.hub_id
+
+
+def model_rows(recs, available_mb: float, local: dict[str, bool] | None) -> list[tuple[str, str, Text]]:
+    """(model id, method, row) for each recommendation, the bundled model first (the only one offline).
+
+    `local`: which models are on this machine (None while still checking).
+    """
+    rows = []
+    for r in sorted(recs, key=lambda r: not r.spec.bundled):  # stable: keeps the ranking otherwise
+        mid = catalog_id(r.spec)
+        if r.spec.bundled:
+            where, style = "bundled", "green"
+        elif local is None:
+            where, style = "...", "dim"
+        else:
+            where, style = ("on disk", "green") if local.get(mid) else ("needs download", "yellow")
+        lic = LICENCES.get(r.spec.license, r.spec.license)[:10]
+        row = Text(f"{r.spec.key:<12}{size_label(r.spec.params):>5} {lic:<10} ")
+        row.append(f"{'QLoRA' if r.method == 'qlora' else 'LoRA':<6}{r.peak_mb / 1024:>5.1f}G ")
+        row.append(memory_bar(r.peak_mb, available_mb), style="green" if r.fits else "red")
+        row.append(f" {'fits' if r.fits else 'no':<4} ", style="" if r.fits else "red")
+        row.append(where, style=style)
+        rows.append((mid, r.method, row))
+    return rows
+
+
+def memory_label(hw) -> str:
+    """'22.0 GiB RAM' or '23.6 GiB GPU': what the memory bars are a share of."""
+    gpu = getattr(hw, "best_gpu", None)
+    return f"{gpu.free_gb:.1f} GiB GPU" if gpu is not None else f"{hw.ram_available_gb:.1f} GiB RAM"
+
+
+# -- data step -----------------------------------------------------------------------
+
+
+def preview_text(rendered, limit: int = 4000) -> Text:
+    """The rendered example with the trained tokens highlighted and the truncated tail struck out.
+
+    Built from ``Rendered.segments``: the same mask the trainer's labels come from.
+    """
+    styles = {"trained": "black on green", "cut": "dim strike", "prompt": ""}
+    text = Text()
+    for piece, kind in rendered.segments(limit):
+        text.append(piece, style=styles[kind])
+    return text
+
+
+# -- preset step ---------------------------------------------------------------------
+
+
+def friendly(problem: str) -> str:
+    """A config problem in the words of the preset step's fields; other problems as they are.
+
+    >>> friendly("override 'training.max_steps=x': expected int")
+    'max steps (-1: all epochs): expected a whole number'
+    >>> friendly("learning_rate must be > 0")
+    'learning_rate must be > 0'
+    """
+    m = re.match(r"override '(?:\w+\.)?(\w+)=.*': expected (\w+)", problem)
+    if m:
+        kind = {"int": "a whole number", "float": "a number", "bool": "true or false"}.get(m[2], m[2])
+        return f"{LABELS.get(m[1], m[1])}: expected {kind}"
+    return problem
+
+
+def data_shape(summary: dict, approx=None, max_seq_len: int = 512):
+    """The data's shape for the estimate: the data step's tokenized figures where it measured them,
+    the text approximation (core.memory.approx_data_shape) otherwise; None when nothing is known."""
+    from tunewiz.core.memory import DataShape
+
+    if summary.get("tokens_max"):
+        return DataShape(
+            longest=min(summary["tokens_max"], max_seq_len),
+            train_tokens=summary.get("train_tokens", 0),
+            trained_fraction=approx.trained_fraction if approx is not None else 1.0,
+            source="tokenized by the data step",
+            rows=summary.get("train", 0),
+        )
+    return approx
+
+
+def preset_figures(cfg, hw, shape) -> tuple[str, str]:
+    """(memory, time) lines of a preset card from tunewiz.core.memory: the peak with fits / does not fit, and
+    the data's tokens x epochs / the expected tokens per second on this hardware.
+
+    >>> from tunewiz.core.config import RunConfig
+    >>> from tunewiz.core.hardware import Hardware
+    >>> from tunewiz.core.memory import DataShape
+    >>> cfg = RunConfig()
+    >>> cfg.model.id = "bundled:smollm2-135m-instruct"
+    >>> preset_figures(cfg, Hardware(cpu_physical_cores=2, ram_available_gb=16), DataShape(120, 30_000, 0.2, "", 300))
+    ('peak 2.14 GiB, fits', 'time ~10m37s')
+    """
+    from tunewiz.core import memory
+    from tunewiz.core.events import fmt_duration
+
+    if hw is None:
+        return "peak ?", "time ?"
+    est = memory.for_run(cfg, hw, shape)
+    if est is None:
+        return "peak ? (unknown model)", "time ?"
+    avail = memory.available_mb(hw, est.breakdown.device)
+    fits = est.peak_memory_mb <= avail * 0.88
+    peak = f"peak {memory.gib(est.peak_memory_mb)}, " + ("fits" if fits else "[red]too big[/red]")
+    return peak, f"time ~{fmt_duration(est.train_time_s)}" if est.train_time_s else "time ?"

@@ -1,0 +1,57 @@
+"""One finished or running run: its record in words (record_text), its loss curve, and the way to its
+evaluation or to following it live.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.markup import escape
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, VerticalScroll
+from textual.screen import Screen
+from textual.widgets import Footer, Label, Static
+from tunewiz.core import runs
+from tunewiz.core.events import read_events
+from tunewiz.tui.eval_screen import EvalScreen
+from tunewiz.tui.record_text import record_summary_lines
+from tunewiz.tui.train_screen import TrainScreen
+from tunewiz.tui.widgets import LossPlot
+
+
+class RunScreen(Screen):
+    """One run: its record, its loss curve and its evaluation."""
+
+    BINDINGS = [
+        Binding("escape", "app.pop_screen", "Back"),
+        Binding("e", "evaluate", "Evaluation"),
+        Binding("a", "attach", "Follow"),
+    ]
+
+    def __init__(self, run_dir: Path) -> None:
+        super().__init__()
+        self.run_dir = Path(run_dir)
+
+    def compose(self) -> ComposeResult:
+        yield Label(f"[b]Run[/b] {escape(self.run_dir.name)}")
+        with Horizontal():
+            with VerticalScroll(id="run-record"):
+                yield Static("", id="record")
+            yield LossPlot(id="run-plot")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        doc = runs.refresh(self.run_dir)
+        self.status = doc.get("run", {}).get("status")
+        self.query_one("#record", Static).update(escape("\n".join(record_summary_lines(doc))))
+        self.query_one("#run-plot", LossPlot).add(read_events(self.run_dir)[0])
+
+    def action_evaluate(self) -> None:
+        if (self.run_dir / "eval" / "predictions.jsonl").is_file():
+            self.app.push_screen(EvalScreen(self.run_dir))
+        else:
+            self.notify("This run has no evaluation.", severity="warning")
+
+    def action_attach(self) -> None:
+        self.app.push_screen(TrainScreen(self.run_dir))

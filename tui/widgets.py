@@ -1,0 +1,71 @@
+"""Widgets and modals more than one screen uses: the loss plot (train and run screens) and the
+yes / no confirmation (history's delete). Each carries its own DEFAULT_CSS where it needs layout.
+"""
+
+from __future__ import annotations
+
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Button, Static
+from textual_plotext import PlotextPlot
+
+
+class LossPlot(PlotextPlot):
+    """Train and held-out loss against the step, with axes."""
+
+    def on_mount(self) -> None:
+        self.train: list[tuple[int, float]] = []
+        self.evals: list[tuple[int, float]] = []
+        self.draw()
+
+    def add(self, events: list[dict]) -> None:
+        for e in events:
+            if e.get("event") == "step" and e.get("loss") is not None:
+                self.train.append((e["step"], e["loss"]))
+            elif e.get("event") == "eval" and e.get("eval_loss") is not None:
+                self.evals.append((e["step"], e["eval_loss"]))
+        self.draw()
+
+    def draw(self) -> None:
+        plt = self.plt
+        plt.clear_data()
+        plt.clear_figure()
+        plt.theme("pro")
+        plt.xlabel("step")
+        if self.train:
+            plt.plot([s for s, _ in self.train], [v for _, v in self.train], label="train", marker="braille")
+        if self.evals:
+            plt.scatter([s for s, _ in self.evals], [v for _, v in self.evals], label="held-out", marker="o")
+        self.refresh()
+
+
+class ConfirmScreen(ModalScreen[bool]):
+    BINDINGS = [Binding("y", "yes", "Yes"), Binding("n,escape", "no", "No")]
+    DEFAULT_CSS = """
+    ConfirmScreen { align: center middle; }
+    ConfirmScreen > Vertical { width: 60; height: auto; border: thick $error; background: $surface; padding: 1 2; }
+    """
+
+    def __init__(self, question: str) -> None:
+        super().__init__()
+        self.question = question
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Static(self.question)
+            with Horizontal():
+                yield Button("Yes (y)", id="yes", variant="error")
+                yield Button("No (n)", id="no")
+
+    def action_yes(self) -> None:
+        self.dismiss(True)
+
+    def action_no(self) -> None:
+        self.dismiss(False)
+
+    @on(Button.Pressed)
+    def _pressed(self, event: Button.Pressed) -> None:
+        self.dismiss(event.button.id == "yes")
