@@ -91,6 +91,8 @@ class TrainingConfig:
     """Checkpoints kept on disk (the newest ones)."""
     threads: int = 0
     """CPU threads for torch; 0: one per physical core."""
+    dataloader_workers: int = -1
+    """Processes that collate batches; -1: chosen by the plan (a few on a GPU, none on the CPU)."""
     group_by_length: bool = True
     """Batch examples of similar length together: less compute wasted on padding."""
     lm_head_trained_only: bool = True
@@ -169,6 +171,10 @@ class RunConfig:
         for name in ("eval_steps", "save_steps", "threads"):
             if getattr(t, name) < 0:
                 p.append(f"[training] {name} = {getattr(t, name)}: must be 0 or more")
+        if t.dataloader_workers < -1:
+            p.append(
+                f"[training] dataloader_workers = {t.dataloader_workers}: use 0 or more, or -1 to let the plan choose"
+            )
         if t.fsdp and t.processes < 2:
             p.append(
                 "[training] fsdp = true shards the model over several processes: set processes to the number "

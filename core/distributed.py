@@ -32,6 +32,11 @@ def rank() -> int:
     return int(os.environ.get("RANK", "0"))
 
 
+def local_rank() -> int:
+    """This process's rank on this machine (which GPU it trains on)."""
+    return int(os.environ.get("LOCAL_RANK", "0") or 0)
+
+
 def world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 

@@ -22,7 +22,6 @@ from typing import Any
 from tunewiz.core.data import Example, prompt_and_answer, render_example
 
 PREDICTIONS = "eval/predictions.jsonl"
-GEN_BATCH = 32  # fewer, wider decode steps: per-step overhead dominates on CPU
 
 
 def parse_json_object(text: str) -> dict | None:
@@ -73,34 +72,14 @@ def summarize(scores: list[dict[str, Any]]) -> dict[str, float]:
 
 
 def generate(model, tok, prompts: list[list[dict]], max_new_tokens: int) -> list[str]:
-    """Greedy answers for chat prompts, in batches, left-padded."""
-    import torch
+    """Greedy answers for chat prompts, stopping at the end of the turn (the generation shared with export)."""
+    from tunewiz.core.modeling import end_of_turn_ids, greedy
 
-    texts = [tok.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in prompts]
-    side = tok.padding_side
-    tok.padding_side = "left"
-    outs: list[str] = []
-    device = next(model.parameters()).device
-    try:
-        for i in range(0, len(texts), GEN_BATCH):
-            enc = tok(texts[i : i + GEN_BATCH], return_tensors="pt", padding=True, add_special_tokens=False)
-            enc = {k: v.to(device) for k, v in enc.items()}
-            with torch.no_grad():
-                gen = model.generate(
-                    **enc,
-                    max_new_tokens=max_new_tokens,
-                    do_sample=False,
-                    eos_token_id=tok.eos_token_id,
-                    pad_token_id=tok.pad_token_id,
-                )
-            new = gen[:, enc["input_ids"].shape[1] :]
-            outs += [tok.decode(row, skip_special_tokens=True) for row in new]
-    finally:
-        tok.padding_side = side
-    return outs
+    rows = greedy(model, tok, prompts, max_new_tokens, end_of_turn_ids(model, tok))
+    return [tok.decode(row, skip_special_tokens=True) for row in rows]
 
 
-def mean_loss(model, tok, examples: list[Example], max_seq_len: int, batch: int = GEN_BATCH) -> float:
+def mean_loss(model, tok, examples: list[Example], max_seq_len: int, batch: int = 32) -> float:
     """Mean cross-entropy per trained token (the same mask as training), in padded batches."""
     import torch
 
@@ -129,13 +108,13 @@ def mean_loss(model, tok, examples: list[Example], max_seq_len: int, batch: int 
 
 def compare(model, tok, examples: list[Example], cfg, run_dir: Path, events=None) -> dict[str, Any]:
     """Evaluate base (adapter off) and fine-tuned (adapter on); write predictions; return the summary."""
+    from tunewiz.core.modeling import answer_budget
+
     # Plain-text rows have no prompt to answer: they count in the held-out loss only.
     scored = examples[: cfg.evaluation.max_examples]
     examples = [e for e in scored if e.is_chat]
     prompts, expected = zip(*(prompt_and_answer(e.messages) for e in examples), strict=False) if examples else ((), ())
-    budget = cfg.evaluation.max_new_tokens or min(
-        1024, max((len(tok(a, add_special_tokens=False)["input_ids"]) for a in expected), default=0) + 16
-    )
+    budget = cfg.evaluation.max_new_tokens or answer_budget(tok, expected)
     model.eval()
     results: dict[str, Any] = {}
     outputs: dict[str, list[str]] = {}
@@ -198,10 +177,9 @@ def held_out_examples(cfg) -> list:
 
 def evaluate_run(run_dir: Path) -> dict[str, Any]:
     """Re-run the comparison for a finished run from its saved adapter (`tunewiz eval RUN`)."""
-    from peft import PeftModel
-    from tunewiz.core import hardware, models, runs
+    from tunewiz.core import hardware, models, planner, runs
     from tunewiz.core.config import RunConfig
-    from tunewiz.core.trainer import choose_dtype, load_model, load_tokenizer
+    from tunewiz.core.modeling import adapter_model, load_tokenizer
 
     run_dir = Path(run_dir)
     doc = runs.read_record(run_dir)
@@ -210,10 +188,9 @@ def evaluate_run(run_dir: Path) -> dict[str, Any]:
     if not (adapter / "adapter_config.json").is_file():
         raise runs.RunError(f"{run_dir.name} has no saved adapter yet (status {doc['run'].get('status')})")
     resolved = models.resolve(cfg.model.id, run_dir.parent.parent)
-    dtype, _ = choose_dtype(cfg.model.dtype, hardware.detect(run_dir))
-    tok = load_tokenizer(resolved.path, cfg)
-    base = load_model(resolved.path, cfg, dtype, for_training=False)
-    model = PeftModel.from_pretrained(base, str(adapter))
+    dtype = planner.choose_dtype(cfg.model.dtype, hardware.detect(run_dir)).value
+    tok = load_tokenizer(resolved.path, cfg.model.trust_remote_code)
+    model = adapter_model(resolved.path, adapter, dtype, cfg.model.trust_remote_code)
     summary = compare(model, tok, held_out_examples(cfg), cfg, run_dir)
     runs.update_record(run_dir, {"results": summary, "artifacts": {"predictions": str(run_dir / PREDICTIONS)}})
     return summary

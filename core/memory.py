@@ -1,4 +1,4 @@
-"""Will it fit, and how long will it take: peak memory with a breakdown, recommendations, time.
+"""The arithmetic of a training step: peak memory by component, FLOPs and speed (the planner decides with it).
 
 The estimate follows what the HF + PEFT stack keeps alive at the peak of a
 training step (the start of the backward pass):
@@ -27,10 +27,10 @@ Sizes are in MiB (2**20 bytes); the record keeps them under [estimate].
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
-from tunewiz.core.catalog import FUSED, MODELS, ModelSpec
+from tunewiz.core.catalog import FUSED, ModelSpec
 
 MiB = 2**20
 GiB = 2**30
@@ -57,7 +57,8 @@ CPU_FLOPS_PER_CORE = 38e9
 # measures the real rate on the machine.
 GPU_PEAK_TFLOPS = (
     ("h200", 989.0),
-    ("h100", 756.0),
+    ("h100 pcie", 756.0),
+    ("h100", 989.0),  # SXM (NVIDIA H100 80GB HBM3) and NVL
     ("a100", 312.0),
     ("l40s", 362.0),
     ("l40", 181.0),
@@ -255,6 +256,11 @@ def layer_activation_bytes(spec: ModelSpec, s: Setup) -> float:
     mlp = (h if keeps_input("gate_up_proj", "gate_proj", "up_proj") else 0) + 3 * inter  # act in/out, up out
     mlp += inter if keeps_input("down_proj") else 0
     total = norms + (attn + mlp) * b
+    if s.method != "full" and b < 4 and s.device == "cpu":
+        # No autocast on the CPU: PEFT casts each adapted layer's 16-bit input to its fp32 adapter
+        # weights, and that fp32 copy is what lora_A keeps for backward.
+        shapes = spec.linear_shapes()
+        total += sum(shapes[n][0] for n in adapted) * 4
     if s.lora_dropout > 0:  # dropout copies each adapted layer's input and keeps a mask
         shapes = spec.linear_shapes()
         total += sum(shapes[n][0] for n in adapted) * (b + 1)
@@ -368,58 +374,6 @@ def estimate(
     return Estimate(spec.key, setup, bd, tps, train_tokens / tps if train_tokens else None, source)
 
 
-# -- will it fit ------------------------------------------------------------------------
-
-
-@dataclass
-class Verdict:
-    estimate: Estimate
-    budget_mb: float
-    """Memory available for training after the headroom."""
-    available_mb: float
-    headroom: float
-    fixes: list[str] = field(default_factory=list)
-
-    @property
-    def fits(self) -> bool:
-        return self.estimate.peak_memory_mb <= self.budget_mb
-
-    @property
-    def use(self) -> float:
-        return self.estimate.peak_memory_mb / max(self.available_mb, 1e-9)
-
-    def summary(self) -> str:
-        e = self.estimate
-        where = "RAM" if e.breakdown.device == "cpu" else "GPU memory"
-        if self.fits:
-            return (
-                f"fits: {gib(e.peak_memory_mb)} of {gib(self.available_mb)} {where} "
-                f"({self.use:.0%}, keeping {self.headroom:.0%} headroom)"
-            )
-        return (
-            f"does NOT fit: needs {gib(e.peak_memory_mb)}, {gib(self.available_mb)} {where} available "
-            f"(budget {gib(self.budget_mb)} with {self.headroom:.0%} headroom)"
-        )
-
-
-def available_mb(hw, device: str) -> float:
-    """Memory a run can use now: the best GPU's free memory, or available RAM on the CPU."""
-    gpu = getattr(hw, "best_gpu", None)
-    if device != "cpu" and gpu is not None:
-        return gpu.free_gb * 1024
-    return getattr(hw, "ram_available_gb", 0.0) * 1024
-
-
-def fit(spec: ModelSpec, setup: Setup, hw, headroom: float = 0.12, train_tokens: int = 0) -> Verdict:
-    """Does this setup fit the hardware with `headroom` to spare? If not, which single change would."""
-    est = estimate(spec, setup, hw=hw, train_tokens=train_tokens)
-    avail = available_mb(hw, setup.device)
-    v = Verdict(est, avail * (1 - headroom), avail, headroom)
-    if not v.fits:
-        v.fixes = fixes(spec, setup, v.budget_mb)
-    return v
-
-
 def fixes(spec: ModelSpec, s: Setup, budget_mb: float) -> list[str]:
     """Single changes that make the setup fit, in the order to try them (same effective batch first)."""
     tries: list[tuple[str, Setup]] = []
@@ -447,92 +401,7 @@ def fixes(spec: ModelSpec, s: Setup, budget_mb: float) -> list[str]:
     return out
 
 
-# -- recommendations --------------------------------------------------------------------
-
-
-@dataclass
-class Recommendation:
-    spec: ModelSpec
-    method: str
-    peak_mb: float
-    budget_mb: float
-    tokens_per_s: float
-    time_s: float | None
-    batches: dict[str, tuple[int, int, bool]]
-    """Per preset: (per-device batch, gradient accumulation, gradient checkpointing) that fit."""
-
-    @property
-    def fits(self) -> bool:
-        return self.peak_mb <= self.budget_mb and bool(self.batches)
-
-
-def preset_batches(spec: ModelSpec, base: Setup, budget_mb: float, max_per_device: int) -> dict[str, tuple]:
-    """For each preset, the largest per-device batch (dividing its effective batch) that fits."""
-    from tunewiz.core.presets import PRESETS
-
-    out = {}
-    for name, p in PRESETS.items():
-        for gc in (False, True):
-            per = min(p.effective_batch, max_per_device)
-            while per >= 1:
-                if p.effective_batch % per == 0:
-                    s = replace(base, batch=per, lora_r=p.lora_r, gradient_checkpointing=gc)
-                    if breakdown(spec, s).total <= budget_mb:
-                        out[name] = (per, p.effective_batch // per, gc)
-                        break
-                per -= 1
-            if name in out:
-                break
-    return out
-
-
-def recommend(
-    hw,
-    *,
-    seq_len: int = 512,
-    train_tokens: int = 0,
-    headroom: float = 0.12,
-    methods: tuple[str, ...] = ("lora", "qlora"),
-    models: tuple[ModelSpec, ...] = MODELS,
-    dtype: str | None = None,
-    trained_fraction: float = 1.0,
-) -> list[Recommendation]:
-    """Catalog models x methods ranked for this machine.
-
-    On a GPU: what fits first, larger models first (the most capable model that fits), LoRA before
-    QLoRA for the same model (faster, no quantisation error). On the CPU: what fits in RAM first,
-    fastest first (CPU training is bounded by time long before memory).
-    """
-    gpu = getattr(hw, "best_gpu", None)
-    device = "cuda" if gpu is not None else "cpu"
-    if dtype is None:
-        dtype = ("bfloat16" if gpu.bf16 else "float16") if gpu is not None else "float32"
-    budget = available_mb(hw, device) * (1 - headroom)
-    max_per = 16 if device == "cuda" else 4  # small CPU batches stay in cache (core.presets)
-    recs = []
-    for spec in models:
-        for method in methods:
-            base = Setup(
-                method=method, dtype=dtype, seq_len=seq_len, device=device, batch=1, lora_r=16,
-                trained_fraction=trained_fraction,
-            )  # fmt: skip
-            batches = preset_batches(spec, base, budget, max_per)
-            bal = batches.get("balanced")
-            s = replace(base, batch=bal[0], gradient_checkpointing=bal[2]) if bal else base
-            est = estimate(spec, s, hw=hw, train_tokens=train_tokens)
-            recs.append(
-                Recommendation(
-                    spec, method, est.peak_memory_mb, budget, est.tokens_per_s or 0.0, est.train_time_s, batches
-                )
-            )
-    if device == "cuda":
-        recs.sort(key=lambda r: (not r.fits, -r.spec.params, r.method != "lora"))
-    else:
-        recs.sort(key=lambda r: (not r.fits, -r.tokens_per_s))
-    return recs
-
-
-# -- a run's estimate (the record's [estimate], the wizard's preset cards) ----------------
+# -- the data's shape (the planner's input) -------------------------------------------------
 
 # Characters per token of chat text with a ~50k-150k BPE vocabulary, and the chat template's tokens per
 # message (role header and end marker). Checked on the sample data with SmolLM2's tokenizer: within 25%
@@ -589,60 +458,9 @@ def approx_data_shape(examples, max_seq_len: int, eval_fraction: float = 0.0) ->
     )
 
 
-def compute_dtype(requested: str, hw) -> str:
-    """The dtype the trainer will pick (core.trainer.choose_dtype, without importing torch)."""
-    if requested != "auto":
-        return requested
-    gpu = getattr(hw, "best_gpu", None)
-    if gpu is not None:
-        return "bfloat16" if gpu.bf16 else "float16"
-    return "bfloat16" if getattr(hw, "cpu_bf16", False) else "float32"
-
-
-def setup_for(cfg, hw, shape: DataShape | None = None) -> Setup:
-    """The estimator's Setup for a RunConfig on this hardware; without a data shape, the worst case
-    (every example max_seq_len long, every token trained)."""
-    t = cfg.training
-    seq_len = min(shape.longest, cfg.data.max_seq_len) if shape else cfg.data.max_seq_len
-    trained = shape.trained_fraction if shape and t.lm_head_trained_only else 1.0
-    return Setup(
-        method=cfg.model.method,
-        dtype=compute_dtype(cfg.model.dtype, hw),
-        lora_r=t.lora_r,
-        target_modules=tuple(t.target_modules),
-        batch=t.per_device_batch_size,
-        seq_len=max(seq_len, 1),
-        gradient_checkpointing=t.gradient_checkpointing,
-        trained_fraction=trained,
-        lora_dropout=t.lora_dropout,
-        device="cpu" if getattr(hw, "best_gpu", None) is None else "cuda",
-        shards=t.processes if getattr(t, "fsdp", False) else 1,
-    )
-
-
 def run_tokens(cfg, shape: DataShape) -> int:
     """Tokens the run trains on: epochs x one epoch, or max_steps x effective batch x the mean row."""
     t = cfg.training
     if t.max_steps and t.max_steps > 0 and shape.rows:
         return int(t.max_steps * t.effective_batch * shape.train_tokens / shape.rows)  # HF ignores epochs then
     return int(shape.train_tokens * t.num_epochs)
-
-
-def for_run(cfg, hw, shape: DataShape | None = None, spec: ModelSpec | None = None) -> Estimate | None:
-    """The estimate of a run: peak memory, speed and time; None for a model the catalog cannot describe
-    (a hub id outside the catalog that is not downloaded yet)."""
-    from tunewiz.core import catalog
-
-    if spec is None:
-        try:
-            spec = catalog.lookup(cfg.model.id)
-        except catalog.CatalogError:
-            return None
-    # Peak memory is per process (each holds the model and its own per-device batch); time is that
-    # of one process doing its 1/N share: on its own GPU, or on CPU with cores / N threads.
-    n = max(getattr(cfg.training, "processes", 1), 1)
-    tokens = run_tokens(cfg, shape) // n if shape else 0
-    cores = cfg.training.threads or None
-    if cores is None and n > 1 and getattr(hw, "best_gpu", None) is None:
-        cores = max(1, (getattr(hw, "cpu_physical_cores", 1) or 1) // n)
-    return estimate(spec, setup_for(cfg, hw, shape), hw=hw, threads=cores, train_tokens=tokens)

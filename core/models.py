@@ -117,6 +117,22 @@ def resolve(model_id: str, home_dir: Path, prepare: bool = True) -> ResolvedMode
     )
 
 
+def hub_id_of(model_id: str) -> str:
+    """The hub id a model is known by on any machine: the bundled model's source, a hub id as given;
+    "" for a local directory.
+
+    >>> hub_id_of("bundled:smollm2-135m-instruct"), hub_id_of("Qwen/Qwen2.5-0.5B-Instruct"), hub_id_of("/tmp")
+    ('HuggingFaceTB/SmolLM2-135M-Instruct', 'Qwen/Qwen2.5-0.5B-Instruct', '')
+    """
+    model_id = model_id.strip()
+    if model_id.startswith("bundled:"):
+        b = BUNDLED.get(model_id.split(":", 1)[1])
+        return b.hub_id if b else ""
+    if HUB_ID.match(model_id) and not Path(model_id).expanduser().exists():
+        return model_id
+    return ""
+
+
 def on_this_machine(model_id: str) -> bool:
     """Whether `model_id` can be trained without a download: the bundled package is installed, the
     directory holds a config.json, or the Hugging Face cache has the hub model. Never downloads."""

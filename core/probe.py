@@ -1,8 +1,8 @@
 """The probe: a few real training steps at the dataset's longest sequence, before the real run.
 
-It loads the model exactly as the trainer does (:func:`tunewiz.core.trainer.load_model`,
-the same LoRA setup, trl's SFTTrainer with the trainer's arguments and
-collator), fills every batch with the longest example, and measures:
+It runs the trainer's own phases (:func:`tunewiz.core.trainer.setup` and
+:func:`tunewiz.core.trainer.build`: the same model loading, LoRA setup, planner decisions,
+SFTTrainer arguments and collator), fills every batch with the longest example, and measures:
 
 - peak memory: ``torch.cuda.max_memory_allocated`` on a GPU; on the CPU the
   process's peak resident memory (RSS, the kernel's high-water mark over the probe),
@@ -167,17 +167,19 @@ def probe_config(cfg: RunConfig, steps: int) -> RunConfig:
 
 
 def probe(cfg: RunConfig, home_dir: Path, steps: int = 3, hw=None) -> ProbeResult:
-    """Train `steps` steps of `cfg` at its data's longest sequence and compare with the estimate."""
+    """Train `steps` steps of `cfg` at its data's longest sequence and compare with the estimate.
+
+    The trainer's own phases (:func:`tunewiz.core.trainer.setup` and :func:`~tunewiz.core.trainer.build`)
+    with the planner's decisions for a batch of the longest example: only the rows and the step count differ.
+    """
+    import dataclasses
+
     import torch
-    from datasets import Dataset
-    from peft import LoraConfig, get_peft_model
     from transformers import TrainerCallback
     from transformers.utils import logging as hf_logging
-    from trl import SFTTrainer
-    from tunewiz.core import catalog, hardware, models
-    from tunewiz.core import data as data_mod
+    from tunewiz.core import distributed, hardware, planner
     from tunewiz.core import trainer as tr
-    from tunewiz.core.memory import OPTIMIZERS, Setup, estimate, fixes
+    from tunewiz.core.memory import OPTIMIZERS, DataShape, fixes
 
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()
@@ -185,44 +187,23 @@ def probe(cfg: RunConfig, home_dir: Path, steps: int = 3, hw=None) -> ProbeResul
 
     datasets_quiet()  # SFTTrainer's dataset preparation would print bars
     hw = hw or hardware.detect(home_dir)
-    t = cfg.training
-    threads = t.threads or hw.cpu_physical_cores
-    torch.set_num_threads(threads)
-    dtype_name, _ = tr.choose_dtype(cfg.model.dtype, hw)
-    on_gpu = torch.cuda.is_available()
-
-    resolved = models.resolve(cfg.model.id, home_dir)
-    tok = tr.load_tokenizer(resolved.path, cfg)
-    loaded = data_mod.load(cfg.data.path)
-    if cfg.data.eval_path:
-        train_ex = loaded.examples
-    else:
-        train_ex, _ = data_mod.split(loaded.examples, cfg.data.eval_fraction, cfg.data.split_seed)
-    rows, stats = data_mod.tokenize_examples(tok, train_ex, cfg.data.max_seq_len)
-    if not rows:
-        raise data_mod.DataError(["no example has any trained token left after truncation; raise max_seq_len"])
-    longest = max(rows, key=lambda r: len(r["input_ids"]))
+    p = tr.setup(cfg, home_dir, distributed.NullEvents(), hw=hw, lint_first=False)
+    longest = max(p.train_rows, key=lambda r: len(r["input_ids"]))
     seq_len = len(longest["input_ids"])
-    batch = t.per_device_batch_size
     trained = sum(1 for x in longest["labels"] if x != -100) / seq_len
-
-    steps_per_epoch = -(-len(rows) // t.effective_batch)
-    total_steps = t.max_steps if t.max_steps > 0 else int(steps_per_epoch * t.num_epochs + 0.999)
-    train_tokens = int(stats["total_tokens"] * (t.num_epochs if t.max_steps < 0 else total_steps / steps_per_epoch))
-    spec = catalog.from_dir(resolved.path)
-    setup = Setup(
-        method=cfg.model.method,
-        dtype=dtype_name,
-        lora_r=t.lora_r,
-        target_modules=t.target_modules,
-        batch=batch,
-        seq_len=seq_len,
-        gradient_checkpointing=t.gradient_checkpointing,
-        trained_fraction=max(trained, 0.01) if t.lm_head_trained_only else 1.0,
-        lora_dropout=t.lora_dropout,
-        device="cuda" if on_gpu else "cpu",
+    pcfg = probe_config(cfg, steps)
+    shape = DataShape(
+        seq_len, seq_len * len(p.train_rows), max(trained, 0.01), "the longest example", len(p.train_rows)
     )
-    est = estimate(spec, setup, hw=hw, threads=threads, train_tokens=train_tokens)
+    pplan = planner.plan(pcfg, hw, p.spec, shape, trained_only_available=p.plan.score_trained_only)
+    est = pplan.estimate
+    if est is None:
+        raise RuntimeError(f"{cfg.model.id}: no estimate for this architecture, so nothing to compare with")
+    full = p.plan.estimate
+    train_tokens = int(full.train_time_s * full.tokens_per_s) if full and full.train_time_s else 0
+    est.train_time_s = train_tokens / est.tokens_per_s if est.tokens_per_s and train_tokens else None
+    on_gpu = pplan.device == "cuda"
+    batch = pplan.per_device_batch
     result = ProbeResult(
         est,
         steps,
@@ -236,7 +217,6 @@ def probe(cfg: RunConfig, home_dir: Path, steps: int = 3, hw=None) -> ProbeResul
 
     gc.collect()
     result.baseline_mb = 0.0 if on_gpu else psutil.Process().memory_info().rss / MiB
-    pcfg = probe_config(cfg, steps)
     times: list[float] = []
 
     class Timer(TrainerCallback):
@@ -251,45 +231,24 @@ def probe(cfg: RunConfig, home_dir: Path, steps: int = 3, hw=None) -> ProbeResul
             times.append(time.perf_counter() - self.t0)
 
     model = trainer = None
+    probe_run = dataclasses.replace(p, cfg=pcfg, plan=pplan)
     with tempfile.TemporaryDirectory(prefix="tunewiz-probe-") as tmp, _PeakRss() as rss:
         try:
             if on_gpu:
                 torch.cuda.reset_peak_memory_stats()
-            model = tr.load_model(resolved.path, pcfg, dtype_name)
-            # The trainer's LoRA setup (core.trainer.train), unchanged.
-            target = t.target_modules[0] if t.target_modules == ["all-linear"] else t.target_modules
-            lora = LoraConfig(
-                r=t.lora_r, lora_alpha=t.lora_alpha, lora_dropout=t.lora_dropout, target_modules=target,
-                task_type="CAUSAL_LM",
-            )  # fmt: skip
-            model = get_peft_model(model, lora)
-            if t.gradient_checkpointing:
-                model.enable_input_require_grads()
-            trainable, _ = model.get_nb_trainable_parameters()
-            if t.lm_head_trained_only:
-                tr.score_only_trained_positions()
-            args = tr.sft_args(pcfg, Path(tmp), dtype_name, has_eval=False)
-            args.save_strategy = type(args.save_strategy)("no")
-            trainer = SFTTrainer(
-                model=model,
-                args=args,
-                train_dataset=Dataset.from_list([longest] * (batch * steps)),
-                processing_class=tok,
-                data_collator=tr._counting_collator(tok, {"tokens": 0, "padded": 0}),
+            trainer, model, _ = tr.build(
+                probe_run, Path(tmp), callbacks=[Timer()], train_rows=[longest] * (batch * steps), with_eval=False
             )
-            from transformers.trainer_callback import PrinterCallback
-
-            trainer.remove_callback(PrinterCallback)
-            trainer.add_callback(Timer())
+            trainer.args.save_strategy = type(trainer.args.save_strategy)("no")
+            trainable, _ = model.get_nb_trainable_parameters()
             trainer.train()
-            est.breakdown.trainable = trainable * (8 + OPTIMIZERS[setup.optimizer]) / MiB  # the real adapter size
+            est.breakdown.trainable = trainable * (8 + OPTIMIZERS[est.setup.optimizer]) / MiB  # the real adapter
             est.breakdown.trainable_params = trainable
         except (torch.OutOfMemoryError, MemoryError, RuntimeError) as exc:
             if not isinstance(exc, (torch.OutOfMemoryError, MemoryError)) and "out of memory" not in str(exc):
                 raise
             result.oom = str(exc).splitlines()[0][:200]
-            avail = (hw.best_gpu.free_gb if on_gpu and hw.best_gpu else hw.ram_available_gb) * 1024
-            result.fixes = fixes(spec, setup, avail * 0.88)
+            result.fixes = fixes(p.spec, est.setup, pplan.budget_mb)
         finally:
             del trainer, model
             gc.collect()

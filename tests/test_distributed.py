@@ -25,9 +25,16 @@ def test_processes_is_a_validated_setting_that_scales_the_effective_batch():
             cfg.validate()
 
 
+def for_run(cfg, hw, shape):
+    """The estimate of the plan for `cfg` on `hw` (what the trainer records as [estimate])."""
+    from tunewiz.core import planner
+
+    return planner.plan(cfg, hw, shape=shape).estimate
+
+
 def test_estimate_is_per_process_memory_and_the_time_of_one_share():
     from tunewiz.core.hardware import GPU, Hardware
-    from tunewiz.core.memory import DataShape, for_run
+    from tunewiz.core.memory import DataShape
 
     shape = DataShape(longest=128, train_tokens=40_000, rows=400)
     for hw in (Hardware(cpu_physical_cores=8), Hardware(gpus=[GPU(0, "G", 24, 24, "8.6", True)] * 2)):
@@ -68,7 +75,7 @@ def test_fsdp_is_an_option_that_needs_several_processes_and_lora():
 
 def test_fsdp_estimate_splits_the_weights_and_adapter_states_over_the_gpus():
     from tunewiz.core.hardware import GPU, Hardware
-    from tunewiz.core.memory import DataShape, for_run
+    from tunewiz.core.memory import DataShape
 
     hw = Hardware(gpus=[GPU(0, "NVIDIA RTX A4000", 16, 16, "8.6", True)] * 2)
     shape = DataShape(longest=1024, train_tokens=400_000, rows=1000)

@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 import pytest
-from tunewiz.core import export, gguf_export, launcher, ollama, runs
+from tunewiz.core import export, gguf_export, launcher, merged_export, ollama, runs
 from tunewiz.core.presets import build_config
 from tunewiz.core.toml import read_toml
 from tunewiz.tui import cli, commands
@@ -123,13 +123,13 @@ def test_go_template_subset():
 
 
 def test_agreement_counts_identical_answers_tokens_and_stops():
-    stats = export.agreement([[1, 2, 9], [3, 4, 5, 9]], [[1, 2, 9], [3, 7, 7, 7]], [9])
+    stats = merged_export.agreement([[1, 2, 9], [3, 4, 5, 9]], [[1, 2, 9], [3, 7, 7, 7]], [9])
     assert stats["agreement"] == 0.5 and stats["token_agreement"] == round(4 / 7, 4)
     assert stats["stop_rate"] == 0.5 and stats["reference_stop_rate"] == 1.0
     # An export that runs past the end-of-turn token where the adapter model stopped does not "stop".
-    assert not export.stops_verdict([[1, 9]], [[1, 4]], [9], [9])
-    assert not export.stops_verdict([[1, 9]], [[1, 9]], [9], [0])  # end token not configured
-    assert export.stops_verdict([[1, 9], [2, 2]], [[1, 9], [2, 2]], [9], [9])
+    assert not merged_export.stops_verdict([[1, 9]], [[1, 4]], [9], [9])
+    assert not merged_export.stops_verdict([[1, 9]], [[1, 9]], [9], [0])  # end token not configured
+    assert merged_export.stops_verdict([[1, 9], [2, 2]], [[1, 9], [2, 2]], [9], [9])
 
 
 def test_export_of_a_run_without_adapter_says_so(home, tiny_model_dir, tmp_path):

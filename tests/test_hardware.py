@@ -127,3 +127,66 @@ def test_mps_summary():
     hw = Hardware(mps=True, disk_free_gb=100)
     assert hw.device == "mps"
     assert "Apple Silicon" in hw.summary()[0]
+
+
+FAKE_NVML = """
+import sys, types
+
+class NVMLError(Exception):
+    pass
+
+class Mem:
+    def __init__(self, total, free):
+        self.total, self.free = total, free
+
+GiB = 2**30
+DEVICES = [("NVIDIA H100 80GB HBM3", 80 * GiB, 60 * GiB, (9, 0), "GPU-aaaa"),
+           ("Tesla T4", 15 * GiB, 15 * GiB, (7, 5), "GPU-bbbb")]
+m = types.ModuleType("pynvml")
+m.NVMLError = NVMLError
+m.nvmlInit = lambda: None
+m.nvmlShutdown = lambda: None
+m.nvmlDeviceGetCount = lambda: len(DEVICES)
+m.nvmlDeviceGetHandleByIndex = lambda i: i
+m.nvmlDeviceGetName = lambda h: DEVICES[h][0].encode()
+m.nvmlDeviceGetUUID = lambda h: DEVICES[h][4]
+m.nvmlDeviceGetMemoryInfo = lambda h: Mem(DEVICES[h][1], DEVICES[h][2])
+m.nvmlDeviceGetCudaComputeCapability = lambda h: DEVICES[h][3]
+sys.modules["pynvml"] = m
+"""
+
+
+def _detect_with_fake_nvml(env: dict[str, str] | None = None) -> dict:
+    """hardware.detect() in a fresh process whose NVML is a fake at the library boundary (pynvml)."""
+    import os
+    import subprocess
+    import sys
+
+    code = FAKE_NVML + (
+        "import json\nfrom tunewiz.core import hardware\nhw = hardware.detect()\n"
+        "torch_loaded = 'torch' in sys.modules\n"
+        "import torch\n"
+        "print(json.dumps({'gpus': [g.__dict__ for g in hw.gpus], 'torch_loaded': torch_loaded,"
+        " 'cuda_initialized': torch.cuda.is_initialized()}))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env={**os.environ, **(env or {})}
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_gpus_come_from_nvml_without_a_cuda_context():
+    got = _detect_with_fake_nvml()
+    assert [(g["name"], g["total_gb"], g["free_gb"], g["compute_capability"], g["bf16"]) for g in got["gpus"]] == [
+        ("NVIDIA H100 80GB HBM3", 80.0, 60.0, "9.0", True),
+        ("Tesla T4", 15.0, 15.0, "7.5", False),
+    ]
+    assert not got["torch_loaded"]  # torch is not even imported when NVML answers
+    assert not got["cuda_initialized"]
+
+
+def test_nvml_gpus_follow_cuda_visible_devices():
+    got = _detect_with_fake_nvml({"CUDA_VISIBLE_DEVICES": "1"})
+    assert [(g["index"], g["name"]) for g in got["gpus"]] == [(0, "Tesla T4")]
+    got = _detect_with_fake_nvml({"CUDA_VISIBLE_DEVICES": "GPU-bbbb,GPU-aaaa"})
+    assert [g["name"] for g in got["gpus"]] == ["Tesla T4", "NVIDIA H100 80GB HBM3"]

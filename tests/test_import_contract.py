@@ -151,7 +151,6 @@ def test_no_import_cycle_among_the_tui_modules(graph):
     assert not found, said(found)
 
 
-@pytest.mark.xfail(strict=False, reason="core cycles being removed")
 def test_no_import_cycle_among_the_core_modules(graph):
     found = cycles(graph, "tunewiz.core")
     assert not found, said(found)

@@ -6,10 +6,11 @@ import statistics
 from dataclasses import replace
 
 import pytest
+from tunewiz.core import planner
 from tunewiz.core.catalog import BY_KEY, ModelSpec
 from tunewiz.core.hardware import GPU, Hardware
-from tunewiz.core.memory import Setup, breakdown, estimate, fit, lora_params, recommend, tokens_per_s
-from tunewiz.core.presets import PRESETS
+from tunewiz.core.memory import DataShape, Setup, breakdown, estimate, fixes, lora_params, tokens_per_s
+from tunewiz.core.presets import PRESETS, build_config
 from tunewiz.tui import cli
 
 GB = 1e9
@@ -146,14 +147,19 @@ def gpu_box(gb: float) -> Hardware:
     return Hardware(gpus=[GPU(0, "Test GPU", gb, gb, "8.6", True)], cpu_physical_cores=8, ram_available_gb=64)
 
 
-def test_fit_suggests_only_changes_that_really_fit():
-    hw = gpu_box(24)
+def test_fixes_suggest_only_changes_that_really_fit():
     spec, s = BY_KEY["llama3.1-8b"], Setup(batch=8, seq_len=1024)
-    v = fit(spec, s, hw)
-    assert not v.fits and "NOT fit" in v.summary()
-    assert any("batch 1" in f for f in v.fixes) and any("qlora" in f for f in v.fixes)
-    ok = fit(spec, replace(s, batch=1, gradient_checkpointing=True), hw)
-    assert ok.fits and ok.estimate.peak_memory_mb <= 24 * 1024 * 0.88
+    budget = 24 * 1024 * 0.88
+    assert breakdown(spec, s).total > budget
+    found = fixes(spec, s, budget)
+    assert any("batch 1" in f for f in found) and any("qlora" in f for f in found)
+    assert breakdown(spec, replace(s, batch=1, gradient_checkpointing=True)).total <= budget
+
+
+def recommend(hw, train_tokens: int = 0):
+    cfg = build_config("balanced")
+    shape = DataShape(512, train_tokens, 1.0, "test", 0) if train_tokens else None
+    return planner.recommend(cfg, hw, shape=shape, presets=True)
 
 
 def test_recommend_on_a_gpu_puts_the_largest_fitting_model_first():

@@ -134,10 +134,11 @@ def test_preset_cards_show_predicted_memory_and_time_for_the_model_and_data(home
 
 
 def test_memory_bar_and_rows_fit_80_columns():
-    from tunewiz.core.memory import recommend
+    from tunewiz.core import planner
+    from tunewiz.core.config import RunConfig
 
     assert memory_bar(0.1, 100) == "█" + "░" * 9 and memory_bar(500, 100) == "█" * 10
-    rows = model_rows(recommend(CPU_BOX), 22 * 1024, {})
+    rows = model_rows(planner.recommend(RunConfig(), CPU_BOX), 22 * 1024, {})
     assert all(len(r.plain) <= 72 for _, _, r in rows)
     assert rows[0][0] == "bundled:smollm2-135m-instruct"
 

@@ -227,15 +227,6 @@ def test_killed_trainer_is_reported_crashed(home, tiny_model_dir, small_data, ca
     assert steps_seen(run_dir)[-1] == 100
 
 
-def test_injected_out_of_memory_fails_with_advice(home, tiny_model_dir, small_data, monkeypatch):
-    monkeypatch.setenv("TUNEWIZ_TEST_OOM_AT_STEP", "2")
-    run_dir = commands.launch(tiny_config(tiny_model_dir, small_data), home)
-    doc = launcher.wait(run_dir, timeout=300)
-    assert doc["run"]["status"] == "failed"
-    assert "Out of memory" in doc["run"]["failure_reason"]
-    assert "gradient_accumulation_steps" in doc["run"]["failure_reason"]
-
-
 def test_qlora_trains_on_cpu(home, tiny_model_dir, small_data):
     cfg = tiny_config(tiny_model_dir, small_data, max_steps=2)
     cfg.model.method = "qlora"
@@ -261,6 +252,10 @@ def test_bundled_model_trains_and_is_compared_with_base(home, session_home, bund
     doc = launcher.wait(run_dir, timeout=600)
     assert doc["run"]["status"] == "completed", (run_dir / runs.LOG).read_text()[-3000:]
     assert doc["model"]["source"] == "bundled" and doc["model"]["revision"].startswith("sha256:")
+    # The adapter names its base by hub id, not this machine's cache path: it loads anywhere.
+    adapter_cfg = json.loads((run_dir / "adapter" / "adapter_config.json").read_text())
+    assert adapter_cfg["base_model_name_or_path"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert doc["plan"]["device"] == "cpu" and doc["plan"]["reasons"]["dtype"]
     assert doc["results"]["base"]["examples"] == 3
     assert cli.main(["show", run_dir.name]) == 0
     out = capsys.readouterr().out

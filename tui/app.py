@@ -40,6 +40,7 @@ class TunewizApp(ReportsWorkerErrors, App):
         self.cfg = cfg or RunConfig()
         self.hardware = None
         self.data_summary: dict = {}
+        self.data_shape = None  # the data's shape for the planner, once the data step has tokenized it
         self.startup_s: float | None = None
         self.starting = False  # a run is being submitted or resumed (the submit worker is running)
 

@@ -78,6 +78,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--no-eval", action="store_true", help="skip the base-vs-fine-tuned comparison")
     s.add_argument("--max-per-device", type=int, default=4, help=argparse.SUPPRESS)
     s.add_argument("--follow", "-f", action="store_true", help="follow the run's progress (Ctrl-C detaches)")
+    s.add_argument("--dry-run", action="store_true", help="print the plan for this machine and exit; start nothing")
     s.set_defaults(func=cmd_train)
 
     s = sub.add_parser("demo", help="the whole job on the bundled model and sample data, start to finish")
@@ -146,12 +147,12 @@ def parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("fit", help="will a model fit this machine? peak memory by component, and the time")
     s.add_argument("--model", default="smollm2-135m", help="catalog name, hub id, or a model directory")
-    s.add_argument("--method", choices=["lora", "qlora", "full"], default="lora")
+    s.add_argument("--method", choices=["lora", "qlora"], default="lora")
     s.add_argument("--preset", choices=["conservative", "balanced", "aggressive"], default="balanced")
+    s.add_argument("--data", help="plan for this data file (tokenized as training does) instead of --seq-len")
     s.add_argument("--batch", type=int, help="per-device batch (default: the preset's, split to fit)")
     s.add_argument("--rank", type=int, help="LoRA rank (default: the preset's)")
     s.add_argument("--dtype", choices=["float32", "bfloat16", "float16"])
-    s.add_argument("--optimizer", choices=["adamw", "adamw_8bit", "sgd"], default="adamw")
     s.add_argument("--gradient-checkpointing", action="store_true")
     fit_options(s)
     s.set_defaults(func=cmd_fit)

@@ -112,6 +112,8 @@ def follow_run(run_dir: Path) -> int:
 def cmd_train(ns) -> int:
     home_dir = runs.home(ns.home)
     cfg = build_config(ns)
+    if ns.dry_run:
+        return cmd_dry_run(cfg, home_dir)
     run_dir = launch(cfg, home_dir)
     print(f"started run {run_dir.name}")
     print(f"  record: {run_dir / runs.RECORD}\n  log:    {run_dir / runs.LOG}")
@@ -395,46 +397,71 @@ def _fit_hardware(ns):
     return hw
 
 
+def data_shape_of(cfg: RunConfig, home_dir: Path):
+    """The data's shape as the linter tokenizes it with the model's tokenizer: the same figures the
+    wizard's data step plans with."""
+    from tunewiz.core import lint
+
+    tok = lint.tokenizer_for(cfg.model.id, home_dir, cfg.model.trust_remote_code)
+    report = lint.lint(
+        cfg.data.path,
+        tok,
+        max_seq_len=cfg.data.max_seq_len,
+        eval_path=cfg.data.eval_path or None,
+        eval_fraction=cfg.data.eval_fraction,
+        seed=cfg.data.split_seed,
+    )
+    return report.data_shape()
+
+
 def cmd_fit(ns) -> int:
-    from tunewiz.core import catalog, memory, presets
+    """Will it fit: the planner's decisions for this model, preset and data on this machine (or a
+    pretend one), with the memory breakdown and the verdict."""
+    from tunewiz.core import catalog, planner, presets
+    from tunewiz.core.memory import DataShape
 
     hw = _fit_hardware(ns)
     spec = catalog.lookup(ns.model)  # CatalogError: a TunewizError, printed by main
-    p = presets.get(ns.preset)
     gpu = hw.best_gpu
-    device = "cuda" if gpu is not None else "cpu"
-    dtype = ns.dtype or (("bfloat16" if gpu.bf16 else "float16") if gpu is not None else "float32")
-    batch = ns.batch or presets.split_batch(p.effective_batch, 16 if device == "cuda" else 4)[0]
-    setup = memory.Setup(
-        method=ns.method,
-        dtype=dtype,
-        lora_r=ns.rank or p.lora_r,
-        batch=batch,
-        seq_len=ns.seq_len,
-        gradient_checkpointing=ns.gradient_checkpointing,
-        optimizer=ns.optimizer,
-        device=device,
+    cfg = presets.build_config(
+        ns.preset, max_per_device=presets.max_per_device_batch(hw.device, gpu.free_gb if gpu else None)
     )
-    problems = setup.problems()
-    if problems:
-        raise UserError("; ".join(f"--{x}" for x in problems))
-    tokens = ns.tokens * p.num_epochs if ns.tokens else 0
-    v = memory.fit(spec, setup, hw, headroom=ns.headroom, train_tokens=tokens)
-    e = v.estimate
+    cfg.model.id = ns.model if catalog.find(ns.model) is None else planner.catalog_id(spec)
+    cfg.model.method = ns.method
+    cfg.data.max_seq_len = ns.seq_len
+    if ns.batch:
+        cfg.training.per_device_batch_size = ns.batch
+    if ns.rank:
+        cfg.training.lora_r, cfg.training.lora_alpha = ns.rank, 2 * ns.rank
+    if ns.dtype:
+        cfg.model.dtype = ns.dtype
+    cfg.training.gradient_checkpointing = ns.gradient_checkpointing
+    if ns.data:
+        cfg.data.path = str(Path(ns.data).expanduser().resolve())
+        shape = data_shape_of(cfg, runs.home(ns.home))
+    else:
+        shape = DataShape(ns.seq_len, ns.tokens, 1.0, f"--seq-len {ns.seq_len}", 0) if ns.tokens else None
+    p = planner.plan(cfg, hw, spec, shape, headroom=ns.headroom)
     print(
-        f"{spec.label}, {spec.hub_id or 'from config.json'}: {ns.method}, {dtype}, rank {setup.lora_r}, "
-        f"batch {batch} x {ns.seq_len} tokens, checkpointing {'on' if ns.gradient_checkpointing else 'off'}"
+        f"{spec.label}, {spec.hub_id or 'from config.json'}: {ns.method}, {ns.preset} preset, "
+        f"{p.seq_len} tokens per example ({shape.source if shape else 'every example max_seq_len long'})"
     )
-    print("\n".join(e.breakdown.lines()))
-    print(f"-> {v.summary()}")
-    for f in v.fixes:
-        print(f"   would fit with {f}")
-    if e.tokens_per_s:
-        line = f"speed: ~{e.tokens_per_s:,.0f} tok/s ({e.speed_source})"
-        if e.train_time_s:
-            line += f"; {ns.tokens:,} tokens x {p.num_epochs} epochs: ~{fmt_duration(e.train_time_s)}"
-        print(line)
-    return 0 if v.fits else 1
+    print("\n".join(p.lines()))
+    print(f"-> {p.memory_line()}")
+    return 0 if p.fits else 1
+
+
+def cmd_dry_run(cfg: RunConfig, home_dir: Path) -> int:
+    """`tunewiz train ... --dry-run`: the plan this machine would run the request with; nothing starts."""
+    from tunewiz.core import hardware, planner
+
+    hw = hardware.detect(home_dir)
+    shape = data_shape_of(cfg, home_dir)
+    p = planner.plan(cfg, hw, shape=shape)
+    print(f"dry run: {cfg.model.id} ({cfg.model.method}) on {cfg.data.path}, {cfg.preset} preset; nothing started")
+    print("\n".join(p.lines()))
+    print(f"-> {p.memory_line()}")
+    return 0 if not [x for x in p.problems if not x.startswith("needs ")] else 1
 
 
 def cmd_probe(ns) -> int:
@@ -473,15 +500,17 @@ def cmd_probe(ns) -> int:
 
 
 def cmd_recommend(ns) -> int:
-    from tunewiz.core import memory
+    from tunewiz.core import memory, planner, presets
+    from tunewiz.core.memory import DataShape
 
     hw = _fit_hardware(ns)
-    recs = memory.recommend(
-        hw, seq_len=ns.seq_len, train_tokens=ns.tokens * 3 if ns.tokens else 0, headroom=ns.headroom
-    )
+    cfg = presets.build_config("balanced")
+    cfg.data.max_seq_len = ns.seq_len
+    shape = DataShape(ns.seq_len, ns.tokens, 1.0, f"--seq-len {ns.seq_len}", 0) if ns.tokens else None
+    recs = planner.recommend(cfg, hw, shape=shape, presets=True)
     where = f"GPU {hw.best_gpu.name}, {hw.best_gpu.free_gb:.1f} GB free" if hw.best_gpu else (
         f"CPU only, {hw.ram_available_gb:.1f} GB RAM available, {hw.cpu_physical_cores} cores")  # fmt: skip
-    print(f"{where}; {ns.seq_len} tokens per example, {ns.headroom:.0%} headroom")
+    print(f"{where}; {ns.seq_len} tokens per example, {planner.HEADROOM:.0%} headroom")
     head = f"{'model':<16}{'method':<7}{'peak':>10}  {'fits':<5}{'tok/s':>8}"
     head += f"{'time (3 ep)':>12}  " if ns.tokens else "  "
     print(head + "batch x accumulation: conservative / balanced / aggressive")

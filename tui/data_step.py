@@ -131,6 +131,7 @@ class DataStep(StepScreen):
         s, report = msg.summary, msg.report
         self.report, self.tokenizer = report, msg.tokenizer
         self.wiz.data_summary = s
+        self.wiz.data_shape = report.data_shape()  # every figure from here on is planned for this shape
         fmt = ", ".join(f"{k} {v}" for k, v in s["formats"].items()) or "no usable rows"
         lines = [f"[b]{s['rows']}[/b] examples ({escape(fmt)}): {s['train']} train / {s['eval']} held out"]
         if "tokens_max" in s:

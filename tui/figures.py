@@ -129,25 +129,9 @@ def friendly(problem: str) -> str:
     return problem
 
 
-def data_shape(summary: dict, approx=None, max_seq_len: int = 512):
-    """The data's shape for the estimate: the data step's tokenized figures where it measured them,
-    the text approximation (core.memory.approx_data_shape) otherwise; None when nothing is known."""
-    from tunewiz.core.memory import DataShape
-
-    if summary.get("tokens_max"):
-        return DataShape(
-            longest=min(summary["tokens_max"], max_seq_len),
-            train_tokens=summary.get("train_tokens", 0),
-            trained_fraction=approx.trained_fraction if approx is not None else 1.0,
-            source="tokenized by the data step",
-            rows=summary.get("train", 0),
-        )
-    return approx
-
-
 def preset_figures(cfg, hw, shape) -> tuple[str, str]:
-    """(memory, time) lines of a preset card from tunewiz.core.memory: the peak with fits / does not fit, and
-    the data's tokens x epochs / the expected tokens per second on this hardware.
+    """(memory, time) lines of a preset card, from the plan (tunewiz.core.planner) of this config on
+    this hardware for this data: the figure the trainer records, `tunewiz fit` and the other steps show.
 
     >>> from tunewiz.core.config import RunConfig
     >>> from tunewiz.core.hardware import Hardware
@@ -157,15 +141,14 @@ def preset_figures(cfg, hw, shape) -> tuple[str, str]:
     >>> preset_figures(cfg, Hardware(cpu_physical_cores=2, ram_available_gb=16), DataShape(120, 30_000, 0.2, "", 300))
     ('peak 2.14 GiB, fits', 'time ~10m37s')
     """
-    from tunewiz.core import memory
+    from tunewiz.core import planner
     from tunewiz.core.events import fmt_duration
 
     if hw is None:
         return "peak ?", "time ?"
-    est = memory.for_run(cfg, hw, shape)
-    if est is None:
-        return "peak ? (unknown model)", "time ?"
-    avail = memory.available_mb(hw, est.breakdown.device)
-    fits = est.peak_memory_mb <= avail * 0.88
-    peak = f"peak {memory.gib(est.peak_memory_mb)}, " + ("fits" if fits else "[red]too big[/red]")
+    p = planner.plan(cfg, hw, shape=shape)
+    if p.estimate is None:
+        return p.memory_line(), "time ?"
+    peak = p.memory_line().replace("too big", "[red]too big[/red]")
+    est = p.estimate
     return peak, f"time ~{fmt_duration(est.train_time_s)}" if est.train_time_s else "time ?"

@@ -1,4 +1,4 @@
-"""Step 2, model: the catalog ranked by what fits this machine (core.memory.recommend), the bundled
+"""Step 2, model: the catalog ranked by what fits this machine (core.planner.recommend), the bundled
 model first, with LoRA or QLoRA; or a model directory / hub id typed in. Next downloads a hub model
 that is not on this machine yet, in a worker, before the data step needs its tokenizer.
 """
@@ -21,7 +21,7 @@ from tunewiz.tui.step_base import StepScreen
 
 
 class ModelStep(StepScreen):
-    """The catalog ranked by what fits this machine (core.memory.recommend), the bundled model first."""
+    """The catalog ranked by what fits this machine (core.planner.recommend), the bundled model first."""
 
     STEP = "Model"
 
@@ -53,6 +53,11 @@ class ModelStep(StepScreen):
         if self.wiz.cfg.data.path:
             self.measure_data(self.wiz.cfg.data.path)
         self.refresh_choice()
+
+    def on_screen_resume(self) -> None:
+        """Back from the data step: plan the rows again for the data now measured."""
+        if self.wiz.hardware is not None and self.recs:
+            self.rank(self.wiz.hardware)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="hardware")
     def detect(self) -> None:
@@ -93,19 +98,18 @@ class ModelStep(StepScreen):
     def seq_len(self) -> tuple[int, str]:
         """Tokens per example the peaks are for, and where that figure comes from."""
         limit = self.wiz.cfg.data.max_seq_len
-        if self.wiz.data_summary.get("tokens_max"):
-            return min(self.wiz.data_summary["tokens_max"], limit), "the longest"
+        if self.wiz.data_shape is not None:
+            return min(self.wiz.data_shape.longest, limit), "the longest"
         if self.shape is not None:
             return self.shape.longest, "the longest, approx."
         return limit, "max_seq_len"
 
     def rank(self, hw) -> None:
-        from tunewiz.core import memory
+        from tunewiz.core import planner
 
-        seq, _ = self.seq_len()
-        trained = self.shape.trained_fraction if self.shape is not None else 1.0
-        self.recs = memory.recommend(hw, seq_len=seq, trained_fraction=trained)
-        self.available_mb = memory.available_mb(hw, "cuda" if hw.best_gpu is not None else "cpu")
+        shape = self.wiz.data_shape or self.shape  # tokenized by the data step, else from the text
+        self.recs = planner.recommend(self.wiz.cfg, hw, shape=shape)
+        self.available_mb = planner.memory_available(hw, planner.choose_device(hw).value)
         head = MODEL_HEAD.format(avail="of " + memory_label(hw))
         self.query_one("#model-head", Static).update(Text(" " + head, style="bold"))
         self.show_rows()
@@ -146,7 +150,8 @@ class ModelStep(StepScreen):
 
             lines[0] += f": {gib(r.peak_mb)}, " + ("fits" if r.fits else "[red]does not fit[/red]")
             seq, why = self.seq_len()
-            lines.append(f"[dim]balanced preset, {seq} tokens per example ({why}), ~{r.tokens_per_s:,.0f} tok/s[/dim]")
+            speed = f", ~{r.tokens_per_s:,.0f} tok/s" if r.tokens_per_s else ""
+            lines.append(f"[dim]{self.wiz.cfg.preset} preset, {seq} tokens per example ({why}){speed}[/dim]")
             if self.local is not None and not r.spec.bundled and not self.local.get(c.id):
                 lines[1] = "[yellow]not on this machine: Next downloads it (needs internet)[/yellow]"
         self.query_one("#model-choice", Static).update("\n".join(lines))

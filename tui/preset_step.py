@@ -14,7 +14,7 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import Input, Label, Static
 from tunewiz.core import presets
 from tunewiz.core.config import ConfigError, apply_overrides
-from tunewiz.tui.figures import ADVANCED, data_shape, friendly, preset_figures
+from tunewiz.tui.figures import ADVANCED, friendly, preset_figures
 from tunewiz.tui.messages import DataShaped
 from tunewiz.tui.step_base import StepScreen
 
@@ -75,7 +75,7 @@ class PresetStep(StepScreen):
         """Each preset with its predicted peak memory and time for this model, method, data and machine."""
         cfg, hw = self.wiz.cfg, self.wiz.hardware
         per_dev = presets.max_per_device_batch(hw.device if hw else "cpu", getattr(hw and hw.best_gpu, "free_gb", None))
-        shape = data_shape(self.wiz.data_summary, getattr(self, "approx", None), cfg.data.max_seq_len)
+        shape = self.wiz.data_shape or getattr(self, "approx", None)
         for n in self.NAMES:
             p = presets.PRESETS[n]
             trial = copy.copy(cfg)  # the chosen preset as edited; the others as they come

@@ -9,7 +9,7 @@ workers that post messages back; a worker that fails is reported by ReportsWorke
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from rich.markup import escape
 from textual import on
@@ -86,6 +86,7 @@ class Wizard(Protocol):
     cfg: RunConfig
     hardware: Hardware | None
     data_summary: dict
+    data_shape: Any
 
     def next_step(self, current: type) -> None: ...
 

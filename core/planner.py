@@ -1,0 +1,522 @@
+"""The planner: every training decision, made once, with its reason.
+
+    plan(request, hardware, model architecture, data shape) -> Plan
+
+A pure function (no torch, no I/O): the trainer, the probe, every wizard screen that shows a figure,
+``tunewiz fit``, ``tunewiz recommend`` and ``tunewiz train --dry-run`` call it, and nothing else
+decides the device and placement per rank, the precision, the attention kernel, padding-free or
+length-grouped batches, the batch split, gradient checkpointing, the optimizer, loader workers,
+threads, DDP or FSDP, or the memory and time estimate. So a figure the wizard shows is the figure
+the trainer records, and a test can plan for any machine without having it.
+
+The request is the user's [training] / [model] as given (after preset and overrides); the plan is
+what this machine will do with it. A run record keeps both apart, so a re-run repeats the request
+and plans again for the machine it runs on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from tunewiz.core import distributed, memory
+from tunewiz.core.catalog import ModelSpec
+
+HEADROOM = 0.12
+"""Share of the memory left free: allocator fragmentation, other processes, a longer batch than seen."""
+MPS_GPU_SHARE = 0.75
+"""macOS lets the GPU wire about 75% of unified memory by default (iogpu.wired_limit_mb)."""
+
+
+@dataclass(frozen=True)
+class Decision:
+    value: Any
+    reason: str
+
+
+@dataclass
+class Plan:
+    """What the training will do on this machine, each decision with its reason."""
+
+    device: str
+    """cuda | mps | cpu."""
+    placement: list[str]
+    """Where each rank's model lives: cuda:0, cuda:1 ... (one GPU per rank), mps, or cpu."""
+    processes: int
+    parallelism: str
+    """single | ddp | fsdp."""
+    dtype: str
+    """The weights' and activations' precision (float32 | bfloat16 | float16)."""
+    mixed_precision: str
+    """What the Trainer's autocast does: bf16 | fp16 | no (the CPU trains in the weights' dtype)."""
+    attention: str
+    padding_free: bool
+    group_by_length: bool
+    per_device_batch: int
+    accumulation: int
+    gradient_checkpointing: bool
+    optimizer: str
+    workers: int
+    threads: int
+    score_trained_only: bool
+    """Only assistant positions go through the output layer (needs trl's hook; see core.trainer)."""
+    seq_len: int
+    """Tokens of the longest example the memory is planned for."""
+    reasons: dict[str, str] = field(default_factory=dict)
+    estimate: memory.Estimate | None = None
+    available_mb: float = 0.0
+    budget_mb: float = 0.0
+    problems: list[str] = field(default_factory=list)
+    """Why the request cannot run here as asked (each with what to do); empty when it can."""
+
+    @property
+    def effective_batch(self) -> int:
+        return self.per_device_batch * self.accumulation * self.processes
+
+    @property
+    def peak_mb(self) -> float | None:
+        return self.estimate.peak_memory_mb if self.estimate else None
+
+    @property
+    def fits(self) -> bool | None:
+        """True / False against this machine's budget; None when the model cannot be described."""
+        return None if self.estimate is None else self.estimate.peak_memory_mb <= self.budget_mb
+
+    def memory_line(self) -> str:
+        """'peak 1.23 GiB, fits' - the one figure every screen and command shows."""
+        if self.estimate is None:
+            return "peak ? (unknown model)"
+        return f"peak {memory.gib(self.estimate.peak_memory_mb)}, " + ("fits" if self.fits else "too big")
+
+    def to_record(self) -> dict[str, Any]:
+        """The run record's [plan]: the decisions, flat, and [plan.reasons]."""
+        return {
+            "device": self.device,
+            "placement": list(self.placement),
+            "processes": self.processes,
+            "parallelism": self.parallelism,
+            "dtype": self.dtype,
+            "mixed_precision": self.mixed_precision,
+            "attention": self.attention,
+            "padding_free": self.padding_free,
+            "group_by_length": self.group_by_length,
+            "per_device_batch_size": self.per_device_batch,
+            "gradient_accumulation_steps": self.accumulation,
+            "effective_batch": self.effective_batch,
+            "gradient_checkpointing": self.gradient_checkpointing,
+            "optimizer": self.optimizer,
+            "dataloader_workers": self.workers,
+            "threads": self.threads,
+            "score_trained_only": self.score_trained_only,
+            "seq_len": self.seq_len,
+            "budget_mb": round(self.budget_mb, 1),
+            "reasons": dict(self.reasons),
+        }
+
+    def lines(self) -> list[str]:
+        """The plan for people: one line per decision with its reason, then the memory and time."""
+        from tunewiz.core.events import fmt_duration
+
+        out = [f"plan for this machine ({self.device}, {self.processes} process{'es' if self.processes > 1 else ''})"]
+        width = max(len(k) for k in self.reasons) + 2 if self.reasons else 10
+        out += [f"  {k:<{width}}{v}" for k, v in self.reasons.items()]
+        if self.estimate is not None:
+            out.append("")
+            out += ["  " + line for line in self.estimate.breakdown.lines()]
+            where = "RAM" if self.device == "cpu" else ("unified memory" if self.device == "mps" else "GPU memory")
+            verdict = "fits" if self.fits else "does NOT fit"
+            out.append(
+                f"  {verdict}: budget {memory.gib(self.budget_mb)} of {memory.gib(self.available_mb)} {where} "
+                f"({HEADROOM:.0%} kept free)"
+            )
+            e = self.estimate
+            if e.train_time_s:
+                out.append(f"  time ~{fmt_duration(e.train_time_s)} at ~{e.tokens_per_s:,.0f} tok/s ({e.speed_source})")
+        out += [f"  problem: {p}" for p in self.problems]
+        return out
+
+
+# -- single decisions ----------------------------------------------------------------------------
+
+
+def choose_device(hw) -> Decision:
+    if getattr(hw, "gpus", None):
+        return Decision("cuda", f"{len(hw.gpus)} GPU(s): {', '.join(sorted({g.name for g in hw.gpus}))}")
+    if getattr(hw, "mps", False):
+        return Decision("mps", "Apple Silicon GPU (MPS), sharing the system's unified memory")
+    return Decision("cpu", "no GPU found: training runs on the CPU")
+
+
+def choose_dtype(requested: str, hw) -> Decision:
+    """The training precision for this hardware."""
+    if requested != "auto":
+        return Decision(requested, "set in the config")
+    gpus = getattr(hw, "gpus", None) or []
+    if gpus:
+        if all(g.bf16 for g in gpus):
+            return Decision("bfloat16", f"{gpus[0].name} supports bf16 natively")
+        return Decision("float16", f"{gpus[0].name} has no bf16 (pre-Ampere): fp16 mixed precision")
+    if getattr(hw, "mps", False):
+        return Decision("float32", "MPS: full precision (16-bit autocast on MPS depends on the macOS version)")
+    if getattr(hw, "cpu_bf16", False):
+        return Decision("bfloat16", "this CPU has native bf16 instructions")
+    return Decision("float32", "CPU without native bf16: full precision is fastest and exact")
+
+
+def choose_attention(hw, dtype: str, device: str, model_type: str = "") -> Decision:
+    """FlashAttention 2 where installed and supported, else PyTorch's SDPA."""
+    if model_type.startswith("gemma2"):
+        return Decision("eager", "Gemma 2's attention soft-capping needs the eager kernel")
+    if device != "cuda":
+        return Decision("sdpa", "PyTorch's fused attention (FlashAttention needs an NVIDIA GPU)")
+    gpu = hw.gpus[0]
+    major = int(str(gpu.compute_capability or "0").split(".")[0] or 0)
+    if not getattr(hw, "flash_attn", False):
+        return Decision("sdpa", "PyTorch's fused attention (flash-attn is not installed: pip install flash-attn)")
+    if major < 8 or dtype not in ("bfloat16", "float16"):
+        return Decision(
+            "sdpa", f"PyTorch's fused attention (FlashAttention 2 needs an Ampere+ GPU in 16 bit; {gpu.name})"
+        )
+    return Decision("flash_attention_2", f"flash-attn is installed and {gpu.name} supports it")
+
+
+def choose_padding_free(attention: str, batch: int) -> Decision:
+    """A batch as one row of concatenated examples, only where the kernel keeps examples apart
+    (FlashAttention's varlen path reads their boundaries from position_ids)."""
+    if attention not in ("flash_attention_2", "flash_attention_3"):
+        return Decision(
+            False,
+            "off: length-grouped batches instead; packing without FlashAttention's per-example "
+            "boundaries would let examples attend to each other",
+        )
+    if batch < 2:
+        return Decision(False, "off: one example per batch has no padding to remove")
+    return Decision(True, f"on: {attention} keeps each example's attention to itself: one row, no padding")
+
+
+def choose_optimizer(device: str) -> Decision:
+    if device == "mps":
+        return Decision("adamw_torch", "AdamW (torch's fused kernel is for CUDA and the CPU)")
+    if device == "cuda":
+        return Decision("adamw_torch_fused", "fused AdamW: one kernel per step for all adapter weights")
+    return Decision("adamw_torch_fused", "fused AdamW (torch has a fused CPU kernel too; transformers' default)")
+
+
+def choose_workers(requested: int, device: str, cores: int, processes: int) -> Decision:
+    """Loader processes. The rows are tokenised before training: loading a batch is collation only."""
+    if requested >= 0:
+        return Decision(requested, f"{requested}: set in the config")
+    if device == "cuda":
+        n = max(0, min(4, cores // max(processes, 1) - 1))
+        return Decision(n, f"{n}: collate the next batches while the GPU computes")
+    return Decision(0, "0: every core trains; a loader process would take cores from it")
+
+
+def choose_threads(requested: int, device: str, cores: int, processes: int) -> Decision:
+    if requested:
+        return Decision(requested, f"{requested}: set in the config")
+    share = processes if device == "cpu" else 1  # CPU ranks share the cores; GPU ranks hardly use them
+    n = max(1, cores // share)
+    return Decision(n, f"{n}: one per physical core" + (f" / {processes} processes" if share > 1 else ""))
+
+
+def choose_parallelism(t, device: str, gpus: int) -> tuple[Decision, list[str]]:
+    n = max(t.processes, 1)
+    problems = []
+    if t.fsdp and device != "cuda":
+        problems.append(distributed.FSDP_NEEDS_GPUS)
+    if device == "cuda" and n > gpus:
+        problems.append(f"processes = {n} but this machine has {gpus} GPU(s): use one process per GPU")
+    if device == "mps" and n > 1:
+        problems.append("processes > 1 needs several GPUs; Apple Silicon has one: set processes = 1")
+    if t.fsdp:
+        return Decision(
+            "fsdp", f"FSDP 2 over {n} GPUs: each holds 1/{n} of the weights, gradients and optimizer states"
+        ), problems
+    if n > 1:
+        return Decision("ddp", f"DDP over {n} processes: each holds a full copy and 1/{n} of every batch"), problems
+    return Decision("single", "one process"), problems
+
+
+def placement(device: str, processes: int) -> list[str]:
+    """Where each rank's model lives: rank i on GPU i (QLoRA included: every rank on GPU 0 would OOM)."""
+    if device == "cuda":
+        return [f"cuda:{i}" for i in range(processes)]
+    return [device] * processes
+
+
+def memory_available(hw, device: str, processes: int = 1) -> float:
+    """MiB a rank can use now: the free memory of the smallest GPU a rank gets, the share of unified
+    memory the GPU may wire on Apple Silicon, or available RAM (shared by the CPU ranks)."""
+    if device == "cuda":
+        return min(g.free_gb for g in hw.gpus[: max(processes, 1)]) * 1024
+    if device == "mps":
+        return min(hw.ram_available_gb, hw.ram_total_gb * MPS_GPU_SHARE) * 1024
+    return hw.ram_available_gb * 1024 / max(processes, 1)
+
+
+# -- the plan ------------------------------------------------------------------------------------
+
+
+def plan(
+    cfg,
+    hw,
+    spec: ModelSpec | None = None,
+    shape: memory.DataShape | None = None,
+    *,
+    model_type: str = "",
+    trained_only_available: bool = True,
+    headroom: float = HEADROOM,
+) -> Plan:
+    """Every decision for training `cfg` (the request) on `hw` (a hardware description), for a model
+    of architecture `spec` and data of `shape` (None: the worst case, every example max_seq_len long).
+
+    `trained_only_available`: whether the installed trl lets the output layer see only the trained
+    positions (the trainer checks; elsewhere it is assumed).
+    """
+    from tunewiz.core import catalog
+
+    t, m = cfg.training, cfg.model
+    if spec is None:
+        try:
+            spec = catalog.lookup(m.id)
+        except catalog.CatalogError:
+            spec = None
+    reasons: dict[str, str] = {}
+    problems: list[str] = []
+
+    dev = choose_device(hw)
+    device = dev.value
+    reasons["device"] = f"{device}: {dev.reason}"
+    cores = getattr(hw, "cpu_physical_cores", 1) or 1
+    processes = max(t.processes, 1)
+    par, par_problems = choose_parallelism(t, device, len(getattr(hw, "gpus", []) or []))
+    problems += par_problems
+    if device == "cuda":
+        processes = min(processes, len(hw.gpus))
+    reasons["parallelism"] = par.reason
+    places = placement(device, processes)
+    reasons["placement"] = ", ".join(places) + (" (one GPU per rank)" if processes > 1 and device == "cuda" else "")
+    if m.method == "qlora" and device == "mps":
+        problems.append("QLoRA needs bitsandbytes' 4-bit kernels, which do not run on Apple's MPS: use method = lora")
+
+    dt = choose_dtype(m.dtype, hw)
+    reasons["dtype"] = f"{dt.value}: {dt.reason}"
+    mixed = {"bfloat16": "bf16", "float16": "fp16"}.get(dt.value, "no") if device == "cuda" else "no"
+    reasons["mixed_precision"] = (
+        f"{mixed}: autocast on the GPU" if mixed != "no" else "no: the weights are trained in their own dtype"
+    )
+    att = choose_attention(hw, dt.value, device, model_type)
+    reasons["attention"] = f"{att.value}: {att.reason}"
+    opt = choose_optimizer(device)
+    reasons["optimizer"] = f"{opt.value}: {opt.reason}"
+    wk = choose_workers(getattr(t, "dataloader_workers", -1), device, cores, processes)
+    reasons["dataloader_workers"] = wk.reason
+    th = choose_threads(t.threads, device, cores, processes)
+    reasons["threads"] = th.reason
+    trained_only = t.lm_head_trained_only and trained_only_available
+    if t.lm_head_trained_only and not trained_only_available:
+        reasons["score_trained_only"] = (
+            "False: this trl has no hook for it; every position goes through the output layer"
+        )
+    else:
+        reasons["score_trained_only"] = f"{trained_only}: " + (
+            "only assistant positions go through the output layer"
+            if trained_only
+            else "every position (set in the config)"
+        )
+    reasons["lora_dropout"] = f"{t.lora_dropout}: " + (
+        "no dropout lets PEFT skip a copy per adapted layer" if t.lora_dropout == 0 else "set in the config"
+    )
+
+    seq_len = max(min(shape.longest, cfg.data.max_seq_len) if shape else cfg.data.max_seq_len, 1)
+    avail = memory_available(hw, device, processes)
+    budget = avail * (1 - headroom)
+    setup = memory.Setup(
+        method=m.method,
+        dtype=dt.value,
+        lora_r=t.lora_r,
+        target_modules=tuple(t.target_modules),
+        batch=t.per_device_batch_size,
+        seq_len=seq_len,
+        gradient_checkpointing=t.gradient_checkpointing,
+        trained_fraction=shape.trained_fraction if shape and trained_only else 1.0,
+        lora_dropout=t.lora_dropout,
+        device=device,
+        attention="eager" if att.value == "eager" else "",
+        shards=processes if t.fsdp else 1,
+    )
+    per, acc, gc = t.per_device_batch_size, t.gradient_accumulation_steps, t.gradient_checkpointing
+    if spec is None:
+        gc_reason = "set in the config" if gc else "off: no estimate for this model; turn it on if memory runs out"
+        batch_reason = "as asked (no estimate for this model)"
+    else:
+        per, acc, gc, gc_reason, batch_reason = _fit_batch(spec, setup, budget, t)
+    setup = replace(setup, batch=per, gradient_checkpointing=gc)
+    reasons["gradient_checkpointing"] = f"{gc}: {gc_reason}"
+    reasons["batch"] = (
+        f"{per} per device x {acc} accumulation x {processes} process{'es' if processes > 1 else ''} "
+        f"= {per * acc * processes} sequences per step; {batch_reason}"
+    )
+    pf = choose_padding_free(att.value, per)
+    reasons["padding_free"] = pf.reason
+    grouped = t.group_by_length and not pf.value
+    reasons["group_by_length"] = f"{grouped}: " + (
+        "batches of similar lengths pad less"
+        if grouped
+        else ("padding-free batches have no padding to save" if pf.value else "random batches (set in the config)")
+    )
+
+    est = None
+    if spec is not None:
+        threads = th.value
+        tokens = memory.run_tokens(cfg, shape) // processes if shape else 0
+        est = memory.estimate(spec, setup, hw=hw if device == "cuda" else None, threads=threads, train_tokens=tokens)
+        if device == "mps":  # no measured speed model for Apple GPUs: no time rather than a guess
+            est.tokens_per_s, est.train_time_s, est.speed_source = None, None, ""
+        est.source = f"planner; data: {shape.source if shape else f'worst case, every example {seq_len} tokens'}"
+        if est.peak_memory_mb > budget:
+            where = "RAM" if device == "cpu" else "GPU memory"
+            fixes = memory.fixes(spec, setup, budget)
+            problems.append(
+                f"needs {memory.gib(est.peak_memory_mb)} per process, {memory.gib(budget)} of {where} is the budget: "
+                + "; ".join(fixes)
+            )
+
+    return Plan(
+        device=device,
+        placement=places,
+        processes=processes,
+        parallelism=par.value,
+        dtype=dt.value,
+        mixed_precision=mixed,
+        attention=att.value,
+        padding_free=pf.value,
+        group_by_length=grouped,
+        per_device_batch=per,
+        accumulation=acc,
+        gradient_checkpointing=gc,
+        optimizer=opt.value,
+        workers=wk.value,
+        threads=th.value,
+        score_trained_only=trained_only,
+        seq_len=seq_len,
+        reasons=reasons,
+        estimate=est,
+        available_mb=avail,
+        budget_mb=budget,
+        problems=problems,
+    )
+
+
+def _fit_batch(spec: ModelSpec, setup: memory.Setup, budget: float, t) -> tuple[int, int, bool, str, str]:
+    """(per-device batch, accumulation, checkpointing, checkpointing reason, batch reason).
+
+    The request's split when it fits. Otherwise, in the order that costs least: gradient checkpointing
+    (~20% slower), then a smaller per-device batch with more accumulation (same effective batch).
+    """
+    per, acc = t.per_device_batch_size, t.gradient_accumulation_steps
+
+    def peak(batch: int, gc: bool) -> float:
+        return memory.breakdown(spec, replace(setup, batch=batch, gradient_checkpointing=gc)).total
+
+    asked = "as asked"
+    if t.gradient_checkpointing:
+        gc_reason = "set in the config (saves activation memory for ~20% more time)"
+        if peak(per, True) <= budget:
+            return per, acc, True, gc_reason, asked
+    else:
+        without = peak(per, False)
+        if without <= budget:
+            return per, acc, False, f"off: {memory.gib(without)} fits without it (~20% faster)", asked
+        with_gc = peak(per, True)
+        if with_gc <= budget:
+            return (
+                per,
+                acc,
+                True,
+                (
+                    f"on: {memory.gib(without)} without it would not fit {memory.gib(budget)}; "
+                    f"with it {memory.gib(with_gc)}"
+                ),
+                asked,
+            )
+        gc_reason = f"on: {memory.gib(without)} does not fit {memory.gib(budget)} even in a smaller batch without it"
+    total = per * acc
+    for smaller in range(per - 1, 0, -1):
+        if total % smaller == 0 and peak(smaller, True) <= budget:
+            return (
+                smaller,
+                total // smaller,
+                True,
+                gc_reason,
+                (
+                    f"{per} per device does not fit {memory.gib(budget)}: {smaller} x {total // smaller} keeps the "
+                    "effective batch"
+                ),
+            )
+    return per, acc, True, gc_reason, "does not fit even at 1 per device with checkpointing (see the problem)"
+
+
+@dataclass
+class Choice:
+    """A catalog model and method planned for this machine (a row of the model step, `tunewiz recommend`)."""
+
+    spec: ModelSpec
+    method: str
+    plan: Plan
+    batches: dict[str, tuple[int, int, bool]] = field(default_factory=dict)
+    """Per preset: (per-device batch, gradient accumulation, gradient checkpointing) as planned."""
+
+    @property
+    def peak_mb(self) -> float:
+        return self.plan.peak_mb or 0.0
+
+    @property
+    def fits(self) -> bool:
+        return bool(self.plan.fits)
+
+    @property
+    def tokens_per_s(self) -> float:
+        return (self.plan.estimate.tokens_per_s if self.plan.estimate else 0.0) or 0.0
+
+    @property
+    def time_s(self) -> float | None:
+        return self.plan.estimate.train_time_s if self.plan.estimate else None
+
+
+def recommend(cfg, hw, shape: memory.DataShape | None = None, methods=("lora", "qlora"), models=None, presets=False):
+    """Catalog models x methods planned for this machine with `cfg`'s preset and data, ranked. On a GPU
+    what fits first, larger models first (the most capable model that fits), LoRA before QLoRA; on the
+    CPU what fits first, fastest first. `presets`: plan the three presets too (Choice.batches)."""
+    import copy
+
+    from tunewiz.core import catalog
+    from tunewiz.core import presets as preset_mod
+
+    out = []
+    for spec in models or catalog.MODELS:
+        for method in methods:
+            c = copy.deepcopy(cfg)
+            c.model.id, c.model.method = catalog_id(spec), method
+            choice = Choice(spec, method, plan(c, hw, spec, shape))
+            if presets:
+                gpu = getattr(hw, "best_gpu", None)
+                max_per = preset_mod.max_per_device_batch(choose_device(hw).value, gpu.free_gb if gpu else None)
+                for name in preset_mod.PRESETS:
+                    pc = copy.deepcopy(c)
+                    pc.training = preset_mod.training_for(name, max_per)
+                    pp = plan(pc, hw, spec, shape)
+                    if pp.fits:
+                        choice.batches[name] = (pp.per_device_batch, pp.accumulation, pp.gradient_checkpointing)
+            out.append(choice)
+    if choose_device(hw).value == "cuda":
+        out.sort(key=lambda r: (not r.fits, -r.spec.params, r.method != "lora"))
+    else:
+        out.sort(key=lambda r: (not r.fits, -r.tokens_per_s))
+    return out
+
+
+def catalog_id(spec: ModelSpec) -> str:
+    """The id a run config names a catalog model by: `bundled:NAME` when it ships with tunewiz, else its hub id."""
+    return spec.bundled or spec.hub_id

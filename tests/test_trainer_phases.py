@@ -1,0 +1,82 @@
+"""The training process through its phases: honest token counting with loader workers, a failure
+injected by a callback the test adds (no test hook in the trainer), the plan in the record."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from tunewiz.core import launcher, runs
+from tunewiz.core.presets import build_config
+from tunewiz.tui import cli
+
+from tests.conftest import sample_tickets
+
+pytestmark = pytest.mark.slow
+
+
+def tiny(model_dir, data, **training):
+    cfg = build_config("balanced", max_per_device=2)
+    cfg.name = "tiny"
+    cfg.model.id = str(model_dir)
+    cfg.data.path = str(data)
+    cfg.data.max_seq_len = 128
+    cfg.training.threads = 1
+    cfg.evaluation.enabled = False
+    for k, v in training.items():
+        setattr(cfg.training, k, v)
+    return cfg.validate()
+
+
+def test_two_loader_workers_count_every_trained_token_and_no_held_out_one(home, tiny_model_dir, tmp_path):
+    data = sample_tickets(tmp_path / "t.jsonl", rows=40)
+    cfg = tiny(tiny_model_dir, data, dataloader_workers=2, num_epochs=1.0, max_steps=-1, eval_steps=2)
+    run_dir = launcher.submit(cfg, home)
+    doc = launcher.wait(run_dir, timeout=300)
+    assert doc["run"]["status"] == "completed", (run_dir / runs.LOG).read_text()[-3000:]
+    res, dat, plan = doc["results"], doc["data"], doc["plan"]
+    assert plan["dataloader_workers"] == 2 and "set in the config" in plan["reasons"]["dataloader_workers"]
+    # One epoch sees every training row once: the tokens counted are the training rows' tokens,
+    # however many loader processes collated them, and none of the held-out rows evaluated every 2 steps.
+    assert res["train_tokens_seen"] == dat["total_tokens"] and dat["dropped_rows"] == 0
+    assert "eval_loss" in res
+    assert 0 <= res["padding_fraction"] < 0.5
+    assert res["tokens_per_s"] == pytest.approx(res["train_tokens_seen"] / res["step_time_s"], rel=0.02)
+
+
+def test_out_of_memory_in_a_step_fails_with_what_to_change(home, tiny_model_dir, tmp_path):
+    """The failure comes from a TrainerCallback this test adds to the real training process."""
+    cfg = tiny(tiny_model_dir, sample_tickets(tmp_path / "t.jsonl", rows=20), max_steps=4)
+    run_dir = runs.create_run(cfg, home)
+    code = textwrap.dedent(
+        f"""
+        import sys, torch
+        from transformers import TrainerCallback
+        from tunewiz.core import trainer
+
+        class OutOfMemoryAtStep2(TrainerCallback):
+            def on_step_begin(self, args, state, control, **kw):
+                if state.global_step + 1 == 2:
+                    raise torch.OutOfMemoryError("CUDA out of memory (raised by the test)")
+
+        sys.exit(trainer.main([{str(run_dir)!r}], callbacks=[OutOfMemoryAtStep2()]))
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1
+    doc = runs.read_record(run_dir)
+    assert doc["run"]["status"] == "failed"
+    assert "Out of memory" in doc["run"]["failure_reason"]
+    assert "gradient_accumulation_steps" in doc["run"]["failure_reason"]
+
+
+def test_dry_run_prints_the_plan_and_starts_nothing(home, tiny_model_dir, tmp_path, capsys):
+    data = sample_tickets(tmp_path / "t.jsonl", rows=20)
+    argv = ["train", "--model", str(tiny_model_dir), "--data", str(data), "--dry-run"]
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "nothing started" in out and "gradient_checkpointing" in out and "dataloader_workers" in out
+    assert "peak host RAM" in out
+    assert not (home / "runs").exists() or not any((home / "runs").iterdir())
