@@ -8,7 +8,7 @@ checkpointing on, lora_dropout 0.05, every position through the output layer.
 tunewiz's defaults: the planner's batch for this device, no dropout, length-grouped
 batches, gradient checkpointing only when memory needs it, output layer on trained
 positions only. Both: balanced preset (rank 16, lr 2e-4), effective batch 8, one
-epoch over the same rows, through the real trainer process (`python -m core.trainer`).
+epoch over the same rows, through the real trainer process (`python -m tunewiz.core.trainer`).
 
 The two recipes alternate (a b a b ...) so drift in machine load hits both. Printed per
 run: non-padding tokens/s (whole training, first step included), padding fraction, peak

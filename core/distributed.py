@@ -1,7 +1,7 @@
 """Data-parallel training over several processes, started by ``accelerate launch``.
 
 With ``training.processes = N > 1`` the launcher starts the trainer as
-``python -m accelerate.commands.launch --multi_gpu --num_processes N ... -m core.trainer RUN_DIR``:
+``python -m accelerate.commands.launch --multi_gpu --num_processes N ... -m tunewiz.core.trainer RUN_DIR``:
 accelerate's launcher (torch's elastic agent underneath) starts N copies of the trainer, each with
 RANK / WORLD_SIZE / MASTER_ADDR in its environment. transformers' Trainer then wraps the model in
 DistributedDataParallel: NCCL across GPUs, gloo on CPU (``--multi_gpu`` only selects the

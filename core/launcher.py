@@ -1,6 +1,6 @@
 """Start, stop and follow training processes that outlive the terminal that started them.
 
-A trainer is ``python -m core.trainer RUN_DIR`` in a new session (so it has no
+A trainer is ``python -m tunewiz.core.trainer RUN_DIR`` in a new session (so it has no
 controlling terminal and a closed SSH connection sends it no SIGHUP), with
 stdin from /dev/null and stdout/stderr appended to the run's train.log.
 With ``training.processes > 1`` the same trainer runs data-parallel under

@@ -1,15 +1,19 @@
-"""The training process: ``python -m core.trainer RUN_DIR [--resume]``.
+"""The training process: ``python -m tunewiz.core.trainer RUN_DIR [--resume]``.
 
 Started detached by :mod:`tunewiz.core.launcher` (own session, stdin from /dev/null,
-stdout/stderr to train.log), it reads the run's run.toml and:
+stdout/stderr to train.log), it takes the run's trainer lock (a second trainer on the
+same run refuses) and takes the run.toml through its phases:
 
-1. takes the run's trainer lock (a second trainer on the same run refuses),
-2. resolves the model and loads the data, renders every example with the loss
-   mask of :func:`tunewiz.core.data.render` (assistant tokens only),
-3. trains LoRA or QLoRA adapters with trl's SFTTrainer, appending step / eval
-   events to events.jsonl and checkpointing as configured,
-4. saves the adapter (PEFT, safetensors), compares base and fine-tuned models on
-   the held-out rows (:mod:`tunewiz.core.evaluate`), and records the results.
+1. :func:`setup` - lints the data against the model's template, renders every example
+   with the loss mask of :func:`tunewiz.core.data.render` (assistant tokens only), and
+   plans the run for this machine (:func:`tunewiz.core.planner.plan`);
+2. :func:`build` - the model as planned (:mod:`tunewiz.core.modeling`), LoRA adapters,
+   trl's SFTTrainer with the plan's arguments;
+3. :func:`fit` - trains, appending step / eval events to events.jsonl, checkpointing;
+4. :func:`save` - the adapter (PEFT, safetensors; its config names the base by hub id);
+5. :func:`evaluate` - base vs fine-tuned on the held-out rows (:mod:`tunewiz.core.evaluate`).
+
+The probe (:mod:`tunewiz.core.probe`) runs the same setup and build for a few steps.
 
 Signals: SIGHUP is ignored (a closed terminal must not stop training). The
 first SIGTERM/SIGINT finishes the current step, saves a checkpoint and the
@@ -704,7 +708,7 @@ def classify_failure(exc: BaseException) -> str:
 
 def main(argv: list[str] | None = None, callbacks=()) -> int:
     """The training process. `callbacks`: extra TrainerCallbacks (tests add theirs this way)."""
-    parser = argparse.ArgumentParser(prog="python -m core.trainer", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m tunewiz.core.trainer", description=__doc__.split("\n")[0])
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     ns = parser.parse_args(argv)

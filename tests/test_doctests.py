@@ -7,6 +7,7 @@ import doctest
 import importlib
 import pkgutil
 from importlib.util import find_spec
+from pathlib import Path
 
 import pytest
 
@@ -17,7 +18,7 @@ def with_examples() -> list[str]:
         spec = find_spec(package)
         for m in pkgutil.iter_modules(spec.submodule_search_locations):
             origin = find_spec(f"{package}.{m.name}").origin
-            if origin and ">>> " in open(origin, encoding="utf-8").read():
+            if origin and ">>> " in Path(origin).read_text(encoding="utf-8"):
                 out.append(f"{package}.{m.name}")
     return out
 
