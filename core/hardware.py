@@ -175,8 +175,9 @@ def detect(disk_path: str | Path | None = None) -> Hardware:
     return _torch_gpus(hw)
 
 
-def _visible(gpus: list[GPU], uuids: list[str]) -> list[GPU]:
-    """The GPUs CUDA_VISIBLE_DEVICES leaves a process (by index or UUID), numbered as CUDA numbers them."""
+def _visible(gpus: list[GPU], uuids: list[str]) -> list[GPU] | None:
+    """The GPUs CUDA_VISIBLE_DEVICES leaves a process (by index or UUID), numbered as CUDA numbers them;
+    None for an entry NVML's list cannot name (a MIG instance): then torch is asked instead."""
     spec = os.environ.get("CUDA_VISIBLE_DEVICES")
     if spec is None:
         return gpus
@@ -186,7 +187,7 @@ def _visible(gpus: list[GPU], uuids: list[str]) -> list[GPU]:
             break
         match = [g for g, u in zip(gpus, uuids, strict=True) if token == str(g.index) or u.startswith(token)]
         if not match:
-            break  # CUDA stops at the first invalid entry
+            return None
         out.append(match[0])
     return [GPU(i, g.name, g.total_gb, g.free_gb, g.compute_capability, g.bf16) for i, g in enumerate(out)]
 
@@ -207,6 +208,11 @@ def nvml_gpus() -> list[GPU] | None:
             h = pynvml.nvmlDeviceGetHandleByIndex(i)
             name = pynvml.nvmlDeviceGetName(h)
             uuid = pynvml.nvmlDeviceGetUUID(h)
+            try:
+                if pynvml.nvmlDeviceGetMigMode(h)[0]:
+                    return None  # MIG: the whole card's memory is not what a process gets; torch knows its slice
+            except (pynvml.NVMLError, AttributeError):
+                pass
             mem = pynvml.nvmlDeviceGetMemoryInfo(h)
             major, minor = pynvml.nvmlDeviceGetCudaComputeCapability(h)
             gpus.append(

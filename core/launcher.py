@@ -37,9 +37,8 @@ def submit(cfg, home_dir: Path, hw=None) -> Path:
     if cfg.data.eval_path:
         data.load(cfg.data.eval_path)
     plan = first_plan(cfg, home_dir, loaded.examples, hw)
-    blocking = [p for p in plan.problems if not p.startswith("needs ")]
-    if blocking:
-        raise runs.RunError("this run cannot start on this machine: " + "; ".join(blocking))
+    if plan.problems:
+        raise runs.RunError("this run cannot start on this machine: " + "; ".join(plan.problems))
     extra = {"plan": plan.to_record()}
     if plan.estimate is not None:
         extra["estimate"] = plan.estimate.to_dict()
@@ -85,6 +84,11 @@ def start(run_dir: Path, resume: bool = False) -> int:
     else:
         cmd = [sys.executable, "-m", "tunewiz.core.trainer", *args]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
+    if processes == 1:
+        # One process sees only the GPU its plan placed it on: with several visible, transformers would
+        # spread one "per-device" batch over all of them (DataParallel) and the plan would not hold.
+        visible = [x for x in env.get("CUDA_VISIBLE_DEVICES", "0").split(",") if x.strip()]
+        env["CUDA_VISIBLE_DEVICES"] = visible[0] if visible else ""
     with open(run_dir / runs.LOG, "ab") as log:
         proc = subprocess.Popen(
             cmd,

@@ -708,6 +708,16 @@ def _lint(path, tokenizer, max_seq_len, eval_path, eval_fraction, seed) -> Repor
     )
 
 
+def lint_run(cfg, tokenizer) -> Report:
+    """Lint a run config's data exactly as its training will read it: its max_seq_len, held-out file
+    or split (fraction and seed)."""
+    d = cfg.data
+    return lint(
+        d.path, tokenizer, max_seq_len=d.max_seq_len, eval_path=d.eval_path or None, eval_fraction=d.eval_fraction,
+        seed=d.split_seed,
+    )  # fmt: skip
+
+
 def tokenizer_for(model_id: str, home: Path, trust_remote_code: bool = False):
     """The tokenizer (with its chat template) of a model id, as training loads it (its pad token left
     as the model ships it: whether one is missing is itself a finding)."""
@@ -718,4 +728,4 @@ def tokenizer_for(model_id: str, home: Path, trust_remote_code: bool = False):
     return AutoTokenizer.from_pretrained(str(resolved.path), trust_remote_code=trust_remote_code)
 
 
-__all__ = ["RULES", "DataError", "Report", "TokenCounter", "lint", "tokenizer_for"]
+__all__ = ["RULES", "DataError", "Report", "TokenCounter", "lint", "lint_run", "tokenizer_for"]

@@ -67,7 +67,9 @@ class Plan:
     available_mb: float = 0.0
     budget_mb: float = 0.0
     problems: list[str] = field(default_factory=list)
-    """Why the request cannot run here as asked (each with what to do); empty when it can."""
+    """Why the request cannot run on this machine at all (each with what to do); empty when it can."""
+    memory_advice: str = ""
+    """When the peak is over the budget: by how much, and the single changes that would fit."""
 
     @property
     def effective_batch(self) -> int:
@@ -79,8 +81,10 @@ class Plan:
 
     @property
     def fits(self) -> bool | None:
-        """True / False against this machine's budget; None when the model cannot be described."""
-        return None if self.estimate is None else self.estimate.peak_memory_mb <= self.budget_mb
+        """True when it can run here within the memory budget; None when the model cannot be described."""
+        if self.estimate is None:
+            return None
+        return self.estimate.peak_memory_mb <= self.budget_mb and not self.problems
 
     def memory_line(self) -> str:
         """'peak 1.23 GiB, fits' - the one figure every screen and command shows."""
@@ -133,6 +137,8 @@ class Plan:
             if e.train_time_s:
                 out.append(f"  time ~{fmt_duration(e.train_time_s)} at ~{e.tokens_per_s:,.0f} tok/s ({e.speed_source})")
         out += [f"  problem: {p}" for p in self.problems]
+        if self.memory_advice:
+            out.append(f"  memory: {self.memory_advice}")
         return out
 
 
@@ -292,8 +298,9 @@ def plan(
     processes = max(t.processes, 1)
     par, par_problems = choose_parallelism(t, device, len(getattr(hw, "gpus", []) or []))
     problems += par_problems
-    if device == "cuda":
-        processes = min(processes, len(hw.gpus))
+    if device == "cuda" and processes > len(hw.gpus):  # planned for the GPUs there are (and said so)
+        processes = len(hw.gpus)
+        par = Decision(par.value if processes > 1 else "single", f"{processes} process(es): one per GPU here")
     reasons["parallelism"] = par.reason
     places = placement(device, processes)
     reasons["placement"] = ", ".join(places) + (" (one GPU per rank)" if processes > 1 and device == "cuda" else "")
@@ -367,7 +374,7 @@ def plan(
         else ("padding-free batches have no padding to save" if pf.value else "random batches (set in the config)")
     )
 
-    est = None
+    est, memory_advice = None, ""
     if spec is not None:
         threads = th.value
         tokens = memory.run_tokens(cfg, shape) // processes if shape else 0
@@ -378,7 +385,7 @@ def plan(
         if est.peak_memory_mb > budget:
             where = "RAM" if device == "cpu" else "GPU memory"
             fixes = memory.fixes(spec, setup, budget)
-            problems.append(
+            memory_advice = (
                 f"needs {memory.gib(est.peak_memory_mb)} per process, {memory.gib(budget)} of {where} is the budget: "
                 + "; ".join(fixes)
             )
@@ -406,6 +413,7 @@ def plan(
         available_mb=avail,
         budget_mb=budget,
         problems=problems,
+        memory_advice=memory_advice,
     )
 
 
@@ -510,7 +518,7 @@ def recommend(cfg, hw, shape: memory.DataShape | None = None, methods=("lora", "
                     if pp.fits:
                         choice.batches[name] = (pp.per_device_batch, pp.accumulation, pp.gradient_checkpointing)
             out.append(choice)
-    if choose_device(hw).value == "cuda":
+    if choose_device(hw).value != "cpu":  # GPUs (and MPS, which has no speed model): the most capable first
         out.sort(key=lambda r: (not r.fits, -r.spec.params, r.method != "lora"))
     else:
         out.sort(key=lambda r: (not r.fits, -r.tokens_per_s))

@@ -403,6 +403,9 @@ def setup(cfg: RunConfig, home_dir: Path, events, hw=None, lint_first: bool = Tr
     from tunewiz.core.modeling import load_tokenizer
 
     hw = hw or hardware.detect(home_dir)
+    if hw.gpus and not torch.cuda.is_available():  # NVML sees a GPU this torch cannot use (a CPU build, old driver)
+        log.warning("the driver reports %d GPU(s) but torch cannot use CUDA: training on the CPU", len(hw.gpus))
+        hw.gpus = []
     events.emit("status", status="preparing", message="resolving the model")
     resolved = models.resolve(cfg.model.id, home_dir)
     tok = load_tokenizer(resolved.path, cfg.model.trust_remote_code)
@@ -411,14 +414,7 @@ def setup(cfg: RunConfig, home_dir: Path, events, hw=None, lint_first: bool = Tr
         events.emit("status", status="preparing", message="checking the data against the model's template")
         from tunewiz.core import lint
 
-        report = lint.lint(
-            cfg.data.path,
-            tok,
-            max_seq_len=cfg.data.max_seq_len,
-            eval_path=cfg.data.eval_path or None,
-            eval_fraction=cfg.data.eval_fraction,
-            seed=cfg.data.split_seed,
-        )
+        report = lint.lint_run(cfg, tok)
         if report.errors:  # the same errors `tunewiz lint` and the wizard's data step show, with their lines
             raise data_mod.DataError([str(f) for f in report.errors])
         records["data"] = report.record()
@@ -449,11 +445,10 @@ def setup(cfg: RunConfig, home_dir: Path, events, hw=None, lint_first: bool = Tr
         model_type=str(model_cfg.get("model_type", "")),
         trained_only_available=trained_only_available(),
     )
-    if plan.problems and not plan.fits and plan.estimate is not None:
-        log.warning("the plan says this may not fit: %s", "; ".join(plan.problems))
-    blocking = [p for p in plan.problems if not p.startswith("needs ")]
-    if blocking:
-        raise RuntimeError("; ".join(blocking))
+    if plan.memory_advice:
+        log.warning("the plan says this may not fit: %s", plan.memory_advice)
+    if plan.problems:
+        raise RuntimeError("; ".join(plan.problems))
     torch.set_num_threads(plan.threads)
 
     t = cfg.training

@@ -33,6 +33,7 @@ DESIGN_SECTIONS = {
     "data",
     "preset",
     "training",
+    "plan",
     "hardware",
     "versions",
     "estimate",
@@ -92,8 +93,9 @@ def test_tiny_training_end_to_end(home, tiny_model_dir, small_data):
     assert set(doc["results"]["base"]) >= {"eval_loss", "exact_match", "json_valid", "field_match"}
     assert doc["versions"]["torch"] and doc["hardware"]["device"] == "cpu"
     assert doc["training"]["lora_alpha"] == 2 * doc["training"]["lora_r"]
-    # every hardware-aware speed choice is recorded with its reason
-    reasons = doc["training"]["reasons"]
+    # every decision of the plan is recorded with its reason, apart from the request ([training])
+    assert "reasons" not in doc["training"] and doc["plan"]["effective_batch"] == doc["training"]["effective_batch"]
+    reasons = doc["plan"]["reasons"]
     chosen = {"dtype", "threads", "attention", "optimizer", "dataloader_workers", "gradient_checkpointing"}
     assert chosen <= set(reasons)
     assert reasons["attention"].startswith("sdpa") and reasons["optimizer"].startswith("adamw_torch_fused:")

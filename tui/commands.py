@@ -403,15 +403,7 @@ def data_shape_of(cfg: RunConfig, home_dir: Path):
     from tunewiz.core import lint
 
     tok = lint.tokenizer_for(cfg.model.id, home_dir, cfg.model.trust_remote_code)
-    report = lint.lint(
-        cfg.data.path,
-        tok,
-        max_seq_len=cfg.data.max_seq_len,
-        eval_path=cfg.data.eval_path or None,
-        eval_fraction=cfg.data.eval_fraction,
-        seed=cfg.data.split_seed,
-    )
-    return report.data_shape()
+    return lint.lint_run(cfg, tok).data_shape()
 
 
 def cmd_fit(ns) -> int:
@@ -461,7 +453,7 @@ def cmd_dry_run(cfg: RunConfig, home_dir: Path) -> int:
     print(f"dry run: {cfg.model.id} ({cfg.model.method}) on {cfg.data.path}, {cfg.preset} preset; nothing started")
     print("\n".join(p.lines()))
     print(f"-> {p.memory_line()}")
-    return 0 if not [x for x in p.problems if not x.startswith("needs ")] else 1
+    return 1 if p.problems else 0
 
 
 def cmd_probe(ns) -> int:

@@ -34,7 +34,7 @@ class CompareScreen(Screen):
         for section in ("model", "data", "preset", "training"):
             fa, fb = flatten(ra.get(section, {}), f"{section}."), flatten(rb.get(section, {}), f"{section}.")
             for key in sorted(set(fa) | set(fb)):
-                if fa.get(key) != fb.get(key) and not key.startswith(("training.reasons", "data.sha")):
+                if fa.get(key) != fb.get(key) and not key.startswith(("training.reasons", "plan.reasons", "data.sha")):
                     table.add_row(key, str(fa.get(key, "-"))[:28], str(fb.get(key, "-"))[:28])
         fa, fb = flatten(ra.get("results", {}), "results."), flatten(rb.get("results", {}), "results.")
         for key in sorted(set(fa) | set(fb)):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 
 from rich.text import Text
+from tunewiz.core.planner import catalog_id
 
 # Licences as a person reads them, at most 10 columns.
 LICENCES = {
@@ -59,11 +60,6 @@ def size_label(params: float) -> str:
     ('135M', '1.5B')
     """
     return f"{params / 1e9:.1f}B" if params >= 1e9 else f"{params / 1e6:.0f}M"
-
-
-def catalog_id(spec) -> str:
-    """The id a catalog model is trained from: `bundled:NAME` when it ships with tunewiz, else its hub id."""
-    return spec.bundled or spec.hub_id
 
 
 def model_rows(recs, available_mb: float, local: dict[str, bool] | None) -> list[tuple[str, str, Text]]:

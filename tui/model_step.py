@@ -15,7 +15,8 @@ from textual.containers import Horizontal
 from textual.widgets import Input, Label, OptionList, RadioButton, RadioSet, Static
 from textual.widgets.option_list import Option
 from tunewiz.core.models import DEFAULT_MODEL
-from tunewiz.tui.figures import MODEL_HEAD, catalog_id, memory_label, model_rows
+from tunewiz.core.planner import catalog_id
+from tunewiz.tui.figures import MODEL_HEAD, memory_label, model_rows
 from tunewiz.tui.messages import DataShaped, HardwareReady, ModelFetched, ModelsOnDisk
 from tunewiz.tui.step_base import StepScreen
 
