@@ -195,7 +195,9 @@ def probe(cfg: RunConfig, home_dir: Path, steps: int = 3, hw=None) -> ProbeResul
     shape = DataShape(
         seq_len, seq_len * len(p.train_rows), max(trained, 0.01), "the longest example", len(p.train_rows)
     )
-    pplan = planner.plan(pcfg, hw, p.spec, shape, trained_only_available=p.plan.score_trained_only)
+    pplan = planner.plan(
+        pcfg, hw, p.spec, shape, model_type=p.model_type, trained_only_available=tr.trained_only_available()
+    )
     est = pplan.estimate
     if est is None:
         raise RuntimeError(f"{cfg.model.id}: no estimate for this architecture, so nothing to compare with")

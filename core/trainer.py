@@ -376,6 +376,7 @@ class Prepared:
     spec: Any
     plan: planner.Plan
     total_steps: int
+    model_type: str = ""
     records: dict[str, Any] = field(default_factory=dict)
     """Sections for run.toml that setup learned (model, data, hardware, versions, plan, estimate)."""
 
@@ -474,7 +475,10 @@ def setup(cfg: RunConfig, home_dir: Path, events, hw=None, lint_first: bool = Tr
         versions=library_versions(),
         plan={**plan.to_record(), "total_steps": total_steps},
     )
-    return Prepared(cfg, hw, resolved, tok, train_rows, eval_rows, eval_ex, stats, spec, plan, total_steps, records)
+    model_type = str(model_cfg.get("model_type", ""))
+    return Prepared(
+        cfg, hw, resolved, tok, train_rows, eval_rows, eval_ex, stats, spec, plan, total_steps, model_type, records
+    )
 
 
 def build(p: Prepared, output_dir: Path, callbacks=(), train_rows: list[dict] | None = None, with_eval: bool = True):

@@ -166,10 +166,13 @@ class TrainScreen(ReportsWorkerErrors, Screen):
         from tunewiz.core.config import RunConfig
 
         cfg = RunConfig.from_dict(self.record)
-        t = cfg.training
-        if t.per_device_batch_size > 1:
-            t.gradient_accumulation_steps *= 2
-            t.per_device_batch_size //= 2
+        t, plan = cfg.training, self.record.get("plan", {})
+        # From what the failed run did (its plan may already have split the batch or turned
+        # checkpointing on), not from what was asked: asking the same again would fail the same way.
+        per = int(plan.get("per_device_batch_size", t.per_device_batch_size))
+        acc = int(plan.get("gradient_accumulation_steps", t.gradient_accumulation_steps))
+        if per > 1:
+            t.per_device_batch_size, t.gradient_accumulation_steps = per // 2, acc * 2
         else:
             t.gradient_checkpointing = True
         self.app.start_run(cfg)  # type: ignore[attr-defined]
