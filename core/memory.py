@@ -137,6 +137,11 @@ class Breakdown:
     def total(self) -> float:
         return self.weights + self.trainable + self.activations + self.logits + self.overhead
 
+    def count_trainable(self, params: int, optimizer: str = "adamw") -> None:
+        """Use PEFT's real count of adapter parameters: fp32 weights + gradients + optimizer states."""
+        self.trainable = params * (8 + OPTIMIZERS[optimizer]) / MiB
+        self.trainable_params = params
+
     def lines(self) -> list[str]:
         where = "host RAM (RSS)" if self.device == "cpu" else "GPU memory"
         rows = [
@@ -368,8 +373,7 @@ def estimate(
     """Peak memory breakdown, tokens per second and training time for `train_tokens` tokens."""
     bd = breakdown(spec, setup)
     if trainable_params is not None and setup.method != "full":  # the real count from PEFT, when known
-        bd.trainable = trainable_params * (8 + OPTIMIZERS[setup.optimizer]) / MiB
-        bd.trainable_params = trainable_params
+        bd.count_trainable(trainable_params, setup.optimizer)
     tps, source = tokens_per_s(spec, setup, hw, threads)
     return Estimate(spec.key, setup, bd, tps, train_tokens / tps if train_tokens else None, source)
 

@@ -179,7 +179,7 @@ def probe(cfg: RunConfig, home_dir: Path, steps: int = 3, hw=None) -> ProbeResul
     from transformers.utils import logging as hf_logging
     from tunewiz.core import distributed, hardware, planner
     from tunewiz.core import trainer as tr
-    from tunewiz.core.memory import OPTIMIZERS, DataShape, fixes
+    from tunewiz.core.memory import DataShape, fixes
 
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()
@@ -244,8 +244,7 @@ def probe(cfg: RunConfig, home_dir: Path, steps: int = 3, hw=None) -> ProbeResul
             trainer.args.save_strategy = type(trainer.args.save_strategy)("no")
             trainable, _ = model.get_nb_trainable_parameters()
             trainer.train()
-            est.breakdown.trainable = trainable * (8 + OPTIMIZERS[est.setup.optimizer]) / MiB  # the real adapter
-            est.breakdown.trainable_params = trainable
+            est.breakdown.count_trainable(trainable, est.setup.optimizer)  # the real adapter size
         except (torch.OutOfMemoryError, MemoryError, RuntimeError) as exc:
             if not isinstance(exc, (torch.OutOfMemoryError, MemoryError)) and "out of memory" not in str(exc):
                 raise

@@ -633,10 +633,7 @@ def train(run_dir: Path, resume: bool, events: EventWriter, stop: StopFlag, call
     trainable, total = model.get_nb_trainable_parameters()
     est = p.plan.estimate
     if est is not None:  # the real adapter size from PEFT
-        from tunewiz.core.memory import OPTIMIZERS, MiB
-
-        est.breakdown.trainable = trainable * (8 + OPTIMIZERS[est.setup.optimizer]) / MiB
-        est.breakdown.trainable_params = trainable
+        est.breakdown.count_trainable(trainable, est.setup.optimizer)
         est.source = "trainer: tokenized data, the real adapter size; replaces the estimate made at submit"
     record(
         run_dir,
