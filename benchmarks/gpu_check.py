@@ -319,11 +319,11 @@ def _reaped(pid: int, block: bool = False) -> bool:
 # -- one case -------------------------------------------------------------------------------------
 
 
-def run_case(case: Case, model_dir: Path, data_path: Path, home: Path, steps: int, per_device_max: int,
+def run_case(case: Case, model_dir: Path, data_path: Path, home: Path, steps: int,
              timeout: float, nvml: NvmlPeak, work: Path) -> dict[str, Any]:  # fmt: skip
     from tunewiz.core import catalog, launcher, memory, presets, runs
 
-    cfg = presets.build_config("balanced", max_per_device=per_device_max)
+    cfg = presets.build_config("balanced")
     cfg.name = f"gpu-check-{case.model}-{case.method}-{case.seq}" + ("-mixed" if case.mixed else "")
     cfg.model.id, cfg.model.method = str(model_dir), case.method
     cfg.data.path, cfg.data.max_seq_len, cfg.data.eval_fraction = str(data_path), case.seq, 0.01
@@ -479,8 +479,6 @@ class Check:
         self.tok = load_tokenizer(tok_dir)
         self.hw = hardware.detect(work)
         self.flash = self.hw.flash_attn and importlib.util.find_spec("flash_attn") is not None
-        free_gb = max((g.free_gb for g in self.hw.gpus), default=None)
-        self.per_device_max = presets.max_per_device_batch(self.hw.device, free_gb)
         self.effective_batch = presets.get("balanced").effective_batch  # the planner keeps it; it splits it
         self.steps = 2 if ns.smoke else ns.steps
         self.nvml = NvmlPeak()
@@ -554,7 +552,7 @@ class Check:
             data_path = self.data_for(case)
             # Past the budget a running case is stopped too: the whole check must end in time.
             timeout = min(self.ns.case_timeout, max(60.0, self.ns.time_budget + 45 - self.elapsed()))
-            out = run_case(case, model, data_path, self.work / "home", self.steps, self.per_device_max, timeout,
+            out = run_case(case, model, data_path, self.work / "home", self.steps, timeout,
                            self.nvml, self.work)  # fmt: skip
             self.durations[case.model] = max(self.durations.get(case.model, 0.0), out["wall_s"])
             self.report["cases"].append(out)

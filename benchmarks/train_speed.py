@@ -45,6 +45,7 @@ TEXTBOOK = {
     "lora_dropout": 0.05,
     "group_by_length": False,
     "lm_head_trained_only": False,
+    "auto_batch_split": False,
 }
 
 
@@ -88,7 +89,7 @@ def mfu(doc: dict) -> float | None:
 
 
 def make_config(data: Path, recipe: str, hw_device: str, model_id: str = "", method: str = "lora"):
-    cfg = presets.build_config("balanced", max_per_device=presets.max_per_device_batch(hw_device))
+    cfg = presets.build_config("balanced")
     cfg.name = f"bench-{recipe}"
     if model_id:
         cfg.model.id = model_id

@@ -36,7 +36,7 @@ from tunewiz.core.toml import read_toml  # noqa: E402
 
 
 def make_config(steps: int):
-    cfg = presets.build_config("balanced", max_per_device=presets.max_per_device_batch("cpu"))
+    cfg = presets.build_config("balanced")
     cfg.name = "overhead"
     cfg.data.path = str(ROOT / "sample_data" / "support_tickets.jsonl")
     cfg.training.max_steps = steps

@@ -75,6 +75,11 @@ class TrainingConfig:
     per_device_batch_size: int = 4
     gradient_accumulation_steps: int = 2
     """Effective batch = per_device_batch_size x gradient_accumulation_steps (x processes)."""
+    auto_batch_split: bool = True
+    """Let the plan split the effective batch for this machine (more per device on a big GPU, fewer when
+    memory is short; the effective batch stays). Setting per_device_batch_size or
+    gradient_accumulation_steps yourself turns it off: the split is kept as you gave it (made smaller only
+    when memory needs it, keeping the effective batch)."""
     lr_scheduler: str = "cosine"
     warmup_ratio: float = 0.05
     weight_decay: float = 0.0
@@ -221,6 +226,8 @@ class RunConfig:
                 problems.append(f"[{section}] must be a table")
                 continue
             sections[section] = _build(klass, section, raw, problems, strict)
+            if section == "training" and "auto_batch_split" not in raw and SPLIT_KEYS & set(raw):
+                sections[section].auto_batch_split = False  # a split written by hand is kept as written
         preset = doc.get("preset", {})
         preset_name = preset.get("name", "balanced") if isinstance(preset, dict) else str(preset)
         run = doc.get("run", {}) if isinstance(doc.get("run", {}), dict) else {}
@@ -248,6 +255,9 @@ class RunConfig:
                 setattr(cfg.data, attr, str(expanded))
         return cfg
 
+
+SPLIT_KEYS = {"per_device_batch_size", "gradient_accumulation_steps"}
+"""Setting either of these yourself fixes the batch split (auto_batch_split = false)."""
 
 # Keys that a run record writes into config sections (facts about the run, not
 # settings); a config read from a record ignores them.
@@ -359,6 +369,8 @@ def apply_overrides(cfg: RunConfig, overrides: list[str]) -> RunConfig:
             continue
         try:
             setattr(obj, name, coerce(value, getattr(obj, name)))
+            if name in SPLIT_KEYS and obj is cfg.training:
+                cfg.training.auto_batch_split = False  # the split you give is the split that runs
         except (TypeError, ValueError):
             problems.append(f"override {item!r}: expected {type(getattr(obj, name)).__name__}")
     if problems:

@@ -106,6 +106,24 @@ def any_rank(flag: bool) -> bool:
     return bool(t.item())
 
 
+def from_primary(obj):
+    """Rank 0's `obj` on every rank (a no-op in a single process).
+
+    The ranks plan from rank 0's view of the machine, so every rank plans the same batch split and
+    checkpointing: two ranks that each read free memory could plan differently near the budget's edge,
+    and a rank that checkpoints or accumulates differently from the others hangs the process group.
+    """
+    if world_size() <= 1:
+        return obj
+    import torch.distributed as dist
+    from accelerate import PartialState
+
+    PartialState()  # joins the process group `accelerate launch` set up (the Trainer reuses it)
+    box = [obj if is_primary() else None]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 def finish() -> None:
     """Leave the process group cleanly (avoids a warning and a slow exit on every rank)."""
     try:

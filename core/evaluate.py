@@ -188,9 +188,11 @@ def evaluate_run(run_dir: Path) -> dict[str, Any]:
     if not (adapter / "adapter_config.json").is_file():
         raise runs.RunError(f"{run_dir.name} has no saved adapter yet (status {doc['run'].get('status')})")
     resolved = models.resolve(cfg.model.id, run_dir.parent.parent)
-    dtype = planner.choose_dtype(cfg.model.dtype, hardware.detect(run_dir)).value
+    hw = hardware.detect(run_dir)
+    device = planner.placement(planner.choose_device(hw).value, 1)[0]  # the GPU of a GPU box, not its CPU
+    dtype = planner.choose_dtype(cfg.model.dtype, hw).value
     tok = load_tokenizer(resolved.path, cfg.model.trust_remote_code)
-    model = adapter_model(resolved.path, adapter, dtype, cfg.model.trust_remote_code)
+    model = adapter_model(resolved.path, adapter, dtype, cfg.model.trust_remote_code, device)
     summary = compare(model, tok, held_out_examples(cfg), cfg, run_dir)
     runs.update_record(run_dir, {"results": summary, "artifacts": {"predictions": str(run_dir / PREDICTIONS)}})
     return summary

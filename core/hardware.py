@@ -68,7 +68,10 @@ class Hardware:
 
     @property
     def device(self) -> str:
-        return "cuda" if self.gpus else ("mps" if self.mps else "cpu")
+        """cuda | mps | cpu: what training will use (the planner's decision)."""
+        from tunewiz.core.planner import choose_device
+
+        return choose_device(self).value
 
     @property
     def best_gpu(self) -> GPU | None:

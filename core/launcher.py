@@ -75,12 +75,16 @@ def start(run_dir: Path, resume: bool = False) -> int:
     if resume:
         runs.update_record(run_dir, runs.mark_resumed)
     args = [str(run_dir)] + (["--resume"] if resume else [])
-    training = runs.read_record(run_dir).get("training", {})
-    processes = int(training.get("processes", 1) or 1)
+    doc = runs.read_record(run_dir)
+    # How many processes and how they share the model: the plan's decision (a record from before
+    # plans existed has only the request).
+    plan = doc.get("plan") or {}
+    processes = int(plan.get("processes") or doc.get("training", {}).get("processes", 1) or 1)
+    fsdp = plan.get("parallelism") == "fsdp" if plan else bool(doc.get("training", {}).get("fsdp", False))
     if processes > 1:
         from tunewiz.core import distributed
 
-        cmd = distributed.launch_command(processes, args, fsdp=bool(training.get("fsdp", False)))
+        cmd = distributed.launch_command(processes, args, fsdp=fsdp)
     else:
         cmd = [sys.executable, "-m", "tunewiz.core.trainer", *args]
     env = dict(os.environ, PYTHONUNBUFFERED="1")

@@ -89,12 +89,19 @@ def stored_dtype(model_dir: str | Path) -> str:
     return name if name in ("float32", "float16", "bfloat16") else "float32"
 
 
-def adapter_model(base_path: str | Path, adapter_dir: str | Path, dtype_name: str, trust_remote_code: bool = False):
-    """A finished run's model: the full-precision base in `dtype_name` with its adapter, unmerged, in eval mode."""
+def adapter_model(
+    base_path: str | Path,
+    adapter_dir: str | Path,
+    dtype_name: str,
+    trust_remote_code: bool = False,
+    device: str = "cpu",
+):
+    """A finished run's model: the full-precision base in `dtype_name` with its adapter, unmerged, in eval
+    mode, on `device` (the plan's placement: "cuda:0" on a GPU box, "mps", "cpu")."""
     from peft import PeftModel
 
     base = load_base(base_path, dtype_name, trust_remote_code=trust_remote_code, for_training=False)
-    return PeftModel.from_pretrained(base, str(adapter_dir)).eval()
+    return PeftModel.from_pretrained(base, str(adapter_dir)).to(device).eval()
 
 
 def portable_adapter_config(adapter_dir: str | Path, hub_id: str, revision: str = "") -> None:

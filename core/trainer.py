@@ -446,6 +446,13 @@ def setup(cfg: RunConfig, home_dir: Path, events, hw=None, lint_first: bool = Tr
         model_type=str(model_cfg.get("model_type", "")),
         trained_only_available=trained_only_available(),
     )
+    log.info(
+        "plan: %s, %d per device x %d accumulation, checkpointing %s",
+        plan.placement[min(distributed.local_rank(), len(plan.placement) - 1)],
+        plan.per_device_batch,
+        plan.accumulation,
+        "on" if plan.gradient_checkpointing else "off",
+    )
     if plan.memory_advice:
         log.warning("the plan says this may not fit: %s", plan.memory_advice)
     if plan.problems:
@@ -596,7 +603,9 @@ def evaluate(p: Prepared, trainer, model, adapter_dir: Path, run_dir: Path, even
         del trainer, model
         gc.collect()
         torch.cuda.empty_cache()
-        model = modeling.adapter_model(p.resolved.path, adapter_dir, p.plan.dtype, p.cfg.model.trust_remote_code)
+        model = modeling.adapter_model(
+            p.resolved.path, adapter_dir, p.plan.dtype, p.cfg.model.trust_remote_code, p.plan.placement[0]
+        )
     return evaluation.compare(model, p.tok, p.eval_ex, p.cfg, run_dir, events=events)
 
 
@@ -615,7 +624,9 @@ def train(run_dir: Path, resume: bool, events: EventWriter, stop: StopFlag, call
     doc = runs.read_record(run_dir)
     cfg = RunConfig.from_dict(doc, source=str(run_dir / runs.RECORD)).validate(str(run_dir / runs.RECORD))
     home_dir = run_dir.parent.parent  # runs live in $TUNEWIZ_HOME/runs/<id>
-    p = setup(cfg, home_dir, events, hw=hardware.detect(run_dir))
+    # Every rank plans from rank 0's view of the machine: the same inputs give the same plan.
+    hw = distributed.from_primary(hardware.detect(run_dir) if primary else None)
+    p = setup(cfg, home_dir, events, hw=hw)
     if resume and doc.get("data", {}).get("sha256") not in (None, p.records["data"]["sha256"]):
         raise RuntimeError(
             f"the data file {cfg.data.path} changed since this run started (sha256 differs); "

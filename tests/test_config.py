@@ -329,3 +329,13 @@ def test_override_of_a_read_only_property_is_a_config_error():
     # `effective_batch` appears in [training] of every run.toml, so users try to set it.
     with pytest.raises(ConfigError):
         apply_overrides(RunConfig(), ["training.effective_batch=16"])
+
+
+def test_a_split_you_set_is_kept_and_otherwise_the_plan_splits():
+    assert RunConfig().training.auto_batch_split
+    cfg = apply_overrides(RunConfig(), ["per_device_batch_size=2"])
+    assert not cfg.training.auto_batch_split
+    hand = RunConfig.from_dict({"training": {"gradient_accumulation_steps": 4}})
+    assert not hand.training.auto_batch_split  # a hand-written config with a split keeps it
+    again = RunConfig.from_dict(RunConfig().to_dict())  # a record re-run: the flag as recorded
+    assert again.training.auto_batch_split

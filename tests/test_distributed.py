@@ -151,6 +151,9 @@ def test_two_process_data_parallel_run_on_cpu(home, tiny_model_dir, tmp_path):
     log = (run_dir / runs.LOG).read_text()
     assert doc["run"]["status"] == "completed", log[-4000:]
 
+    # Both ranks planned the same split from rank 0's view of the machine, each on its own place.
+    plans = re.findall(r"\[rank (\d)\] INFO plan: (\S+), (.*)", log)
+    assert sorted(r for r, _, _ in plans) == ["0", "1"] and len({split for _, _, split in plans}) == 1, plans
     # Both ranks trained every step (each logs its own step lines into train.log).
     for rank in (0, 1):
         steps = re.findall(rf"\[rank {rank}\] INFO step (\d+)/4", log)

@@ -195,7 +195,7 @@ def trained_run(tmp_path_factory, bundled_dir) -> Path:
     home = tmp_path_factory.mktemp("export-home")
     tmp = tmp_path_factory.mktemp("export-data")
     data = sample_tickets(tmp / "tickets40.jsonl")
-    cfg = build_config("balanced", max_per_device=2)
+    cfg = build_config("balanced", split=(2, 4))
     cfg.name = "export"
     cfg.model.id = str(bundled_dir)
     cfg.data.path = str(data)

@@ -216,7 +216,7 @@ def test_submitted_run_records_the_estimate_before_training(home, monkeypatch):
     from tests.conftest import SAMPLE
 
     monkeypatch.setattr(launcher, "start", lambda run_dir, resume=False: 0)  # no trainer: the record as submitted
-    cfg = build_config("balanced", max_per_device=4)
+    cfg = build_config("balanced")
     cfg.model.id = DEFAULT_MODEL
     cfg.data.path = str(SAMPLE / "support_tickets.jsonl")
     hw = Hardware(cpu_physical_cores=2, ram_total_gb=8, ram_available_gb=8)
@@ -255,7 +255,7 @@ def test_max_steps_turn_into_tokens_by_the_mean_row():
     from tunewiz.core.memory import DataShape, run_tokens
     from tunewiz.core.presets import build_config
 
-    cfg = build_config("balanced", max_per_device=4)
+    cfg = build_config("balanced")
     shape = DataShape(longest=120, train_tokens=30_000, rows=300)
     assert run_tokens(cfg, shape) == 30_000 * cfg.training.num_epochs
     cfg.training.max_steps = 5

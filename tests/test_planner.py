@@ -36,7 +36,7 @@ M2 = Hardware(mps=True, cpu_physical_cores=8, cpu_logical_cores=8, ram_total_gb=
 
 
 def config(model: str = BUNDLED, method: str = "lora", preset: str = "balanced", **training):
-    cfg = build_config(preset, max_per_device=4)
+    cfg = build_config(preset)
     cfg.model.id, cfg.model.method = model, method
     cfg.data.max_seq_len = 4096
     for k, v in training.items():
@@ -89,7 +89,7 @@ def test_rtx_4090_bf16_flash_attention_and_padding_free():
 
 def test_checkpointing_on_exactly_when_memory_needs_it():
     """An 8B model, 4 x 2048 tokens per device in 16 bit: ~81 GiB without checkpointing."""
-    cfg = config("meta-llama/Llama-3.1-8B-Instruct")
+    cfg = config("meta-llama/Llama-3.1-8B-Instruct", auto_batch_split=False)  # the split 4 x 2 as given
     short = planner.plan(cfg, A100, shape=shape(512))
     assert not short.gradient_checkpointing and "fits without it" in short.reasons["gradient_checkpointing"]
     long = planner.plan(cfg, A100, shape=shape(2048, trained=1.0))
@@ -100,6 +100,27 @@ def test_checkpointing_on_exactly_when_memory_needs_it():
     assert without.total > long.budget_mb  # it really needed it
     for p in (short, long):
         assert_fits_its_budget(p)
+
+
+def test_the_plan_splits_the_effective_batch_for_the_device():
+    """The request is the effective batch; the plan gives a GPU as much of it per device as fits without
+    checkpointing (up to 16), the CPU at most 4 (faster per token), and keeps a split set by hand."""
+    cfg = config("meta-llama/Llama-3.1-8B-Instruct")  # balanced: 8 sequences per step
+    short = planner.plan(cfg, A100, shape=shape(512))
+    assert (short.per_device_batch, short.accumulation, short.gradient_checkpointing) == (8, 1, False)
+    long = planner.plan(cfg, A100, shape=shape(2048, trained=1.0))  # 4 x 2048 would need checkpointing
+    assert long.per_device_batch < 4 and long.effective_batch == 8 and not long.gradient_checkpointing
+    assert "fits without checkpointing" in long.reasons["batch"]
+    big = planner.plan(config("Qwen/Qwen2.5-0.5B-Instruct", preset="aggressive"), A100, shape=shape(512))
+    assert (big.per_device_batch, big.accumulation) == (16, 1)
+    on_cpu = planner.plan(config(preset="aggressive"), cpu(True), shape=shape(120))
+    assert (on_cpu.per_device_batch, on_cpu.accumulation) == (4, 4)
+    mine = config("Qwen/Qwen2.5-0.5B-Instruct", per_device_batch_size=2, gradient_accumulation_steps=4)
+    mine.training.auto_batch_split = False
+    p = planner.plan(mine, A100, shape=shape(512))
+    assert (p.per_device_batch, p.accumulation) == (2, 4) and "as set in the config" in p.reasons["batch"]
+    for x in (short, long, big, on_cpu, p):
+        assert_fits_its_budget(x)
 
 
 def test_a_batch_too_big_even_with_checkpointing_is_split_keeping_the_effective_batch():

@@ -38,15 +38,15 @@ def test_training_settings_of_a_preset(name):
 
 
 @pytest.mark.parametrize("name", CHEAT_SHEET)
-@pytest.mark.parametrize("max_per_device", range(1, 17))
-def test_effective_batch_is_kept_when_split(name, max_per_device):
-    batch = CHEAT_SHEET[name][3]
-    t = presets.training_for(name, max_per_device=max_per_device)
-    assert t.per_device_batch_size * t.gradient_accumulation_steps == batch
-    assert 1 <= t.per_device_batch_size <= max_per_device
-    # the largest per-device batch that fits and divides the effective batch
-    best = max(d for d in range(1, max_per_device + 1) if batch % d == 0)
-    assert t.per_device_batch_size == best
+def test_a_preset_asks_for_its_effective_batch_and_leaves_the_split_to_the_plan(name):
+    t = presets.training_for(name)
+    assert t.per_device_batch_size * t.gradient_accumulation_steps == CHEAT_SHEET[name][3]
+    assert t.auto_batch_split
+
+
+def test_a_fixed_split_is_kept_as_given():
+    t = presets.build_config("balanced", split=(2, 4)).training
+    assert (t.per_device_batch_size, t.gradient_accumulation_steps, t.auto_batch_split) == (2, 4, False)
 
 
 @pytest.mark.parametrize(
@@ -68,25 +68,9 @@ def test_unknown_preset_is_a_config_error():
         presets.training_for("Balanced")
 
 
-@pytest.mark.parametrize(
-    "device, free_gb, expected",
-    [
-        ("cpu", None, 4),
-        ("mps", 64.0, 4),
-        ("cuda", None, 4),
-        ("cuda", 80.0, 16),
-        ("cuda", 20.0, 8),
-        ("cuda", 10.0, 4),
-        ("cuda", 4.0, 2),
-    ],
-)
-def test_max_per_device_batch(device, free_gb, expected):
-    assert presets.max_per_device_batch(device, free_gb) == expected
-
-
 def test_build_config_uses_the_preset_and_replaces_sections(tmp_path):
     data = DataConfig(path=str(tmp_path / "train.jsonl"))
-    cfg = presets.build_config("aggressive", max_per_device=4, data=data)
+    cfg = presets.build_config("aggressive", data=data)
     assert isinstance(cfg, RunConfig)
     assert cfg.preset == "aggressive"
     assert cfg.training.lora_r == 64

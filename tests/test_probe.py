@@ -12,7 +12,7 @@ from tests.conftest import SAMPLE, sample_tickets
 
 def small_config(tmp_path, steps_rows: int = 12):
     data = sample_tickets(tmp_path / "tickets.jsonl", steps_rows)
-    cfg = presets.build_config("balanced", max_per_device=2)
+    cfg = presets.build_config("balanced", split=(2, 4))
     cfg.model.id = "bundled:smollm2-135m-instruct"
     cfg.data.path = str(data)
     cfg.data.max_seq_len = 128

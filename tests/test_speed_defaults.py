@@ -72,7 +72,7 @@ def test_fused_optimizer_and_loader_workers():
 
 
 def test_sft_arguments_carry_the_plan_on_the_cpu(tmp_path):
-    cfg = build_config("balanced", max_per_device=4)
+    cfg = build_config("balanced")
     plan = planner.plan(cfg, CPU)
     args = trainer.sft_args(cfg, plan, tmp_path, has_eval=False)
     assert args.optim == "adamw_torch_fused" and args.dataloader_num_workers == 0 and not args.dataloader_pin_memory

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.slow
 
 
 def tiny(model_dir, data, **training):
-    cfg = build_config("balanced", max_per_device=2)
+    cfg = build_config("balanced", split=(2, 4))
     cfg.name = "tiny"
     cfg.model.id = str(model_dir)
     cfg.data.path = str(data)

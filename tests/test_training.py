@@ -48,7 +48,7 @@ def small_data(tmp_path) -> Path:
 
 
 def tiny_config(model_dir: Path, data: Path, **training) -> RunConfig:
-    cfg = build_config("balanced", max_per_device=2)
+    cfg = build_config("balanced", split=(2, 4))
     cfg.name = "tiny"
     cfg.model.id = str(model_dir)
     cfg.data.path = str(data)
@@ -241,7 +241,7 @@ def test_qlora_trains_on_cpu(home, tiny_model_dir, small_data):
 
 def test_bundled_model_trains_and_is_compared_with_base(home, session_home, bundled_dir, small_data, capsys):
     """The real SmolLM2-135M-Instruct, a few steps, base vs fine-tuned on held-out rows."""
-    cfg = build_config("balanced", max_per_device=2)
+    cfg = build_config("balanced", split=(2, 4))
     cfg.data.path = str(small_data)
     cfg.training.max_steps = 3
     cfg.evaluation.max_examples = 3

@@ -76,7 +76,6 @@ def parser() -> argparse.ArgumentParser:
         help="override any setting, e.g. --set learning_rate=1e-4 --set data.eval_fraction=0.2",
     )
     s.add_argument("--no-eval", action="store_true", help="skip the base-vs-fine-tuned comparison")
-    s.add_argument("--max-per-device", type=int, default=4, help=argparse.SUPPRESS)
     s.add_argument("--follow", "-f", action="store_true", help="follow the run's progress (Ctrl-C detaches)")
     s.add_argument("--dry-run", action="store_true", help="print the plan for this machine and exit; start nothing")
     s.set_defaults(func=cmd_train)

@@ -60,7 +60,7 @@ def build_config(ns) -> RunConfig:
         if ns.preset and ns.preset != cfg.preset:
             raise UserError("--preset cannot be combined with --config; use --set to change single fields")
     else:
-        cfg = presets.build_config(ns.preset or "balanced", max_per_device=ns.max_per_device)
+        cfg = presets.build_config(ns.preset or "balanced")
     if ns.model:
         cfg.model.id = ns.model
     if ns.data:
@@ -128,9 +128,7 @@ def cmd_demo(ns) -> int:
 
     home_dir = runs.home(ns.home)
     hw = hardware.detect(home_dir)
-    cfg = presets.build_config(
-        "balanced", max_per_device=presets.max_per_device_batch(hw.device, getattr(hw.best_gpu, "free_gb", None))
-    )
+    cfg = presets.build_config("balanced")
     cfg.name = "demo-support-tickets"
     cfg.model.id = DEFAULT_MODEL
     cfg.data.path = str(sample_data())
@@ -414,15 +412,12 @@ def cmd_fit(ns) -> int:
 
     hw = _fit_hardware(ns)
     spec = catalog.lookup(ns.model)  # CatalogError: a TunewizError, printed by main
-    gpu = hw.best_gpu
-    cfg = presets.build_config(
-        ns.preset, max_per_device=presets.max_per_device_batch(hw.device, gpu.free_gb if gpu else None)
-    )
+    cfg = presets.build_config(ns.preset)
     cfg.model.id = ns.model if catalog.find(ns.model) is None else planner.catalog_id(spec)
     cfg.model.method = ns.method
     cfg.data.max_seq_len = ns.seq_len
     if ns.batch:
-        cfg.training.per_device_batch_size = ns.batch
+        cfg.training.per_device_batch_size, cfg.training.auto_batch_split = ns.batch, False
     if ns.rank:
         cfg.training.lora_r, cfg.training.lora_alpha = ns.rank, 2 * ns.rank
     if ns.dtype:
@@ -464,16 +459,14 @@ def cmd_probe(ns) -> int:
         raise UserError(f"--steps {ns.steps}: probe at least 1 step (3 or more give a steadier time)")
     home_dir = runs.home(ns.home)
     hw = hardware.detect(home_dir)
-    cfg = presets.build_config(
-        ns.preset, max_per_device=presets.max_per_device_batch(hw.device, getattr(hw.best_gpu, "free_gb", None))
-    )
+    cfg = presets.build_config(ns.preset)
     cfg.model.id = ns.model
     cfg.model.method = ns.method
     cfg.data.path = str(Path(ns.data).expanduser().resolve())
     if ns.max_seq_len is not None:
         cfg.data.max_seq_len = ns.max_seq_len
     if ns.batch is not None:
-        cfg.training.per_device_batch_size = ns.batch
+        cfg.training.per_device_batch_size, cfg.training.auto_batch_split = ns.batch, False
     cfg.validate()
     where = hw.best_gpu.name if hw.best_gpu else f"CPU, {hw.cpu_physical_cores} cores"
     print(

@@ -62,11 +62,7 @@ class PresetStep(StepScreen):
 
     def select(self, name: str, keep: bool = False) -> None:
         if not keep or self.wiz.cfg.preset != name:
-            hw = self.wiz.hardware
-            per_dev = presets.max_per_device_batch(
-                hw.device if hw else "cpu", getattr(hw and hw.best_gpu, "free_gb", None)
-            )
-            self.wiz.cfg.training = presets.training_for(name, per_dev)
+            self.wiz.cfg.training = presets.training_for(name)
             self.wiz.cfg.preset = name
         self.show_cards()
         self.fill_fields()
@@ -74,12 +70,11 @@ class PresetStep(StepScreen):
     def show_cards(self) -> None:
         """Each preset with its predicted peak memory and time for this model, method, data and machine."""
         cfg, hw = self.wiz.cfg, self.wiz.hardware
-        per_dev = presets.max_per_device_batch(hw.device if hw else "cpu", getattr(hw and hw.best_gpu, "free_gb", None))
         shape = self.wiz.data_shape or getattr(self, "approx", None)
         for n in self.NAMES:
             p = presets.PRESETS[n]
             trial = copy.copy(cfg)  # the chosen preset as edited; the others as they come
-            trial.training = cfg.training if n == cfg.preset else presets.training_for(n, per_dev)
+            trial.training = cfg.training if n == cfg.preset else presets.training_for(n)
             peak, eta = preset_figures(trial, hw, shape)
             card = self.query_one(f"#card-{n}", Static)
             card.set_class(n == cfg.preset, "selected")
@@ -89,13 +84,15 @@ class PresetStep(StepScreen):
                 f"{peak}\n{eta}"
             )
 
+    def shown(self, key: str) -> str:
+        """The field text of `key`'s current value."""
+        section, name = key.split(".") if "." in key else ("training", key)
+        value = getattr(getattr(self.wiz.cfg, section), name)
+        return f"{value:g}" if isinstance(value, float) else str(value)
+
     def fill_fields(self) -> None:
         for key, _ in ADVANCED:
-            section, name = key.split(".") if "." in key else ("training", key)
-            value = getattr(getattr(self.wiz.cfg, section), name)
-            self.query_one(f"#f-{key.replace('.', '-')}", Input).value = (
-                f"{value:g}" if isinstance(value, float) else str(value)
-            )
+            self.query_one(f"#f-{key.replace('.', '-')}", Input).value = self.shown(key)
 
     def action_pick(self, delta: int) -> None:
         if isinstance(self.focused, Input):
@@ -118,6 +115,8 @@ class PresetStep(StepScreen):
         overrides = []
         for key, _ in ADVANCED:
             value = self.query_one(f"#f-{key.replace('.', '-')}", Input).value.strip()
+            if value == self.shown(key):
+                continue  # only what was edited: an untouched batch split stays the plan's to choose
             overrides.append(f"{key if '.' in key else 'training.' + key}={value}")
         err = self.query_one("#adv-error", Static)
         try:

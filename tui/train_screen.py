@@ -173,6 +173,7 @@ class TrainScreen(ReportsWorkerErrors, Screen):
         acc = int(plan.get("gradient_accumulation_steps", t.gradient_accumulation_steps))
         if per > 1:
             t.per_device_batch_size, t.gradient_accumulation_steps = per // 2, acc * 2
+            t.auto_batch_split = False  # the halved split, not one the plan would grow again
         else:
             t.gradient_checkpointing = True
         self.app.start_run(cfg)  # type: ignore[attr-defined]
