@@ -9,6 +9,7 @@ are read back by :func:`RunConfig.from_dict`; everything else a record holds
 from __future__ import annotations
 
 import dataclasses
+import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -294,7 +295,7 @@ def _build(klass: type, section: str, raw: dict[str, Any], problems: list[str], 
     for key, value in raw.items():
         if key not in fields:
             if strict and key not in RECORD_ONLY_KEYS.get(section, set()):
-                problems.append(f"[{section}] unknown key {key!r}; known keys: {', '.join(fields)}")
+                problems.append(f"[{section}] unknown key {key!r}; {_suggest(str(key), list(fields))}")
             continue
         default = fields[key].default
         if default is dataclasses.MISSING:
@@ -304,6 +305,27 @@ def _build(klass: type, section: str, raw: dict[str, Any], problems: list[str], 
         except (TypeError, ValueError):
             problems.append(f"[{section}] {key} = {value!r}: expected {type(default).__name__} like {default!r}")
     return klass(**kwargs)
+
+
+def _close(name: str, known: list[str]) -> list[str]:
+    """The known name closest to a misspelt one, if any is close (difflib's ratio >= 0.75).
+
+    >>> _close("training.lora_rr", ["training.lora_r", "training.lora_alpha", "data.path"])
+    ['training.lora_r']
+    """
+    return difflib.get_close_matches(name, known, n=1, cutoff=0.75)
+
+
+def _suggest(name: str, known: list[str]) -> str:
+    """'did you mean X?' when a known name is close, else every known name.
+
+    >>> _suggest("max_seq_length", ["path", "max_seq_len"])
+    'did you mean max_seq_len?'
+    >>> _suggest("zzz", ["path", "max_seq_len"])
+    'known keys: path, max_seq_len'
+    """
+    close = _close(name, known)
+    return f"did you mean {close[0]}?" if close else f"known keys: {', '.join(known)}"
 
 
 def coerce(value: Any, like: Any) -> Any:
@@ -365,7 +387,11 @@ def apply_overrides(cfg: RunConfig, overrides: list[str]) -> RunConfig:
             continue
         if obj is None:
             known = [f"{s}.{f.name}" for s, k in _SECTIONS.items() for f in dataclasses.fields(k)]
-            problems.append(f"override {key!r}: unknown setting; known: {', '.join(known)}")
+            # A bare name is compared with the bare names too: `lora_rr` -> training.lora_r.
+            bare = {f.name: f"{s}.{f.name}" for s, k in _SECTIONS.items() for f in dataclasses.fields(k)}
+            close = _close(key, known) or [bare[n] for n in _close(key, list(bare))]
+            hint = f"did you mean {close[0]}?" if close else f"known settings: {', '.join(known)}"
+            problems.append(f"unknown setting {key!r}; {hint}")
             continue
         try:
             setattr(obj, name, coerce(value, getattr(obj, name)))

@@ -29,13 +29,17 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import gc
 import hashlib
 import io
+import itertools
 import json
+import os
 import random
+import stat
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -72,6 +76,12 @@ KNOWN_KEYS = {
 CSV_ALIASES = {"response": "output", "context": "input", "question": "prompt", "answer": "completion"}
 DATASET_DIR_MARKERS = ("dataset_info.json", "state.json", "dataset_dict.json")
 SEVERITIES = ("error", "warning", "info")
+# An example longer than this is refused: no max_seq_len holds it (131,072 tokens are ~550,000 characters
+# of English), and tokenizing one row of 30 MB took 3 minutes and 13 GB of memory.
+MAX_ROW_CHARS = 1_000_000
+# Per-row findings listed one by one for each rule; the rest of a rule are counted into one finding
+# (a file of 4 million bad rows took a minute and 2 GB to list them all).
+LISTED_PER_RULE = 1000
 
 
 class DataError(TunewizError, ValueError):
@@ -153,6 +163,48 @@ def _finding(rule: str, severity: str, path: Path, line: int | None, message: st
     return Finding(rule, severity, str(path), line, message, count)
 
 
+class RowFindings:
+    """The per-row findings of one file: the first LISTED_PER_RULE of each rule one by one, the rest of
+    that rule counted into one finding at the end (lines, count), so millions of bad rows cost no more
+    than reading them."""
+
+    def __init__(self, path: Path, limit: int = LISTED_PER_RULE) -> None:
+        self.path = path
+        self.limit = limit
+        self.listed: Counter[str] = Counter()
+        self.found: list[Finding] = []
+        self.more: dict[str, list] = {}  # rule -> [severity, count, first line, last line]
+
+    def add(self, rule: str, severity: str, line: int | None, message: str) -> None:
+        if self.listed[rule] < self.limit:
+            self.listed[rule] += 1
+            self.found.append(Finding(rule, severity, str(self.path), line, message))
+            return
+        more = self.more.setdefault(rule, [severity, 0, line, line])
+        more[1] += 1
+        more[3] = line
+
+    def full(self, rule: str) -> bool:
+        """True once `rule` has its findings listed: a caller may skip building the message."""
+        return self.listed[rule] >= self.limit
+
+    def findings(self) -> list[Finding]:
+        out = list(self.found)
+        for rule, (severity, n, first, last) in self.more.items():
+            out.append(
+                Finding(
+                    rule,
+                    severity,
+                    str(self.path),
+                    first,
+                    f"{n:,} more row(s) with the same problem ({rule}), lines {first} to {last}: only the first "
+                    f"{self.limit:,} of each problem are listed one by one; fix them the same way",
+                    count=n,
+                )
+            )
+        return out
+
+
 def _json(text: str | bytes) -> Any:
     """Parse JSON with orjson (~3x the standard library; 100,000-row files lint in seconds).
 
@@ -187,7 +239,34 @@ def _bad_line(path: Path, lineno: int, chunk: bytes, exc: ValueError) -> Finding
     )
 
 
-def _read_json(path: Path, raw: bytes) -> tuple[list[Row], list[Finding]]:
+class Numbered(Sequence):
+    """The elements of a JSON array as (element number, element) rows, each pair made when it is read:
+    a 30 MB array of 4 million numbers would otherwise hold 4 million pairs besides the numbers.
+
+    >>> rows = Numbered(["a", "b"])
+    >>> list(rows), len(rows), rows[-1]
+    ([(1, 'a'), (2, 'b')], 2, (2, 'b'))
+    """
+
+    __slots__ = ("items",)
+
+    def __init__(self, items: list) -> None:
+        self.items = items
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i):  # type: ignore[override]
+        if isinstance(i, slice):
+            return [(j + 1, self.items[j]) for j in range(*i.indices(len(self.items)))]
+        j = range(len(self.items))[i]
+        return (j + 1, self.items[j])
+
+    def __iter__(self) -> Iterator[Row]:
+        return zip(itertools.count(1), self.items)
+
+
+def _read_json(path: Path, raw: bytes) -> tuple[Sequence[Row], list[Finding]]:
     """JSONL, or a JSON array / object, into (line, object) pairs and findings."""
     found: list[Finding] = []
     if raw.startswith(b"\xef\xbb\xbf"):
@@ -202,7 +281,12 @@ def _read_json(path: Path, raw: bytes) -> tuple[list[Row], list[Finding]]:
             )
         )
         raw = raw[3:]
-    head = raw.lstrip()[:1]
+    # Where the content starts, without copying a big file to strip it.
+    first = raw[:4096]
+    lead = len(first) - len(first.lstrip())
+    if lead == len(first) and len(raw) > len(first):
+        lead = len(raw) - len(raw.lstrip())
+    head = raw[lead : lead + 1]
     if path.suffix.lower() == ".json" or head == b"[":
         try:
             text = raw.decode("utf-8")
@@ -212,7 +296,9 @@ def _read_json(path: Path, raw: bytes) -> tuple[list[Row], list[Finding]]:
         try:
             doc = _json(text)
         except json.JSONDecodeError as exc:
-            as_lines = head == b"[" and path.suffix.lower() != ".json" and b"\n{" in raw and raw.lstrip()[:2] == b"[{"
+            as_lines = (
+                head == b"[" and path.suffix.lower() != ".json" and b"\n{" in raw and raw[lead : lead + 2] == b"[{"
+            )
             if not as_lines:
                 msg = f"not valid JSON ({exc.msg}); fix the syntax there"
                 return [], [*found, _finding("invalid-json", "error", path, exc.lineno, msg)]
@@ -220,18 +306,20 @@ def _read_json(path: Path, raw: bytes) -> tuple[list[Row], list[Finding]]:
             return [], [*found, _finding("invalid-json", "error", path, 1, f"not valid JSON ({exc})")]
         else:
             if isinstance(doc, list):
-                return [(i + 1, row) for i, row in enumerate(doc)], found
+                return Numbered(doc), found
             return [(1, doc)], found
     # Split on "\n" only: JSON strings may hold U+2028 / U+0085, which splitlines() would break on.
     rows: list[Row] = []
+    bad = RowFindings(path)
     for lineno, chunk in enumerate(raw.split(b"\n"), start=1):
         if not chunk.strip():
             continue
         try:
             rows.append((lineno, _json(chunk)))
         except ValueError as exc:  # json.JSONDecodeError and orjson's are ValueErrors
-            found.append(_bad_line(path, lineno, chunk, exc))
-    return rows, found
+            f = _bad_line(path, lineno, chunk, exc)
+            bad.add(f.rule, f.severity, lineno, f.message)
+    return rows, found + bad.findings()
 
 
 def _read_csv(path: Path, raw: bytes) -> tuple[list[Row], list[Finding]]:
@@ -244,6 +332,8 @@ def _read_csv(path: Path, raw: bytes) -> tuple[list[Row], list[Finding]]:
         line = raw[: exc.start].count(b"\n") + 1
         return [], [_finding("not-utf8", "error", path, line, "bytes that are not UTF-8; re-save as UTF-8")]
     delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
+    # The csv module refuses cells over 131,072 characters as "not valid CSV"; a long cell is valid.
+    csv.field_size_limit(max(csv.field_size_limit(), MAX_ROW_CHARS + 1))
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
     try:
         header = next(reader)
@@ -253,6 +343,7 @@ def _read_csv(path: Path, raw: bytes) -> tuple[list[Row], list[Finding]]:
         return [], [_finding("invalid-csv", "error", path, 1, f"not valid CSV ({exc})")]
     columns = [CSV_ALIASES.get(h.strip().lower(), h.strip().lower()) for h in header]
     rows: list[Row] = []
+    bad = RowFindings(path)
     start = reader.line_num + 1
     while True:
         try:
@@ -260,26 +351,23 @@ def _read_csv(path: Path, raw: bytes) -> tuple[list[Row], list[Finding]]:
         except StopIteration:
             break
         except csv.Error as exc:
-            found.append(_finding("invalid-csv", "error", path, start, f"not valid CSV ({exc}); check the quotes"))
+            bad.add("invalid-csv", "error", start, f"not valid CSV ({exc}); check the quotes")
             start = reader.line_num + 1
             continue
         if any(c.strip() for c in cells):
             if len(cells) != len(columns):
-                found.append(
-                    _finding(
-                        "invalid-csv",
-                        "error",
-                        path,
-                        start,
-                        f"{len(cells)} cells for {len(columns)} columns ({', '.join(header)}); "
-                        "quote cells that contain the delimiter",
-                    )
+                bad.add(
+                    "invalid-csv",
+                    "error",
+                    start,
+                    f"{len(cells)} cells for {len(columns)} columns ({', '.join(header)}); "
+                    "quote cells that contain the delimiter",
                 )
             else:
                 row = {c: v for c, v in zip(columns, cells, strict=True) if c}
                 rows.append((start, row))
         start = reader.line_num + 1
-    return rows, found
+    return rows, found + bad.findings()
 
 
 def _read_parquet(path: Path) -> list[Row]:
@@ -307,13 +395,21 @@ def _dir_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def read_rows(path: Path) -> tuple[list[Row], list[Finding], str]:
+def read_rows(path: Path) -> tuple[Sequence[Row], list[Finding], str]:
     """The raw rows of a file or dataset folder, reading problems, and the content hash.
 
-    Raises DataError only when nothing can be read at all (missing file, unreadable, unknown folder).
+    Raises DataError only when nothing can be read at all (missing file, unreadable, unknown folder,
+    a symbolic link loop, a pipe or device that is not a file).
     """
     try:
-        if path.is_dir():
+        kind = path.stat().st_mode  # follows links: a loop or a dangling link fails here, not half-way
+        if not (stat.S_ISDIR(kind) or stat.S_ISREG(kind)):
+            what = "a named pipe (FIFO)" if stat.S_ISFIFO(kind) else "not a regular file (a device or socket)"
+            raise DataError(
+                [f"{path}: is {what}, so it cannot be read as data (reading a pipe would wait forever); "
+                 "save the data to a file and give that"]
+            )  # fmt: skip
+        if stat.S_ISDIR(kind):
             if not any((path / m).is_file() for m in DATASET_DIR_MARKERS):
                 raise DataError(
                     [
@@ -323,12 +419,8 @@ def read_rows(path: Path) -> tuple[list[Row], list[Finding], str]:
                 )
             return _read_dataset_dir(path), [], _dir_sha256(path)
         raw = path.read_bytes()
-    except FileNotFoundError:
-        raise DataError([f"{path}: no such file; check the path (relative paths start from {Path.cwd()})"]) from None
-    except PermissionError:
-        raise DataError([f"{path}: no permission to read it; check the file's permissions"]) from None
     except OSError as exc:
-        raise DataError([f"{path}: cannot read it ({exc.strerror or exc})"]) from None
+        raise DataError([unreadable(path, exc)]) from None
     sha = hashlib.sha256(raw).hexdigest()
     suffix = path.suffix.lower()
     if suffix in (".csv", ".tsv"):
@@ -344,6 +436,36 @@ def read_rows(path: Path) -> tuple[list[Row], list[Finding], str]:
 
 
 # -- one row -> chat messages -----------------------------------------------------------
+
+
+def unreadable(path: Path, exc: OSError) -> str:
+    """One sentence for an OSError met reading `path`: what is wrong, where, and what to do."""
+    if isinstance(exc, FileNotFoundError):
+        if path.is_symlink():
+            return f"{path}: is a symbolic link to {os.readlink(path)}, which does not exist; fix or remove the link"
+        return f"{path}: no such file; check the path (relative paths start from {Path.cwd()})"
+    if isinstance(exc, PermissionError):
+        return f"{path}: no permission to read it; check the file's permissions (ls -l {path})"
+    if exc.errno == errno.ELOOP:
+        return (
+            f"{path}: is a symbolic link that leads back to itself (a loop: {path} -> {os.readlink(path)}); "
+            "point it at the data file, or give the file's real path"
+            if path.is_symlink()
+            else f"{path}: a symbolic link on the way to it is a loop; give the file's real path"
+        )
+    if isinstance(exc, IsADirectoryError):
+        return f"{path}: is a directory; give a data file (.jsonl, .json, .csv, .tsv, .parquet)"
+    return f"{path}: cannot read it ({exc.strerror or exc}); check the file and the disk it is on"
+
+
+def absolute(path: str | Path) -> Path:
+    """`path` made absolute with its symbolic links resolved, without raising on a link loop
+    (Path.resolve raises RuntimeError there on Python < 3.13; reading the file says what is wrong).
+
+    >>> str(absolute("/tmp/../tmp/x.jsonl"))
+    '/tmp/x.jsonl'
+    """
+    return Path(os.path.realpath(Path(path).expanduser()))
 
 
 class RowError(ValueError):
@@ -375,9 +497,17 @@ def detect_format(row: Any) -> str | None:
     return None
 
 
+_NOT_OBJECT: dict[type, RowError] = {}
+
+
 def _unrecognised(row: Any) -> RowError:
-    if not isinstance(row, dict):
-        return RowError("unknown-format", f"unrecognised row ({type(row).__name__}); each row must be a JSON object")
+    if not isinstance(row, dict):  # one error per type: a file of millions of numbers is read in seconds
+        err = _NOT_OBJECT.get(type(row))
+        if err is None:
+            err = _NOT_OBJECT[type(row)] = RowError(
+                "unknown-format", f"unrecognised row ({type(row).__name__}); each row must be a JSON object"
+            )
+        return err
     keys = ", ".join(sorted(str(k) for k in row)) or "no keys"
     hint = ""
     if "instruction" in row:
@@ -533,6 +663,16 @@ def _judge_shape(messages: list[dict[str, str]]) -> tuple[tuple[str, str, str], 
     return ()
 
 
+def _too_large(chars: int) -> tuple[str, str, str]:
+    return (
+        "too-large",
+        "error",
+        f"{chars:,} characters in one example, more than any max_seq_len holds (examples over "
+        f"{MAX_ROW_CHARS:,} characters are refused: tokenizing one takes minutes and gigabytes); split it into "
+        "examples of at most max_seq_len tokens",
+    )
+
+
 def to_example(line: int, row: Any) -> tuple[Example | None, list[tuple[str, str, str]]]:
     """One raw row as an Example (or None) and its (rule, severity, message) remarks."""
     fmt = detect_format(row)
@@ -541,10 +681,16 @@ def to_example(line: int, row: Any) -> tuple[Example | None, list[tuple[str, str
         return None, [(err.rule, "error", str(err))]
     try:
         if fmt == "text":
-            return Example(line, fmt, [], _text(row["text"], "'text'")), []
+            text = _text(row["text"], "'text'")
+            if len(text) > MAX_ROW_CHARS:
+                return None, [_too_large(len(text))]
+            return Example(line, fmt, [], text), []
         messages = to_messages(row, fmt)
     except RowError as exc:
         return None, [(exc.rule, "error", str(exc))]
+    chars = sum([len(m["content"]) for m in messages])
+    if chars > MAX_ROW_CHARS:
+        return None, [_too_large(chars)]
     roles = tuple(m["role"] for m in messages)
     remarks = _shape_remarks.get(roles)
     if remarks is None:  # a dataset has few conversation shapes: judge each once
@@ -554,15 +700,17 @@ def to_example(line: int, row: Any) -> tuple[Example | None, list[tuple[str, str
     return Example(line, fmt, messages), list(remarks)
 
 
-def _normalise(path: Path, rows: list[Row]) -> tuple[list[Example], list[Finding], dict[tuple[str, ...], list[int]]]:
+def _normalise(
+    path: Path, rows: Sequence[Row]
+) -> tuple[list[Example], list[Finding], dict[tuple[str, ...], list[int]]]:
     """Rows to examples, with their findings and the unused keys seen (key set -> lines)."""
     examples: list[Example] = []
-    found: list[Finding] = []
+    found = RowFindings(path)
     extra_keys: dict[tuple[str, ...], list[int]] = {}
     for line, row in rows:
         ex, notes = to_example(line, row)
         for rule, severity, message in notes:
-            found.append(_finding(rule, severity, path, line, message))
+            found.add(rule, severity, line, message)
         if ex is None:
             continue
         examples.append(ex)
@@ -570,7 +718,7 @@ def _normalise(path: Path, rows: list[Row]) -> tuple[list[Example], list[Finding
             unknown = tuple(sorted(str(k) for k in row.keys() - KNOWN_KEYS[ex.format]))
             if unknown:
                 extra_keys.setdefault(unknown, []).append(line)
-    return examples, found, extra_keys
+    return examples, found.findings(), extra_keys
 
 
 @contextlib.contextmanager
@@ -629,7 +777,7 @@ def read(path: str | Path) -> LoadedData:
     if not examples and not any(f.severity == "error" for f in found):
         found.append(_finding("empty-file", "error", path, None, "no examples found; the file is empty"))
     found.sort(key=lambda f: (f.line or 0, SEVERITIES.index(f.severity)))
-    return LoadedData(path.resolve(), sha, examples, dict(formats), found, n_rows)
+    return LoadedData(absolute(path), sha, examples, dict(formats), found, n_rows)
 
 
 def load(path: str | Path) -> LoadedData:
@@ -780,14 +928,77 @@ def _mask_and_cut(ids, offsets, mask, max_seq_len, text) -> Rendered:
     return Rendered(text, ids, mask, offsets, total, total > len(ids), cut)
 
 
+def in_spans(offsets: list[tuple[int, int]], spans: list[tuple[int, int]]) -> list[bool]:
+    """For each token (start, end), whether it starts inside one of the character spans (and is not empty):
+    one sweep over tokens and spans together (both in text order), not every span per token.
+
+    >>> in_spans([(0, 2), (2, 5), (5, 5), (5, 9), (9, 12)], [(6, 12), (2, 4)])
+    [False, True, False, False, True]
+    """
+    merged: list[list[int]] = []
+    for s, e in sorted(spans):
+        if merged and s <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], e)
+        elif s < e:
+            merged.append([s, e])
+    out = []
+    k, n = 0, len(merged)
+    for start, end in offsets:
+        while k < n and merged[k][1] <= start:
+            k += 1
+        out.append(k < n and merged[k][0] <= start and end > start)
+    return out
+
+
+def _masked(text: str, spans, ids, offsets, max_seq_len: int | None) -> Rendered:
+    ids, offsets = list(ids), [tuple(o) for o in offsets]
+    return _mask_and_cut(ids, offsets, in_spans(offsets, spans), max_seq_len, text)
+
+
 def render(tokenizer, messages: list[dict[str, str]], max_seq_len: int | None = None) -> Rendered:
     """Token ids and loss mask of a conversation, as the trainer trains it."""
     text, spans = assistant_spans(tokenizer, messages)
     # The template already wrote any BOS; adding special tokens again would double it.
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    ids, offsets = list(enc["input_ids"]), [tuple(o) for o in enc["offset_mapping"]]
-    mask = [any(s <= start < e for s, e in spans) and end > start for start, end in offsets]
-    return _mask_and_cut(ids, offsets, mask, max_seq_len, text)
+    return _masked(text, spans, enc["input_ids"], enc["offset_mapping"], max_seq_len)
+
+
+RENDER_BATCH = 256  # rows per tokenizer call in render_many
+BATCH_CHARS = 1_000_000  # and at most this many characters (a row alone may be longer)
+
+
+def render_many(
+    tokenizer, examples: list[Example], max_seq_len: int | None = None
+) -> Iterator[Rendered | TemplateError]:
+    """:func:`render_example` of each row, in order, the same results (a row the template rejects gives
+    its TemplateError in its place), with the chat rows tokenized in batches: a fast tokenizer runs a
+    batch on every core. A generator: only one batch of renders is held at a time."""
+    start = 0
+    while start < len(examples):
+        end, chars = start, 0
+        while end < len(examples) and end - start < RENDER_BATCH and (end == start or chars <= BATCH_CHARS):
+            ex = examples[end]
+            chars += len(ex.text) + sum(len(m["content"]) for m in ex.messages)
+            end += 1
+        out: list[Rendered | TemplateError | None] = [None] * (end - start)
+        todo: list[tuple[int, str, list[tuple[int, int]]]] = []
+        for i, ex in enumerate(examples[start:end]):
+            if not ex.is_chat:
+                out[i] = render_text(tokenizer, ex.text, max_seq_len)
+                continue
+            try:
+                text, spans = assistant_spans(tokenizer, ex.messages)
+            except TemplateError as exc:
+                out[i] = exc
+                continue
+            todo.append((i, text, spans))
+        if todo:
+            enc = tokenizer([t for _, t, _ in todo], add_special_tokens=False, return_offsets_mapping=True)
+            for (i, text, spans), ids, offsets in zip(todo, enc["input_ids"], enc["offset_mapping"], strict=True):
+                out[i] = _masked(text, spans, ids, offsets, max_seq_len)
+        del todo
+        yield from out  # type: ignore[misc]
+        start = end
 
 
 def render_text(tokenizer, text: str, max_seq_len: int | None = None) -> Rendered:
@@ -815,8 +1026,9 @@ def prompt_and_answer(messages: list[dict[str, str]]) -> tuple[list[dict[str, st
 def tokenize_examples(tokenizer, examples: list[Example], max_seq_len: int) -> tuple[list[dict], dict[str, int]]:
     """Rows for the trainer ({input_ids, labels}) and counts for the record."""
     rows, stats = [], Counter()
-    for ex in examples:
-        r = render_example(tokenizer, ex, max_seq_len)
+    for r in render_many(tokenizer, examples, max_seq_len):
+        if isinstance(r, TemplateError):
+            raise r
         stats["total_tokens"] += len(r.input_ids)
         stats["trained_tokens"] += r.trained_tokens
         if r.truncated:

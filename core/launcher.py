@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,23 +24,102 @@ from tunewiz.core import runs
 from tunewiz.core.events import follow as follow_events
 
 
-def submit(cfg, home_dir: Path, hw=None) -> Path:
-    """Check what can be checked cheaply (model id, data, the plan), create the run, start its trainer.
+@dataclass
+class Checked:
+    """What :func:`check` found: the plan at submit, the lint report (with token figures when the
+    model's tokenizer was on this machine) and warnings that do not stop the run."""
 
-    The record starts with the request, the [plan] for this machine and its [estimate] of peak memory
-    and time (:func:`first_plan`), so even a run that dies while loading its model says what was
-    expected. `hw`: the detected hardware, when the caller has it (the wizard does).
-    Raises ModelError / DataError / RunError before anything is written.
+    plan: Any
+    report: Any
+    tokenized: bool
+    hw: Any
+    warnings: list[str] = field(default_factory=list)
+
+
+def remote_code_warning(cfg) -> str | None:
+    """The warning a run with trust_remote_code gets before anything of the model is loaded."""
+    if not cfg.model.trust_remote_code:
+        return None
+    return (
+        f"model {cfg.model.id} runs its own Python code (trust_remote_code = true); "
+        "only use models whose authors you trust"
+    )
+
+
+def check(cfg, home_dir: Path, hw=None) -> Checked:
+    """Everything that can be checked before a process starts, in the order that fails fastest: the
+    runs directory, the model (id, config.json, safetensors weights), the data as read (structure),
+    the plan for this machine, then the data as the model sees it (the trainer's own lint: template,
+    truncation, the held-out split) and the target modules against the model's layers.
+
+    Raises RunError / ModelError / DataError / ConfigError, each saying what to do. The token checks
+    run when the model's tokenizer is here without a download (the trainer runs them again anyway).
     """
-    from tunewiz.core import data, models
+    from tunewiz.core import data, hardware, lint, models
+    from tunewiz.core.config import ConfigError
 
+    runs.ensure_writable(runs.runs_root(home_dir))
     models.resolve(cfg.model.id, home_dir, prepare=False)
-    loaded = data.load(cfg.data.path)
-    if cfg.data.eval_path:
-        data.load(cfg.data.eval_path)
+    loaded = data.read(cfg.data.path)
+    if loaded.errors:
+        raise data.DataError([str(f) for f in loaded.errors])
+    hw = hw if hw is not None else hardware.detect(home_dir)  # after the data: detecting imports torch
     plan = first_plan(cfg, home_dir, loaded.examples, hw)
     if plan.problems:
         raise runs.RunError("this run cannot start on this machine: " + "; ".join(plan.problems))
+    tok, model_dir = lint.tokenizer_here(cfg.model.id, home_dir, cfg.model.trust_remote_code)
+    report = lint.lint_run(cfg, tok, model_dir=model_dir, loaded=loaded)
+    settings = [f.message for f in report.errors if f.file == lint.TARGETS_WHERE]
+    if settings:
+        raise ConfigError(settings, lint.TARGETS_WHERE)
+    if report.errors:
+        raise data.DataError([str(f) for f in report.errors])
+    return Checked(plan, report, tok is not None, hw, sharing(plan, home_dir))
+
+
+def device_name(place: str) -> str:
+    """'cuda:1' -> 'GPU 1', 'cpu' -> 'CPU', 'mps' -> 'Apple GPU (MPS)'.
+
+    >>> device_name("cuda:0"), device_name("cpu")
+    ('GPU 0', 'CPU')
+    """
+    if place.startswith("cuda"):
+        return f"GPU {place.partition(':')[2] or 0}"
+    return {"cpu": "CPU", "mps": "Apple GPU (MPS)"}.get(place, place)
+
+
+def sharing(plan, home_dir: Path) -> list[str]:
+    """A sentence for each run queued or training on this machine on a device this plan uses too."""
+    here = socket.gethostname()
+    mine = set(plan.placement)
+    out = []
+    for r in runs.list_runs(home_dir):
+        if r.status not in runs.ACTIVE or r.record.get("run", {}).get("host", here) != here:
+            continue
+        theirs = set((r.record.get("plan") or {}).get("placement") or [])
+        both = sorted(mine & theirs)
+        if both:
+            out.append(
+                f"another run ({r.id}) is training on this {device_name(both[0])}: both will run at about half speed"
+            )
+    return out
+
+
+def submit(cfg, home_dir: Path, hw=None, warn: Callable[[str], None] | None = None) -> Path:
+    """Check everything that can be checked before a process starts (:func:`check`), create the run,
+    start its trainer.
+
+    The record starts with the request, the [plan] for this machine and its [estimate] of peak memory
+    and time (:func:`first_plan`), so even a run that dies while loading its model says what was
+    expected. `hw`: the detected hardware, when the caller has it (the wizard does). `warn` is told
+    each warning (another run on the same device) before the trainer starts.
+    Raises ModelError / DataError / ConfigError / RunError before anything is written.
+    """
+    checked = check(cfg, home_dir, hw)
+    for line in checked.warnings:
+        if warn is not None:
+            warn(line)
+    plan = checked.plan
     extra = {"plan": plan.to_record()}
     if plan.estimate is not None:
         extra["estimate"] = plan.estimate.to_dict()

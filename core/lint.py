@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import orjson
+from tunewiz.core.config import DataConfig
 from tunewiz.core.data import (
     SEVERITIES,
     DataError,
@@ -38,7 +39,7 @@ from tunewiz.core.data import (
     TemplateError,
     bulk,
     read,
-    render_example,
+    render_many,
     split,
 )
 
@@ -74,9 +75,15 @@ RULES: dict[str, tuple[str, str]] = {
     "special-token-in-content": ("warning", "a message that contains a special token's text"),
     "too-long": ("warning", "an example longer than max_seq_len (truncated)"),
     "no-trained-tokens": ("warning", "a row with no trained token left after truncation (dropped)"),
+    "nothing-to-train": ("error", "every row loses all its trained tokens to truncation at max_seq_len"),
+    "too-few-to-hold-out": ("error", "one row and no eval file: nothing can be held out for evaluation"),
+    "too-large": ("error", "an example of over a million characters (no max_seq_len holds it)"),
+    "unknown-target-module": ("error", "a [training] target_modules name that matches no layer of the model"),
 }
 
 SAMPLE_ROWS = 20  # rows fully rendered (mask included) besides one per conversation shape
+ENCODE_BATCH = 2048  # texts per tokenizer call: the tokenizer's per-token records of 30 MB of text take gigabytes
+DEFAULT_MAX_SEQ_LEN = DataConfig.max_seq_len  # what training uses when nothing says otherwise
 TOO_FEW, SWEET_LOW, SWEET_HIGH, MANY = 200, 500, 2000, 5000
 
 
@@ -331,9 +338,14 @@ class TokenCounter:
         self.checked = 0
 
     def encode(self, texts: list[str]) -> list[int]:
-        if self.backend is not None:
-            return [len(e.ids) for e in self.backend.encode_batch_fast(texts, add_special_tokens=False)]
-        return [len(ids) for ids in self.tok(texts, add_special_tokens=False)["input_ids"]]
+        out: list[int] = []
+        for i in range(0, len(texts), ENCODE_BATCH):  # in batches: only the counts are kept
+            batch = texts[i : i + ENCODE_BATCH]
+            if self.backend is not None:
+                out += [len(e.ids) for e in self.backend.encode_batch_fast(batch, add_special_tokens=False)]
+            else:
+                out += [len(ids) for ids in self.tok(batch, add_special_tokens=False)["input_ids"]]
+        return out
 
     def count(self, texts: list[str]) -> list[int]:
         if self.special is None:
@@ -498,11 +510,11 @@ def _token_findings(
     sample.update({id(e): e for e in long_rows})
     eot_reported = system_reported = False
     truncated = 0
-    for ex in sample.values():
-        try:
-            r = render_example(tokenizer, ex, max_seq_len)
-        except TemplateError as exc:
-            found.append(_template_finding(f, ex, exc))
+    dropped: dict[int, int] = {}  # line -> tokens of a row truncation leaves with nothing trained
+    to_render = list(sample.values())
+    for ex, r in zip(to_render, render_many(tokenizer, to_render, max_seq_len), strict=True):
+        if isinstance(r, TemplateError):
+            found.append(_template_finding(f, ex, r))
             continue
         lengths[index[id(ex)]] = r.total_tokens
         for finding in _eot_findings(tokenizer, ex, r, f):
@@ -527,6 +539,7 @@ def _token_findings(
         if r.truncated:
             truncated += 1
             if r.trained_tokens == 0:
+                dropped[ex.line] = r.total_tokens
                 found.append(
                     Finding(
                         "no-trained-tokens",
@@ -565,7 +578,9 @@ def _token_findings(
             "max": ordered[-1],
             "total": sum(ordered),
             "truncated": truncated,
+            "dropped": len(dropped),
         }
+    stats["dropped_lines"] = dropped
     return found, stats
 
 
@@ -655,24 +670,27 @@ def _template_finding(f: str, ex: Example, exc: Exception) -> Finding:
 def lint(
     path: str | Path,
     tokenizer=None,
-    max_seq_len: int | None = 1024,
+    max_seq_len: int | None = DEFAULT_MAX_SEQ_LEN,
     eval_path: str | Path | None = None,
     eval_fraction: float = 0.1,
     seed: int = 42,
+    loaded: LoadedData | None = None,
 ) -> Report:
-    """Lint a data file (and an optional held-out file). Raises DataError only when a file cannot be read."""
+    """Lint a data file (and an optional held-out file). Raises DataError only when a file cannot be read.
+    `loaded`: the file as :func:`tunewiz.core.data.read` already returned it (not read again)."""
     with bulk():  # see core.data.bulk: no garbage-collector passes over the rows while they are checked
-        return _lint(path, tokenizer, max_seq_len, eval_path, eval_fraction, seed)
+        return _lint(path, tokenizer, max_seq_len, eval_path, eval_fraction, seed, loaded)
 
 
-def _lint(path, tokenizer, max_seq_len, eval_path, eval_fraction, seed) -> Report:
-    loaded: LoadedData = read(path)
+def _lint(path, tokenizer, max_seq_len, eval_path, eval_fraction, seed, loaded=None) -> Report:
+    loaded = loaded if loaded is not None else read(path)
     findings = list(loaded.findings)
     examples = loaded.examples
     keys = _keys(examples)
     findings += _set_findings(loaded.path, keys)
     held_loaded = None
     train_rows = eval_rows = 0
+    trained = examples  # the rows training learns from
     if eval_path:
         held_loaded = read(eval_path)
         findings += held_loaded.findings
@@ -683,12 +701,26 @@ def _lint(path, tokenizer, max_seq_len, eval_path, eval_fraction, seed) -> Repor
         train, held = split(keys, eval_fraction, seed)  # type: ignore[arg-type]
         findings += _leakage(train, held, loaded.path, loaded.path)
         train_rows, eval_rows = len(train), len(held)
+        trained = [k.ex for k in train]
+    elif examples:  # what core.data.split refuses, said now instead of minutes into the run
+        findings.append(
+            Finding(
+                "too-few-to-hold-out",
+                "error",
+                str(loaded.path),
+                None,
+                f"too few rows to hold out: {len(examples)} row(s) with eval_fraction {eval_fraction} leaves no "
+                "held-out row; add rows, or give an eval file (--eval-data, [data] eval_path)",
+            )
+        )
     if examples:
         findings += _size(loaded.path, len(examples))
     stats: dict[str, Any] = {}
     if tokenizer is not None:
         token_found, stats = _token_findings(loaded.path, tokenizer, examples, max_seq_len)
         findings += token_found
+        dropped = stats.pop("dropped_lines", {})
+        findings += _nothing_to_train(loaded.path, trained, examples, dropped, max_seq_len)
         if held_loaded is not None:
             held_found, _ = _token_findings(held_loaded.path, tokenizer, held_loaded.examples, max_seq_len)
             findings += [x for x in held_found if x.line is not None]  # file-wide remarks are said once
@@ -708,24 +740,145 @@ def _lint(path, tokenizer, max_seq_len, eval_path, eval_fraction, seed) -> Repor
     )
 
 
-def lint_run(cfg, tokenizer) -> Report:
+def _nothing_to_train(
+    path: Path, trained: list[Example], examples: list[Example], dropped: dict[int, int], max_seq_len: int | None
+) -> list[Finding]:
+    """An error when truncation leaves the training rows with no trained token at all (the trainer would
+    stop with "no example has any trained token left" minutes in)."""
+    if not dropped or not trained or any(ex.line not in dropped for ex in trained):
+        return []
+    everyone = all(ex.line in dropped for ex in examples)
+    need = min(dropped[ex.line] for ex in trained)
+    return [
+        Finding(
+            "nothing-to-train",
+            "error",
+            str(path),
+            None,
+            f"every {'' if everyone else 'training '}row loses all its trained tokens to truncation at "
+            f"max_seq_len {max_seq_len}: raise max_seq_len to at least {need} (the shortest row needs {need}), "
+            "or shorten the prompts",
+        )
+    ]
+
+
+TARGETS_WHERE = "[training] target_modules"
+# Layer types PEFT's LoRA adapts (torch, and transformers' GPT-2 style Conv1D).
+LORA_LAYERS = {"Linear", "Embedding", "Conv1d", "Conv2d", "Conv3d", "Conv1D", "MultiheadAttention"}
+
+
+def target_findings(targets: list[str], modules: dict[str, str], model: str) -> list[Finding]:
+    """[training] target_modules checked against the model's modules (name -> class name), the way PEFT
+    matches a list: a module whose name is the target or ends with "." + target.
+
+    >>> mods = {"model.layers.0.self_attn.q_proj": "Linear", "model.norm": "LlamaRMSNorm"}
+    >>> [f.message.split(";")[0] for f in target_findings(["q_prj", "norm"], mods, "m")]
+    ["'q_prj' matches no layer of m", "'norm' matches only m's LlamaRMSNorm layers, which LoRA cannot adapt"]
+    >>> target_findings(["all-linear"], mods, "m"), target_findings(["q_proj"], mods, "m")
+    ([], [])
+    """
+    import difflib
+
+    if list(targets) == ["all-linear"]:
+        return []
+    linear = sorted({n.rsplit(".", 1)[-1] for n, kind in modules.items() if kind in LORA_LAYERS and n})
+    found = []
+    for t in targets:
+        if t == "all-linear":
+            msg = "'all-linear' adapts every linear layer on its own: give it alone, or list layer names without it"
+            found.append(Finding("unknown-target-module", "error", TARGETS_WHERE, None, msg))
+            continue
+        kinds = {kind for n, kind in modules.items() if n == t or n.endswith("." + t)}
+        if kinds & LORA_LAYERS:
+            continue
+        close = difflib.get_close_matches(t, linear, n=1, cutoff=0.6)
+        hint = f"did you mean {close[0]}? " if close else ""
+        if kinds:
+            what = f"{t!r} matches only {model}'s {', '.join(sorted(kinds))} layers, which LoRA cannot adapt"
+        else:
+            what = f"{t!r} matches no layer of {model}"
+        found.append(
+            Finding(
+                "unknown-target-module",
+                "error",
+                TARGETS_WHERE,
+                None,
+                f"{what}; {hint}its layers LoRA can adapt are {', '.join(linear) or 'none'}, or use all-linear",
+            )
+        )
+    return found
+
+
+def model_targets(cfg, model_dir: Path) -> list[Finding]:
+    """The run's target modules checked against the model in `model_dir` (or a .gguf file), built on the
+    meta device (config.json only, no weights read); nothing to check for the default all-linear."""
+    targets = list(cfg.training.target_modules)
+    if targets == ["all-linear"]:
+        return []
+    from tunewiz.core.modeling import module_kinds
+
+    try:
+        modules = module_kinds(model_dir, cfg.model.trust_remote_code)
+    except Exception:  # noqa: BLE001 - an architecture transformers cannot build: loading it says why
+        return []
+    return target_findings(targets, modules, cfg.model.id)
+
+
+def lint_run(cfg, tokenizer, model_dir: Path | None = None, loaded: LoadedData | None = None) -> Report:
     """Lint a run config's data exactly as its training will read it: its max_seq_len, held-out file
-    or split (fraction and seed)."""
+    or split (fraction and seed); given the model's directory (or GGUF file), its [training]
+    target_modules too."""
     d = cfg.data
-    return lint(
+    report = lint(
         d.path, tokenizer, max_seq_len=d.max_seq_len, eval_path=d.eval_path or None, eval_fraction=d.eval_fraction,
-        seed=d.split_seed,
+        seed=d.split_seed, loaded=loaded,
     )  # fmt: skip
+    if model_dir is not None:
+        report.findings += model_targets(cfg, model_dir)
+    return report
 
 
 def tokenizer_for(model_id: str, home: Path, trust_remote_code: bool = False):
     """The tokenizer (with its chat template) of a model id, as training loads it (its pad token left
-    as the model ships it: whether one is missing is itself a finding)."""
-    from transformers import AutoTokenizer
+    as the model ships it: whether one is missing is itself a finding). ModelError when it cannot be
+    loaded, saying why."""
     from tunewiz.core import models
 
-    resolved = models.resolve(model_id, home)
-    return AutoTokenizer.from_pretrained(str(resolved.path), trust_remote_code=trust_remote_code)
+    resolved = models.resolve(model_id, home, weights=False)
+    return load_tokenizer_of(resolved.path, model_id, trust_remote_code)
 
 
-__all__ = ["RULES", "DataError", "Report", "TokenCounter", "lint", "lint_run", "tokenizer_for"]
+def tokenizer_here(model_id: str, home: Path, trust_remote_code: bool = False):
+    """(tokenizer, where the model is described) of a model already on this machine, without downloading
+    or converting anything: its directory, or for the bundled model not yet converted its GGUF file (the
+    converted copy saves this same tokenizer); (None, None) for a hub model not in the cache."""
+    from tunewiz.core import models
+
+    model_id = model_id.strip()
+    if not models.on_this_machine(model_id):
+        return None, None
+    if model_id.startswith("bundled:"):
+        converted = models.converted_bundled(model_id, home)
+        if converted is None:
+            gguf = models.resolve(model_id, home, prepare=False).path
+            return load_tokenizer_of(gguf.parent, model_id, trust_remote_code, gguf_file=gguf.name), gguf
+        return load_tokenizer_of(converted, model_id, trust_remote_code), converted
+    resolved = models.resolve(model_id, home, weights=False)
+    return load_tokenizer_of(resolved.path, model_id, trust_remote_code), resolved.path
+
+
+def load_tokenizer_of(path: Path, model_id: str, trust_remote_code: bool = False, **kwargs):
+    from transformers import AutoTokenizer
+    from tunewiz.core.models import ModelError
+
+    try:
+        return AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code, **kwargs)
+    except Exception as exc:  # noqa: BLE001 - transformers raises OSError, ValueError, KeyError, ...
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelError(
+            f"cannot load the tokenizer of {model_id} from {path} ({first}); the folder needs the model's "
+            "tokenizer files (tokenizer.json or tokenizer.model, tokenizer_config.json): copy them in"
+        ) from None
+
+
+__all__ = ["RULES", "DataError", "Report", "TokenCounter", "lint", "lint_run", "target_findings", "tokenizer_for"]

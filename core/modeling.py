@@ -79,6 +79,21 @@ def add_lora(model, t, gradient_checkpointing: bool = False):
     return model
 
 
+def module_kinds(model_dir: str | Path, trust_remote_code: bool = False) -> dict[str, str]:
+    """Every module of the model in `model_dir` (name -> class name), built from its config.json (or a
+    .gguf file's metadata) on the meta device: no weight is read or allocated, so checking
+    target_modules costs seconds."""
+    from accelerate import init_empty_weights
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    path = Path(model_dir)
+    where = {"gguf_file": path.name} if path.suffix == ".gguf" else {}
+    conf = AutoConfig.from_pretrained(str(path.parent if where else path), trust_remote_code=trust_remote_code, **where)
+    with init_empty_weights():
+        model = AutoModelForCausalLM.from_config(conf, trust_remote_code=trust_remote_code)
+    return {name: type(module).__name__ for name, module in model.named_modules()}
+
+
 def stored_dtype(model_dir: str | Path) -> str:
     """The dtype the model's weights are stored in (config.json), float32 when it does not say."""
     try:

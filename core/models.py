@@ -27,6 +27,13 @@ class ModelError(TunewizError, RuntimeError):
     """The model could not be found or prepared; the message says what to do."""
 
 
+class PickledWeightsError(ModelError):
+    """A model whose weights are only pickled (.bin / .pt): refused on purpose, with how to convert them."""
+
+
+PICKLED = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+
+
 @dataclass(frozen=True)
 class Bundled:
     name: str
@@ -85,11 +92,13 @@ def bundled_gguf(b: Bundled) -> Path:
     )
 
 
-def resolve(model_id: str, home_dir: Path, prepare: bool = True) -> ResolvedModel:
+def resolve(model_id: str, home_dir: Path, prepare: bool = True, weights: bool = True) -> ResolvedModel:
     """Turn a model id into a local directory that `from_pretrained` can load.
 
     With `prepare=False` only check that the id can be resolved (no conversion,
-    no download), so a bad id fails before a run is created.
+    no download), so a bad id fails before a run is created. A local directory's
+    config.json must parse and, with `weights` (training needs them; a tokenizer
+    does not), it must hold safetensors weights: pickled ones are refused.
     """
     model_id = model_id.strip()
     if model_id.startswith("bundled:"):
@@ -106,14 +115,63 @@ def resolve(model_id: str, home_dir: Path, prepare: bool = True) -> ResolvedMode
                 f"{path} is a directory but not a Hugging Face model: it has no config.json. "
                 "Give the folder that holds config.json and the weights."
             )
+        read_config(path)
+        if weights:
+            check_weights(path.resolve(), model_id)
         return ResolvedModel(model_id, "local", path.resolve(), _dir_fingerprint(path))
     if HUB_ID.match(model_id) and not path.exists():
         if not prepare:
             return ResolvedModel(model_id, "hub", path, "")
-        return _resolve_hub(model_id)
+        resolved = _resolve_hub(model_id)
+        read_config(resolved.path)
+        if weights:
+            check_weights(resolved.path, model_id)
+        return resolved
     raise ModelError(
         f"unknown model id {model_id!r}: not a bundled model, not a directory, not a hub id. "
         f"Use {DEFAULT_MODEL}, a local model directory, or a hub id like HuggingFaceTB/SmolLM2-135M-Instruct."
+    )
+
+
+def read_config(model_dir: Path) -> dict:
+    """A model directory's config.json, parsed; ModelError saying where it breaks if it does not."""
+    path = Path(model_dir) / "config.json"
+    try:
+        conf = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ModelError(f"{path} is missing: give the folder that holds config.json and the weights") from None
+    except json.JSONDecodeError as exc:
+        raise ModelError(
+            f"{path}:{exc.lineno}: not valid JSON ({exc.msg} at column {exc.colno}); the model directory is "
+            "damaged or half-copied: copy or download the model again"
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ModelError(f"{path}: cannot read it ({exc}); check the file and its permissions") from None
+    if not isinstance(conf, dict):
+        raise ModelError(f"{path}: a JSON {type(conf).__name__}, not an object; copy or download the model again")
+    return conf
+
+
+def check_weights(model_dir: Path, model_id: str = "") -> None:
+    """Refuse a model directory without safetensors weights, and say how to convert pickled ones."""
+    model_dir = Path(model_dir)
+    names = [f.name for f in model_dir.iterdir() if f.is_file()]
+    if any(n.endswith(".safetensors") or n == "model.safetensors.index.json" for n in names):
+        return
+    pickled = sorted(n for n in names if n.endswith(PICKLED))
+    where = model_id or str(model_dir)
+    if pickled:
+        target = f"{model_dir}-safetensors"
+        raise PickledWeightsError(
+            f"{where} has only pickled weights ({', '.join(pickled[:3])}), which tunewiz refuses on purpose: "
+            "loading a pickle can run any code it holds. Convert them once, and only for a model you trust: "
+            f'python -c "from transformers import AutoModelForCausalLM as M, AutoTokenizer as T; '
+            f"M.from_pretrained('{model_dir}').save_pretrained('{target}', safe_serialization=True); "
+            f"T.from_pretrained('{model_dir}').save_pretrained('{target}')\" and give {target} instead"
+        )
+    raise ModelError(
+        f"{where} has no weights: no .safetensors file in {model_dir}. Give the folder that holds the model's "
+        "config.json and model.safetensors (or its shards)"
     )
 
 
@@ -181,6 +239,18 @@ def _resolve_hub(model_id: str) -> ResolvedModel:
                 f"directory, or use the offline model {DEFAULT_MODEL}."
             ) from None
     return ResolvedModel(model_id, "hub", Path(path), Path(path).name)
+
+
+def converted_bundled(model_id: str, home_dir: Path) -> Path | None:
+    """The bundled model's converted directory under `home_dir`, if it was converted already."""
+    b = BUNDLED.get(model_id.strip().split(":", 1)[1]) if model_id.strip().startswith("bundled:") else None
+    if b is None:
+        return None
+    try:
+        target = home_dir / "models" / f"{b.name}-{sha256_file(bundled_gguf(b))[:12]}"
+    except (ModelError, OSError):
+        return None
+    return target if (target / "config.json").is_file() else None
 
 
 def _resolve_bundled(b: Bundled, home_dir: Path, prepare: bool) -> ResolvedModel:

@@ -437,13 +437,19 @@ def choose_split(t, device: str, spec: ModelSpec | None, setup: memory.Setup, bu
     divisors = [d for d in range(total, 0, -1) if total % d == 0]
     if device != "cuda":
         best = next(d for d in divisors if d <= CPU_MAX_PER_DEVICE)
-        why = f"up to {CPU_MAX_PER_DEVICE} per device on the {'CPU' if device == 'cpu' else 'MPS GPU'} (faster per token)"
+        why = (
+            f"up to {CPU_MAX_PER_DEVICE} per device on the {'CPU' if device == 'cpu' else 'MPS GPU'} (faster per token)"
+        )
         return best, total // best, why
     capped = [d for d in divisors if d <= GPU_MAX_PER_DEVICE]
     if spec is not None:
         for d in capped:
             if memory.breakdown(spec, replace(setup, batch=d, gradient_checkpointing=False)).total <= budget:
-                return d, total // d, "the largest per-device share of the effective batch that fits without checkpointing"
+                return (
+                    d,
+                    total // d,
+                    "the largest per-device share of the effective batch that fits without checkpointing",
+                )
     return capped[0], total // capped[0], f"up to {GPU_MAX_PER_DEVICE} per device"
 
 

@@ -10,27 +10,38 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
 import re
 import shutil
 import socket
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from tunewiz.core import checkpoints
 from tunewiz.core.config import RunConfig
 from tunewiz.core.errors import TunewizError
-from tunewiz.core.toml import read_toml, tomllib, write_toml_atomic
+from tunewiz.core.toml import tomllib, write_toml_atomic
 
 RECORD = "run.toml"
 TRAINER_LOCK = "trainer.lock"
 RECORD_LOCK = ".record.lock"
 LOG = "train.log"
+EVENTS = "events.jsonl"
+ADAPTER = "adapter"
+CHECKPOINTS = "checkpoints"
 ACTIVE = ("queued", "running")
 FINAL = ("completed", "stopped", "failed", "crashed")
+DAMAGED = "damaged"
+"""Never written into a record: the status a listing gives a run whose run.toml is missing or unreadable.
+It is neither ACTIVE nor FINAL; `tunewiz repair` rebuilds the record and the run gets a real status."""
+RUN_MARKERS = (RECORD, EVENTS, LOG, ADAPTER, CHECKPOINTS, TRAINER_LOCK)
+"""A directory under runs/ holding any of these is a run, whatever state its record is in."""
+DAMAGED_COPY = "run.toml.damaged-"
 
 
 class RunError(TunewizError, RuntimeError):
@@ -111,18 +122,68 @@ def create_run(cfg: RunConfig, home_dir: Path, extra: dict[str, Any] | None = No
     return run_dir
 
 
-def read_record(run_dir: str | Path) -> dict[str, Any]:
-    path = Path(run_dir) / RECORD
+def looks_like_run(path: Path) -> bool:
+    """Whether `path` is a run directory: it holds a record, or anything a trainer leaves behind."""
+    return path.is_dir() and any((path / m).exists() for m in RUN_MARKERS)
+
+
+TOML_WHERE = re.compile(r"\s*\(at (?:line (\d+), column \d+|end of document)\)\s*$")
+
+
+def record_problem(path: str | Path) -> tuple[dict[str, Any] | None, str]:
+    """Read the record at `path`: (the record, '') or (None, what is wrong with it, in words).
+
+    Wrong means missing, unreadable, not UTF-8, not valid TOML, or without a [run] table: a crash
+    or a full disk while it was written, a bad copy, a hand edit.
+    """
+    path = Path(path)
     try:
-        return read_toml(path)
+        raw = path.read_bytes()
     except FileNotFoundError:
-        raise RunError(f"{run_dir} is not a run: it has no {RECORD}") from None
+        return None, f"{RECORD} is missing"
+    except OSError as exc:
+        return None, f"{RECORD} cannot be read: {exc.strerror or exc}"
+    if not raw.strip():
+        return None, f"{RECORD} is empty (cut off while being written?)"
+    if not raw.strip(b"\0"):
+        return None, f"{RECORD} is {len(raw):,} zero bytes (its contents never reached the disk: a crash or power cut?)"
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        return None, f"{RECORD} is not UTF-8 text at line {line} (damaged on disk?)"
+    cut = "" if text.endswith("\n") else "; it stops mid-line (cut off while being written?)"
+    try:
+        doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise RunError(f"{path} is not valid TOML ({exc}); it was not written by tunewiz") from None
+        msg = str(exc)
+        m = TOML_WHERE.search(msg)
+        line = m.group(1) if m and m.group(1) else str(text.count("\n") + 1)
+        what = msg[: m.start()] if m else msg
+        return None, f"{RECORD} is not valid TOML at line {line}: {what}{cut}"
+    if not isinstance(doc.get("run"), dict):
+        return None, f"{RECORD} has no [run] table{cut or ' (not a tunewiz record, or cut off?)'}"
+    if not any(isinstance(doc.get(s), dict) for s in ("model", "data", "training")) and not doc["run"].get("repaired"):
+        return None, f"{RECORD} ends after its [run] table: [model], [data] and [training] are missing (cut off?)"
+    return doc, ""
+
+
+def read_record(run_dir: str | Path) -> dict[str, Any]:
+    """The run's record; a RunError that says what is wrong and how to rebuild it when it is damaged."""
+    run_dir = Path(run_dir)
+    doc, problem = record_problem(run_dir / RECORD)
+    if doc is not None:
+        return doc
+    if not (run_dir / RECORD).exists() and not looks_like_run(run_dir):
+        raise RunError(f"{run_dir} is not a run: it has no {RECORD}")
+    raise RunError(
+        f"the record of run {run_dir.name} is damaged: {problem}. `tunewiz show {run_dir.name}` says what is "
+        f"left; `tunewiz repair {run_dir.name}` rebuilds {run_dir / RECORD} from it"
+    )
 
 
 @contextlib.contextmanager
-def _locked(path: Path, blocking: bool = True) -> Iterator[bool]:
+def locked(path: Path, blocking: bool = True) -> Iterator[bool]:
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         try:
@@ -145,7 +206,7 @@ def update_record(run_dir: str | Path, change: dict[str, dict[str, Any]] | Calla
     function that edits the record in place.
     """
     run_dir = Path(run_dir)
-    with _locked(run_dir / RECORD_LOCK):
+    with locked(run_dir / RECORD_LOCK):
         doc = read_record(run_dir)
         if callable(change):
             change(doc)
@@ -191,7 +252,7 @@ def hold_trainer_lock(run_dir: str | Path) -> Iterator[bool]:
     a trainer that has not started yet from one that started and died.
     """
     path = Path(run_dir) / TRAINER_LOCK
-    with _locked(path, blocking=False) as got:
+    with locked(path, blocking=False) as got:
         if got:
             path.write_text(f"{os.getpid()} {time.time()}\n")
         yield got
@@ -208,8 +269,18 @@ def trainer_alive(run_dir: str | Path) -> bool:
     path = Path(run_dir) / TRAINER_LOCK
     if not path.exists():
         return False
-    with _locked(path, blocking=False) as got:
-        return not got
+    try:
+        with locked(path, blocking=False) as got:
+            return not got
+    except OSError:  # cannot open it for writing (a read-only copy of the runs): a read-only lock test
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)
+        return False
 
 
 def tail_lines(path: Path, n: int = 20) -> list[str]:
@@ -222,11 +293,56 @@ def tail_lines(path: Path, n: int = 20) -> list[str]:
         return []
 
 
+def disk_full_line(run_dir: Path, lines: list[str]) -> str:
+    """The line of `lines` (the end of train.log) that says the disk was full, or ''.
+
+    Judged by core.checkpoints like a failure the trainer catches itself: 'No space left on device' /
+    errno 28 says so outright; torch's 'unexpected pos' (a write that came up short) counts when the
+    disk has little space left now.
+    """
+    for line in reversed(lines):
+        if _ERRNO_28.search(line) or checkpoints.is_disk_full(RuntimeError(line), run_dir):
+            return line.strip()
+    return ""
+
+
+_ERRNO_28 = re.compile(r"errno\W{0,3}28\b|os error 28\b|\bENOSPC\b|\bStorageFull\b", re.IGNORECASE)
+"""errno 28 as Python, Rust (safetensors) and C libraries print it, for lines that do not say it in words."""
+
+
+def crash_fields(run_dir: Path, last_step: int, reason: str | None = None) -> dict[str, Any]:
+    """What a reader records about a run whose trainer died without recording a result. The reason
+    says so when train.log shows the disk was full; else `reason`, or that no result was recorded."""
+    tail = tail_lines(run_dir / LOG, 40)
+    full = disk_full_line(run_dir, tail)
+    if full:
+        try:
+            free = f"; {checkpoints.mib(checkpoints.free_bytes(run_dir))} free now"
+        except OSError:
+            free = ""
+        reason = (
+            f"the disk was full: the training process ended at step {last_step} without recording a result "
+            f"(train.log: {full[-160:]}{free}). Free some space, then `tunewiz resume {run_dir.name}` continues "
+            "from the newest complete checkpoint."
+        )
+    else:
+        reason = reason or f"the training process ended without recording a result (last step {last_step})"
+    return {
+        "status": "crashed",
+        "finished": now_iso(),
+        "failure_reason": reason,
+        "last_step": last_step,
+        "log_tail": "\n".join(tail[-15:]),
+    }
+
+
 def refresh(run_dir: str | Path, grace_s: float = 30.0) -> dict:
     """The record, after recording `crashed` if it says running but its trainer is gone.
 
     A queued run whose trainer never took the lock within `grace_s` of creation
-    is also crashed (it died while starting).
+    is also crashed (it died while starting). When `crashed` cannot be written (a full disk, a
+    read-only file system) the record comes back crashed all the same, and the next call writes it:
+    a full disk never hides a run. Raises RunError when the record is damaged (read_record).
     """
     from tunewiz.core.events import read_events
 
@@ -242,22 +358,23 @@ def refresh(run_dir: str | Path, grace_s: float = 30.0) -> dict:
     events, _ = read_events(run_dir)
     steps = [e for e in events if e.get("event") == "step"]
     last_step = steps[-1].get("step", 0) if steps else 0
+    crash = crash_fields(run_dir, last_step)
 
     def mark(d: dict) -> None:
         if d.get("run", {}).get("status") not in ACTIVE:  # someone else got there first
             return
-        run = d.setdefault("run", {})
-        run.update(
-            status="crashed",
-            finished=now_iso(),
-            failure_reason=f"the training process ended without recording a result (last step {last_step})",
-            last_step=last_step,
-            log_tail="\n".join(tail_lines(run_dir / LOG, 15)),
-        )
+        d.setdefault("run", {}).update(crash)
 
     if trainer_alive(run_dir):  # started between our two checks
         return read_record(run_dir)
-    return update_record(run_dir, mark)
+    try:
+        return update_record(run_dir, mark)
+    except OSError as exc:
+        mark(doc)  # shown as crashed now; written by the first call after space returns
+        doc["run"]["failure_reason"] += (
+            f" (not yet saved in {RECORD}: {exc.strerror or exc}; saved on the next look once it can be written)"
+        )
+        return doc
 
 
 # -- listing ----------------------------------------------------------------------
@@ -279,13 +396,29 @@ class RunSummary:
     metric: str
     duration_s: float | None
     record: dict
+    problem: str = ""
+    """A damaged run: what is wrong with its run.toml ('' for every other run)."""
+    left: list[str] = field(default_factory=list)
+    """A damaged run: what its directory still holds, one phrase each."""
+
+    def damage_lines(self) -> list[str]:
+        """A damaged run in words, as `tunewiz show` prints it."""
+        return [
+            f"run {self.id}: {self.status}",
+            f"  problem: {self.problem}",
+            "  still there:",
+            *(f"    {x}" for x in self.left),
+            f"-> `tunewiz repair {self.id}` rebuilds {RECORD} from these (the damaged file is kept)",
+        ]
 
 
 def summarize(run_dir: Path, doc: dict) -> RunSummary:
     run, res = doc.get("run", {}), doc.get("results", {})
     ft = res.get("finetuned", {}) if isinstance(res.get("finetuned"), dict) else {}
-    metric = ""
-    if "field_match" in ft:
+    metric = ""  # the fine-tuned model's figure that says most for its kind of answer, in 10 characters
+    if ft.get("kind") == "labels" and isinstance(ft.get("macro_f1"), (int, float)):
+        metric = f"F1 {ft['macro_f1']:.2f}"  # macro-F1: every label counts, a rare one as much as a common one
+    elif "field_match" in ft:
         metric = f"fields {ft['field_match']:.0%}"
     elif "exact_match" in ft:
         metric = f"exact {ft['exact_match']:.0%}"
@@ -307,34 +440,254 @@ def summarize(run_dir: Path, doc: dict) -> RunSummary:
     )
 
 
-def list_runs(home_dir: Path) -> list[RunSummary]:
-    """Every run under home, newest first, with dead 'running' runs marked crashed."""
+def id_time(run_id: str) -> float | None:
+    """When a run was created, from its id (`YYYYmmdd-HHMMSS-name`, local time), or None.
+
+    >>> datetime.fromtimestamp(id_time("20300102-030405-balanced")).isoformat()
+    '2030-01-02T03:04:05'
+    >>> id_time("not-a-run") is None
+    True
+    """
+    m = re.match(r"(\d{8}-\d{6})(?:-|$)", run_id)
+    if not m:
+        return None
+    try:
+        return datetime.strptime(m.group(1), "%Y%m%d-%H%M%S").timestamp()
+    except ValueError:
+        return None
+
+
+def iso_time(unix: float) -> str:
+    return datetime.fromtimestamp(unix, timezone.utc).astimezone().isoformat(timespec="seconds")
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return obj if isinstance(obj, dict) else None
+
+
+def _size(n: int) -> str:
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    return ""  # pragma: no cover
+
+
+_digests: dict[Path, tuple[tuple[int, int], dict[str, Any]]] = {}
+
+
+def events_digest(run_dir: Path) -> dict[str, Any]:
+    """What events.jsonl says about a run, in one pass: steps, the last status, totals, results.
+
+    Kept per file size and time, so a listing that polls a damaged run does not re-read it each time.
+    """
+    from tunewiz.core.events import read_events
+
+    path = Path(run_dir) / EVENTS
+    try:
+        st = path.stat()
+    except OSError:
+        return {}
+    key = (st.st_size, st.st_mtime_ns)
+    cached = _digests.get(path)
+    if cached and cached[0] == key:
+        return cached[1]
+    d: dict[str, Any] = {"events": 0, "steps": 0}
+    events, _ = read_events(run_dir)
+    for e in events:
+        kind, t = e.get("event"), e.get("t")
+        d["events"] += 1
+        if isinstance(t, (int, float)):
+            d.setdefault("first_t", t)
+        if kind == "step":
+            d["steps"] += 1
+            d.update(last_step=e.get("step"), max_steps=e.get("max_steps"), loss=e.get("loss"))
+        elif kind == "train_begin":
+            d.update(max_steps=e.get("max_steps"), epochs=e.get("epochs"))
+        elif kind == "checkpoint":
+            d["checkpoint_step"] = e.get("step")
+        elif kind == "status" and e.get("status"):
+            d.update(status=e["status"], status_t=t, status_event=e)
+            if e.get("total_steps"):
+                d["total_steps"] = e["total_steps"]
+            if e["status"] == "completed" and isinstance(e.get("results"), dict):
+                d["results"] = e["results"]
+    _digests[path] = (key, d)
+    return d
+
+
+def record_copies(run_dir: Path) -> list[Path]:
+    """Leftovers of an atomic write that never got renamed (a writer killed mid-way), newest first."""
+    found = [p for p in run_dir.glob(f".{RECORD}.*.tmp") if p.is_file()]
+    return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
+
+
+def adapter_config(run_dir: Path) -> tuple[dict[str, Any] | None, str]:
+    """The adapter's PEFT config and where it was read: adapter/, else the newest checkpoint's."""
+    for d in [run_dir / ADAPTER, *checkpoints.all_checkpoints(run_dir / CHECKPOINTS)]:
+        conf = read_json(d / "adapter_config.json")
+        if conf is not None:
+            return conf, str((d / "adapter_config.json").relative_to(run_dir))
+    return None, ""
+
+
+def what_is_left(run_dir: Path) -> list[str]:
+    """What a run directory holds besides its record, one phrase each (said about a damaged record)."""
+    run_dir = Path(run_dir)
     out = []
-    for run_dir in _run_dirs(runs_root(home_dir)):
+    adapter = run_dir / ADAPTER
+    if adapter.is_dir():
+        conf = read_json(adapter / "adapter_config.json")
+        weights = any(adapter.glob("adapter_model.*"))
+        if conf is None:
+            out.append("adapter/ without a readable adapter_config.json")
+        else:
+            out.append(
+                f"adapter/ (LoRA rank {conf.get('r', '?')} on {conf.get('base_model_name_or_path') or '?'})"
+                + ("" if weights else ", but no adapter weights")
+            )
+    ckpts = checkpoints.all_checkpoints(run_dir / CHECKPOINTS)
+    if ckpts:
+        newest, _ = checkpoints.newest_complete(run_dir / CHECKPOINTS)
+        text = f"{len(ckpts)} checkpoint{'s' if len(ckpts) > 1 else ''}, newest at step {checkpoints.step_of(ckpts[0])}"
+        if newest is None:
+            text += " (none complete)"
+        elif newest != ckpts[0]:
+            text += f" (newest complete: step {checkpoints.step_of(newest)})"
+        out.append(text)
+    d = events_digest(run_dir)
+    if d:
+        text = f"events.jsonl with {d['steps']} step{'' if d['steps'] == 1 else 's'}"
+        if d.get("last_step") is not None:
+            loss = d.get("loss")
+            text += f" (last: step {d['last_step']}/{d.get('max_steps') or '?'}"
+            text += f", loss {loss:.4f})" if isinstance(loss, (int, float)) else ")"
+        if d.get("status"):
+            text += f", last status {d['status']}"
+        out.append(text)
+    log = run_dir / LOG
+    if log.is_file():
+        out.append(f"train.log ({_size(log.stat().st_size)})")
+    if (run_dir / "eval" / "predictions.jsonl").is_file():
+        out.append("eval/predictions.jsonl (the base vs fine-tuned answers)")
+    for copy in record_copies(run_dir):
+        out.append(f"{copy.name} (an unfinished write of the record)")
+    try:
+        if trainer_alive(run_dir):
+            out.append("a trainer that is still running (it holds trainer.lock)")
+    except OSError:
+        pass
+    return out or ["nothing else: no events, log, adapter or checkpoints"]
+
+
+def damaged_summary(run_dir: Path, problem: str) -> RunSummary:
+    """A run whose record cannot be read, as a listing shows it: status `damaged`, what is wrong, what is left.
+
+    Its `record` is made up from the directory (id, name and creation time from the id); nothing of it
+    is on disk.
+    """
+    created_unix = id_time(run_dir.name)
+    if created_unix is None:
         try:
-            doc = refresh(run_dir)
-        except (RunError, OSError):
-            continue
-        out.append(summarize(run_dir, doc))
-    out.sort(key=lambda r: (r.record.get("run", {}).get("created_unix", 0.0), r.id), reverse=True)
+            created_unix = run_dir.stat().st_mtime
+        except OSError:
+            created_unix = 0.0
+    m = re.match(r"\d{8}-\d{6}-(.+)$", run_dir.name)
+    name = m.group(1) if m else run_dir.name
+    conf, _ = adapter_config(run_dir)
+    created = iso_time(created_unix) if created_unix else ""
+    doc = {
+        "run": {"id": run_dir.name, "name": name, "status": DAMAGED, "created": created, "created_unix": created_unix}
+    }
+    return RunSummary(
+        id=run_dir.name,
+        path=run_dir,
+        status=DAMAGED,
+        name=name,
+        created=created,
+        model=str((conf or {}).get("base_model_name_or_path") or ""),
+        data="",
+        preset="",
+        method="",
+        train_loss=None,
+        eval_loss=None,
+        metric="",
+        duration_s=None,
+        record=doc,
+        problem=problem,
+        left=what_is_left(run_dir),
+    )
+
+
+def usable_record(run_dir: Path) -> tuple[dict[str, Any] | None, str]:
+    """(the record, '') when a listing can show it, else (None, what is wrong): record_problem, plus
+    values of a shape no listing can use."""
+    doc, problem = record_problem(Path(run_dir) / RECORD)
+    if doc is None:
+        return None, problem
+    try:
+        summarize(Path(run_dir), doc)
+    except (ValueError, TypeError, AttributeError) as exc:
+        return None, f"{RECORD} holds a value of the wrong type ({type(exc).__name__}: {exc})"
+    return doc, ""
+
+
+def summary_of(run_dir: Path) -> RunSummary:
+    """One run as a listing shows it: refreshed (a dead trainer's run marked crashed), or damaged.
+    Never raises for a run directory: a run with a bad record is listed, not dropped."""
+    run_dir = Path(run_dir)
+    try:
+        doc = refresh(run_dir)
+    except (RunError, OSError, ValueError, TypeError, AttributeError):
+        # Damaged (its words come from usable_record), or the trainer could not be checked: as recorded.
+        doc, problem = usable_record(run_dir)
+        if doc is None:
+            return damaged_summary(run_dir, problem)
+    try:
+        return summarize(run_dir, doc)
+    except (ValueError, TypeError, AttributeError) as exc:
+        return damaged_summary(run_dir, f"{RECORD} holds a value of the wrong type ({type(exc).__name__}: {exc})")
+
+
+def list_runs(home_dir: Path) -> list[RunSummary]:
+    """Every run under home, newest first, with dead 'running' runs marked crashed and runs whose
+    record is missing or unreadable listed as `damaged` (with what is wrong and what is left)."""
+    out = [summary_of(run_dir) for run_dir in _run_dirs(runs_root(home_dir))]
+    out.sort(key=lambda r: (_created_unix(r.record), r.id), reverse=True)
     return out
 
 
+def damaged(items: list[RunSummary]) -> list[RunSummary]:
+    return [r for r in items if r.status == DAMAGED]
+
+
+def _created_unix(doc: dict) -> float:
+    try:
+        return float(doc.get("run", {}).get("created_unix", 0.0))
+    except (TypeError, ValueError, AttributeError):
+        return 0.0
+
+
 def _run_dirs(root: Path) -> list[Path]:
-    return [p for p in root.iterdir() if (p / RECORD).is_file()] if root.is_dir() else []
+    if not root.is_dir():
+        return []
+    return [p for p in root.iterdir() if not p.name.startswith(".") and looks_like_run(p)]
 
 
 def _created(run_dir: Path) -> tuple[float, str]:
-    try:
-        return float(read_record(run_dir).get("run", {}).get("created_unix", 0.0)), run_dir.name
-    except (RunError, OSError, ValueError):
-        return 0.0, run_dir.name
+    doc, _ = record_problem(run_dir / RECORD)
+    created = _created_unix(doc) if doc is not None else 0.0
+    return created or id_time(run_dir.name) or 0.0, run_dir.name
 
 
 def find_run(home_dir: Path, ref: str) -> Path:
-    """A run by path, id, unique id prefix, or `last`."""
+    """A run by path, id, unique id prefix, or `last`; runs with a damaged record are found too."""
     candidate = Path(ref).expanduser()
-    if (candidate / RECORD).is_file():
+    if looks_like_run(candidate):
         return candidate.resolve()
     root = runs_root(home_dir)
     dirs = _run_dirs(root)

@@ -26,7 +26,6 @@ reason (and for out-of-memory, what to change) in run.toml.
 from __future__ import annotations
 
 import argparse
-import errno
 import gc
 import logging
 import os
@@ -40,7 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tunewiz.core import __version__, distributed, planner, runs
+from tunewiz.core import __version__, checkpoints, distributed, planner, runs
 from tunewiz.core.config import RunConfig
 from tunewiz.core.events import EventWriter
 
@@ -181,7 +180,7 @@ def sft_args(cfg: RunConfig, plan: planner.Plan, output_dir: Path, has_eval: boo
         logging_steps=t.logging_steps,
         logging_first_step=True,
         save_strategy="steps" if t.save_steps else "epoch",
-        save_total_limit=t.save_total_limit,
+        save_total_limit=None,  # rotated by the trainer after a checkpoint is complete (core.checkpoints)
         gradient_checkpointing=plan.gradient_checkpointing,
         max_length=cfg.data.max_seq_len,
         report_to="none",
@@ -275,7 +274,9 @@ def release_freed_memory() -> None:
         libc.malloc_trim(0)
 
 
-def make_callback(events: EventWriter, stop: StopFlag, counter: Counter, start_step: int, on_cpu: bool = False):
+def make_callback(
+    events: EventWriter, stop: StopFlag, counter: Counter, start_step: int, on_cpu: bool = False, watch=None
+):
     from transformers import TrainerCallback
 
     class EventsCallback(TrainerCallback):
@@ -294,6 +295,8 @@ def make_callback(events: EventWriter, stop: StopFlag, counter: Counter, start_s
             counter.seconds += time.perf_counter() - self.t_step
             if on_cpu:
                 release_freed_memory()
+            if watch is not None and distributed.any_rank(watch.gone()):  # every rank stops at the same step
+                raise RunRemoved(f"{watch.run_dir} was removed while training: stopping, writing nothing")
             if distributed.any_rank(stop.requested):  # every rank stops after the same step
                 stop.requested = True  # on ranks the signal did not reach too (the end-of-epoch checks)
                 control.should_save = True
@@ -354,8 +357,32 @@ def make_callback(events: EventWriter, stop: StopFlag, counter: Counter, start_s
 
 
 def last_checkpoint(run_dir: Path) -> Path | None:
-    ckpts = [p for p in (run_dir / "checkpoints").glob("checkpoint-*") if p.name.split("-")[-1].isdigit()]
-    return max(ckpts, key=lambda p: int(p.name.split("-")[-1])) if ckpts else None
+    """The newest complete checkpoint (see :mod:`tunewiz.core.checkpoints`); torn ones never count."""
+    return checkpoints.newest_complete(run_dir / "checkpoints")[0]
+
+
+class RunRemoved(Exception):
+    """The run's directory was deleted (or replaced) under the trainer: stop, and write nothing."""
+
+
+class RunWatch:
+    """Whether the run directory the trainer started in is still there (the same directory, not a new one
+    made under the same name): checked at every step and before every save, so deleting a run stops its
+    trainer and nothing re-creates the directory."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = run_dir
+        self.ino = os.stat(run_dir).st_ino
+
+    def gone(self) -> bool:
+        try:
+            return os.stat(self.run_dir).st_ino != self.ino or not (self.run_dir / runs.TRAINER_LOCK).exists()
+        except OSError:
+            return True
+
+    def check(self) -> None:
+        if self.gone():
+            raise RunRemoved(f"{self.run_dir} was removed while training: stopping, writing nothing")
 
 
 # -- the phases ------------------------------------------------------------------------------------
@@ -488,8 +515,20 @@ def setup(cfg: RunConfig, home_dir: Path, events, hw=None, lint_first: bool = Tr
     )
 
 
-def build(p: Prepared, output_dir: Path, callbacks=(), train_rows: list[dict] | None = None, with_eval: bool = True):
-    """The model as planned, with LoRA adapters, inside trl's SFTTrainer. Returns (trainer, model, counter)."""
+def build(
+    p: Prepared,
+    output_dir: Path,
+    callbacks=(),
+    train_rows: list[dict] | None = None,
+    with_eval: bool = True,
+    watch: RunWatch | None = None,
+):
+    """The model as planned, with LoRA adapters, inside trl's SFTTrainer. Returns (trainer, model, counter).
+
+    Checkpoints are whole or do not count: before each save the free space is checked against the
+    checkpoint's size, after it the checkpoint is marked complete, and only then are old ones rotated
+    out (the Trainer's own rotation is off: it would count a torn checkpoint and delete a whole one).
+    """
     from datasets import Dataset
     from transformers.trainer_callback import PrinterCallback
     from trl import SFTTrainer
@@ -514,10 +553,27 @@ def build(p: Prepared, output_dir: Path, callbacks=(), train_rows: list[dict] | 
         score_only_trained_positions()
     counter = Counter()
 
+    keep = cfg.training.save_total_limit
+    trainable = sum(x.numel() for x in model.parameters() if x.requires_grad)
+    first_checkpoint_bytes = trainable * 12 + (4 << 20)  # weights + two AdamW states in fp32, small files
+
     class CountingTrainer(SFTTrainer):
         def training_step(self, model, inputs, *args, **kwargs):
             counter.count(inputs)  # here, not in the collator: loader workers collate in other processes
             return super().training_step(model, inputs, *args, **kwargs)
+
+        def _save_checkpoint(self, model, trial):
+            if watch is not None:
+                watch.check()  # a removed run is not re-created by a save
+            step = self.state.global_step
+            if distributed.is_primary():
+                checkpoints.check_room(output_dir, step, first_checkpoint_bytes)
+            super()._save_checkpoint(model, trial)
+            if distributed.is_primary():
+                ckpt = output_dir / f"{checkpoints.PREFIX}{step}"
+                checkpoints.mark_complete(ckpt, step)
+                for gone in checkpoints.rotate(output_dir, keep):
+                    log.info("removed %s (save_total_limit = %d)", gone.name, keep)
 
     rows = p.train_rows if train_rows is None else train_rows
     eval_rows = p.eval_rows if with_eval else []
@@ -635,10 +691,19 @@ def train(run_dir: Path, resume: bool, events: EventWriter, stop: StopFlag, call
     record(run_dir, p.records)
 
     events.emit("status", status="preparing", message=f"loading {cfg.model.id} ({cfg.model.method})")
-    ckpt = last_checkpoint(run_dir) if resume else None
-    start_step = int(ckpt.name.split("-")[-1]) if ckpt else 0
-    trainer, model, counter = build(p, run_dir / "checkpoints")
-    trainer.add_callback(make_callback(events, stop, counter, start_step, on_cpu=p.plan.device == "cpu"))
+    ckpt = None
+    if resume:
+        ckpt, skipped = checkpoints.newest_complete(run_dir / "checkpoints")
+        for s in skipped:  # newer than the one resumed from, and not whole
+            log.warning("skipping %s: %s", s.path.name, s.why)
+            events.emit("checkpoint_skipped", path=str(s.path), reason=s.why)
+        log.info("resuming from %s", ckpt.name if ckpt else "the start: no complete checkpoint")
+    start_step = checkpoints.step_of(ckpt) if ckpt else 0
+    watch = RunWatch(run_dir)
+    if primary:
+        checkpoints.make_reserve(run_dir)  # room for the final record if the disk fills
+    trainer, model, counter = build(p, run_dir / "checkpoints", watch=watch)
+    trainer.add_callback(make_callback(events, stop, counter, start_step, on_cpu=p.plan.device == "cpu", watch=watch))
     for cb in callbacks:
         trainer.add_callback(cb)
     trainable, total = model.get_nb_trainable_parameters()
@@ -670,6 +735,7 @@ def train(run_dir: Path, resume: bool, events: EventWriter, stop: StopFlag, call
     )
 
     result, train_time = fit(trainer, ckpt)
+    watch.check()
     adapter_dir = run_dir / "adapter"
     save(p, trainer, model, adapter_dir, primary)
     if not primary:
@@ -700,16 +766,15 @@ def train(run_dir: Path, resume: bool, events: EventWriter, stop: StopFlag, call
     log.info("completed in %.0fs", results["wall_time_s"])
 
 
-def classify_failure(exc: BaseException) -> str:
+def classify_failure(exc: BaseException, run_dir: Path | None = None) -> str:
+    """The failure reason for the record: what happened and what to do. A full disk reads as disk full
+    whichever layer noticed (Python, safetensors, torch's 'unexpected pos')."""
     name = type(exc).__name__
     text = str(exc)
     if "OutOfMemoryError" in name or "out of memory" in text.lower() or isinstance(exc, MemoryError):
         return f"{text or name}. {OOM_ADVICE}"
-    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
-        return (
-            f"Disk full while writing {exc.filename or 'a checkpoint'}. Earlier checkpoints are untouched: free "
-            "some space (or lower save_total_limit), then `tunewiz resume RUN` continues from the last one."
-        )
+    if checkpoints.is_disk_full(exc, run_dir):
+        return checkpoints.disk_full_reason(exc, run_dir or Path(getattr(exc, "filename", "") or "."))
     return f"{name}: {text}" if text else name
 
 
@@ -745,16 +810,23 @@ def main(argv: list[str] | None = None, callbacks=()) -> int:
         try:
             train(run_dir, ns.resume, events, stop, callbacks)
             return 0
+        except RunRemoved as exc:  # nothing to record in: the directory is gone, and stays gone
+            log.warning("%s", exc)
+            return 4
         except BaseException as exc:  # noqa: BLE001 - every failure must reach the record
-            reason = classify_failure(exc)
+            reason = classify_failure(exc, run_dir)
             traceback.print_exc()
+            log.error("failed: %s", reason)
+            if reason.startswith("Disk full"):
+                checkpoints.release_reserve(run_dir)  # the record is small: this makes room for it
             try:
                 runs.set_status(run_dir, "failed", failure_reason=reason)
                 events.emit("status", status="failed", reason=reason)
-            except Exception:  # noqa: BLE001
+            except Exception:  # noqa: BLE001 - a disk still full: `tunewiz runs` records it later from the log
                 traceback.print_exc()
             return 1
         finally:
+            checkpoints.release_reserve(run_dir)
             events.close()
             distributed.finish()
 

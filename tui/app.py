@@ -11,6 +11,7 @@ from textual.app import App
 from textual.binding import Binding
 from tunewiz.core import runs
 from tunewiz.core.config import RunConfig
+from tunewiz.core.data import absolute
 from tunewiz.core.models import DEFAULT_MODEL
 from tunewiz.tui.data_step import DataStep
 from tunewiz.tui.hardware_step import HardwareStep
@@ -131,5 +132,5 @@ def create_app(
     cfg = RunConfig()
     cfg.model.id = DEFAULT_MODEL
     if data:
-        cfg.data.path = str(Path(data).expanduser().resolve())
+        cfg.data.path = str(absolute(data))
     return TunewizApp(home or runs.home(), start=start, run=run, cfg=cfg)

@@ -24,6 +24,7 @@ from tunewiz.tui.commands import (
     cmd_preview,
     cmd_probe,
     cmd_recommend,
+    cmd_repair,
     cmd_resume,
     cmd_runs,
     cmd_show,
@@ -96,10 +97,18 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--examples", type=int, default=0, metavar="N", help="also print N held-out predictions")
     s.set_defaults(func=cmd_show)
 
+    s = sub.add_parser("repair", help="rebuild a run's damaged or missing run.toml from what its directory holds")
+    s.add_argument("run", help="run id, unique part of it, a run directory, or `last`")
+    s.set_defaults(func=cmd_repair)
+
     s = sub.add_parser("lint", help="check a data file for what silently ruins a fine-tune (exit 1 on errors)")
     s.add_argument("data", help="data file (.jsonl .json .csv .tsv .parquet) or a datasets folder")
     s.add_argument("--model", default=DEFAULT_MODEL, help="whose tokenizer and chat template to check against")
-    s.add_argument("--max-seq-len", type=int, default=1024, help="longer examples are truncated (default 1024)")
+    s.add_argument(
+        "--max-seq-len",
+        type=int,
+        help="longer examples are truncated (default: what training uses, [data] max_seq_len = 512)",
+    )
     s.add_argument("--eval-data", help="a separate held-out file (checked for leakage from the training file)")
     s.add_argument("--eval-fraction", type=float, default=0.1, help=argparse.SUPPRESS)
     s.add_argument("--no-tokens", action="store_true", help="structure only: no tokenizer, no lengths")
@@ -112,7 +121,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("data")
     s.add_argument("--row", type=int, help="the line (or row) number, as lint names it (default: the first)")
     s.add_argument("--model", default=DEFAULT_MODEL)
-    s.add_argument("--max-seq-len", type=int, default=1024)
+    s.add_argument("--max-seq-len", type=int, help="tokens kept (default: what training uses, 512)")
     s.add_argument("--plain", action="store_true", help="mark trained text with [[ ]] instead of colour")
     s.set_defaults(func=cmd_preview)
 

@@ -13,8 +13,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tunewiz.core import runs
+from tunewiz.core import repair, runs
 from tunewiz.core.config import RunConfig, apply_overrides
+from tunewiz.core.data import absolute
 from tunewiz.core.errors import TunewizError
 from tunewiz.core.events import describe, fmt_duration
 from tunewiz.core.models import DEFAULT_MODEL
@@ -64,9 +65,9 @@ def build_config(ns) -> RunConfig:
     if ns.model:
         cfg.model.id = ns.model
     if ns.data:
-        cfg.data.path = str(Path(ns.data).expanduser().resolve())
+        cfg.data.path = str(absolute(ns.data))
     if ns.eval_data:
-        cfg.data.eval_path = str(Path(ns.eval_data).expanduser().resolve())
+        cfg.data.eval_path = str(absolute(ns.eval_data))
     if ns.method:
         cfg.model.method = ns.method
     if ns.name:
@@ -83,10 +84,19 @@ def build_config(ns) -> RunConfig:
     return cfg.validate()
 
 
+def warn(line: str) -> None:
+    print(f"warning: {line}", file=sys.stderr, flush=True)
+
+
 def launch(cfg: RunConfig, home_dir: Path) -> Path:
+    """Submit the run: the remote-code warning first (checking loads the model's tokenizer), then
+    every check (launcher.check) and its warnings, then the trainer starts."""
     from tunewiz.core import launcher
 
-    return launcher.submit(cfg, home_dir)
+    remote = launcher.remote_code_warning(cfg)
+    if remote:
+        warn(remote)
+    return launcher.submit(cfg, home_dir, warn=warn)
 
 
 def follow_run(run_dir: Path) -> int:
@@ -164,12 +174,26 @@ def cmd_runs(ns) -> int:
             f"{r.id[:36]:<36} {r.status:<10} {r.preset:<12} {num(r.train_loss)[:7]:>7} "
             f"{num(r.eval_loss)[:7]:>7} {r.metric:<12} {fmt_duration(r.duration_s):>7}"
         )
+    bad = runs.damaged(items)
+    if len(bad) == 1:
+        print(
+            f"1 run's record is damaged: `tunewiz show {bad[0].id}` says what is left; "
+            f"`tunewiz repair {bad[0].id}` rebuilds it"
+        )
+    elif bad:
+        print(
+            f"{len(bad)} runs' records are damaged ({', '.join(r.id for r in bad)}): "
+            "`tunewiz show ID` says what is left; `tunewiz repair ID` rebuilds it"
+        )
     return 0
 
 
 def cmd_show(ns) -> int:
     home_dir = runs.home(ns.home)
     run_dir = runs.find_run(home_dir, ns.run)
+    doc, problem = runs.usable_record(run_dir)
+    if doc is None:
+        return show_damaged(ns, runs.damaged_summary(run_dir, problem))
     doc = runs.refresh(run_dir)
     if ns.toml:
         print((run_dir / runs.RECORD).read_text(), end="")
@@ -195,11 +219,27 @@ def _tokenizer(ns):
     return tokenizer_for(ns.model, runs.home(ns.home))
 
 
-def cmd_lint(ns) -> int:
-    from tunewiz.core import lint
+def max_seq_len_of(ns) -> int:
+    """--max-seq-len, or what a run of this model would train with (the run config's default for the
+    model and the default preset), so lint, preview and training agree."""
+    from tunewiz.core import presets
 
+    if ns.max_seq_len is not None:
+        return ns.max_seq_len
+    cfg = presets.build_config("balanced")
+    cfg.model.id = ns.model
+    return cfg.data.max_seq_len
+
+
+def cmd_lint(ns) -> int:
+    from tunewiz.core import data, lint
+
+    loaded = data.read(ns.data)  # a file that cannot be read is said before the model is loaded
     tok = None if ns.no_tokens else _tokenizer(ns)
-    report = lint.lint(ns.data, tok, max_seq_len=ns.max_seq_len, eval_path=ns.eval_data, eval_fraction=ns.eval_fraction)
+    ns.max_seq_len = max_seq_len_of(ns)
+    report = lint.lint(
+        ns.data, tok, max_seq_len=ns.max_seq_len, eval_path=ns.eval_data, eval_fraction=ns.eval_fraction, loaded=loaded
+    )
     if ns.json:
         print(json.dumps(report.to_dict(), indent=2))
         return 0 if report.ok else 1
@@ -265,6 +305,7 @@ def cmd_preview(ns) -> int:
                 f"no example at line {ns.row} of {ns.data}; examples run from line {lines[0]} to {lines[-1]}"
             )
     tok = _tokenizer(ns)
+    ns.max_seq_len = max_seq_len_of(ns)
     try:
         r = data.render_example(tok, ex, ns.max_seq_len)
     except data.TemplateError as exc:
@@ -342,10 +383,13 @@ def cmd_resume(ns) -> int:
     status = doc["run"].get("status")
     if status not in ("stopped", "crashed", "failed"):
         raise UserError(f"{run_dir.name} is {status}; only a stopped, crashed or failed run can be resumed")
-    from tunewiz.core.trainer import last_checkpoint
+    from tunewiz.core import checkpoints
 
-    ckpt = last_checkpoint(run_dir)
-    print(f"resuming {run_dir.name} from {ckpt.name if ckpt else 'the start (no checkpoint was saved)'}")
+    ckpt, skipped = checkpoints.newest_complete(run_dir / "checkpoints")
+    for s in skipped:
+        print(f"skipping {s.path.name}: {s.why}")
+    start = ckpt.name if ckpt else "the start (no complete checkpoint was saved)"
+    print(f"resuming {run_dir.name} from {start}")
     launcher.start(run_dir, resume=True)
     return follow_run(run_dir) if ns.follow else 0
 
@@ -424,7 +468,7 @@ def cmd_fit(ns) -> int:
         cfg.model.dtype = ns.dtype
     cfg.training.gradient_checkpointing = ns.gradient_checkpointing
     if ns.data:
-        cfg.data.path = str(Path(ns.data).expanduser().resolve())
+        cfg.data.path = str(absolute(ns.data))
         shape = data_shape_of(cfg, runs.home(ns.home))
     else:
         shape = DataShape(ns.seq_len, ns.tokens, 1.0, f"--seq-len {ns.seq_len}", 0) if ns.tokens else None
@@ -439,12 +483,18 @@ def cmd_fit(ns) -> int:
 
 
 def cmd_dry_run(cfg: RunConfig, home_dir: Path) -> int:
-    """`tunewiz train ... --dry-run`: the plan this machine would run the request with; nothing starts."""
-    from tunewiz.core import hardware, planner
+    """`tunewiz train ... --dry-run`: every check a real start runs (the same errors, the same warnings),
+    then the plan this machine would run the request with; nothing starts."""
+    from tunewiz.core import launcher, planner
 
-    hw = hardware.detect(home_dir)
-    shape = data_shape_of(cfg, home_dir)
-    p = planner.plan(cfg, hw, shape=shape)
+    remote = launcher.remote_code_warning(cfg)
+    if remote:
+        warn(remote)
+    checked = launcher.check(cfg, home_dir)
+    for line in checked.warnings:
+        warn(line)
+    shape = checked.report.data_shape() if checked.tokenized else data_shape_of(cfg, home_dir)
+    p = planner.plan(cfg, checked.hw, shape=shape)
     print(f"dry run: {cfg.model.id} ({cfg.model.method}) on {cfg.data.path}, {cfg.preset} preset; nothing started")
     print("\n".join(p.lines()))
     print(f"-> {p.memory_line()}")
@@ -462,7 +512,7 @@ def cmd_probe(ns) -> int:
     cfg = presets.build_config(ns.preset)
     cfg.model.id = ns.model
     cfg.model.method = ns.method
-    cfg.data.path = str(Path(ns.data).expanduser().resolve())
+    cfg.data.path = str(absolute(ns.data))
     if ns.max_seq_len is not None:
         cfg.data.max_seq_len = ns.max_seq_len
     if ns.batch is not None:
@@ -517,3 +567,33 @@ def cmd_recommend(ns) -> int:
         print("nothing in the catalog fits; free memory or use a machine with more (see --all)")
     print("+gc: with gradient checkpointing. Peaks are for the balanced preset; `tunewiz fit --model M` explains one.")
     return 0
+
+
+def cmd_repair(ns) -> int:
+    """Rebuild a run's missing or damaged run.toml from what its directory holds (core.repair)."""
+    run_dir = runs.find_run(runs.home(ns.home), ns.run)
+    doc, done = repair.repair(run_dir)  # RunError (a TunewizError) when it cannot be written
+    if not done:
+        print(f"{run_dir.name}: {runs.RECORD} reads fine; nothing to repair")
+        return 0
+    print(f"repaired {run_dir.name}:")
+    for line in done:
+        print(f"  - {line}")
+    print()
+    print_record_summary(doc)
+    return 0
+
+
+def show_damaged(ns, r: runs.RunSummary) -> int:
+    """`tunewiz show` of a run whose record is damaged: what is wrong and what is left; exit 2 (could not run)."""
+    if ns.json:
+        print(json.dumps({"id": r.id, "path": str(r.path), "status": r.status, "problem": r.problem, "left": r.left}))
+        return 2
+    if ns.toml:  # the file as it is, whatever is left of it; the words go to stderr
+        record = r.path / runs.RECORD
+        if record.is_file():
+            print(record.read_bytes().decode("utf-8", "replace"), end="")
+        print("\n".join(r.damage_lines()), file=sys.stderr)
+        return 2
+    print("\n".join(r.damage_lines()))
+    return 2

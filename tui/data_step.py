@@ -15,6 +15,7 @@ from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.widgets import DirectoryTree, Input, OptionList, Static
 from textual.widgets.option_list import Option
+from tunewiz.core.data import absolute
 from tunewiz.tui.figures import preview_text
 from tunewiz.tui.messages import DataReady
 from tunewiz.tui.step_base import StepScreen
@@ -36,7 +37,7 @@ class DataStep(StepScreen):
             placeholder="path to .jsonl .json .csv .tsv .parquet or a datasets folder, Enter to load",
             id="data-path",
         )
-        yield DirectoryTree(str(Path(self.wiz.cfg.data.path or ".").expanduser().resolve().parent), id="tree")
+        yield DirectoryTree(str(absolute(self.wiz.cfg.data.path or ".").parent), id="tree")
         yield Static("", id="data-summary")
         yield OptionList(id="findings")
         with VerticalScroll(id="preview-box"):
@@ -72,7 +73,7 @@ class DataStep(StepScreen):
 
     def load(self, path: str) -> None:
         self.ready = False
-        self.wiz.cfg.data.path = str(Path(path).expanduser().resolve()) if path else ""
+        self.wiz.cfg.data.path = str(absolute(path)) if path else ""
         self.query_one("#data-summary", Static).update("Checking the data and rendering it with the chat template...")
         self.query_one("#preview", Static).update("")
         self.query_one("#findings").display = False
@@ -81,7 +82,7 @@ class DataStep(StepScreen):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="data")
     def inspect(self, path: str, model_id: str, max_seq_len: int, eval_path: str | None) -> None:
-        from tunewiz.core import data, lint
+        from tunewiz.core import data, lint, models
 
         tok, template_error = None, ""
         try:
@@ -100,6 +101,9 @@ class DataStep(StepScreen):
         except data.DataError as exc:
             self.post_message(DataReady({}, problems=exc.problems))
             return
+        if tok is not None:  # the run's target modules against the model's layers, as submit checks them
+            model_dir = models.resolve(model_id, self.wiz.home, weights=False).path
+            report.findings += lint.model_targets(self.wiz.cfg, model_dir)
         summary = {
             "rows": len(report.examples),
             "formats": report.formats,

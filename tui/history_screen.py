@@ -1,7 +1,9 @@
-"""Every run from its record: sort, open, attach, compare two, re-run, resume, delete.
+"""Every run from its record: sort, open, attach, compare two, re-run, resume, delete, repair.
 
 The list reloads in a thread worker every two seconds; deleting (a run can hold gigabytes of
-checkpoints and merged models) and resuming run in workers too.
+checkpoints and merged models), resuming and repairing run in workers too. A run whose run.toml is
+missing or unreadable is listed as `damaged`: its row says what is wrong and what is left, and f
+rebuilds the record (core.repair); the screens that need a record are not opened for it.
 """
 
 from __future__ import annotations
@@ -13,12 +15,14 @@ from rich.markup import escape
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
+from textual.css.query import NoMatches
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Label, Static
-from tunewiz.core import runs
+from tunewiz.core import repair, runs
 from tunewiz.core.events import fmt_duration
 from tunewiz.tui.compare_screen import CompareScreen
 from tunewiz.tui.messages import RunDeleted
+from tunewiz.tui.record_text import headline_text
 from tunewiz.tui.run_screen import RunScreen
 from tunewiz.tui.train_screen import TrainScreen
 from tunewiz.tui.widgets import ConfirmScreen
@@ -35,6 +39,7 @@ SORTS = [
 
 class HistoryScreen(ReportsWorkerErrors, Screen):
     BINDINGS = [
+        Binding("f", "repair", "Fix record"),  # shown only on a damaged run's row (check_action)
         Binding("enter", "open", "Open", show=False),
         Binding("a", "attach", "Attach"),
         Binding("space", "mark", "Mark"),
@@ -93,6 +98,7 @@ class HistoryScreen(ReportsWorkerErrors, Screen):
                 "running": "cyan",
                 "stopped": "yellow",
                 "queued": "cyan",
+                runs.DAMAGED: "red",
             }.get(r.status, "")
             table.add_row(
                 "*" if r.id in self.marked else " ",
@@ -107,11 +113,14 @@ class HistoryScreen(ReportsWorkerErrors, Screen):
             )
         if items:
             table.move_cursor(row=min(cursor, len(items) - 1))
+        bad = len(runs.damaged(items))
         self.query_one("#history-title", Label).update(
             f"[b]History[/b] - {len(items)} run(s), sorted by {name} (o to change)"
+            + (f", [red]{bad} damaged[/red]" if bad else "")
             if items
             else "[b]History[/b] - no runs yet: press n to start one"
         )
+        self.show_detail()
 
     def current(self):
         table = self.query_one(DataTable)
@@ -122,23 +131,76 @@ class HistoryScreen(ReportsWorkerErrors, Screen):
 
     @on(DataTable.RowHighlighted)
     def _highlight(self, event: DataTable.RowHighlighted) -> None:
+        self.show_detail()
+
+    def show_detail(self) -> None:
         r = self.current()
+        self.refresh_bindings()  # f (repair) is offered on a damaged run's row only
         if r is None:
+            return
+        if r.status == runs.DAMAGED:
+            width = 78  # 80 columns less the padding
+            lines = (f"{r.id}: {r.problem}", "left: " + "; ".join(r.left))
+            self.query_one("#history-detail", Static).update(
+                f"[red]{escape(lines[0][:width])}[/red]\n{escape(lines[1][:width])}\n"
+                "[b]f[/b] rebuilds run.toml from what is left (the damaged file is kept)"
+            )
             return
         rec = r.record
         reason = rec.get("run", {}).get("failure_reason", "")
+        result = headline_text(rec.get("results", {}))
         self.query_one("#history-detail", Static).update(
             f"{escape(r.id)}  {r.created[:16].replace('T', ' ')}\nmodel {escape(r.model)} ({r.method}), "
-            f"data {escape(r.data)}" + (f"\n[red]{escape(reason[:150])}[/red]" if reason else "")
+            f"data {escape(r.data)}"
+            + (f"\n[red]{escape(reason[:150])}[/red]" if reason else f"\n{escape(result[:78])}" if result else "")
         )
 
     def action_sort(self) -> None:
         self.sort_index = (self.sort_index + 1) % len(SORTS)
         self.reload()
 
+    def refuse_damaged(self, r) -> bool:
+        """True (and says what to do) when `r` has no record to work from, listed so or damaged since."""
+        if r.status != runs.DAMAGED and runs.usable_record(r.path)[0] is not None:  # one small file
+            return False
+        self.notify(f"The record of {r.id} is damaged: press f to rebuild it first.", severity="warning", markup=False)
+        if r.status != runs.DAMAGED:
+            self.reload()
+        return True
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action != "repair":
+            return True
+        try:
+            r = self.current()
+        except NoMatches:  # asked before the table exists
+            return False
+        return r is not None and r.status == runs.DAMAGED
+
+    def action_repair(self) -> None:
+        r = self.current()
+        if r and r.status == runs.DAMAGED:
+            self.query_one("#history-detail", Static).update(f"rebuilding the record of {escape(r.id)} ...")
+            self.repair_run(r.path)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="repair", name="Rebuilding the run's record")
+    def repair_run(self, path: Path) -> None:
+        """Reads events, the adapter and the checkpoints and writes run.toml: never on the event loop."""
+        doc, done = repair.repair(path)
+        self.app.call_from_thread(self.repaired, path.name, doc, done)
+
+    def repaired(self, run_id: str, doc: dict, done: list[str]) -> None:
+        kept = next((line for line in done if line.startswith("kept ")), "")
+        status = doc.get("run", {}).get("status", "?")
+        text = f"Rebuilt the record of {run_id}: {status}" + (f"; {kept}" if kept else "")
+        if not repair.rerunnable(doc):
+            text += ". Its model or data is not known: add them to run.toml to re-run or resume it"
+        self.notify(text, title="Repaired", markup=False, timeout=8)
+        self.reload()
+
     def action_open(self) -> None:
         r = self.current()
-        if r:
+        if r and not self.refuse_damaged(r):
             self.app.push_screen(RunScreen(r.path))
 
     @on(DataTable.RowSelected)
@@ -147,7 +209,7 @@ class HistoryScreen(ReportsWorkerErrors, Screen):
 
     def action_attach(self) -> None:
         r = self.current()
-        if r:
+        if r and not self.refuse_damaged(r):
             self.app.push_screen(TrainScreen(r.path))
 
     def action_mark(self) -> None:
@@ -164,19 +226,24 @@ class HistoryScreen(ReportsWorkerErrors, Screen):
         if len(self.marked) != 2:
             self.notify("Mark two runs with Space, then press c.", severity="warning")
             return
+        if any(self.refuse_damaged(self.items[i]) for i in self.marked if i in self.items):
+            return
         a, b = (self.items[i].path for i in self.marked)
         self.app.push_screen(CompareScreen(a, b))
 
     def action_rerun(self) -> None:
         r = self.current()
-        if r:
+        if r and not self.refuse_damaged(r):
+            if not repair.rerunnable(r.record):
+                self.notify(f"{r.id}'s record does not say which model and data: add them to run.toml first.")
+                return
             from tunewiz.core.config import RunConfig
 
             self.app.start_run(RunConfig.from_dict(r.record))  # type: ignore[attr-defined]
 
     def action_resume(self) -> None:
         r = self.current()
-        if not r:
+        if not r or self.refuse_damaged(r):
             return
         if r.status not in ("stopped", "crashed", "failed"):
             self.notify(f"Only stopped, crashed or failed runs resume ({r.id} is {r.status}).", severity="warning")
@@ -187,7 +254,7 @@ class HistoryScreen(ReportsWorkerErrors, Screen):
         r = self.current()
         if not r:
             return
-        if r.status in runs.ACTIVE:
+        if r.status in runs.ACTIVE or (r.status == runs.DAMAGED and runs.trainer_alive(r.path)):
             self.notify("Stop the run before deleting it.", severity="warning")
             return
 
@@ -210,6 +277,8 @@ class HistoryScreen(ReportsWorkerErrors, Screen):
     def worker_failed(self, group: str, text: str) -> None:
         if group == "history":
             self.query_one("#history-title", Label).update("[b]History[/b] - [red]cannot read the runs[/red]")
+        elif group == "repair":
+            self.show_detail()  # the damage and the offer again; the notification says why it failed
 
     def action_new(self) -> None:
         self.app.start_wizard()  # type: ignore[attr-defined]

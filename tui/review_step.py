@@ -1,16 +1,21 @@
-"""Step 5, review: the run record that will be written (run.toml, also a config to repeat the run);
-Start training submits it (the app does that in a worker and opens the train screen).
+"""Step 5, review: the run record that will be written (run.toml, also a config to repeat the run),
+and what the run should know before it starts (a model that runs its own code, another run on the same
+device); Start training submits it (the app does that in a worker and opens the train screen), after a
+yes / no when the model runs its own code.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from rich.markup import escape
 from rich.syntax import Syntax
+from textual import work
 from textual.app import ComposeResult
 from textual.containers import VerticalScroll
 from textual.widgets import Button, Static
 from tunewiz.tui.step_base import StepScreen
+from tunewiz.tui.widgets import ConfirmScreen
 
 
 class ReviewStep(StepScreen):
@@ -18,6 +23,7 @@ class ReviewStep(StepScreen):
 
     def body(self) -> ComposeResult:
         yield Static("", id="review-plan")
+        yield Static("", id="review-warnings")
         with VerticalScroll(id="toml-box"):
             yield Static("", id="toml")
 
@@ -32,10 +38,48 @@ class ReviewStep(StepScreen):
         next_button = self.query_one("#next", Button)
         next_button.label = "Start training"
         next_button.focus()
+        self.query_one("#review-warnings").display = False
+        self.find_warnings()
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="review")
+    def find_warnings(self) -> None:
+        """The warnings submit gives too (launcher.remote_code_warning, launcher.sharing), shown before
+        Start: reading the other runs' records is file work, off the UI thread."""
+        from tunewiz.core import launcher, planner
+
+        cfg, hw = self.wiz.cfg, self.wiz.hardware
+        lines = [w for w in [launcher.remote_code_warning(cfg)] if w]
+        if hw is not None:
+            lines += launcher.sharing(planner.plan(cfg, hw, shape=self.wiz.data_shape), self.wiz.home)
+        self.app.call_from_thread(self.show_warnings, lines)
+
+    def show_warnings(self, lines: list[str]) -> None:
+        if not self.is_attached:  # Back was pressed while the runs were read
+            return
+        box = self.query_one("#review-warnings", Static)
+        box.update("\n".join(f"[yellow]warning:[/yellow] {escape(w)}" for w in lines))
+        box.display = bool(lines)
 
     def can_continue(self) -> str | None:
         problems = self.wiz.cfg.problems()
         return "; ".join(problems) if problems else None
+
+    def action_next(self) -> None:
+        cfg = self.wiz.cfg
+        if self.can_continue() or not cfg.model.trust_remote_code:
+            super().action_next()
+            return
+        question = (
+            f"{cfg.model.id} runs its own Python code (trust_remote_code = true): it runs with your "
+            "permissions, on this machine. Only go on if you trust the model's authors.\n\nStart training?"
+        )
+        self.app.push_screen(ConfirmScreen(question), self._confirmed)
+
+    def _confirmed(self, yes: bool | None) -> None:
+        if yes:
+            super().action_next()
+        else:
+            self.say("not started: trust_remote_code needs a yes", style="yellow")
 
 
 def plan_line(cfg, hw, shape) -> str:
