@@ -7,7 +7,10 @@ adapter. Metrics per model:
 * ``eval_loss``: mean loss over the trained (assistant) tokens of the held-out rows;
 * ``exact_match``: the answer equals the expected one (after stripping whitespace);
 * where expected answers are JSON objects: ``json_valid`` (share that parse as a
-  JSON object) and ``field_match`` (share of expected fields with the expected value).
+  JSON object) and ``field_match`` (share of expected fields with the expected value);
+* by kind of answer (labels, JSON objects, free text), core.metrics: the headline's 95%
+  interval, precision / recall / F1 per label and the confusion matrix, accuracy per field,
+  the share of answers that stopped at the end of the turn, length and word overlap.
 
 Per-example outputs go to ``eval/predictions.jsonl`` in the run directory.
 """
@@ -20,63 +23,19 @@ from pathlib import Path
 from typing import Any
 
 from tunewiz.core.data import Example, prompt_and_answer, render_example
+from tunewiz.core.metrics import score, summarize
 
 PREDICTIONS = "eval/predictions.jsonl"
 
 
-def parse_json_object(text: str) -> dict | None:
-    """The answer as a JSON object, tolerating a Markdown code fence around it."""
-    text = text.strip()
-    if text.startswith("```"):
-        text = text.strip("`").strip()
-        if text[:4].lower() == "json":
-            text = text[4:]
-    try:
-        obj = json.loads(text)
-    except ValueError:
-        return None
-    return obj if isinstance(obj, dict) else None
-
-
-def same_value(a: Any, b: Any) -> bool:
-    """JSON equality: 1 == 1.0, but true is not 1."""
-    return a == b and isinstance(a, bool) == isinstance(b, bool)
-
-
-def score(expected: str, output: str) -> dict[str, Any]:
-    """Scores of one answer.
-
-    >>> score('{"a": 1, "b": 2}', '{"a": 1, "b": 3}')
-    {'exact': False, 'json_expected': True, 'json_valid': True, 'fields': 2, 'fields_matched': 1}
-    """
-    s: dict[str, Any] = {"exact": output.strip() == expected.strip()}
-    want = parse_json_object(expected)
-    s["json_expected"] = want is not None
-    if want is not None:
-        got = parse_json_object(output)
-        s["json_valid"] = got is not None
-        s["fields"] = len(want)
-        s["fields_matched"] = sum(1 for k, v in want.items() if got is not None and same_value(got.get(k), v))
-    return s
-
-
-def summarize(scores: list[dict[str, Any]]) -> dict[str, float]:
-    n = len(scores)
-    out = {"examples": n, "exact_match": round(sum(s["exact"] for s in scores) / n, 4) if n else 0.0}
-    js = [s for s in scores if s["json_expected"]]
-    if js:
-        out["json_valid"] = round(sum(s["json_valid"] for s in js) / len(js), 4)
-        fields = sum(s["fields"] for s in js)
-        out["field_match"] = round(sum(s["fields_matched"] for s in js) / fields, 4) if fields else 0.0
-    return out
-
-
-def generate(model, tok, prompts: list[list[dict]], max_new_tokens: int) -> list[str]:
-    """Greedy answers for chat prompts, stopping at the end of the turn (the generation shared with export)."""
+def generate(model, tok, prompts: list[list[dict]], max_new_tokens: int) -> tuple[list[str], list[bool]]:
+    """Greedy answers for chat prompts, stopping at the end of the turn (the generation shared with export),
+    and whether each one stopped there rather than at the token budget (greedy keeps the end token)."""
     from tunewiz.core.modeling import end_of_turn_ids, greedy
 
-    rows = greedy(model, tok, prompts, max_new_tokens, end_of_turn_ids(model, tok))
-    return [tok.decode(row, skip_special_tokens=True) for row in rows]
+    stop = end_of_turn_ids(model, tok)
+    rows = greedy(model, tok, prompts, max_new_tokens, stop)
+    return [tok.decode(row, skip_special_tokens=True) for row in rows], [bool(row) and row[-1] in stop for row in rows]
 
 
 def mean_loss(model, tok, examples: list[Example], max_seq_len: int, batch: int = 32) -> float:
@@ -107,7 +66,9 @@ def mean_loss(model, tok, examples: list[Example], max_seq_len: int, batch: int 
 
 
 def compare(model, tok, examples: list[Example], cfg, run_dir: Path, events=None) -> dict[str, Any]:
-    """Evaluate base (adapter off) and fine-tuned (adapter on); write predictions; return the summary."""
+    """Evaluate base (adapter off) and fine-tuned (adapter on); write predictions; return the summary:
+    per model summarize's figures, core.metrics.measure's (kind, interval, per label / per field), the loss."""
+    from tunewiz.core import metrics
     from tunewiz.core.modeling import answer_budget
 
     # Plain-text rows have no prompt to answer: they count in the held-out loss only.
@@ -118,19 +79,25 @@ def compare(model, tok, examples: list[Example], cfg, run_dir: Path, events=None
     model.eval()
     results: dict[str, Any] = {}
     outputs: dict[str, list[str]] = {}
+    stops: dict[str, list[bool]] = {}
     for which in ("base", "finetuned"):
         t0 = time.time()
         if events:
             events.emit("status", status="evaluating", message=f"generating with the {which} model")
         if which == "base":
             with model.disable_adapter():
-                outputs[which] = generate(model, tok, list(prompts), budget)
+                outputs[which], stops[which] = generate(model, tok, list(prompts), budget)
                 loss = mean_loss(model, tok, scored, cfg.data.max_seq_len)
         else:
-            outputs[which] = generate(model, tok, list(prompts), budget)
+            outputs[which], stops[which] = generate(model, tok, list(prompts), budget)
             loss = mean_loss(model, tok, scored, cfg.data.max_seq_len)
         scores = [score(e, o) for e, o in zip(expected, outputs[which], strict=False)]
-        results[which] = {"eval_loss": loss, **summarize(scores), "seconds": round(time.time() - t0, 1)}
+        results[which] = {
+            "eval_loss": loss,
+            **summarize(scores),
+            **metrics.measure(list(expected), outputs[which], stops[which]),
+            "seconds": round(time.time() - t0, 1),
+        }
         if events:
             events.emit("eval_result", model=which, **results[which])
 
@@ -138,7 +105,8 @@ def compare(model, tok, examples: list[Example], cfg, run_dir: Path, events=None
     path.parent.mkdir(exist_ok=True)
     tmp = path.with_suffix(".tmp")
     with open(tmp, "w", encoding="utf-8") as fh:
-        for ex, p, e, b, f in zip(examples, prompts, expected, outputs["base"], outputs["finetuned"], strict=False):
+        rows = zip(examples, prompts, expected, outputs["base"], outputs["finetuned"], strict=False)
+        for i, (ex, p, e, b, f) in enumerate(rows):
             fh.write(
                 json.dumps(
                     {
@@ -149,6 +117,8 @@ def compare(model, tok, examples: list[Example], cfg, run_dir: Path, events=None
                         "finetuned": f,
                         "base_score": score(e, b),
                         "finetuned_score": score(e, f),
+                        "base_stopped": stops["base"][i],
+                        "finetuned_stopped": stops["finetuned"][i],
                     }
                 )
                 + "\n"

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from tunewiz.core.evaluate import PREDICTIONS, load_predictions, parse_json_object, score, summarize
+from tunewiz.core.evaluate import PREDICTIONS, load_predictions
+from tunewiz.core.metrics import parse_json_object, score, summarize
 
 EXPECTED = '{"category": "billing", "priority": "high", "sentiment": "negative"}'
 

@@ -146,6 +146,46 @@ def write_run(
     return run_dir
 
 
+LABELS_RUN = "20260102-090000-sentiment-balanced"
+SENTIMENT = ["positive", "negative", "neutral"] * 12
+
+
+@pytest.fixture(scope="module")
+def labels_home(snap_home) -> Path:
+    """A run whose answers are labels (sentiment): its record has the metrics by kind (core.metrics)."""
+    from tunewiz.core.metrics import measure, score, summarize
+
+    home = BASE / "labels-home"
+    run_dir = write_run(home, LABELS_RUN, "completed", loss=0.31, field_match=0.0, created="2026-01-02T09:00:00+00:00")
+    tuned = SENTIMENT[:30] + ["neutral", "positive", "Neutral.", "positive", "negative", "negative"]
+    base = ["The review sounds positive to me."] * 12 + SENTIMENT[12:24] + ["positive"] * 12
+    doc = runs.read_record(run_dir)
+    for which, answers in (("base", base), ("finetuned", tuned)):
+        scores = [score(e, a) for e, a in zip(SENTIMENT, answers, strict=True)]
+        stopped = [not a.startswith("The review") for a in answers]
+        doc["results"][which] = {
+            "eval_loss": doc["results"][which]["eval_loss"],
+            **summarize(scores),
+            **measure(SENTIMENT, answers, stopped),
+            "seconds": 20.0,
+        }
+    write_toml_atomic(run_dir / runs.RECORD, doc)
+    preds = [
+        {
+            "line": n,
+            "prompt": f"Review {n}: the battery lasts two days",
+            "expected": e,
+            "base": b,
+            "finetuned": t,
+            "base_score": score(e, b),
+            "finetuned_score": score(e, t),
+        }
+        for n, (e, b, t) in enumerate(zip(SENTIMENT, base, tuned, strict=True), 1)
+    ]
+    (run_dir / "eval" / "predictions.jsonl").write_text("".join(json.dumps(p) + "\n" for p in preds))
+    return home
+
+
 def wizard(home: Path):
     app = create_app(home, data=str(BASE / "tickets.jsonl"))
     app.hardware = HW
@@ -258,6 +298,28 @@ def test_run_screen(snap_compare, snap_home):
     async def run_before(pilot):
         await until(pilot, lambda: pilot.app.screen.query_one("#runs").row_count == 2)
         await pilot.press("enter")
+        await pilot.pause(0.3)
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
+
+
+def test_run_screen_with_label_metrics(snap_compare, labels_home):
+    app = create_app(labels_home, start="history")
+
+    async def run_before(pilot):
+        await until(pilot, lambda: pilot.app.screen.query_one("#runs").row_count == 1)
+        await pilot.press("enter")
+        await pilot.pause(0.3)
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
+
+
+def test_evaluation_screen_with_label_metrics(snap_compare, labels_home):
+    app = create_app(labels_home, start="attach", run=labels_home / "runs" / LABELS_RUN)
+
+    async def run_before(pilot):
+        await until(pilot, lambda: getattr(pilot.app.screen, "status", "") == "completed")
+        await pilot.press("e")
         await pilot.pause(0.3)
 
     assert snap_compare(app, terminal_size=SIZE, run_before=run_before)

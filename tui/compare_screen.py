@@ -5,12 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from rich.markup import escape
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Label
 from tunewiz.core import runs
-from tunewiz.tui.record_text import flatten
+from tunewiz.tui.record_text import DETAIL_KEYS, figures, flatten
 
 
 class CompareScreen(Screen):
@@ -36,8 +37,14 @@ class CompareScreen(Screen):
             for key in sorted(set(fa) | set(fb)):
                 if fa.get(key) != fb.get(key) and not key.startswith(("training.reasons", "plan.reasons", "data.sha")):
                     table.add_row(key, str(fa.get(key, "-"))[:28], str(fb.get(key, "-"))[:28])
-        fa, fb = flatten(ra.get("results", {}), "results."), flatten(rb.get("results", {}), "results.")
+        res_a, res_b = ra.get("results", {}), rb.get("results", {})
+        fa, fb = flatten(res_a, "results."), flatten(res_b, "results.")
         for key in sorted(set(fa) | set(fb)):
-            if not key.endswith("seconds"):
+            # per label / per field come next, in words; raw they are dozens of rows and a matrix
+            if not key.endswith("seconds") and not any(f".{k}" in key for k in DETAIL_KEYS):
                 table.add_row(key, str(fa.get(key, "-"))[:28], str(fb.get(key, "-"))[:28])
+        for which in ("finetuned", "base"):
+            ga, gb = figures(res_a.get(which) or {}), figures(res_b.get(which) or {})
+            for name in dict.fromkeys([*ga, *gb]):  # A's order, then what only B has
+                table.add_row(Text(f"{which}: {name}"), ga.get(name, "-"), gb.get(name, "-"))
         table.focus()

@@ -1,5 +1,6 @@
-"""A finished run's evaluation: base vs fine-tuned on the held-out rows (metrics, then every example
-side by side, Enter for the whole of one), and the exports (merged model, GGUF) run in their own process.
+"""A finished run's evaluation: base vs fine-tuned on the held-out rows (metrics by kind of answer,
+Enter for all of them with the confusion matrices; then every example side by side, Enter for the whole
+of one), and the exports (merged model, GGUF) run in their own process.
 """
 
 from __future__ import annotations
@@ -7,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from rich.markup import escape
+from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -15,6 +17,7 @@ from textual.screen import ModalScreen, Screen
 from textual.widgets import DataTable, Footer, Label, Static
 from tunewiz.core import runs
 from tunewiz.tui.messages import ExportDone
+from tunewiz.tui.record_text import comparison_table, detail_rows, summary_rows
 from tunewiz.tui.worker_errors import ReportsWorkerErrors
 
 
@@ -43,6 +46,54 @@ class ExampleScreen(ModalScreen[None]):
                 yield Static(escape(p.get(key, "")))
 
 
+class TextScreen(ModalScreen[None]):
+    """Preformatted text (all the metrics, as `tunewiz show` prints them), scrolled with the keys."""
+
+    BINDINGS = [Binding("escape,enter,q", "dismiss", "Close")]
+    DEFAULT_CSS = """
+    TextScreen { align: center middle; }
+    TextScreen > VerticalScroll { width: 100%; height: 100%; border: thick $accent; background: $surface; }
+    TextScreen Static { width: auto; }
+    """
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll() as box:
+            box.border_title = "held-out metrics - Esc closes"
+            yield Static(Text(self.text, no_wrap=True))
+
+    def on_mount(self) -> None:
+        self.query_one(VerticalScroll).focus()
+
+
+def verdict(base: dict, ft: dict) -> str:
+    """What the held-out comparison says, in words: a gain larger than chance, a gain within what chance
+    gives on this many answers (the 95% intervals overlap), or little gain.
+
+    >>> verdict({"exact_match": 0.2, "interval": [0.1, 0.35]}, {"exact_match": 0.8, "interval": [0.65, 0.9]})[:13]
+    'A clear gain.'
+    >>> verdict({"exact_match": 0.4, "interval": [0.2, 0.6]}, {"exact_match": 0.6, "interval": [0.4, 0.8]})[:7]
+    'A gain,'
+    """
+    key = ft.get("headline") or ("field_match" if "field_match" in ft else "exact_match")
+    gain = (ft.get(key) or 0) - (base.get(key) or 0)
+    bi, fi = base.get("interval"), ft.get("interval")
+    measured = isinstance(bi, list) and isinstance(fi, list) and len(bi) == len(fi) == 2
+    # Intervals apart is a cautious test (both models answered the same rows); records without them: +10 points.
+    clear = fi[0] > bi[1] if measured else gain > 0.1
+    if clear:
+        return "A clear gain. Next: keep this adapter, or try the aggressive preset with more data."
+    if gain > 0:
+        return (
+            f"A gain, but within what chance gives on {ft.get('examples', '?')} answers: hold out more rows "
+            "or fix the dataset before the settings."
+        )
+    return "Little gain: fix the dataset (more, cleaner examples) before the settings."
+
+
 def mark(score: dict) -> str:
     if score.get("exact"):
         return "yes"
@@ -68,8 +119,8 @@ class EvalScreen(ReportsWorkerErrors, Screen):
         self.exporting = ""
 
     def compose(self) -> ComposeResult:
-        yield Label(f"[b]Evaluation[/b] {escape(self.run_dir.name)} - held-out rows the model never saw")
-        yield DataTable(id="metrics", cursor_type="none")
+        yield Label(f"[b]Evaluation[/b] {escape(self.run_dir.name)} - rows the model never saw")
+        yield DataTable(id="metrics", cursor_type="row")
         yield DataTable(id="preds", cursor_type="row")
         yield Static("", id="next-steps")
         yield Footer()
@@ -79,17 +130,18 @@ class EvalScreen(ReportsWorkerErrors, Screen):
 
         res = runs.read_record(self.run_dir).get("results", {})
         base, ft = res.get("base", {}), res.get("finetuned", {})
+        self.results = res
         metrics = self.query_one("#metrics", DataTable)
-        metrics.add_columns("metric", "base", "fine-tuned")
-        for label, key, pct in (
-            ("held-out loss", "eval_loss", False),
-            ("exact match", "exact_match", True),
-            ("valid JSON", "json_valid", True),
-            ("fields correct", "field_match", True),
-        ):
-            if key in ft:
-                f = (lambda v: f"{v:.0%}") if pct else (lambda v: f"{v:.4f}")
-                metrics.add_row(label, f(base.get(key, 0)), f(ft.get(key, 0)))
+        # The rows `tunewiz show` prints (record_text), as cells: no markup in a label's name.
+        metrics.add_columns("metric", "base", "fine-tuned", "n")
+        for row in summary_rows(res):
+            metrics.add_row(*map(Text, row))
+        details = detail_rows(res)
+        if details:
+            metrics.add_row(*(Text("") for _ in range(4)))
+            metrics.add_row(*(Text(c, style="bold") for c in details[0]))
+            for row in details[1:]:
+                metrics.add_row(*map(Text, row))
         self.preds = load_predictions(self.run_dir)
         table = self.query_one("#preds", DataTable)
         table.add_columns("ok base", "ok tuned", "prompt", "expected", "fine-tuned")
@@ -101,15 +153,9 @@ class EvalScreen(ReportsWorkerErrors, Screen):
                 p["expected"][:16],
                 p["finetuned"][:16],
             )
-        gain = (ft.get("field_match", ft.get("exact_match", 0)) or 0) - (
-            base.get("field_match", base.get("exact_match", 0)) or 0
+        self.advice = (
+            f"{escape(verdict(base, ft))}  Tab: metrics / examples, Enter: all of it; m / g: export merged / GGUF."
         )
-        advice = (
-            "A clear gain. Next: keep this adapter, or try the aggressive preset with more data."
-            if gain > 0.1
-            else "Little gain: fix the dataset (more, cleaner examples) before the settings."
-        )
-        self.advice = f"{advice}  Enter: full example; m / g: export merged / GGUF."
         self.show_exports()
         table.focus()
 
@@ -175,6 +221,10 @@ class EvalScreen(ReportsWorkerErrors, Screen):
     @on(DataTable.RowSelected, "#preds")
     def _open(self, event: DataTable.RowSelected) -> None:
         self.app.push_screen(ExampleScreen(self.preds[event.cursor_row]))
+
+    @on(DataTable.RowSelected, "#metrics")
+    def _all_metrics(self, event: DataTable.RowSelected) -> None:
+        self.app.push_screen(TextScreen(comparison_table(self.results)))
 
     def action_history(self) -> None:
         self.app.show_history()  # type: ignore[attr-defined]

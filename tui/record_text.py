@@ -27,20 +27,234 @@ def num(x: Any) -> str:
     return f"{x:.4f}" if isinstance(x, (int, float)) else "-"
 
 
+WIDTH = 78
+"""Every line of a record's summary fits 80 columns, less a scrollbar or a border."""
+
+
+def fit(line: str, width: int = WIDTH, indent: int = 10) -> list[str]:
+    """A long line cut after its commas (or double spaces) into lines of at most `width`, continued
+    under column `indent`; a single piece longer than that (a long path) stays whole.
+
+    >>> fit("  result  train loss 0.42, eval loss 0.15, 127.5 tok/s", width=40)
+    ['  result  train loss 0.42,', '          eval loss 0.15, 127.5 tok/s']
+    """
+    if len(line) <= width:
+        return [line]
+    import re
+
+    pieces = re.split(r"(?<=,) |  (?=\S)", line)
+    out = [pieces[0]]
+    for piece in pieces[1:]:
+        sep = " " if out[-1].endswith(",") else "  "
+        if len(out[-1]) + len(sep) + len(piece) <= width:
+            out[-1] += sep + piece
+        else:
+            out.append(" " * indent + piece)
+    return out
+
+
+KIND_WORDS = {"labels": "labels", "json": "JSON objects", "text": "free text"}
+HEADLINE_WORDS = {"labels": "accuracy", "json": "fields correct", "text": "exact match"}
+
+
+def with_interval(m: dict[str, Any]) -> str:
+    """A model's headline figure with its 95% interval.
+
+    >>> with_interval({"kind": "labels", "headline": "exact_match", "exact_match": 0.81, "interval": [0.75, 0.86]})
+    '81% (75-86%)'
+    """
+    iv = m.get("interval")
+    value = pct(m.get(m.get("headline", "exact_match")))
+    if not (isinstance(iv, list) and len(iv) == 2 and value != "-"):
+        return value
+    return f"{value} ({iv[0] * 100:.0f}-{iv[1] * 100:.0f}%)"
+
+
+def headline_text(results: dict[str, Any]) -> str:
+    """The held-out result in one line: the fine-tuned model's headline with its interval, the base's.
+
+    >>> headline_text({"base": {"kind": "labels", "headline": "exact_match", "exact_match": 0.2, "macro_f1": 0.1},
+    ...                "finetuned": {"kind": "labels", "headline": "exact_match", "exact_match": 0.81,
+    ...                              "interval": [0.75, 0.86], "macro_f1": 0.79}})
+    'held-out accuracy 81% (75-86%), base 20%; macro-F1 0.79, base 0.10'
+    """
+    base, ft = results.get("base") or {}, results.get("finetuned") or {}
+    kind = ft.get("kind")
+    if kind not in HEADLINE_WORDS:
+        return ""
+    out = f"held-out {HEADLINE_WORDS[kind]} {with_interval(ft)}, base {pct(base.get(ft.get('headline')))}"
+    if "macro_f1" in ft:
+        out += f"; macro-F1 {dec(ft['macro_f1'])}, base {dec(base.get('macro_f1'))}"
+    return out
+
+
+def dec(x: Any) -> str:
+    """A 0..1 score with two decimals; '-' when it was not measured."""
+    return f"{x:.2f}" if isinstance(x, (int, float)) else "-"
+
+
+def prf(entry: Any) -> str:
+    """Precision, recall and F1 of one label: '0.91 0.83 0.87'."""
+    if not isinstance(entry, dict):
+        return "-"
+    return " ".join(dec(entry.get(k)) for k in ("precision", "recall", "f1"))
+
+
+def ratio(x: Any) -> str:
+    return f"{x:.2f}x" if isinstance(x, (int, float)) else "-"
+
+
+Row = tuple[str, str, str, str]
+"""(what, base, fine-tuned, n): one line of the comparison."""
+
+
+def summary_rows(results: dict[str, Any]) -> list[Row]:
+    """The figures of the whole held-out set: headline with its interval first, then the rest of its kind."""
+    base, ft = results.get("base", {}), results.get("finetuned", {})
+    kind = ft.get("kind")
+    n = str(ft.get("examples", ""))
+    rows: list[Row] = []
+    if kind in HEADLINE_WORDS:
+        rows.append((f"{HEADLINE_WORDS[kind]} (95% interval)", with_interval(base), with_interval(ft), n))
+    if kind == "labels":
+        rows.append(("macro-F1", dec(base.get("macro_f1")), dec(ft.get("macro_f1")), ""))
+    if kind == "text":
+        rows.append(("word overlap (F1)", dec(base.get("word_f1")), dec(ft.get("word_f1")), ""))
+        rows.append(("length / expected", ratio(base.get("length_ratio")), ratio(ft.get("length_ratio")), ""))
+    rows.append(("eval loss (lower is better)", num(base.get("eval_loss")), num(ft.get("eval_loss")), ""))
+    if kind != "text" and kind != "labels":
+        rows.append(("exact match", pct(base.get("exact_match")), pct(ft.get("exact_match")), ""))
+    if "json_valid" in ft:
+        rows.append(("valid JSON", pct(base.get("json_valid")), pct(ft.get("json_valid")), ""))
+        if kind is None:  # a record from before the metrics by kind
+            rows.append(("fields correct", pct(base.get("field_match")), pct(ft.get("field_match")), ""))
+    if "stop_rate" in ft:
+        rows.append(("stopped at end of turn", pct(base.get("stop_rate")), pct(ft.get("stop_rate")), ""))
+    return rows
+
+
+def label_rows(base: dict[str, Any], ft: dict[str, Any], indent: str = "") -> list[Row]:
+    """Precision, recall and F1 of each label (the fine-tuned model's order), n = expected answers."""
+    rows: list[Row] = []
+    for name in ft.get("label_order", []):
+        b, f = base.get("labels", {}).get(name), ft.get("labels", {}).get(name, {})
+        rows.append((indent + name, prf(b), prf(f), str(f.get("support", ""))))
+    return rows
+
+
+def detail_rows(results: dict[str, Any]) -> list[Row]:
+    """Per label (a label task) or per field (JSON): the lines after the summary, with their header."""
+    base, ft = results.get("base", {}), results.get("finetuned", {})
+    if ft.get("kind") == "labels":
+        return [("per label: precision recall F1", "base", "fine-tuned", "n"), *label_rows(base, ft)]
+    if ft.get("kind") != "json" or not ft.get("fields"):
+        return []
+    rows: list[Row] = [("per field: share correct", "base", "fine-tuned", "n")]
+    for name, f in ft["fields"].items():
+        b = base.get("fields", {}).get(name, {})
+        rows.append((name, pct(b.get("accuracy")), pct(f.get("accuracy")), str(f.get("support", ""))))
+        if "label_order" in f:
+            rows.append(("  macro-F1", dec(b.get("macro_f1")), dec(f.get("macro_f1")), ""))
+            rows.append(("  per value: P R F1", "", "", ""))
+            rows += label_rows(b, f, indent="    ")
+    return rows
+
+
+def figures(m: dict[str, Any]) -> dict[str, str]:
+    """One model's held-out figures by name, in reading order: what the compare screen puts side by side
+    for two runs (the same words as the table).
+
+    >>> figures({"kind": "labels", "headline": "exact_match", "exact_match": 0.8, "interval": [0.7, 0.9],
+    ...          "macro_f1": 0.75, "label_order": ["neg"], "labels": {"neg": {"precision": 1, "recall": 0.5,
+    ...          "f1": 0.6667, "support": 2}}})
+    {'accuracy (95% interval)': '80% (70-90%)', 'macro-F1': '0.75', 'neg: P R F1': '1.00 0.50 0.67'}
+    """
+    kind = m.get("kind")
+    out: dict[str, str] = {}
+    if kind in HEADLINE_WORDS:
+        out[f"{HEADLINE_WORDS[kind]} (95% interval)"] = with_interval(m)
+    if kind == "labels":
+        out["macro-F1"] = dec(m.get("macro_f1"))
+        for name in m.get("label_order", []):
+            out[f"{name}: P R F1"] = prf(m.get("labels", {}).get(name))
+    elif kind == "json":
+        for field, f in m.get("fields", {}).items():
+            out[f"{field}: correct"] = pct(f.get("accuracy"))
+            if "label_order" in f:
+                out[f"{field}: macro-F1"] = dec(f.get("macro_f1"))
+                for name in f["label_order"]:
+                    out[f"{field}={name}: P R F1"] = prf(f.get("labels", {}).get(name))
+    elif kind == "text":
+        out["word overlap (F1)"] = dec(m.get("word_f1"))
+        out["length / expected"] = ratio(m.get("length_ratio"))
+    if "stop_rate" in m:
+        out["stopped at end of turn"] = pct(m.get("stop_rate"))
+    return out
+
+
+DETAIL_KEYS = ("labels", "fields", "confusion", "label_order", "interval", "headline")
+"""Keys of a model's results that figures() and the tables show in words, not as raw values."""
+
+
+def confusion_lines(m: dict[str, Any], title: str, width: int = WIDTH) -> list[str]:
+    """A confusion matrix (rows: expected label; columns: the label answered, then other) as text, or
+    a line saying where it is when it cannot fit `width` columns even with numbered columns.
+
+    >>> print("\\n".join(confusion_lines({"label_order": ["neg", "pos"], "confusion": [[3, 1, 0], [0, 4, 2]]}, "t")))
+    t: rows expected, columns answered
+           neg   pos other
+    neg      3     1     0
+    pos      0     4     2
+    """
+    labels, matrix = m.get("label_order", []), m.get("confusion", [])
+    if not labels or len(matrix) != len(labels):
+        return []
+    cells = max(len(str(c)) for row in matrix for c in row)
+    names = [name[:24] for name in labels]
+    head = max(len(n) for n in names)
+    col = max(cells, 5, *(len(n) for n in names)) + 1
+    columns = [*names, "other"]
+    if head + col * len(columns) > width:  # numbered columns: "1 negative" rows, "1" headers
+        col = max(cells, len(str(len(labels))), 5) + 1
+        names = [f"{i} {n}" for i, n in enumerate(names, 1)]
+        head = max(len(n) for n in names)
+        columns = [*(str(i) for i in range(1, len(labels) + 1)), "other"]
+        if head + col * len(columns) > width:
+            return [f"{title}: {len(labels)} labels, too many for {width + 2} columns (run.toml has the matrix)"]
+    out = [f"{title}: rows expected, columns answered", " " * head + "".join(f"{c:>{col}}" for c in columns)]
+    out += [f"{n:<{head}}" + "".join(f"{c:>{col}}" for c in row) for n, row in zip(names, matrix, strict=True)]
+    return out
+
+
 def comparison_table(results: dict[str, Any]) -> str:
-    """The held-out metrics of the base and the fine-tuned model, one row each, as a fixed-width table."""
+    """The held-out metrics of the base and the fine-tuned model side by side, as a fixed-width table
+    of at most WIDTH columns: the headline with its interval, the rest of its kind, per label or per
+    field, then the fine-tuned model's confusion matrices."""
     base, ft = results.get("base", {}), results.get("finetuned", {})
     if not base or not ft:
         return "(no base-vs-fine-tuned comparison in this run)"
-    rows = [("eval loss (lower is better)", num, "eval_loss"), ("exact match", pct, "exact_match")]
-    if "json_valid" in ft:
-        rows += [("valid JSON", pct, "json_valid"), ("fields correct", pct, "field_match")]
-    width = max(len(r[0]) for r in rows) + 2
-    lines = [f"{'held-out rows: ' + str(ft.get('examples', '?')):<{width}}{'base':>12}{'fine-tuned':>12}"]
-    lines.append("-" * (width + 24))
-    for label, f, key in rows:
-        lines.append(f"{label:<{width}}{f(base.get(key)):>12}{f(ft.get(key)):>12}")
+    kind = ft.get("kind")
+    what = KIND_WORDS.get(kind, "")
+    if kind == "labels":
+        what = f"{len(ft.get('label_order', []))} labels"
+    title = f"held-out answers: {ft.get('examples', '?')}" + (f", {what}" if what else "")
+    lines = [_row((title, "base", "fine-tuned", "n")), "-" * len(_row(("", "", "", "n")))]  # the full width
+    lines += [_row(r) for r in summary_rows(results)]
+    details = detail_rows(results)
+    if details:
+        lines += ["", *(_row(r) for r in details)]
+    if kind == "labels":
+        lines += ["", *confusion_lines(ft, "fine-tuned answers")]
+    elif kind == "json":
+        for name, f in ft.get("fields", {}).items():
+            if "label_order" in f:
+                lines += ["", *confusion_lines(f, f"fine-tuned {name}")]
     return "\n".join(lines)
+
+
+def _row(r: Row) -> str:
+    what, b, f, n = r
+    return f"{what[:34]:<34}{b:>16}{f:>16}{n:>6}".rstrip()
 
 
 def record_summary_lines(doc: dict[str, Any]) -> list[str]:
@@ -68,6 +282,7 @@ def record_summary_lines(doc: dict[str, Any]) -> list[str]:
     from tunewiz.core.export import summary_lines
 
     out += summary_lines(doc.get("artifacts", {}))
+    out = [piece for text in out for line in text.split("\n") for piece in fit(line)]
     if "finetuned" in res:
         out += ["", *comparison_table(res).splitlines()]
     return out

@@ -9,7 +9,7 @@ from pathlib import Path
 from rich.markup import escape
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, VerticalScroll
+from textual.containers import Container, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Footer, Label, Static
 from tunewiz.core import runs
@@ -21,8 +21,13 @@ from tunewiz.tui.widgets import LossPlot
 
 
 class RunScreen(Screen):
-    """One run: its record, its loss curve and its evaluation."""
+    """One run: its record, its loss curve and its evaluation.
 
+    At 80 columns the record (whose lines fit 78) takes the whole width and scrolls, over the loss
+    curve; a terminal wide enough for both puts them side by side (the `-wide` class, app.tcss).
+    """
+
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (130, "-wide")]
     BINDINGS = [
         Binding("escape", "app.pop_screen", "Back"),
         Binding("e", "evaluate", "Evaluation"),
@@ -35,7 +40,7 @@ class RunScreen(Screen):
 
     def compose(self) -> ComposeResult:
         yield Label(f"[b]Run[/b] {escape(self.run_dir.name)}")
-        with Horizontal():
+        with Container(id="run-main"):
             with VerticalScroll(id="run-record"):
                 yield Static("", id="record")
             yield LossPlot(id="run-plot")
@@ -46,6 +51,7 @@ class RunScreen(Screen):
         self.status = doc.get("run", {}).get("status")
         self.query_one("#record", Static).update(escape("\n".join(record_summary_lines(doc))))
         self.query_one("#run-plot", LossPlot).add(read_events(self.run_dir)[0])
+        self.query_one("#run-record").focus()  # the arrow keys and page keys scroll the record
 
     def action_evaluate(self) -> None:
         if (self.run_dir / "eval" / "predictions.jsonl").is_file():
