@@ -118,8 +118,9 @@ class TrainingConfig:
 class EvaluationConfig:
     enabled: bool = True
     """Compare base and fine-tuned models on the held-out rows when training ends."""
-    max_examples: int = 60
-    """At most this many held-out rows are generated for the comparison."""
+    max_examples: int = 200
+    """At most this many held-out rows are generated for the comparison (every one, up to this: at 60
+    answers an 80% result reads 68-88%, at 200 about 74-85%)."""
     max_new_tokens: int = 0
     """Generation budget; 0: the longest expected answer plus a margin."""
 

@@ -65,7 +65,9 @@ def mean_loss(model, tok, examples: list[Example], max_seq_len: int, batch: int 
     return round(total / count, 4) if count else float("nan")
 
 
-def compare(model, tok, examples: list[Example], cfg, run_dir: Path, events=None) -> dict[str, Any]:
+def compare(
+    model, tok, examples: list[Example], cfg, run_dir: Path, events=None, precision: str = ""
+) -> dict[str, Any]:
     """Evaluate base (adapter off) and fine-tuned (adapter on); write predictions; return the summary:
     per model summarize's figures, core.metrics.measure's (kind, interval, per label / per field), the loss."""
     from tunewiz.core import metrics
@@ -125,6 +127,8 @@ def compare(model, tok, examples: list[Example], cfg, run_dir: Path, events=None
             )
     tmp.replace(path)
     results["max_new_tokens"] = budget
+    if precision:
+        results["precision"] = precision  # what the answers were generated in (serving_dtype)
     return results
 
 
@@ -145,9 +149,32 @@ def held_out_examples(cfg) -> list:
     return eval_ex
 
 
+def serving_dtype(device: str, train_dtype: str) -> tuple[str, str]:
+    """The precision a finished model answers in (the comparison, chat), and why: on the CPU float32,
+    where 16-bit answers change with how rows are batched (benchmarks/eval_speed.py, 40 SST-2-like rows:
+    29 of 40 bf16 answers batched equal one-row-at-a-time, 40 of 40 in float32) and which a CPU serves in;
+    on a GPU the precision it trained in."""
+    if device == "cpu" and train_dtype != "float32":
+        return (
+            "float32",
+            f"float32: on the CPU {train_dtype} answers change with batching; float32 is what it serves in",
+        )
+    return train_dtype, f"{train_dtype}: the precision it trained in on this device"
+
+
+def run_placement(cfg, run_dir: Path) -> tuple[str, str]:
+    """Where and in what precision a finished run's model answers on this machine (evaluation, chat):
+    the plan's device for one process (the GPU of a GPU box, not its CPU) and :func:`serving_dtype`."""
+    from tunewiz.core import hardware, planner
+
+    hw = hardware.detect(run_dir)
+    device = planner.placement(planner.choose_device(hw).value, 1)[0]
+    return device, serving_dtype(device.split(":")[0], planner.choose_dtype(cfg.model.dtype, hw).value)[0]
+
+
 def evaluate_run(run_dir: Path) -> dict[str, Any]:
     """Re-run the comparison for a finished run from its saved adapter (`tunewiz eval RUN`)."""
-    from tunewiz.core import hardware, models, planner, runs
+    from tunewiz.core import models, runs
     from tunewiz.core.config import RunConfig
     from tunewiz.core.modeling import adapter_model, load_tokenizer
 
@@ -158,11 +185,9 @@ def evaluate_run(run_dir: Path) -> dict[str, Any]:
     if not (adapter / "adapter_config.json").is_file():
         raise runs.RunError(f"{run_dir.name} has no saved adapter yet (status {doc['run'].get('status')})")
     resolved = models.resolve(cfg.model.id, run_dir.parent.parent)
-    hw = hardware.detect(run_dir)
-    device = planner.placement(planner.choose_device(hw).value, 1)[0]  # the GPU of a GPU box, not its CPU
-    dtype = planner.choose_dtype(cfg.model.dtype, hw).value
+    device, dtype = run_placement(cfg, run_dir)
     tok = load_tokenizer(resolved.path, cfg.model.trust_remote_code)
     model = adapter_model(resolved.path, adapter, dtype, cfg.model.trust_remote_code, device)
-    summary = compare(model, tok, held_out_examples(cfg), cfg, run_dir)
+    summary = compare(model, tok, held_out_examples(cfg), cfg, run_dir, precision=dtype)
     runs.update_record(run_dir, {"results": summary, "artifacts": {"predictions": str(run_dir / PREDICTIONS)}})
     return summary

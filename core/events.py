@@ -18,16 +18,20 @@ from typing import Any
 EVENTS_FILE = "events.jsonl"
 
 
+def end_torn_line(path: Path) -> None:
+    """If a previous writer of `path` died mid-line, end that line, so the next one starts fresh."""
+    if path.exists() and path.stat().st_size:
+        with open(path, "rb") as fh:
+            fh.seek(-1, os.SEEK_END)
+            if fh.read(1) != b"\n":
+                with open(path, "ab") as out:
+                    out.write(b"\n")
+
+
 class EventWriter:
     def __init__(self, run_dir: str | Path) -> None:
         self.path = Path(run_dir) / EVENTS_FILE
-        # If a previous writer died mid-line, start on a fresh line.
-        if self.path.exists() and self.path.stat().st_size:
-            with open(self.path, "rb") as fh:
-                fh.seek(-1, os.SEEK_END)
-                if fh.read(1) != b"\n":
-                    with open(self.path, "ab") as out:
-                        out.write(b"\n")
+        end_torn_line(self.path)
         self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - lives as long as the writer
 
     def emit(self, event: str, **fields: Any) -> dict[str, Any]:
@@ -46,7 +50,12 @@ def read_events(run_dir: str | Path, offset: int = 0) -> tuple[list[dict[str, An
     A last line without its newline is left for the next call; a line that is not
     JSON (a crash mid-write followed by a restart) is skipped.
     """
-    path = Path(run_dir) / EVENTS_FILE
+    return read_jsonl(Path(run_dir) / EVENTS_FILE, offset)
+
+
+def read_jsonl(path: Path, offset: int = 0) -> tuple[list[dict[str, Any]], int]:
+    """The JSON objects of an append-only file's complete lines from byte `offset` (read_events' rules), and
+    the offset to continue from."""
     try:
         with open(path, "rb") as fh:
             fh.seek(offset)

@@ -157,6 +157,9 @@ def greedy(model, tok, prompts: list[list[dict]], max_new_tokens: int, stop_ids:
     import torch
 
     texts = [tok.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in prompts]
+    # Prompts of similar length batched together: less padding to compute; answers go back in order.
+    lengths = [len(ids) for ids in tok(texts, add_special_tokens=False)["input_ids"]] if texts else []
+    order = sorted(range(len(texts)), key=lambda i: lengths[i])
     side = tok.padding_side
     tok.padding_side = "left"
     pad = tok.pad_token_id if tok.pad_token_id is not None else (stop_ids[0] if stop_ids else 0)
@@ -164,7 +167,8 @@ def greedy(model, tok, prompts: list[list[dict]], max_new_tokens: int, stop_ids:
     out: list[list[int]] = []
     try:
         for i in range(0, len(texts), GEN_BATCH):
-            enc = tok(texts[i : i + GEN_BATCH], return_tensors="pt", padding=True, add_special_tokens=False)
+            chunk = [texts[j] for j in order[i : i + GEN_BATCH]]
+            enc = tok(chunk, return_tensors="pt", padding=True, add_special_tokens=False)
             enc = {k: v.to(device) for k, v in enc.items()}
             with torch.no_grad():
                 gen = model.generate(
@@ -179,7 +183,10 @@ def greedy(model, tok, prompts: list[list[dict]], max_new_tokens: int, stop_ids:
                 out.append(row[:cut])
     finally:
         tok.padding_side = side
-    return out
+    answers: list[list[int]] = [[] for _ in texts]
+    for j, row in zip(order, out, strict=True):
+        answers[j] = row
+    return answers
 
 
 def answer_budget(tok, answers) -> int:

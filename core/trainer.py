@@ -649,20 +649,32 @@ def results_of(p: Prepared, trainer, result, counter: Counter, train_time: float
     return out
 
 
-def evaluate(p: Prepared, trainer, model, adapter_dir: Path, run_dir: Path, events) -> dict[str, Any]:
-    """Base vs fine-tuned on the held-out rows; returns the summary for [results]."""
+def evaluation_model(p: Prepared, trainer) -> tuple[str, str, bool]:
+    """(dtype, why, reload): the precision the comparison runs in (core.evaluate.serving_dtype), and
+    whether the trained model must make way for the saved adapter loaded afresh: the sharded model runs
+    only with every rank, and a CPU run trained in 16 bit answers in float32."""
+    from tunewiz.core import evaluate as evaluation
+
+    dtype, why = evaluation.serving_dtype(p.plan.device, p.plan.dtype)
+    return dtype, why, bool(getattr(trainer, "is_fsdp_enabled", False)) or dtype != p.plan.dtype
+
+
+def evaluate(p: Prepared, model, dtype: str, why: str, adapter_dir: Path, run_dir: Path, events) -> dict[str, Any]:
+    """Base vs fine-tuned on the held-out rows in `dtype` (`model` None: the saved adapter, loaded
+    afresh); returns the summary for [results]."""
     import torch
     from tunewiz.core import evaluate as evaluation
     from tunewiz.core import modeling
 
-    if getattr(trainer, "is_fsdp_enabled", False):  # the sharded model runs only with every rank
-        del trainer, model
-        gc.collect()
-        torch.cuda.empty_cache()
+    if model is None:
+        gc.collect()  # the trained model and its optimizer states first
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
         model = modeling.adapter_model(
-            p.resolved.path, adapter_dir, p.plan.dtype, p.cfg.model.trust_remote_code, p.plan.placement[0]
+            p.resolved.path, adapter_dir, dtype, p.cfg.model.trust_remote_code, p.plan.placement[0]
         )
-    return evaluation.compare(model, p.tok, p.eval_ex, p.cfg, run_dir, events=events)
+    log.info("evaluating in %s", why)
+    return evaluation.compare(model, p.tok, p.eval_ex, p.cfg, run_dir, events=events, precision=dtype)
 
 
 def train(run_dir: Path, resume: bool, events: EventWriter, stop: StopFlag, callbacks=()) -> None:
@@ -757,7 +769,11 @@ def train(run_dir: Path, resume: bool, events: EventWriter, stop: StopFlag, call
 
         events.emit("status", status="evaluating", message=f"base vs fine-tuned on {len(p.eval_ex)} held-out rows")
         log.info("evaluating base vs fine-tuned on held-out rows")
-        results.update(evaluate(p, trainer, model, adapter_dir, run_dir, events))
+        dtype, why, reload = evaluation_model(p, trainer)
+        if reload:
+            del trainer, model  # this frame held the last references
+            model = None
+        results.update(evaluate(p, model, dtype, why, adapter_dir, run_dir, events))
         artifacts["predictions"] = str(run_dir / evaluation.PREDICTIONS)
     results["wall_time_s"] = round(time.time() - t_start, 1)
     record(run_dir, {"results": results, "artifacts": artifacts})

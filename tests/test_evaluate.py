@@ -128,3 +128,49 @@ def test_load_predictions(tmp_path):
     rows = [{"line": 1, "expected": "a"}, {"line": 2, "expected": "b\u2028c"}]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows) + "\n", encoding="utf-8")
     assert load_predictions(tmp_path) == rows
+
+
+@pytest.mark.slow
+def test_the_batched_comparison_answers_as_one_row_at_a_time_does(bundled_dir, tokenizer):
+    """What the comparison measures is what the model does when asked one question at a time (as it is
+    when served): on every held-out row of the sample tickets, in float32, the batched, length-sorted
+    generation gives the same answers as a plain per-row loop."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from tunewiz.core import data, evaluate
+    from tunewiz.core.config import RunConfig
+    from tunewiz.core.modeling import answer_budget, end_of_turn_ids, load_base
+
+    from tests.conftest import SAMPLE
+
+    cfg = RunConfig()
+    _, held_out = data.split(data.load(SAMPLE / "support_tickets.jsonl").examples, 0.1, cfg.data.split_seed)
+    prompts, expected = zip(*(data.prompt_and_answer(e.messages) for e in held_out), strict=True)
+    budget = answer_budget(tokenizer, expected)
+    torch.manual_seed(0)
+    model = get_peft_model(
+        load_base(bundled_dir, "float32", for_training=False), LoraConfig(r=8, target_modules="all-linear")
+    )
+    with torch.no_grad():  # a small random change of the answers, as a short training makes
+        for name, w in model.named_parameters():
+            if "lora_B" in name:
+                w.normal_(0, 0.02)
+    model.eval()
+    stop = end_of_turn_ids(model, tokenizer)
+
+    def one_at_a_time() -> list[str]:
+        out = []
+        for p in prompts:
+            enc = tokenizer.apply_chat_template(
+                list(p), add_generation_prompt=True, return_tensors="pt", return_dict=True
+            )
+            with torch.no_grad():
+                gen = model.generate(**enc, max_new_tokens=budget, do_sample=False, eos_token_id=stop)
+            out.append(tokenizer.decode(gen[0, enc["input_ids"].shape[1] :], skip_special_tokens=True))
+        return out
+
+    tuned, _ = evaluate.generate(model, tokenizer, list(prompts), budget)
+    assert tuned == one_at_a_time()  # the base pass is the same code with the adapter disabled
+    with model.disable_adapter():
+        base, _ = evaluate.generate(model, tokenizer, list(prompts[:6]), budget)
+    assert len(prompts) == 36 and tuned[:6] != base  # every held-out row, and the adapter changed answers

@@ -33,12 +33,22 @@ class TunewizApp(ReportsWorkerErrors, App):
     STEPS = [HardwareStep, ModelStep, DataStep, PresetStep, ReviewStep]
     BINDINGS = [Binding("ctrl+q", "quit", "Quit", priority=True)]
 
-    def __init__(self, home: Path, start: str = "wizard", run: Path | None = None, cfg: RunConfig | None = None):
+    def __init__(
+        self,
+        home: Path,
+        start: str = "wizard",
+        run: Path | None = None,
+        cfg: RunConfig | None = None,
+        chat_options=None,
+        review_rows: int | None = None,
+    ):
         super().__init__()
         self.home = home
         self.start = start
         self.run_dir = run
         self.cfg = cfg or RunConfig()
+        self.chat_options = chat_options  # core.chat.ChatOptions of `tunewiz chat RUN` (None: the defaults)
+        self.review_rows = review_rows  # `tunewiz review RUN --rows N` (None: core.review's default)
         self.hardware = None
         self.data_summary: dict = {}
         self.data_shape = None  # the data's shape for the planner, once the data step has tokenized it
@@ -52,6 +62,14 @@ class TunewizApp(ReportsWorkerErrors, App):
             from tunewiz.tui.train_screen import TrainScreen
 
             self.push_screen(TrainScreen(self.run_dir))
+        elif self.start == "chat" and self.run_dir:
+            from tunewiz.tui.chat_screen import ChatScreen
+
+            self.push_screen(ChatScreen(self.run_dir, self.chat_options))
+        elif self.start == "review" and self.run_dir:
+            from tunewiz.tui.review_screen import ReviewScreen
+
+            self.push_screen(ReviewScreen(self.run_dir, self.review_rows))
         else:
             self.start_wizard()
 
@@ -127,10 +145,17 @@ class TunewizApp(ReportsWorkerErrors, App):
 
 
 def create_app(
-    home: Path | None = None, start: str = "wizard", run: Path | None = None, data: str | None = None
+    home: Path | None = None,
+    start: str = "wizard",
+    run: Path | None = None,
+    data: str | None = None,
+    chat_options=None,
+    review_rows: int | None = None,
 ) -> TunewizApp:
     cfg = RunConfig()
     cfg.model.id = DEFAULT_MODEL
     if data:
         cfg.data.path = str(absolute(data))
-    return TunewizApp(home or runs.home(), start=start, run=run, cfg=cfg)
+    return TunewizApp(
+        home or runs.home(), start=start, run=run, cfg=cfg, chat_options=chat_options, review_rows=review_rows
+    )

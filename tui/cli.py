@@ -14,6 +14,7 @@ from tunewiz.core.errors import TunewizError
 from tunewiz.core.models import DEFAULT_MODEL
 from tunewiz.tui.commands import (
     cmd_attach,
+    cmd_chat,
     cmd_demo,
     cmd_eval,
     cmd_export,
@@ -26,6 +27,7 @@ from tunewiz.tui.commands import (
     cmd_recommend,
     cmd_repair,
     cmd_resume,
+    cmd_review,
     cmd_runs,
     cmd_show,
     cmd_stop,
@@ -54,6 +56,16 @@ def parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("history", help="browse, compare, re-run and resume earlier runs")
     s.set_defaults(func=cmd_history)
+
+    s = sub.add_parser("review", help="blind A/B review: read the two models' answers, unlabelled; say which is better")
+    s.add_argument("run", help="run id, unique part of it, a run directory, or `last`")
+    s.add_argument(
+        "--rows",
+        type=int,
+        metavar="N",
+        help="held-out rows to read (default: what the review was opened with, else 30; the guides ask 20-50)",
+    )
+    s.set_defaults(func=cmd_review)
 
     s = sub.add_parser("hw", help="show the detected hardware and what it can train")
     s.add_argument("--json", action="store_true")
@@ -135,6 +147,19 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--type", default="q8_0", help="GGUF type: f16, bf16, q8_0 (default), f32, q4_0")
     s.add_argument("--no-verify", action="store_true", help="skip the held-out comparison")
     s.set_defaults(func=cmd_export)
+
+    s = sub.add_parser("chat", help="talk with a finished run's model; one key puts the question to the base model")
+    s.add_argument("run", help="run id, unique part of it, a run directory, or `last`")
+    s.add_argument(
+        "--plain",
+        action="store_true",
+        help="read questions from stdin, print answers as they stream (the default when stdout is not a terminal)",
+    )
+    s.add_argument("--max-new-tokens", type=int, default=256, help="tokens an answer may take (default 256)")
+    s.add_argument("--temperature", type=float, default=0.0, help="0: greedy (the default); 0.7: varied answers")
+    s.add_argument("--top-p", type=float, default=1.0, help="with --temperature: nucleus sampling share (e.g. 0.9)")
+    s.add_argument("--seed", type=int, help="with --temperature: repeatable sampled answers")
+    s.set_defaults(func=cmd_chat)
 
     s = sub.add_parser("attach", help="follow a run's progress (replays what happened so far)")
     s.add_argument("run")

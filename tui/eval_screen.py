@@ -107,9 +107,12 @@ class EvalScreen(ReportsWorkerErrors, Screen):
 
     BINDINGS = [
         Binding("escape", "app.pop_screen", "Back"),
-        Binding("m", "export('merged')", "Export merged"),
-        Binding("g", "export('gguf')", "Export GGUF"),
-        Binding("h", "history", "History"),
+        # m and g are named in the line above the footer ("m / g: export merged / GGUF"): 80 columns
+        Binding("m", "export('merged')", "Export merged", show=False),
+        Binding("g", "export('gguf')", "Export GGUF", show=False),
+        Binding("v", "review", "Review A/B"),
+        Binding("t", "chat", "Chat"),
+        Binding("h", "history", "History", show=False),  # 80 columns; the train screen's footer shows it
     ]
 
     def __init__(self, run_dir: Path) -> None:
@@ -228,3 +231,22 @@ class EvalScreen(ReportsWorkerErrors, Screen):
 
     def action_history(self) -> None:
         self.app.show_history()  # type: ignore[attr-defined]
+
+    def action_chat(self) -> None:
+        """Talk with this run's model, and its base (tui.chat_screen)."""
+        from tunewiz.core.chat import has_adapter
+        from tunewiz.tui.chat_screen import ChatScreen
+
+        if has_adapter(self.run_dir):
+            self.app.push_screen(ChatScreen(self.run_dir))
+        else:
+            self.notify("This run saved no adapter: there is no fine-tuned model to chat with.", severity="warning")
+
+    def action_review(self) -> None:
+        """The blind A/B review of these held-out answers (tui.review_screen)."""
+        from tunewiz.tui.review_screen import ReviewScreen
+
+        if self.preds:
+            self.app.push_screen(ReviewScreen(self.run_dir))
+        else:
+            self.notify("This run has no held-out answers to review.", severity="warning")

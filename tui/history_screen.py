@@ -18,11 +18,12 @@ from textual.binding import Binding
 from textual.css.query import NoMatches
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Label, Static
-from tunewiz.core import repair, runs
+from tunewiz.core import repair, review, runs
+from tunewiz.core.chat import has_adapter
 from tunewiz.core.events import fmt_duration
 from tunewiz.tui.compare_screen import CompareScreen
 from tunewiz.tui.messages import RunDeleted
-from tunewiz.tui.record_text import headline_text
+from tunewiz.tui.record_text import headline_text, human_text
 from tunewiz.tui.run_screen import RunScreen
 from tunewiz.tui.train_screen import TrainScreen
 from tunewiz.tui.widgets import ConfirmScreen
@@ -38,18 +39,22 @@ SORTS = [
 
 
 class HistoryScreen(ReportsWorkerErrors, Screen):
+    # The footer fits 80 columns: the keys it has no room for are in the title (o, n), the detail (v) and
+    # the README, and every key is listed by Ctrl+P's "Keys".
     BINDINGS = [
         Binding("f", "repair", "Fix record"),  # shown only on a damaged run's row (check_action)
         Binding("enter", "open", "Open", show=False),
-        Binding("a", "attach", "Attach"),
+        Binding("a", "attach", "Attach", show=False),  # also Enter, then a
         Binding("space", "mark", "Mark"),
         Binding("c", "compare", "Compare 2"),
         Binding("r", "rerun", "Re-run"),
-        Binding("u", "resume", "Resume"),
-        Binding("x", "delete", "Delete"),
-        Binding("o", "sort", "Sort"),
-        Binding("n", "new", "New run"),
-        Binding("q", "app.quit", "Quit"),
+        Binding("u", "resume", "Resume"),  # shown only on a stopped, crashed or failed run (check_action)
+        Binding("v", "review", "Review"),  # shown only on a completed run with held-out answers (check_action)
+        Binding("t", "chat", "Chat"),  # shown only on a run that saved an adapter (check_action)
+        Binding("x", "delete", "Delete", show=False),  # asks first
+        Binding("o", "sort", "Sort", show=False),
+        Binding("n", "new", "New run", show=False),
+        Binding("q", "app.quit", "Quit", show=False),  # the app's ^q is shown
     ]
 
     def compose(self) -> ComposeResult:
@@ -115,7 +120,7 @@ class HistoryScreen(ReportsWorkerErrors, Screen):
             table.move_cursor(row=min(cursor, len(items) - 1))
         bad = len(runs.damaged(items))
         self.query_one("#history-title", Label).update(
-            f"[b]History[/b] - {len(items)} run(s), sorted by {name} (o to change)"
+            f"[b]History[/b] - {len(items)} run(s), sorted by {name} (o to change, n: new run)"
             + (f", [red]{bad} damaged[/red]" if bad else "")
             if items
             else "[b]History[/b] - no runs yet: press n to start one"
@@ -149,11 +154,19 @@ class HistoryScreen(ReportsWorkerErrors, Screen):
         rec = r.record
         reason = rec.get("run", {}).get("failure_reason", "")
         result = headline_text(rec.get("results", {}))
+        human = human_text(rec.get("results", {}).get("human") or {})
+        if not human and self.reviewable(r):
+            human = "v: read its held-out answers blind, A against B, and say which is better"
         self.query_one("#history-detail", Static).update(
             f"{escape(r.id)}  {r.created[:16].replace('T', ' ')}\nmodel {escape(r.model)} ({r.method}), "
             f"data {escape(r.data)}"
             + (f"\n[red]{escape(reason[:150])}[/red]" if reason else f"\n{escape(result[:78])}" if result else "")
+            + (f"\n{escape(human[:78])}" if human else "")
         )
+
+    @staticmethod
+    def reviewable(r) -> bool:
+        return r.status == "completed" and review.reviewable(r.path)
 
     def action_sort(self) -> None:
         self.sort_index = (self.sort_index + 1) % len(SORTS)
@@ -169,12 +182,18 @@ class HistoryScreen(ReportsWorkerErrors, Screen):
         return True
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action != "repair":
+        if action not in ("repair", "review", "chat", "resume"):
             return True
         try:
             r = self.current()
         except NoMatches:  # asked before the table exists
             return False
+        if action == "review":
+            return r is not None and self.reviewable(r)
+        if action == "chat":
+            return r is not None and r.status != runs.DAMAGED and has_adapter(r.path)
+        if action == "resume":  # offered where it can be done (the footer has no room for the rest)
+            return r is not None and r.status in ("stopped", "crashed", "failed")
         return r is not None and r.status == runs.DAMAGED
 
     def action_repair(self) -> None:
@@ -206,6 +225,20 @@ class HistoryScreen(ReportsWorkerErrors, Screen):
     @on(DataTable.RowSelected)
     def _selected(self, event: DataTable.RowSelected) -> None:
         self.action_open()
+
+    def action_review(self) -> None:
+        r = self.current()
+        if r and not self.refuse_damaged(r) and self.reviewable(r):
+            from tunewiz.tui.review_screen import ReviewScreen
+
+            self.app.push_screen(ReviewScreen(r.path))
+
+    def action_chat(self) -> None:
+        from tunewiz.tui.chat_screen import ChatScreen
+
+        r = self.current()
+        if r and not self.refuse_damaged(r):
+            self.app.push_screen(ChatScreen(r.path))
 
     def action_attach(self) -> None:
         r = self.current()

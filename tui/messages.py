@@ -75,3 +75,24 @@ class RunDeleted(Message):
     """A run's directory was removed (history's delete)."""
 
     run_id: str
+
+
+@dataclass
+class ChatReady(Message):
+    """The chat's model is loaded: a core.chat.ChatSession."""
+
+    session: Any
+
+
+@dataclass
+class ChatPiece(Message):
+    """Text the model just wrote in the answer being streamed."""
+
+    text: str
+
+
+@dataclass
+class ChatDone(Message):
+    """The answer being streamed is complete: how it went (tokens, seconds, cut or stopped)."""
+
+    stats: str

@@ -88,6 +88,79 @@ def headline_text(results: dict[str, Any]) -> str:
     return out
 
 
+def review_progress(h: dict[str, Any]) -> str:
+    """Where a blind A/B review ([results.human], core.review) stands, in one line.
+
+    >>> review_progress({"rows": 30, "reviewed": 12, "finetuned": 8, "base": 2, "ties": 2, "skipped": 0})
+    '12 of 30 reviewed; fine-tuned preferred 8, base 2, ties 2'
+    """
+    out = (
+        f"{h.get('reviewed', 0)} of {h.get('rows', 0)} reviewed; fine-tuned preferred {h.get('finetuned', 0)}, "
+        f"base {h.get('base', 0)}, ties {h.get('ties', 0)}"
+    )
+    return out + (f", skipped {h['skipped']}" if h.get("skipped") else "")
+
+
+def preference(h: dict[str, Any]) -> str:
+    """The fine-tuned model's preference share with its 95% interval: '80% (49-94%)'."""
+    iv = h.get("interval")
+    if not isinstance(h.get("share"), (int, float)) or not (isinstance(iv, list) and len(iv) == 2):
+        return "-"
+    return f"{pct(h['share'])} ({iv[0] * 100:.0f}-{iv[1] * 100:.0f}%)"
+
+
+def human_text(h: dict[str, Any]) -> str:
+    """A blind A/B review in one line of at most 78 columns (history's detail).
+
+    >>> human_text({"rows": 30, "reviewed": 30, "judged": 26, "finetuned": 20, "share": 0.7692,
+    ...             "interval": [0.5791, 0.8897]})
+    'A/B review: fine-tuned preferred in 20 of 26, 77% (58-89%); 30 of 30 rows read'
+    """
+    if not h:
+        return ""
+    return (
+        f"A/B review: fine-tuned preferred in {h.get('finetuned', 0)} of {h.get('judged', 0)}, {preference(h)}; "
+        f"{h.get('reviewed', 0)} of {h.get('rows', 0)} rows read"
+    )
+
+
+def human_lines(h: dict[str, Any]) -> list[str]:
+    """A blind A/B review's result, a few sentences, one per line (the review screen's summary wraps them
+    between words to its width).
+
+    >>> print("\\n".join(human_lines({"rows": 12, "reviewed": 12, "judged": 10, "finetuned": 8, "base": 2,
+    ...     "ties": 1, "skipped": 1, "identical": 3, "share": 0.8, "interval": [0.4902, 0.9433]})))
+    Fine-tuned preferred in 8 of 10 judged: 80% (95% interval 49-94%).
+    Base preferred in 2. Counted apart: 1 tie, 1 skipped and 3 held-out rows whose two answers were identical
+    (ties, not shown).
+    Within what chance gives on 10 judged rows: review more rows (--rows 50) before concluding.
+    """
+    judged, iv = h.get("judged", 0), h.get("interval") or [0.0, 1.0]
+    ties, skipped, same = h.get("ties", 0), h.get("skipped", 0), h.get("identical", 0)
+    text = (
+        f"Fine-tuned preferred in {h.get('finetuned', 0)} of {judged} judged: "
+        f"{pct(h.get('share'))} (95% interval {iv[0] * 100:.0f}-{iv[1] * 100:.0f}%).\n"
+        if judged
+        else "No answer preferred yet.\n"
+    )
+    apart = [f"{ties} tie{'s' if ties != 1 else ''}", f"{skipped} skipped"]
+    if same:
+        apart.append(
+            f"{same} held-out row{'s' if same != 1 else ''} whose two answers were identical (ties, not shown)"
+        )
+    text += f"Base preferred in {h.get('base', 0)}. Counted apart: {', '.join(apart[:-1])} and {apart[-1]}.\n"
+    if h.get("set_aside"):
+        text += f"{h['set_aside']} earlier verdicts were for answers generated again since, and are set aside.\n"
+    if judged and iv[0] > 0.5:
+        text += "Reviewers prefer the fine-tuned model beyond what chance gives.\n"
+    elif judged and iv[1] < 0.5:
+        text += "The base model's answers are preferred: the fine-tuning made them worse to read.\n"
+    elif judged:
+        more = "review more rows (--rows 50)" if h.get("rows", 0) < 50 else "hold out more rows"
+        text += f"Within what chance gives on {judged} judged rows: {more} before concluding.\n"
+    return text.splitlines()
+
+
 def dec(x: Any) -> str:
     """A 0..1 score with two decimals; '-' when it was not measured."""
     return f"{x:.2f}" if isinstance(x, (int, float)) else "-"
@@ -278,6 +351,14 @@ def record_summary_lines(doc: dict[str, Any]) -> list[str]:
             f"  result  train loss {num(res.get('train_loss'))}, eval loss {num(res.get('eval_loss'))}, "
             f"{res.get('tokens_per_s', '?')} tok/s, peak {res.get('peak_memory_mb', '?')} MB, "
             f"{fmt_duration(res.get('wall_time_s'))}"
+        )
+    human = res.get("human")
+    if isinstance(human, dict) and human:
+        out.append(
+            f"  human   blind A/B review: fine-tuned preferred in {human.get('finetuned', 0)} of "
+            f"{human.get('judged', 0)} judged, {preference(human)}, base {human.get('base', 0)}, "
+            f"ties {human.get('ties', 0)}, skipped {human.get('skipped', 0)}, identical answers "
+            f"{human.get('identical', 0)}, {review_progress(human).split(';')[0]}"
         )
     from tunewiz.core.export import summary_lines
 

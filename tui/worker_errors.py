@@ -25,6 +25,9 @@ TASKS = {
     "export": "The export",
     "history": "Reading the runs",
     "delete": "Deleting the run",
+    "review": "Saving the review to run.toml",
+    "chat-load": "Loading the model",
+    "chat": "Answering",
 }
 
 
