@@ -631,7 +631,7 @@ def results_of(p: Prepared, trainer, result, counter: Counter, train_time: float
         "padding_fraction": counter.padding_fraction,
         "peak_memory_mb": peak_memory_mb(),
         "train_time_s": round(train_time, 1),
-        "step_time_s": round(counter.seconds, 1),
+        "step_time_s": round(counter.seconds, 2),
     }
     if eval_losses:
         out["eval_loss"] = round(float(eval_losses[-1]), 4)

@@ -265,7 +265,7 @@ def test_bundled_model_trains_and_is_compared_with_base(home, session_home, bund
 
 
 def test_data_the_template_rejects_fails_with_its_line(home, tiny_model_dir, small_data, tmp_path):
-    """Only the model's tokenizer can tell: no chat template. The run fails at once, naming the fix."""
+    """Only the model's tokenizer can tell: no chat template. Submit refuses it, naming the fix; no run starts."""
     import shutil
 
     base = tmp_path / "base-model"
@@ -275,7 +275,9 @@ def test_data_the_template_rejects_fails_with_its_line(home, tiny_model_dir, sma
     doc.pop("chat_template", None)
     tok_cfg.write_text(json.dumps(doc))
     (base / "chat_template.jinja").unlink(missing_ok=True)
-    run_dir = commands.launch(tiny_config(base, small_data), home)
-    doc = launcher.wait(run_dir, timeout=120)
-    assert doc["run"]["status"] == "failed"
-    assert "no chat template" in doc["run"]["failure_reason"] and "-Instruct" in doc["run"]["failure_reason"]
+    from tunewiz.core.data import DataError
+
+    with pytest.raises(DataError) as info:
+        commands.launch(tiny_config(base, small_data), home)
+    assert "no chat template" in str(info.value) and "-Instruct" in str(info.value)
+    assert runs.list_runs(home) == []
