@@ -18,7 +18,6 @@ from pathlib import Path
 
 import pytest
 from tunewiz.core import checkpoints, launcher, runs
-from tunewiz.core.presets import build_config
 from tunewiz.tui import cli
 
 from tests.conftest import sample_tickets
@@ -136,16 +135,10 @@ def small_disk(tmp_path):
 
 
 def tiny(model_dir, data, **training):
-    cfg = build_config("balanced", split=(2, 1))
-    cfg.name = "disk"
-    cfg.model.id = str(model_dir)
-    cfg.data.path = str(data)
-    cfg.data.max_seq_len = 128
-    cfg.training.threads = 1
-    cfg.evaluation.enabled = False
-    for k, v in training.items():
-        setattr(cfg.training, k, v)
-    return cfg.validate()
+    """The loader-workers test's tiny run with no accumulation: a step (and a checkpoint) every second or so."""
+    from tests.test_trainer_phases import tiny as tiny_run
+
+    return tiny_run(model_dir, data, per_device_batch_size=2, gradient_accumulation_steps=1, **training)
 
 
 FILL_AT_STEP_4 = """
