@@ -125,20 +125,13 @@ def training_system_prompt(cfg) -> tuple[str, str]:
     return common_system_prompt(examples), ""
 
 
-def has_adapter(run_dir: str | Path) -> bool:
-    """Whether the run saved an adapter to chat with (a stopped run has one too)."""
-    from tunewiz.core import runs
-
-    return (Path(run_dir) / runs.ADAPTER / "adapter_config.json").is_file()
-
-
 def require_adapter(run_dir: str | Path) -> dict[str, Any]:
     """The run's record; a ChatError that says what to do when the run saved no adapter."""
     from tunewiz.core import runs
 
     run_dir = Path(run_dir)
     doc = runs.read_record(run_dir)
-    if not has_adapter(run_dir):
+    if not runs.has_adapter(run_dir):
         status = doc.get("run", {}).get("status", "?")
         raise ChatError(
             f"{run_dir.name} has no saved adapter (status {status}), so there is no fine-tuned model to chat "

@@ -182,7 +182,7 @@ def evaluate_run(run_dir: Path) -> dict[str, Any]:
     doc = runs.read_record(run_dir)
     cfg = RunConfig.from_dict(doc, source=str(run_dir / runs.RECORD))
     adapter = run_dir / "adapter"
-    if not (adapter / "adapter_config.json").is_file():
+    if not runs.has_adapter(run_dir):
         raise runs.RunError(f"{run_dir.name} has no saved adapter yet (status {doc['run'].get('status')})")
     resolved = models.resolve(cfg.model.id, run_dir.parent.parent)
     device, dtype = run_placement(cfg, run_dir)

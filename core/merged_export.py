@@ -53,7 +53,7 @@ def open_run(run_dir: Path) -> RunModel:
     doc = runs.read_record(run_dir)
     cfg = RunConfig.from_dict(doc, source=str(run_dir / runs.RECORD))
     adapter = run_dir / "adapter"
-    if not (adapter / "adapter_config.json").is_file():
+    if not runs.has_adapter(run_dir):
         status = doc.get("run", {}).get("status")
         raise ExportError(f"{run_dir.name} has no saved adapter (status {status}): export a completed or stopped run")
     resolved = models.resolve(cfg.model.id, run_dir.parent.parent)

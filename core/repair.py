@@ -213,7 +213,7 @@ def rebuild_record(run_dir: Path) -> tuple[dict[str, Any], list[str]]:
         break
 
     artifacts = doc.setdefault("artifacts", {})
-    if (run_dir / runs.ADAPTER / "adapter_config.json").is_file():
+    if runs.has_adapter(run_dir):
         artifacts.setdefault("adapter", str(run_dir / runs.ADAPTER))
     if ckpts:
         artifacts.setdefault("checkpoints", str(run_dir / runs.CHECKPOINTS))

@@ -71,6 +71,11 @@ def slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:40] or "run"
 
 
+def has_adapter(run_dir: str | Path) -> bool:
+    """Whether the run saved an adapter (a completed or stopped run has one)."""
+    return (Path(run_dir) / ADAPTER / "adapter_config.json").is_file()
+
+
 def ensure_writable(directory: Path) -> None:
     """Create `directory` (owner-only) or raise a RunError that says what to do."""
     try:

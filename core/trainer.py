@@ -356,11 +356,6 @@ def make_callback(
     return EventsCallback()
 
 
-def last_checkpoint(run_dir: Path) -> Path | None:
-    """The newest complete checkpoint (see :mod:`tunewiz.core.checkpoints`); torn ones never count."""
-    return checkpoints.newest_complete(run_dir / "checkpoints")[0]
-
-
 class RunRemoved(Exception):
     """The run's directory was deleted (or replaced) under the trainer: stop, and write nothing."""
 
@@ -423,7 +418,6 @@ def data_shape(rows: list[dict], stats: dict[str, int], source: str):
 
 def setup(cfg: RunConfig, home_dir: Path, events, hw=None, lint_first: bool = True) -> Prepared:
     """Resolve the model, check and render the data, and plan the run for this machine."""
-    import json
 
     import torch
     from tunewiz.core import catalog, hardware, models
@@ -459,7 +453,7 @@ def setup(cfg: RunConfig, home_dir: Path, events, hw=None, lint_first: bool = Tr
     if not train_rows:
         raise data_mod.DataError(["no example has any trained token left after truncation; raise max_seq_len"])
 
-    model_cfg = json.loads((Path(resolved.path) / "config.json").read_text(encoding="utf-8"))
+    model_cfg = models.read_config(resolved.path)
     try:
         spec = catalog.from_config(model_cfg, key=cfg.model.id)
     except catalog.CatalogError:  # no estimate: the plan falls back to the safe side

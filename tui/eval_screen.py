@@ -234,10 +234,9 @@ class EvalScreen(ReportsWorkerErrors, Screen):
 
     def action_chat(self) -> None:
         """Talk with this run's model, and its base (tui.chat_screen)."""
-        from tunewiz.core.chat import has_adapter
         from tunewiz.tui.chat_screen import ChatScreen
 
-        if has_adapter(self.run_dir):
+        if runs.has_adapter(self.run_dir):
             self.app.push_screen(ChatScreen(self.run_dir))
         else:
             self.notify("This run saved no adapter: there is no fine-tuned model to chat with.", severity="warning")

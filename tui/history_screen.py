@@ -19,7 +19,6 @@ from textual.css.query import NoMatches
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Label, Static
 from tunewiz.core import repair, review, runs
-from tunewiz.core.chat import has_adapter
 from tunewiz.core.events import fmt_duration
 from tunewiz.tui.compare_screen import CompareScreen
 from tunewiz.tui.messages import RunDeleted
@@ -191,7 +190,7 @@ class HistoryScreen(ReportsWorkerErrors, Screen):
         if action == "review":
             return r is not None and self.reviewable(r)
         if action == "chat":
-            return r is not None and r.status != runs.DAMAGED and has_adapter(r.path)
+            return r is not None and r.status != runs.DAMAGED and runs.has_adapter(r.path)
         if action == "resume":  # offered where it can be done (the footer has no room for the rest)
             return r is not None and r.status in ("stopped", "crashed", "failed")
         return r is not None and r.status == runs.DAMAGED
