@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,8 @@ from tunewiz.core.toml import tomllib
 METHODS = ("lora", "qlora")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 SCHEDULERS = ("cosine", "linear", "constant", "constant_with_warmup")
+REPORT_TO = ("none", "tensorboard", "wandb", "mlflow", "trackio")
+"""Experiment trackers the Trainer can report to; `none` (the default) sends nothing anywhere."""
 
 
 class ConfigError(TunewizError, ValueError):
@@ -108,6 +111,10 @@ class TrainingConfig:
     fsdp: bool = False
     """Shard weights, gradients and optimizer states over the processes (FSDP 2) instead of a full copy
     per GPU (DDP): for a model that does not fit one GPU. GPUs only; needs processes >= 2."""
+    report_to: str = "none"
+    """Experiment tracker: none, tensorboard (event files in RUN_DIR/tensorboard), wandb, mlflow or trackio
+    (each as its own package and environment variables configure it). Nothing leaves the machine unless
+    you choose a tracker that sends it."""
 
     @property
     def effective_batch(self) -> int:
@@ -126,6 +133,15 @@ class EvaluationConfig:
 
 
 @dataclass
+class NotifyConfig:
+    command: list[str] = field(default_factory=list)
+    """A program run once when the run ends (completed, stopped, failed or crashed), as a list of
+    arguments, e.g. ["notify-send", "tunewiz"]; a string is split like a shell would, but no shell runs
+    it. The run's id, status and result come in TUNEWIZ_* environment variables (README: Notifications).
+    Empty: nothing runs."""
+
+
+@dataclass
 class RunConfig:
     name: str = ""
     preset: str = "balanced"
@@ -133,6 +149,7 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    notify: NotifyConfig = field(default_factory=NotifyConfig)
 
     # -- validation -------------------------------------------------------
     def problems(self) -> list[str]:
@@ -193,6 +210,13 @@ class RunConfig:
             p.append(f"[training] processes = {t.processes}: one process per GPU; at most 64 here")
         if t.save_total_limit < 1:
             p.append("[training] save_total_limit must be at least 1 (a stop or resume needs a checkpoint)")
+        if t.report_to not in REPORT_TO:
+            p.append(
+                f"[training] report_to = {t.report_to!r}: use one of {', '.join(REPORT_TO)} "
+                "(none keeps everything on this machine)"
+            )
+        if any(not a.strip() for a in self.notify.command):
+            p.append(f"[notify] command has an empty argument: give the program and its arguments, e.g. {EXAMPLE_ARGV}")
         if e.max_examples < 1:
             p.append("[evaluation] max_examples must be at least 1")
         if e.max_new_tokens < 0:
@@ -214,6 +238,8 @@ class RunConfig:
             "preset": {"name": self.preset},
             "training": dataclasses.asdict(self.training),
             "evaluation": dataclasses.asdict(self.evaluation),
+            # only when set: a record without [notify] reads back the same, and one section less to compare
+            **({"notify": dataclasses.asdict(self.notify)} if self.notify.command else {}),
         }
 
     @classmethod
@@ -280,6 +306,7 @@ RECORD_ONLY_KEYS: dict[str, set[str]] = {
     },
     "training": {"effective_batch", "total_steps", "reasons"},
     "evaluation": set(),
+    "notify": set(),
 }
 
 _SECTIONS = {
@@ -287,7 +314,56 @@ _SECTIONS = {
     "data": DataConfig,
     "training": TrainingConfig,
     "evaluation": EvaluationConfig,
+    "notify": NotifyConfig,
 }
+
+ARGV_KEYS = {("notify", "command")}
+"""Lists of program arguments: a string given for one is split like a shell splits words (shlex), not at commas."""
+EXAMPLE_ARGV = '["notify-send", "tunewiz"]'
+
+
+def tracking_problem(report_to: str) -> str | None:
+    """What stops `report_to` here (its package is not installed), as a sentence that says what to do; None
+    when nothing does. Checked at submit, so a run does not fail at its first step for it.
+
+    >>> tracking_problem("none") is None
+    True
+    """
+    import importlib.util
+
+    if report_to not in REPORT_TO or report_to == "none":
+        return None
+    if importlib.util.find_spec(report_to) is None:
+        return (
+            f"[training] report_to = {report_to!r}, but the {report_to} package is not installed here: "
+            f'pip install {report_to} (or set report_to = "none")'
+        )
+    return None
+
+
+def notify_problem(command: list[str]) -> str | None:
+    """What stops `[notify] command` here (its program is not found), as a sentence that says what to do.
+
+    >>> notify_problem([]) is None
+    True
+    >>> notify_problem(["no-such-program-xyz"])
+    "[notify] command: no program 'no-such-program-xyz' on PATH: give its full path, or install it"
+    """
+    import os
+    import shutil
+
+    if not command:
+        return None
+    program = command[0]
+    if os.sep in program:
+        found = os.path.isfile(program) and os.access(program, os.X_OK)
+    else:
+        found = shutil.which(program) is not None
+    if not found:
+        where = "is not an executable file" if os.sep in program else "on PATH"
+        what = f"{program!r} {where}" if os.sep in program else f"no program {program!r} {where}"
+        return f"[notify] command: {what}: give its full path, or install it"
+    return None
 
 
 def _build(klass: type, section: str, raw: dict[str, Any], problems: list[str], strict: bool) -> Any:
@@ -302,9 +378,12 @@ def _build(klass: type, section: str, raw: dict[str, Any], problems: list[str], 
         if default is dataclasses.MISSING:
             default = fields[key].default_factory()  # type: ignore[misc]
         try:
+            if (section, key) in ARGV_KEYS and isinstance(value, str):
+                value = split_argv(value)
             kwargs[key] = coerce(value, default)
         except (TypeError, ValueError):
-            problems.append(f"[{section}] {key} = {value!r}: expected {type(default).__name__} like {default!r}")
+            like = EXAMPLE_ARGV if (section, key) in ARGV_KEYS else repr(default)
+            problems.append(f"[{section}] {key} = {value!r}: expected {type(default).__name__} like {like}")
     return klass(**kwargs)
 
 
@@ -327,6 +406,18 @@ def _suggest(name: str, known: list[str]) -> str:
     """
     close = _close(name, known)
     return f"did you mean {close[0]}?" if close else f"known keys: {', '.join(known)}"
+
+
+def split_argv(text: str) -> list[str]:
+    """A command line as its words, the way a shell splits them (no shell runs it).
+
+    >>> split_argv("notify-send 'run ended'")
+    ['notify-send', 'run ended']
+    """
+    try:
+        return shlex.split(text)
+    except ValueError:  # an unclosed quote: one problem sentence, not a traceback
+        raise ValueError(text) from None
 
 
 def coerce(value: Any, like: Any) -> Any:
@@ -395,6 +486,8 @@ def apply_overrides(cfg: RunConfig, overrides: list[str]) -> RunConfig:
             problems.append(f"unknown setting {key!r}; {hint}")
             continue
         try:
+            if (targets[0], name) in ARGV_KEYS:
+                value = split_argv(value)  # type: ignore[assignment]
             setattr(obj, name, coerce(value, getattr(obj, name)))
             if name in SPLIT_KEYS and obj is cfg.training:
                 cfg.training.auto_batch_split = False  # the split you give is the split that runs

@@ -48,17 +48,21 @@ def remote_code_warning(cfg) -> str | None:
 
 def check(cfg, home_dir: Path, hw=None) -> Checked:
     """Everything that can be checked before a process starts, in the order that fails fastest: the
-    runs directory, the model (id, config.json, safetensors weights), the data as read (structure),
-    the plan for this machine, then the data as the model sees it (the trainer's own lint: template,
-    truncation, the held-out split) and the target modules against the model's layers.
+    runs directory, the tracker and the notify program (installed here?), the model (id, config.json,
+    safetensors weights), the data as read (structure), the plan for this machine, then the data as the
+    model sees it (the trainer's own lint: template, truncation, the held-out split) and the target
+    modules against the model's layers.
 
     Raises RunError / ModelError / DataError / ConfigError, each saying what to do. The token checks
     run when the model's tokenizer is here without a download (the trainer runs them again anyway).
     """
     from tunewiz.core import data, hardware, lint, models
-    from tunewiz.core.config import ConfigError
+    from tunewiz.core.config import ConfigError, notify_problem, tracking_problem
 
     runs.ensure_writable(runs.runs_root(home_dir))
+    missing = [x for x in (tracking_problem(cfg.training.report_to), notify_problem(cfg.notify.command)) if x]
+    if missing:  # before anything slow: a tracker or program this machine lacks
+        raise ConfigError(missing)
     models.resolve(cfg.model.id, home_dir, prepare=False)
     loaded = data.read(cfg.data.path)
     if loaded.errors:

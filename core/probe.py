@@ -163,6 +163,7 @@ def probe_config(cfg: RunConfig, steps: int) -> RunConfig:
     p.training.save_steps = 0
     p.training.group_by_length = False
     p.evaluation.enabled = False
+    p.training.report_to = "none"  # a probe is not a run: nothing for a tracker
     return p
 
 

@@ -242,8 +242,37 @@ def mark_resumed(doc: dict) -> None:
     run["previous_status"] = run.get("status", "")
     run["status"] = "queued"
     run["queued_unix"] = time.time()
-    for key in ("failure_reason", "finished", "log_tail", "stopped_at_step"):
+    for key in ("failure_reason", "finished", "log_tail", "stopped_at_step", "notified"):
         run.pop(key, None)
+
+
+def notify_end(run_dir: str | Path) -> int | None:
+    """Run the run's `[notify] command` for the end it reached, once: the record is marked `notified`
+    under its lock before the program starts, so the trainer's last step and a later look at a dead
+    trainer's run (refresh) never both run it; a resumed run is told again when it ends again. Returns
+    the program's pid, None when nothing ran. A program that cannot start is one line in train.log.
+    """
+    from tunewiz.core import notify
+
+    run_dir = Path(run_dir)
+    doc, _ = record_problem(run_dir / RECORD)
+    notify_section = (doc or {}).get("notify")
+    if not isinstance(notify_section, dict) or not notify_section.get("command"):
+        return None  # nothing to run: no lock, no write
+    claimed: dict[str, Any] = {}
+
+    def claim(d: dict) -> None:
+        run = d.setdefault("run", {})
+        if run.get("status") in FINAL and not run.get("notified"):
+            run["notified"] = now_iso()
+            claimed["doc"] = d
+
+    update_record(run_dir, claim)
+    if "doc" not in claimed:
+        return None
+    doc = claimed["doc"]
+    command = [str(a) for a in doc["notify"]["command"]]
+    return notify.spawn(command, notify.environment(doc, run_dir), run_dir, run_dir / LOG)
 
 
 # -- liveness ---------------------------------------------------------------------
@@ -373,13 +402,16 @@ def refresh(run_dir: str | Path, grace_s: float = 30.0) -> dict:
     if trainer_alive(run_dir):  # started between our two checks
         return read_record(run_dir)
     try:
-        return update_record(run_dir, mark)
+        doc = update_record(run_dir, mark)
     except OSError as exc:
         mark(doc)  # shown as crashed now; written by the first call after space returns
         doc["run"]["failure_reason"] += (
             f" (not yet saved in {RECORD}: {exc.strerror or exc}; saved on the next look once it can be written)"
         )
         return doc
+    with contextlib.suppress(RunError, OSError):  # telling of the crash never hides it
+        notify_end(run_dir)
+    return doc
 
 
 # -- listing ----------------------------------------------------------------------

@@ -156,6 +156,26 @@ def score_only_trained_positions() -> bool:
     return True
 
 
+TENSORBOARD_DIR = "tensorboard"
+"""Where a run with report_to = tensorboard writes its event files: RUN_DIR/tensorboard."""
+
+
+def tracking_args(report_to: str, run_dir: Path, names: set[str]) -> dict[str, Any]:
+    """The Trainer's arguments for `report_to` (config.REPORT_TO): nothing is reported unless asked.
+    TensorBoard writes under RUN_DIR/tensorboard (transformers 5 reads it from TENSORBOARD_LOGGING_DIR,
+    4.x from logging_dir); a tracker run is named after the run's id. Only the primary process reports
+    (the Trainer's callbacks check is_world_process_zero)."""
+    if report_to in ("", "none"):
+        return {"report_to": "none"}
+    kw: dict[str, Any] = {"report_to": report_to, "run_name": run_dir.name}
+    if report_to == "tensorboard":
+        logdir = str(run_dir / TENSORBOARD_DIR)
+        os.environ["TENSORBOARD_LOGGING_DIR"] = logdir
+        if "logging_dir" in names:
+            kw["logging_dir"] = logdir
+    return kw
+
+
 def sft_args(cfg: RunConfig, plan: planner.Plan, output_dir: Path, has_eval: bool):
     """SFTConfig from the request's hyper-parameters and the plan's decisions, feature-detecting
     names that moved between versions."""
@@ -183,7 +203,7 @@ def sft_args(cfg: RunConfig, plan: planner.Plan, output_dir: Path, has_eval: boo
         save_total_limit=None,  # rotated by the trainer after a checkpoint is complete (core.checkpoints)
         gradient_checkpointing=plan.gradient_checkpointing,
         max_length=cfg.data.max_seq_len,
-        report_to="none",
+        **tracking_args(t.report_to, output_dir.parent, names),
         ddp_find_unused_parameters=False,  # every LoRA weight gets a gradient; the search costs a graph pass
         disable_tqdm=True,
         dataloader_num_workers=plan.workers,
@@ -723,6 +743,7 @@ def train(run_dir: Path, resume: bool, events: EventWriter, stop: StopFlag, call
             "model": {"parameters": total, "trainable_parameters": trainable},
             "training": {"effective_batch": p.plan.effective_batch, "total_steps": p.total_steps},
             **({"estimate": est.to_dict()} if est is not None else {}),
+            **({"artifacts": {"tensorboard": str(run_dir / TENSORBOARD_DIR)}} if tracks_tensorboard(cfg) else {}),
         },
     )
     set_status(run_dir, "running", pid=os.getpid())
@@ -748,6 +769,8 @@ def train(run_dir: Path, resume: bool, events: EventWriter, stop: StopFlag, call
         return
     results = results_of(p, trainer, result, counter, train_time, distributed.world_size())
     artifacts = {"adapter": str(adapter_dir), "checkpoints": str(run_dir / "checkpoints")}
+    if tracks_tensorboard(cfg):
+        artifacts["tensorboard"] = str(run_dir / TENSORBOARD_DIR)
     state = trainer.state
     if stop.requested:
         results["wall_time_s"] = round(time.time() - t_start, 1)
@@ -774,6 +797,10 @@ def train(run_dir: Path, resume: bool, events: EventWriter, stop: StopFlag, call
     set_status(run_dir, "completed")
     events.emit("status", status="completed", results=results)
     log.info("completed in %.0fs", results["wall_time_s"])
+
+
+def tracks_tensorboard(cfg: RunConfig) -> bool:
+    return cfg.training.report_to == "tensorboard"
 
 
 def classify_failure(exc: BaseException, run_dir: Path | None = None) -> str:
@@ -838,7 +865,20 @@ def main(argv: list[str] | None = None, callbacks=()) -> int:
         finally:
             checkpoints.release_reserve(run_dir)
             events.close()
+            tell_the_end(run_dir)
             distributed.finish()
+
+
+def tell_the_end(run_dir: Path) -> None:
+    """The run's [notify] command, when the run reached an end (runs.notify_end runs it once); never a
+    reason for the trainer to fail or wait."""
+    try:
+        pid = runs.notify_end(run_dir)
+    except Exception as exc:  # noqa: BLE001 - the run's result is recorded already
+        log.warning("notify: %s", exc)
+        return
+    if pid is not None:
+        log.info("notify: [notify] command started (pid %d)", pid)
 
 
 def _secondary(run_dir: Path, resume: bool, stop: StopFlag, callbacks=()) -> int:

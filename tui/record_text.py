@@ -8,14 +8,9 @@ from typing import Any
 
 from tunewiz.core.events import fmt_duration
 
-
-def pct(x: Any) -> str:
-    """A share as a percentage; '-' when it was not measured.
-
-    >>> pct(0.583), pct(None)
-    ('58%', '-')
-    """
-    return f"{x:.0%}" if isinstance(x, (int, float)) else "-"
+# The headline in words is the engine's too (a run's notification says it): defined in core.metrics,
+# and the screens read it from here.
+from tunewiz.core.metrics import HEADLINE_WORDS, dec, headline_text, pct, with_interval  # noqa: F401
 
 
 def num(x: Any) -> str:
@@ -54,38 +49,6 @@ def fit(line: str, width: int = WIDTH, indent: int = 10) -> list[str]:
 
 
 KIND_WORDS = {"labels": "labels", "json": "JSON objects", "text": "free text"}
-HEADLINE_WORDS = {"labels": "accuracy", "json": "fields correct", "text": "exact match"}
-
-
-def with_interval(m: dict[str, Any]) -> str:
-    """A model's headline figure with its 95% interval.
-
-    >>> with_interval({"kind": "labels", "headline": "exact_match", "exact_match": 0.81, "interval": [0.75, 0.86]})
-    '81% (75-86%)'
-    """
-    iv = m.get("interval")
-    value = pct(m.get(m.get("headline", "exact_match")))
-    if not (isinstance(iv, list) and len(iv) == 2 and value != "-"):
-        return value
-    return f"{value} ({iv[0] * 100:.0f}-{iv[1] * 100:.0f}%)"
-
-
-def headline_text(results: dict[str, Any]) -> str:
-    """The held-out result in one line: the fine-tuned model's headline with its interval, the base's.
-
-    >>> headline_text({"base": {"kind": "labels", "headline": "exact_match", "exact_match": 0.2, "macro_f1": 0.1},
-    ...                "finetuned": {"kind": "labels", "headline": "exact_match", "exact_match": 0.81,
-    ...                              "interval": [0.75, 0.86], "macro_f1": 0.79}})
-    'held-out accuracy 81% (75-86%), base 20%; macro-F1 0.79, base 0.10'
-    """
-    base, ft = results.get("base") or {}, results.get("finetuned") or {}
-    kind = ft.get("kind")
-    if kind not in HEADLINE_WORDS:
-        return ""
-    out = f"held-out {HEADLINE_WORDS[kind]} {with_interval(ft)}, base {pct(base.get(ft.get('headline')))}"
-    if "macro_f1" in ft:
-        out += f"; macro-F1 {dec(ft['macro_f1'])}, base {dec(base.get('macro_f1'))}"
-    return out
 
 
 def review_progress(h: dict[str, Any]) -> str:
@@ -159,11 +122,6 @@ def human_lines(h: dict[str, Any]) -> list[str]:
         more = "review more rows (--rows 50)" if h.get("rows", 0) < 50 else "hold out more rows"
         text += f"Within what chance gives on {judged} judged rows: {more} before concluding.\n"
     return text.splitlines()
-
-
-def dec(x: Any) -> str:
-    """A 0..1 score with two decimals; '-' when it was not measured."""
-    return f"{x:.2f}" if isinstance(x, (int, float)) else "-"
 
 
 def prf(entry: Any) -> str:
