@@ -102,6 +102,8 @@ def launch(cfg: RunConfig, home_dir: Path) -> Path:
 def follow_run(run_dir: Path) -> int:
     from tunewiz.core import launcher
 
+    doc, _ = runs.record_problem(run_dir / runs.RECORD)
+    watching = (doc or {}).get("run", {}).get("status") in runs.ACTIVE
     try:
         for ev in launcher.follow(run_dir):
             line = describe(ev)
@@ -114,6 +116,10 @@ def follow_run(run_dir: Path) -> int:
         )
         return 0
     doc = runs.read_record(run_dir)
+    if watching and sys.stdout.isatty():  # seen ending on a terminal: bell and desktop notification
+        from tunewiz.core import notify
+
+        sys.stdout.write(notify.terminal_alert(notify.title(doc), notify.summary(doc)))
     print()
     print_record_summary(doc)
     return 0 if doc["run"]["status"] == "completed" else 1

@@ -32,6 +32,8 @@ def fit(line: str, width: int = WIDTH, indent: int = 10) -> list[str]:
 
     >>> fit("  result  train loss 0.42, eval loss 0.15, 127.5 tok/s", width=40)
     ['  result  train loss 0.42,', '          eval loss 0.15, 127.5 tok/s']
+    >>> fit("  tracked tensorboard --logdir /a/long/path/of/runs/20300101-000000-tiny/tensorboard", width=40)
+    ['  tracked tensorboard --logdir /a/long/path/of/runs/20300101-000000-tiny/tensorboard']
     """
     if len(line) <= width:
         return [line]
@@ -41,7 +43,7 @@ def fit(line: str, width: int = WIDTH, indent: int = 10) -> list[str]:
     out = [pieces[0]]
     for piece in pieces[1:]:
         sep = " " if out[-1].endswith(",") else "  "
-        if len(out[-1]) + len(sep) + len(piece) <= width:
+        if len(out[-1]) + len(sep) + len(piece) <= width or not out[-1].strip():  # no line of indent alone
             out[-1] += sep + piece
         else:
             out.append(" " * indent + piece)
@@ -288,6 +290,21 @@ def _row(r: Row) -> str:
     return f"{what[:34]:<34}{b:>16}{f:>16}{n:>6}".rstrip()
 
 
+def tracking_lines(doc: dict[str, Any]) -> list[str]:
+    """Where the run's training curves were reported ([training] report_to), for `tunewiz show`.
+
+    >>> tracking_lines({"training": {"report_to": "tensorboard"}, "artifacts": {"tensorboard": "/r/tensorboard"}})
+    ['  tracked tensorboard --logdir /r/tensorboard']
+    >>> tracking_lines({"training": {"report_to": "wandb"}}), tracking_lines({"training": {"report_to": "none"}})
+    (['  tracked reported to wandb'], [])
+    """
+    tb = (doc.get("artifacts") or {}).get("tensorboard")
+    if isinstance(tb, str) and tb:
+        return [f"  tracked tensorboard --logdir {tb}"]
+    report = (doc.get("training") or {}).get("report_to")
+    return [f"  tracked reported to {report}"] if report and report != "none" else []
+
+
 def record_summary_lines(doc: dict[str, Any]) -> list[str]:
     """A run record (run.toml) as the lines `tunewiz show` prints and the run screen shows."""
     run, res = doc.get("run", {}), doc.get("results", {})
@@ -318,6 +335,7 @@ def record_summary_lines(doc: dict[str, Any]) -> list[str]:
             f"ties {human.get('ties', 0)}, skipped {human.get('skipped', 0)}, identical answers "
             f"{human.get('identical', 0)}, {review_progress(human).split(';')[0]}"
         )
+    out += tracking_lines(doc)
     from tunewiz.core.export import summary_lines
 
     out += summary_lines(doc.get("artifacts", {}))

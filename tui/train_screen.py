@@ -7,6 +7,7 @@ is never flooded.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from rich.markup import escape
@@ -16,7 +17,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.screen import Screen
 from textual.widgets import Footer, Label, ProgressBar, RichLog, Static
-from tunewiz.core import runs
+from tunewiz.core import notify, runs
 from tunewiz.core.events import describe, fmt_duration, read_events
 from tunewiz.tui.eval_screen import EvalScreen
 from tunewiz.tui.messages import RunEvents
@@ -34,6 +35,17 @@ def compact(ev: dict) -> str | None:
             f"lr {ev.get('learning_rate') or 0:.1e} {ev.get('tokens_per_s') or 0:.0f}t/s"
         )
     return describe(ev)
+
+
+def alert_terminal(app, record: dict) -> None:
+    """Tell the terminal the app runs in that the run ended: the app's bell, then a desktop notification
+    (core.notify: OSC 9 and OSC 777, through tmux's passthrough inside tmux), written through the app's
+    driver as Textual writes its own escape sequences. Nothing in a headless app (tests, no terminal)."""
+    driver = getattr(app, "_driver", None)
+    if app.is_headless or driver is None:
+        return
+    app.bell()
+    driver.write(notify.desktop_sequences(notify.title(record), notify.summary(record), bool(os.environ.get("TMUX"))))
 
 
 class TrainScreen(ReportsWorkerErrors, Screen):
@@ -88,7 +100,9 @@ class TrainScreen(ReportsWorkerErrors, Screen):
             return  # nothing new: no repaint (the trainer shares the CPU with this screen)
         self.record = msg.record or self.record
         run = self.record.get("run", {})
-        self.status = run.get("status", "?")
+        was, self.status = self.status, run.get("status", "?")
+        if was in runs.ACTIVE and self.status in runs.FINAL:  # seen ending here, not found ended
+            alert_terminal(self.app, self.record)
         log = self.query_one(RichLog)
         for e in msg.events:
             line = compact(e)
