@@ -1,8 +1,8 @@
 """Saying that a run ended: a terminal alert for whoever is watching, and the run's `[notify] command`.
 
 * The terminal alert (:func:`terminal_alert`): BEL, then a desktop notification as OSC 9 (iTerm2,
-  WezTerm, kitty, foot, Windows Terminal, ...) and OSC 777 (rxvt-unicode, VTE terminals, ...); a terminal
-  ignores the one it does not know. Inside tmux the two OSC sequences go through tmux's passthrough
+  WezTerm, Ghostty, ...) and OSC 777 (foot, rxvt-unicode, some VTE terminals, ...); a terminal ignores
+  the one it does not know. Inside tmux the two OSC sequences go through tmux's passthrough
   (``set -g allow-passthrough on``); the BEL goes to tmux itself, which flags the window. The train
   screen and ``tunewiz attach --plain`` write it when they see a run they watch end.
 * The command (:func:`spawn`): the program of ``[notify] command``, run once per end of a run, in its own

@@ -168,6 +168,8 @@ def tracking_args(report_to: str, run_dir: Path, names: set[str]) -> dict[str, A
     if report_to in ("", "none"):
         return {"report_to": "none"}
     kw: dict[str, Any] = {"report_to": report_to, "run_name": run_dir.name}
+    if report_to == "trackio":
+        kw["project"] = "tunewiz"  # logged locally: no trackio_space_id, so no Space is made
     if report_to == "tensorboard":
         logdir = str(run_dir / TENSORBOARD_DIR)
         os.environ["TENSORBOARD_LOGGING_DIR"] = logdir
