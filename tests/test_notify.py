@@ -101,6 +101,32 @@ def test_submit_refuses_a_tracker_or_a_program_this_machine_lacks(home, tmp_path
     assert not runs.runs_root(home).exists() or not any(runs.runs_root(home).iterdir())
 
 
+def test_the_wizard_sets_the_tracker_among_its_advanced_settings(home):
+    from textual.widgets import Input
+    from tunewiz.tui.app import create_app
+    from tunewiz.tui.preset_step import PresetStep
+
+    from tests.conftest import SAMPLE
+    from tests.test_app import SIZE, screen_name, text_of, wait_until
+
+    async def run() -> None:
+        app = create_app(home, data=str(SAMPLE / "support_tickets.jsonl"))
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_until(pilot, lambda: screen_name(app) == "HardwareStep")
+            await app.push_screen(PresetStep())
+            await pilot.press("ctrl+a")
+            field = app.screen.query_one("#f-report_to", Input)
+            assert field.value == "none"
+            field.value = "tensorbord"
+            await pilot.pause()
+            assert "report_to = 'tensorbord': use one of none, tensorboard" in text_of(app, "#adv-error")
+            field.value = "tensorboard"
+            await pilot.pause()
+            assert app.cfg.training.report_to == "tensorboard"
+
+    asyncio.run(run())
+
+
 # -- the command, once per end ------------------------------------------------------------------------
 
 

@@ -36,6 +36,7 @@ ADVANCED = [
     ("gradient_accumulation_steps", "gradient accumulation"),
     ("data.max_seq_len", "max sequence length"),
     ("evaluation.max_examples", "examples compared"),
+    ("report_to", "tracker: none/tensorboard"),
 ]
 LABELS = {k.split(".")[-1]: label for k, label in ADVANCED}
 
