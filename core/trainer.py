@@ -273,16 +273,30 @@ M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number
 MMAP_THRESHOLD_BYTES = 1 << 20
 
 
-def steady_cpu_memory() -> bool:
-    """Give every CPU tensor of 1 MiB or more its own mapping, returned to the kernel when freed.
+KERNEL_CACHE_ENV = ("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "LRU_CACHE_CAPACITY")
+"""oneDNN's primitive cache and PyTorch's ideep cache (the bf16 matmuls on the CPU), 1024 entries each."""
+KERNEL_CACHE_CAPACITY = 128
 
-    glibc raises its mmap threshold each time a large block is freed (up to 32 MiB), after which
-    activations of each new batch shape come from its heap arenas, and the blocks freed there are
-    kept: measured here, the resident size grew by 0.6-1.1 GiB over one to three epochs of the
-    sample data while one step needs far less, so the peak drifted far from any estimate. A fixed
-    threshold (mallopt) stops that; it costs a mapping and page faults per large tensor, small
-    against CPU steps of seconds. True when set (glibc only).
+
+def steady_cpu_memory() -> bool:
+    """Keep the CPU trainer's resident size where the estimate puts it, step after step.
+
+    1. Every CPU tensor of 1 MiB or more gets its own mapping, returned to the kernel when freed.
+       glibc raises its mmap threshold each time a large block is freed (up to 32 MiB), after which
+       activations of each new batch shape come from its heap arenas, and the blocks freed there are
+       kept: measured here, the resident size grew by 0.6-1.1 GiB over one to three epochs of the
+       sample data while one step needs far less. A fixed threshold (mallopt) stops that; it costs a
+       mapping and page faults per large tensor, small against CPU steps of seconds.
+    2. The bf16 matmuls' kernel caches hold at most KERNEL_CACHE_CAPACITY entries. oneDNN and ideep
+       keep a compiled kernel and its buffers per input shape (1024 of each by default), and with
+       length grouping nearly every batch brings a new sequence length: the heap grew ~19 MiB a step
+       through the first epoch of the sample tickets (benchmarks/RESULTS.md, session 6). The caches
+       read their capacity from the environment at their first use, which is after this call; a
+       value the user set is kept.
+    True when the mmap threshold is set (glibc only).
     """
+    for name in KERNEL_CACHE_ENV:
+        os.environ.setdefault(name, str(KERNEL_CACHE_CAPACITY))
     libc = _libc()
     if libc is None or not hasattr(libc, "mallopt"):
         return False

@@ -90,3 +90,49 @@ def test_peak_memory_is_the_trainers_own_not_its_parents():
     code = "from tunewiz.core.trainer import peak_memory_mb; print(peak_memory_mb())"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert float(out.stdout) < 500, out.stdout
+
+
+BF16_SHAPES = """
+import sys, torch
+from tunewiz.core import trainer
+if sys.argv[1] == "steady":
+    trainer.steady_cpu_memory()
+torch.set_num_threads(1)
+# a decoder block's linear shapes (SmolLM2-135M: q/o, k/v, gate/up, down, LoRA A and B)
+shapes = [(576, 576), (576, 192), (576, 1536), (1536, 576), (576, 16), (16, 576)]
+layers = [torch.nn.Linear(i, o, dtype=torch.bfloat16) for i, o in shapes]
+def rss():
+    return int(next(l for l in open("/proc/self/status") if l.startswith("VmRSS")).split()[1]) // 1024
+for i, length in enumerate(range(40, 440, 10)):  # 40 sequence lengths, as length grouping brings them
+    for lin in layers:
+        x = torch.randn(4, length, lin.in_features, dtype=torch.bfloat16, requires_grad=True)
+        lin(x).sum().backward()
+    trainer.release_freed_memory()
+    if i == 4:
+        start = rss()
+print(rss() - start)
+"""
+
+
+def test_the_cpu_trainers_kernel_caches_stay_small_as_batch_shapes_change():
+    """bf16 matmuls on the CPU keep a compiled kernel per input shape (oneDNN, ideep: 1024 each); with
+    length grouping nearly every batch is a new shape, and the trainer's heap grew ~19 MiB a step.
+    steady_cpu_memory bounds the caches. Measured in fresh processes, with and without it."""
+    import os
+    import subprocess
+    import sys
+
+    import pytest
+
+    env = {k: v for k, v in os.environ.items() if k not in trainer.KERNEL_CACHE_ENV}
+
+    def growth(mode: str) -> int:
+        out = subprocess.run([sys.executable, "-c", BF16_SHAPES, mode], capture_output=True, text=True, env=env)
+        assert out.returncode == 0, out.stderr[-2000:]
+        return int(out.stdout.split()[-1])
+
+    unbounded = growth("default")
+    if unbounded < 20:
+        pytest.skip(f"this CPU's bf16 matmuls keep no per-shape kernels worth bounding (+{unbounded} MiB)")
+    bounded = growth("steady")
+    assert bounded < unbounded / 2, (bounded, unbounded)
