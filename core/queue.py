@@ -136,8 +136,7 @@ def submit_many(
         checked.append((cfg, c))
     made = []
     with queue_lock(home_dir):
-        queue = waiting(home_dir, this_host=False)
-        last = max([runs.queue_key(doc)[0] for _, doc in queue], default=0.0)
+        last = last_order(home_dir)
         for n, (cfg, c) in enumerate(checked, 1):
             sections = launcher.plan_sections(cfg, c.plan)
             for section, values in (extra or {}).items():
@@ -161,6 +160,16 @@ def submit_many(
     return out
 
 
+def last_order(home_dir: Path) -> float:
+    """The highest queue_order any run was given (0 when none): a new run goes after every one."""
+    out = 0.0
+    for run_dir in runs._run_dirs(runs.runs_root(home_dir)):
+        doc, _ = runs.record_problem(run_dir / runs.RECORD)
+        if doc is not None and "queue_order" in doc.get("run", {}):
+            out = max(out, runs.queue_key(doc)[0])
+    return out
+
+
 # -- changing the queue ----------------------------------------------------------------------------
 
 
@@ -179,16 +188,18 @@ def move(home_dir: Path, run_dir: Path, place: int) -> int:
     run_dir = Path(run_dir)
     with queue_lock(home_dir):
         _require_waiting(runs.read_record(run_dir), run_dir.name)
-        queue = [d for d, _ in waiting(home_dir, this_host=False)]
-        names = [d.name for d in queue]
-        mine = queue.pop(names.index(run_dir.name))
         if place < 1:
             raise QueueError(f"place {place}: the queue counts from 1 (the next to start)")
+        listed = waiting(home_dir, this_host=False)
+        first = runs.queue_key(listed[0][1])[0]  # the orders stay above those of the runs already started
+        queue = [d for d, _ in listed]
+        mine = queue.pop([d.name for d in queue].index(run_dir.name))
         place = min(place, len(queue) + 1)
         queue.insert(place - 1, mine)
-        for n, d in enumerate(queue, 1):
-            if runs.queue_key(runs.read_record(d))[0] != float(n):
-                runs.update_record(d, {"run": {"queue_order": float(n)}})
+        orders = {d.name: runs.queue_key(doc)[0] for d, doc in listed}
+        for n, d in enumerate(queue):
+            if orders[d.name] != first + n:
+                runs.update_record(d, {"run": {"queue_order": first + n}})
     return place
 
 
