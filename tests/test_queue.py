@@ -202,3 +202,45 @@ def test_a_queue_of_three_survives_the_terminal_and_runs_one_at_a_time(home, tin
     log = (runs.runs_root(home) / queue.LOG).read_text()
     assert all(f"started {dirs[n].name}" in log for n in ("q1", "q2", "q3")), log
     wait_for(lambda: queue.runner_pid(home) is None, timeout=60)  # nothing waits: the runner exited
+
+
+def test_the_review_step_offers_to_queue_after_the_run_on_the_same_device(home, monkeypatch):
+    import asyncio
+
+    from textual.widgets import Button
+    from tunewiz.core.hardware import Hardware
+    from tunewiz.tui.app import create_app
+    from tunewiz.tui.review_step import ReviewStep
+
+    from tests.conftest import SAMPLE
+    from tests.test_app import SIZE, screen_name, text_of, wait_until
+
+    asked = []
+
+    def fake_submit(cfg, home_dir, hw=None, warn=None, extra=None):
+        asked.append(cfg)
+        return queue.Queued(waiting_run(home_dir, cfg.name, 1), 1, live.name)
+
+    monkeypatch.setattr(queue, "submit", fake_submit)
+    live = runs.create_run(RunConfig(name="live"), home, extra={"plan": {"placement": ["cpu"]}})
+    runs.set_status(live, "running")
+
+    async def run() -> None:
+        app = create_app(home, data=str(SAMPLE / "support_tickets.jsonl"))
+        app.hardware = Hardware(cpu_physical_cores=2, ram_total_gb=24, ram_available_gb=22)
+        async with app.run_test(size=SIZE) as pilot:
+            await app.push_screen(ReviewStep())
+            button = app.screen.query_one("#queue", Button)
+            await wait_until(pilot, lambda: button.display)
+            assert "w queues this run after it" in text_of(app, "#review-warnings")
+            await pilot.press("w")
+            await wait_until(pilot, lambda: screen_name(app) == "HistoryScreen")
+            table = app.screen.query_one("#runs")
+            await wait_until(pilot, lambda: table.row_count == 2)
+            labels = {str(table.get_row_at(i)[1]) for i in range(2)}
+            assert any("queued #1" in x for x in labels), labels
+
+    with runs.hold_trainer_lock(live):
+        asyncio.run(run())
+    (cfg,) = asked
+    assert cfg.data.path.endswith("support_tickets.jsonl")

@@ -411,17 +411,17 @@ def peak_text(mb: Any) -> str:
     return f"{mb / 1024:.1f} GB" if mb >= 1024 else f"{mb:.0f} MB"
 
 
-def curve_text(points: list[tuple[int, float]]) -> str:
+def curve_text(points: list[tuple[int, float]], what: str = "steps") -> str:
     """A loss curve in a few characters: first and last value, and how many points.
 
-    >>> curve_text([(1, 2.1), (2, 1.0), (8, 0.42)]), curve_text([(4, 1.5)]), curve_text([])
+    >>> curve_text([(1, 2.1), (2, 1.0), (8, 0.42)]), curve_text([(4, 1.5)], "evals"), curve_text([])
     ('2.100 -> 0.420 (3 steps)', '1.500 at step 4', '-')
     """
     if not points:
         return "-"
     if len(points) == 1:
         return f"{points[0][1]:.3f} at step {points[0][0]}"
-    return f"{points[0][1]:.3f} -> {points[-1][1]:.3f} ({len(points)} steps)"
+    return f"{points[0][1]:.3f} -> {points[-1][1]:.3f} ({len(points)} {what})"
 
 
 def overfit_text(preset: str, o) -> str:
@@ -450,16 +450,16 @@ def wrap(text: str, width: int) -> list[str]:
     return textwrap.wrap(text, width)
 
 
-SWEEP_HEAD = f"  {'#':<2}{'preset':<13}{'status':<13}{'result':<15}{'eval loss':>9}{'train':>8}{'time':>7}{'peak':>8}"
+SWEEP_HEAD = f"  {'#':<2}{'preset':<13}{'status':<13}{'result':<15}{'eval loss':>10}{'time':>8}{'peak':>8}"
 
 
 def sweep_row(sweep, e) -> str:
-    """One run of a sweep as a line of the ranking (76 columns)."""
+    """One run of a sweep as a line of the ranking (71 columns), '*' before the best."""
     mark = "* " if e.best else "  "
+    time_text = fmt_duration(e.time_s) if e.time_s else "-"
     return (
         f"{mark}{e.rank:<2}{e.preset[:12]:<13}{e.label[:12]:<13}{sweep_figure(sweep, e)[:14]:<15}"
-        f"{num(e.eval_loss)[:8]:>9}{num(e.train_loss)[:7]:>8}{fmt_duration(e.time_s) if e.time_s else '-':>7}"
-        f"{peak_text(e.peak_mb):>8}"
+        f"{num(e.eval_loss)[:9]:>10}{time_text:>8}{peak_text(e.peak_mb):>8}"
     )
 
 
@@ -468,23 +468,26 @@ def sweep_lines(sweep, width: int = WIDTH) -> list[str]:
     the best run and what to do with it, and the overfitting advice where it applies; within 80 columns."""
     from pathlib import Path
 
-    held = f", {sweep.eval_rows} held out" if sweep.eval_rows else ""
+    held = f", {sweep.eval_rows} held-out rows" if sweep.eval_rows else ""
     out = [
-        f"sweep {sweep.id}: the three presets on {Path(sweep.data).name}{held}",
-        f"model {sweep.model}; ranked by {basis_words(sweep)}",
+        f"sweep {sweep.id}: the three presets, one after another",
+        f"data  {Path(sweep.data).name}{held}, the same for all three",
+        f"model {sweep.model}",
+        f"ranked by {basis_words(sweep)}; time is training time",
         "",
         SWEEP_HEAD,
         *(sweep_row(sweep, e) for e in sweep.entries),
         "",
-        "loss curves (training; held-out):",
+        "loss curves: training; held-out",
     ]
     for e in sweep.entries:
-        out.append(f"  {e.preset[:12]:<13}{curve_text(e.train)}; {curve_text(e.evals)}")
+        out.append(f"  {e.preset[:12]:<13}{curve_text(e.train)}; {curve_text(e.evals, 'evals')}")
     best = sweep.best
     out.append("")
     if best is not None:
         out.append(f"* best: {best.preset} ({best.run_id})")
-        out.append(f"  `tunewiz show {best.run_id}`, `tunewiz export {best.run_id}`")
+        out.append(f"  its record: tunewiz show {best.run_id}")
+        out.append(f"  export it:  tunewiz export {best.run_id}")
     elif sweep.done:
         out.append("no run completed: `tunewiz show RUN` says why each ended")
     else:

@@ -16,10 +16,17 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Label, Static
 from tunewiz.core import presets
 from tunewiz.core.events import fmt_duration
-from tunewiz.tui.record_text import basis_words, num, overfit_text, peak_text, sweep_figure
+from tunewiz.tui.record_text import HEADLINE_WORDS, num, overfit_text, peak_text, sweep_figure
 from tunewiz.tui.worker_errors import ReportsWorkerErrors
 
 POLL_S = 2.0
+
+
+def ranked_by(sweep) -> str:
+    """What ranks the runs, short enough for the title at 80 columns."""
+    if sweep.basis == "eval_loss":
+        return "eval loss (no comparison of answers)"
+    return f"{HEADLINE_WORDS.get(sweep.kind, sweep.basis)}, then eval loss"
 
 
 class SweepScreen(ReportsWorkerErrors, Screen):
@@ -82,9 +89,7 @@ class SweepScreen(ReportsWorkerErrors, Screen):
 
     def show(self, sweep) -> None:
         self.sweep = sweep
-        self.query_one("#sweep-title", Label).update(
-            f"[b]Sweep[/b] {escape(sweep.id)}: ranked by {escape(basis_words(sweep).split(' (')[0])}"
-        )
+        self.query_one("#sweep-title", Label).update(f"[b]Sweep[/b] {escape(sweep.id)} - ranked by {ranked_by(sweep)}")
         table = self.query_one(DataTable)
         cursor = table.cursor_row
         table.clear()
