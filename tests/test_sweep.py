@@ -180,7 +180,6 @@ def test_ctrl_t_on_the_preset_step_queues_all_three_and_opens_their_ranking(home
             await pilot.press("ctrl+a")
             app.screen.query_one("#f-max_steps").value = "2"
             await pilot.pause()
-            app.screen.set_focus(None)
             await pilot.press("ctrl+t")
             await wait_until(pilot, lambda: screen_name(app) == "SweepScreen")
             assert app.screen.sweep_id == SWEEP

@@ -38,6 +38,11 @@ SORTS = [
 ]
 
 
+def status_cell(r) -> str:
+    """The status column's text (9 wide): 'queued #2', or 'wait #12' from the tenth place on."""
+    return r.label if len(r.label) <= 9 else f"wait #{r.queue_place}"
+
+
 class HistoryScreen(ReportsWorkerErrors, Screen):
     # The footer fits 80 columns: the keys it has no room for are in the title (o, n), the detail (v) and
     # the README, and every key is listed by Ctrl+P's "Keys".
@@ -109,7 +114,7 @@ class HistoryScreen(ReportsWorkerErrors, Screen):
             }.get(r.status, "")
             table.add_row(
                 "*" if r.id in self.marked else " ",
-                f"[{colour}]{r.label}[/{colour}]" if colour else r.label,
+                f"[{colour}]{status_cell(r)}[/{colour}]" if colour else status_cell(r),
                 escape((r.name or r.id)[:14]),
                 r.preset,
                 f"{r.train_loss:.3f}" if r.train_loss is not None else "-",

@@ -428,7 +428,7 @@ def overfit_text(preset: str, o) -> str:
     """The guides' advice where a run's held-out loss rose while its training loss fell (core.sweep.Overfit).
 
     >>> from tunewiz.core.sweep import Overfit
-    >>> print("\n".join(wrap(overfit_text("aggressive", Overfit(10, 1.1, 15, 1.3, 1.2, 0.7, 2.0)), 78)))
+    >>> print("\\n".join(wrap(overfit_text("aggressive", Overfit(10, 1.1, 15, 1.3, 1.2, 0.7, 2.0)), 78)))
     aggressive is overfitting: its held-out loss rose from 1.100 (step 10) to
     1.300 (step 15) while its training loss fell from 1.200 to 0.700. It is
     memorising the training rows: train fewer epochs (its held-out loss was lowest
