@@ -104,11 +104,16 @@ def place_of(home_dir: Path, run_dir: Path) -> int:
 
 @dataclass
 class Queued:
-    """A run just queued: its directory, its place, and what it waits for ('' when it may start now)."""
+    """A run just queued: its directory, its place, and the runs it waits for (none: it starts now)."""
 
     run_dir: Path
     place: int
-    waits_for: str
+    waits_for: list[str]
+
+    def after(self) -> str:
+        """'20260101-...-balanced', '... (+2 more)', or '' when it starts now."""
+        more = f" (+{len(self.waits_for) - 1} more)" if len(self.waits_for) > 1 else ""
+        return f"{self.waits_for[0]}{more}" if self.waits_for else ""
 
 
 def submit(cfg, home_dir: Path, hw=None, warn: Callable[[str], None] | None = None, extra=None) -> Queued:
@@ -155,8 +160,7 @@ def submit_many(
         mine = devices(doc)
         before = [d.name for d, other in ahead[: max(place - 1, 0)] if devices(other) & mine]
         users = sorted({busy[d] for d in mine if d in busy})
-        waits = users + before
-        out.append(Queued(run_dir, place, ", ".join(waits[:3]) + (" ..." if len(waits) > 3 else "")))
+        out.append(Queued(run_dir, place, users + [b for b in before if b not in users]))
     return out
 
 

@@ -219,7 +219,7 @@ def test_the_review_step_offers_to_queue_after_the_run_on_the_same_device(home, 
 
     def fake_submit(cfg, home_dir, hw=None, warn=None, extra=None):
         asked.append(cfg)
-        return queue.Queued(waiting_run(home_dir, cfg.name, 1), 1, live.name)
+        return queue.Queued(waiting_run(home_dir, cfg.name, 1), 1, [live.name])
 
     monkeypatch.setattr(queue, "submit", fake_submit)
     live = runs.create_run(RunConfig(name="live"), home, extra={"plan": {"placement": ["cpu"]}})

@@ -168,7 +168,7 @@ def test_ctrl_t_on_the_preset_step_queues_all_three_and_opens_their_ranking(home
     def fake_submit(cfg, home_dir, overrides=(), hw=None, warn=None):
         asked.append(cfg)
         dirs = write_sweep(home_dir, Path(cfg.data.path))
-        return SWEEP, [Queued(d, n, "") for n, d in enumerate(dirs, 1)]
+        return SWEEP, [Queued(d, n, []) for n, d in enumerate(dirs, 1)]
 
     monkeypatch.setattr(sweep, "submit", fake_submit)
 
@@ -200,7 +200,7 @@ def test_a_sweep_on_the_sample_tickets_queues_three_runs_and_ranks_them(home, ti
     assert cli.main([*args, "--set", "threads=1"]) == 0
     out = capsys.readouterr().out
     sweep_id = out.split()[1].rstrip(":")
-    assert "queued run" in out and "#1" in out and f"tunewiz sweep show {sweep_id}" in out
+    assert "#1" in out and "(starts now)" in out and f"tunewiz sweep show {sweep_id}" in out
     dirs = [d for d, _ in sweep.members(home)[sweep_id]]
     assert len(dirs) == 3
     deadline = time.time() + 1500

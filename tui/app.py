@@ -144,7 +144,7 @@ class TunewizApp(ReportsWorkerErrors, App):
             self.push_screen(SweepScreen(msg.sweep))
             return
         (q,) = msg.queued
-        after = f"it starts after {q.waits_for}" if q.waits_for else "nothing else uses its device: it starts now"
+        after = f"it starts after {q.after()}" if q.waits_for else "nothing else uses its device: it starts now"
         self.notify(f"Queued {q.run_dir.name} as #{q.place}: {after}.", markup=False, timeout=8)
         self.show_history()
 

@@ -142,9 +142,10 @@ def cmd_train(ns) -> int:
 
 def queued_line(q) -> str:
     """What `tunewiz train --queue` says about the run it queued (a core.queue.Queued)."""
+    head = f"queued run {q.run_dir.name} as #{q.place}"
     if not q.waits_for:
-        return f"queued run {q.run_dir.name} as #{q.place}: nothing else uses its device, so it starts now"
-    return f"queued run {q.run_dir.name} as #{q.place}: it starts after {q.waits_for}"
+        return f"{head}\n  nothing else uses its device: it starts now"
+    return f"{head}\n  it starts after {q.after()}"
 
 
 def cmd_queue(ns) -> int:
@@ -169,7 +170,7 @@ def cmd_queue(ns) -> int:
     restarted = queue.ensure_runner(home_dir) if queue.waiting(home_dir) else None
     for r in active:
         where = ", ".join(launcher.device_name(d) for d in sorted(queue.devices(r.record)))
-        print(f"now   {r.id[:44]:<44} {r.status:<8} {where}")
+        print(f"now   {r.id[:44]:<44} {'starting' if r.status == 'queued' else r.status:<8} {where}")
     if not waiting:
         print("nothing waits in the queue; `tunewiz train ... --queue` adds a run")
         return 0
@@ -218,10 +219,11 @@ def cmd_sweep(ns) -> int:
     if ns.epochs is not None:
         overrides.append(f"training.num_epochs={ns.epochs}")
     sweep_id, queued = sweep.submit(base, home_dir, overrides, warn=warn)
-    print(f"sweep {sweep_id}: conservative, balanced and aggressive on {Path(base.data.path).name}, same held-out rows")
+    print(f"sweep {sweep_id}: the three presets on {Path(base.data.path).name}")
     for q in queued:
-        print(f"  {queued_line(q)}")
-    print(f"They train one after another. The ranking: `tunewiz sweep show {sweep_id}` (or `tunewiz history`, s)")
+        print(f"  #{q.place:<3}{q.run_dir.name}" + ("" if q.waits_for else "  (starts now)"))
+    print("They train one after another, on the same held-out rows. The ranking, as they finish:")
+    print(f"  tunewiz sweep show {sweep_id}   (or s on one of them in `tunewiz history`)")
     return 0
 
 

@@ -162,17 +162,20 @@ class HistoryScreen(ReportsWorkerErrors, Screen):
         reason = rec.get("run", {}).get("failure_reason", "")
         result = headline_text(rec.get("results", {}))
         human = human_text(rec.get("results", {}).get("human") or {})
+        sweep = rec.get("run", {}).get("sweep")
         if not human and self.reviewable(r):
             human = "v: read its held-out answers blind, A against B, and say which is better"
+            if sweep:
+                human = "s: its sweep's three presets ranked; v: read its held-out answers blind"
+        elif not human and sweep:
+            human = f"s: the three presets of its sweep ranked ({sweep})"
         if r.status == runs.WAITING:
             result = f"{r.label}: starts when the runs before it end; `tunewiz queue` moves or cancels it"
-        if rec.get("run", {}).get("sweep"):
-            human = (human + "\n" if human else "") + f"s: the sweep's three presets ranked ({rec['run']['sweep']})"
         self.query_one("#history-detail", Static).update(
             f"{escape(r.id)}  {r.created[:16].replace('T', ' ')}\nmodel {escape(r.model)} ({r.method}), "
             f"data {escape(r.data)}"
             + (f"\n[red]{escape(reason[:150])}[/red]" if reason else f"\n{escape(result[:78])}" if result else "")
-            + "".join(f"\n{escape(line[:78])}" for line in human.splitlines())
+            + (f"\n{escape(human[:78])}" if human else "")
         )
 
     @staticmethod
