@@ -150,9 +150,10 @@ def submit_many(
                 status=runs.WAITING, queue_order=float(int(last) + n), queued_at=runs.now_iso()
             )
             made.append(runs.create_run(cfg, home_dir, extra=sections))
+        busy = busy_devices(home_dir)  # the places as queued, before a runner starts the first
+        ahead = waiting(home_dir, this_host=False)
     ensure_runner(home_dir)
-    busy = busy_devices(home_dir)
-    out, ahead = [], waiting(home_dir, this_host=False)
+    out = []
     for run_dir in made:
         doc = runs.read_record(run_dir)
         names = [d.name for d, _ in ahead]

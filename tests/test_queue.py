@@ -96,6 +96,27 @@ def test_the_runner_starts_one_run_per_device_in_queue_order(home, monkeypatch):
     assert queue.start_ready(home) == []  # gpu0 starting: both waits for it, gpu1 waits behind both
 
 
+def test_the_runner_starts_the_runs_one_after_another_then_exits(home, monkeypatch):
+    """In this process, with a 'trainer' that completes at once: each run starts once the one before
+    it has ended, in queue order, and the runner exits when nothing waits."""
+    started: list[str] = []
+
+    def start(run_dir, resume=False):
+        assert runs.read_record(run_dir)["run"]["status"] == "queued"  # starting; no other run is
+        assert not [r for r in runs.list_runs(home) if r.status in runs.ACTIVE and r.path != run_dir]
+        started.append(runs.read_record(run_dir)["run"]["name"])
+        runs.set_status(run_dir, "running")
+        runs.set_status(run_dir, "completed")
+        return 1
+
+    monkeypatch.setattr(launcher, "start", start)
+    for n, name in enumerate(["a", "b", "c"], 1):
+        waiting_run(home, name, n)
+    assert queue.run(home, poll=0.01) == 0
+    assert started == ["a", "b", "c"] and queue.waiting(home) == []
+    assert queue.runner_pid(home) is None
+
+
 def test_submit_checks_at_once_and_a_runner_exits_when_nothing_waits(home, tmp_path):
     from tunewiz.core.data import DataError
 
