@@ -162,7 +162,7 @@ def cmd_queue(ns) -> int:
     if action == "cancel":
         run_dir = runs.find_run(home_dir, ns.run)
         queue.cancel(home_dir, run_dir)
-        print(f"cancelled {run_dir.name}: it left the queue (its directory stays; `tunewiz runs` lists it)")
+        print(f"cancelled {run_dir.name}\n  it left the queue; its directory stays (`tunewiz runs` lists it)")
         return 0
     items = runs.list_runs(home_dir)
     active = [r for r in items if r.status in runs.ACTIVE]
