@@ -123,7 +123,13 @@ def submit(cfg, home_dir: Path, hw=None, warn: Callable[[str], None] | None = No
     for line in checked.warnings:
         if warn is not None:
             warn(line)
-    plan = checked.plan
+    run_dir = runs.create_run(cfg, home_dir, extra=plan_sections(cfg, checked.plan))
+    start(run_dir)
+    return run_dir
+
+
+def plan_sections(cfg, plan) -> dict[str, dict[str, Any]]:
+    """The [plan] and [estimate] a new record starts with (the estimate says why when there is none)."""
     extra = {"plan": plan.to_record()}
     if plan.estimate is not None:
         extra["estimate"] = plan.estimate.to_dict()
@@ -132,9 +138,7 @@ def submit(cfg, home_dir: Path, hw=None, warn: Callable[[str], None] | None = No
             "source": "none",
             "note": f"no estimate: {cfg.model.id} is not in the catalog or on this machine",
         }
-    run_dir = runs.create_run(cfg, home_dir, extra=extra)
-    start(run_dir)
-    return run_dir
+    return extra
 
 
 def first_plan(cfg, home_dir: Path, examples, hw=None):

@@ -35,7 +35,11 @@ EVENTS = "events.jsonl"
 ADAPTER = "adapter"
 CHECKPOINTS = "checkpoints"
 ACTIVE = ("queued", "running")
-FINAL = ("completed", "stopped", "failed", "crashed")
+"""queued: created, its trainer starting (crashed if none appears within a grace period); running: training."""
+FINAL = ("completed", "stopped", "failed", "crashed", "cancelled")
+"""cancelled: taken out of the run queue before it started (core.queue); nothing was trained."""
+WAITING = "waiting"
+"""In the run queue (core.queue), waiting its turn: neither ACTIVE nor FINAL, never marked crashed."""
 DAMAGED = "damaged"
 """Never written into a record: the status a listing gives a run whose run.toml is missing or unreadable.
 It is neither ACTIVE nor FINAL; `tunewiz repair` rebuilds the record and the run gets a real status."""
@@ -437,6 +441,13 @@ class RunSummary:
     """A damaged run: what is wrong with its run.toml ('' for every other run)."""
     left: list[str] = field(default_factory=list)
     """A damaged run: what its directory still holds, one phrase each."""
+    queue_place: int = 0
+    """A waiting run: its place in the run queue (1 starts next); 0 for every other run."""
+
+    @property
+    def label(self) -> str:
+        """The status as a listing shows it: a waiting run by its place in the queue ('queued #2')."""
+        return f"queued #{self.queue_place}" if self.status == WAITING and self.queue_place else self.status
 
     def damage_lines(self) -> list[str]:
         """A damaged run in words, as `tunewiz show` prints it."""
@@ -695,7 +706,19 @@ def list_runs(home_dir: Path) -> list[RunSummary]:
     record is missing or unreadable listed as `damaged` (with what is wrong and what is left)."""
     out = [summary_of(run_dir) for run_dir in _run_dirs(runs_root(home_dir))]
     out.sort(key=lambda r: (_created_unix(r.record), r.id), reverse=True)
+    for place, r in enumerate(sorted((r for r in out if r.status == WAITING), key=lambda r: queue_key(r.record)), 1):
+        r.queue_place = place
     return out
+
+
+def queue_key(doc: dict) -> tuple[float, float, str]:
+    """Where a waiting run stands in the queue: its [run] queue_order (smallest first), then its creation."""
+    run = doc.get("run", {})
+    try:
+        order = float(run.get("queue_order", 0.0))
+    except (TypeError, ValueError):
+        order = 0.0
+    return order, _created_unix(doc), str(run.get("id", ""))
 
 
 def damaged(items: list[RunSummary]) -> list[RunSummary]:

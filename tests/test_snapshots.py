@@ -323,3 +323,22 @@ def test_evaluation_screen_with_label_metrics(snap_compare, labels_home):
         await pilot.pause(0.3)
 
     assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
+
+
+def test_sweep_screen(snap_compare, snap_home):
+    """The three presets of a sweep ranked, their loss curves side by side, the best marked, and the
+    overfitting advice for the run whose held-out loss rose (records written by hand: tests/test_sweep)."""
+    from tests.test_sweep import write_sweep
+
+    home = BASE / "sweep-home"
+    write_sweep(home, BASE / "tickets.jsonl")
+    app = create_app(home, start="history")
+
+    async def run_before(pilot):
+        await until(pilot, lambda: pilot.app.screen.query_one("#runs").row_count == 3)
+        await pilot.press("s")
+        await until(pilot, lambda: type(pilot.app.screen).__name__ == "SweepScreen")
+        await until(pilot, lambda: pilot.app.screen.query_one("#sweep-table").row_count == 3)
+        await pilot.pause(0.3)
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=run_before)

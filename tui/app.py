@@ -15,7 +15,7 @@ from tunewiz.core.data import absolute
 from tunewiz.core.models import DEFAULT_MODEL
 from tunewiz.tui.data_step import DataStep
 from tunewiz.tui.hardware_step import HardwareStep
-from tunewiz.tui.messages import RunStarted
+from tunewiz.tui.messages import RunQueued, RunStarted
 from tunewiz.tui.model_step import ModelStep
 from tunewiz.tui.preset_step import PresetStep
 from tunewiz.tui.review_step import ReviewStep
@@ -109,6 +109,44 @@ class TunewizApp(ReportsWorkerErrors, App):
         from tunewiz.core import launcher
 
         self.post_message(RunStarted(launcher.submit(cfg.validate(), self.home, hw=self.hardware)))
+
+    def queue_run(self, cfg: RunConfig) -> None:
+        """Check the run now and put it in the run queue: it starts after the runs before it on its device."""
+        if self.begin_starting():
+            self.submit_queued(cfg)
+
+    @work(thread=True, exit_on_error=False, group="submit")
+    def submit_queued(self, cfg: RunConfig) -> None:
+        from tunewiz.core import queue
+
+        self.post_message(RunQueued([queue.submit(cfg.validate(), self.home, hw=self.hardware)]))
+
+    def queue_sweep(self, cfg: RunConfig) -> None:
+        """Queue the three presets on the wizard's model, data and held-out split; the sweep screen follows."""
+        if self.begin_starting():
+            self.submit_sweep(cfg)
+
+    @work(thread=True, exit_on_error=False, group="submit")
+    def submit_sweep(self, cfg: RunConfig) -> None:
+        from tunewiz.core import sweep
+
+        sweep_id, queued = sweep.submit(cfg, self.home, hw=self.hardware)
+        self.post_message(RunQueued(queued, sweep=sweep_id))
+
+    def on_run_queued(self, msg: RunQueued) -> None:
+        self.starting = False
+        if isinstance(self.screen, StepScreen):
+            self.screen.say("", style="")
+        if msg.sweep:
+            from tunewiz.tui.sweep_screen import SweepScreen
+
+            self.notify(f"Queued the three presets: they train one after another (sweep {msg.sweep}).")
+            self.push_screen(SweepScreen(msg.sweep))
+            return
+        (q,) = msg.queued
+        after = f"it starts after {q.after()}" if q.waits_for else "nothing else uses its device: it starts now"
+        self.notify(f"Queued {q.run_dir.name} as #{q.place}: {after}.", markup=False, timeout=8)
+        self.show_history()
 
     def resume_run(self, run_dir: Path) -> None:
         """Start a stopped, crashed or failed run's trainer again from its last checkpoint."""

@@ -24,6 +24,7 @@ from tunewiz.tui.commands import (
     cmd_lint,
     cmd_preview,
     cmd_probe,
+    cmd_queue,
     cmd_recommend,
     cmd_repair,
     cmd_resume,
@@ -31,6 +32,7 @@ from tunewiz.tui.commands import (
     cmd_runs,
     cmd_show,
     cmd_stop,
+    cmd_sweep,
     cmd_train,
     cmd_wizard,
 )
@@ -91,7 +93,39 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--no-eval", action="store_true", help="skip the base-vs-fine-tuned comparison")
     s.add_argument("--follow", "-f", action="store_true", help="follow the run's progress (Ctrl-C detaches)")
     s.add_argument("--dry-run", action="store_true", help="print the plan for this machine and exit; start nothing")
+    s.add_argument(
+        "--queue",
+        action="store_true",
+        help="wait in the run queue: start after the runs before it on the same device (checked now)",
+    )
     s.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("queue", help="the runs waiting their turn on this machine: list, move, cancel")
+    qs = s.add_subparsers(dest="queue_command", metavar="ACTION")
+    qs.add_parser("list", help="the running and waiting runs, in order (the default)")
+    q = qs.add_parser("move", help="put a waiting run at another place (1: next to start)")
+    q.add_argument("run", help="run id, unique part of it, or a run directory")
+    q.add_argument("place", type=int)
+    q = qs.add_parser("cancel", help="take a waiting run out of the queue (its directory stays)")
+    q.add_argument("run", help="run id, unique part of it, or a run directory")
+    s.set_defaults(func=cmd_queue)
+
+    s = sub.add_parser(
+        "sweep", help="try all three presets on the same data and held-out rows, queued; `sweep show` ranks them"
+    )
+    s.add_argument("--data", help="training data: .jsonl / .json, chat messages or Alpaca rows")
+    s.add_argument("--model", help=f"model id (default {DEFAULT_MODEL}), a local directory, or a hub id")
+    s.add_argument("--eval-data", help="separate held-out file (default: hold out 10%% of --data)")
+    s.add_argument("--method", choices=["lora", "qlora"])
+    s.add_argument("--epochs", type=float, help="the same number of epochs for all three (default: each preset's)")
+    s.add_argument("--max-steps", type=int)
+    s.add_argument("--max-seq-len", type=int)
+    s.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a setting in all three runs")
+    s.add_argument("--no-eval", action="store_true", help="skip the comparison (ranked by held-out loss then)")
+    ss = s.add_subparsers(dest="sweep_command", metavar="ACTION")
+    q = ss.add_parser("show", help="the ranking of a sweep's three runs, with time, memory and loss curves")
+    q.add_argument("sweep", nargs="?", default="last", help="sweep id, unique part of it, or `last` (the default)")
+    s.set_defaults(func=cmd_sweep)
 
     s = sub.add_parser("demo", help="the whole job on the bundled model and sample data, start to finish")
     s.add_argument("--epochs", type=float, help="override the number of epochs")

@@ -130,6 +130,13 @@ def cmd_train(ns) -> int:
     cfg = build_config(ns)
     if ns.dry_run:
         return cmd_dry_run(cfg, home_dir)
+    if ns.queue:
+        from tunewiz.core import queue
+
+        queued = queue.submit(cfg, home_dir, warn=warn)
+        print(queued_line(queued))
+        print(f"  record: {queued.run_dir / runs.RECORD}\n  queue:  `tunewiz queue` lists, moves and cancels")
+        return follow_run(queued.run_dir) if ns.follow else 0
     run_dir = launch(cfg, home_dir)
     print(f"started run {run_dir.name}")
     print(f"  record: {run_dir / runs.RECORD}\n  log:    {run_dir / runs.LOG}")
@@ -137,6 +144,93 @@ def cmd_train(ns) -> int:
         print(f"It trains in the background. Follow it with: tunewiz attach {run_dir.name}")
         return 0
     return follow_run(run_dir)
+
+
+def queued_line(q) -> str:
+    """What `tunewiz train --queue` says about the run it queued (a core.queue.Queued)."""
+    head = f"queued run {q.run_dir.name} as #{q.place}"
+    if not q.waits_for:
+        return f"{head}\n  nothing else uses its device: it starts now"
+    return f"{head}\n  it starts after {q.after()}"
+
+
+def cmd_queue(ns) -> int:
+    """`tunewiz queue [list | move RUN N | cancel RUN]`: the runs waiting their turn on this machine."""
+    from tunewiz.core import launcher, queue
+
+    home_dir = runs.home(ns.home)
+    action = getattr(ns, "queue_command", None) or "list"
+    if action == "move":
+        run_dir = runs.find_run(home_dir, ns.run)
+        place = queue.move(home_dir, run_dir, ns.place)
+        print(f"{run_dir.name} is now #{place} in the queue")
+        return 0
+    if action == "cancel":
+        run_dir = runs.find_run(home_dir, ns.run)
+        queue.cancel(home_dir, run_dir)
+        print(f"cancelled {run_dir.name}\n  it left the queue; its directory stays (`tunewiz runs` lists it)")
+        return 0
+    items = runs.list_runs(home_dir)
+    active = [r for r in items if r.status in runs.ACTIVE]
+    waiting = sorted((r for r in items if r.status == runs.WAITING), key=lambda r: r.queue_place)
+    restarted = queue.ensure_runner(home_dir) if queue.waiting(home_dir) else None
+    for r in active:
+        where = ", ".join(launcher.device_name(d) for d in sorted(queue.devices(r.record)))
+        print(f"now   {r.id[:44]:<44} {'starting' if r.status == 'queued' else r.status:<8} {where}")
+    if not waiting:
+        print("nothing waits in the queue; `tunewiz train ... --queue` adds a run")
+        return 0
+    print(f"{'place':<6}{'run':<44} {'preset':<13}{'device':<8}")
+    for r in waiting:
+        where = ", ".join(launcher.device_name(d) for d in sorted(queue.devices(r.record)))
+        print(f"#{r.queue_place:<5}{r.id[:44]:<44} {r.preset[:12]:<13}{where:<8}")
+    pid = queue.runner_pid(home_dir)
+    root = runs.runs_root(home_dir)
+    if restarted:
+        print(f"no queue runner was alive: started one (pid {restarted})")
+    elif pid:
+        print(f"queue runner: pid {pid}")
+    print(f"  its log: {root / queue.LOG}")
+    print("They start in this order, one run per device at a time. To change the order:")
+    print("`tunewiz queue move RUN N`; to take a run out: `tunewiz queue cancel RUN`.")
+    return 0
+
+
+def cmd_sweep(ns) -> int:
+    """`tunewiz sweep --data FILE`: the three presets queued on the same data and held-out split;
+    `tunewiz sweep show [ID|last]`: their ranking."""
+    from tunewiz.core import presets, sweep
+    from tunewiz.tui.record_text import sweep_lines
+
+    home_dir = runs.home(ns.home)
+    if getattr(ns, "sweep_command", None) == "show":
+        print("\n".join(sweep_lines(sweep.load(home_dir, sweep.find(home_dir, ns.sweep)))))
+        return 0
+    if not ns.data:
+        raise UserError("give the data to try the presets on: `tunewiz sweep --data FILE` (or `tunewiz sweep show`)")
+    base = presets.build_config("balanced")
+    base.model.id = ns.model or DEFAULT_MODEL
+    base.data.path = str(absolute(ns.data))
+    if ns.eval_data:
+        base.data.eval_path = str(absolute(ns.eval_data))
+    if ns.method:
+        base.model.method = ns.method
+    if ns.max_seq_len is not None:
+        base.data.max_seq_len = ns.max_seq_len
+    if ns.no_eval:
+        base.evaluation.enabled = False
+    overrides = list(ns.set or [])
+    if ns.max_steps is not None:
+        overrides.append(f"training.max_steps={ns.max_steps}")
+    if ns.epochs is not None:
+        overrides.append(f"training.num_epochs={ns.epochs}")
+    sweep_id, queued = sweep.submit(base, home_dir, overrides, warn=warn)
+    print(f"sweep {sweep_id}: the three presets on {Path(base.data.path).name}")
+    for q in queued:
+        print(f"  #{q.place:<3}{q.run_dir.name}" + ("" if q.waits_for else "  (starts now)"))
+    print("They train one after another, on the same held-out rows. The ranking, as they finish:")
+    print(f"  tunewiz sweep show {sweep_id}   (or s on one of them in `tunewiz history`)")
+    return 0
 
 
 def cmd_demo(ns) -> int:
@@ -177,7 +271,7 @@ def cmd_runs(ns) -> int:
     print(f"{'id':<36} {'status':<10} {'preset':<12} {'loss':>7} {'eval':>7} {'metric':<12} {'time':>7}")
     for r in items:
         print(
-            f"{r.id[:36]:<36} {r.status:<10} {r.preset:<12} {num(r.train_loss)[:7]:>7} "
+            f"{r.id[:36]:<36} {r.label:<10} {r.preset:<12} {num(r.train_loss)[:7]:>7} "
             f"{num(r.eval_loss)[:7]:>7} {r.metric:<12} {fmt_duration(r.duration_s):>7}"
         )
     bad = runs.damaged(items)
@@ -374,6 +468,8 @@ def cmd_stop(ns) -> int:
     from tunewiz.core import launcher
 
     run_dir = runs.find_run(runs.home(ns.home), ns.run)
+    if runs.read_record(run_dir).get("run", {}).get("status") == runs.WAITING:
+        raise UserError(f"{run_dir.name} is waiting in the queue: `tunewiz queue cancel {run_dir.name}` takes it out")
     if launcher.stop(run_dir, now=ns.now):
         print(f"asked {run_dir.name} to stop; it saves a checkpoint and the adapter first")
         return 0

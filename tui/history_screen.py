@@ -1,4 +1,5 @@
-"""Every run from its record: sort, open, attach, compare two, re-run, resume, delete, repair.
+"""Every run from its record: sort, open, attach, compare two, re-run, resume, delete, repair; the runs
+waiting in the queue with their place ('queued #2'), and s on a run of a sweep opens its ranking.
 
 The list reloads in a thread worker every two seconds; deleting (a run can hold gigabytes of
 checkpoints and merged models), resuming and repairing run in workers too. A run whose run.toml is
@@ -37,6 +38,11 @@ SORTS = [
 ]
 
 
+def status_cell(r) -> str:
+    """The status column's text (9 wide): 'queued #2', or 'wait #12' from the tenth place on."""
+    return r.label if len(r.label) <= 9 else f"wait #{r.queue_place}"
+
+
 class HistoryScreen(ReportsWorkerErrors, Screen):
     # The footer fits 80 columns: the keys it has no room for are in the title (o, n), the detail (v) and
     # the README, and every key is listed by Ctrl+P's "Keys".
@@ -51,6 +57,7 @@ class HistoryScreen(ReportsWorkerErrors, Screen):
         Binding("v", "review", "Review"),  # shown only on a completed run with held-out answers (check_action)
         Binding("t", "chat", "Chat"),  # shown only on a run that saved an adapter (check_action)
         Binding("x", "delete", "Delete", show=False),  # asks first
+        Binding("s", "sweep", "Sweep", show=False),  # on a run of a sweep: the three presets ranked
         Binding("o", "sort", "Sort", show=False),
         Binding("n", "new", "New run", show=False),
         Binding("q", "app.quit", "Quit", show=False),  # the app's ^q is shown
@@ -102,11 +109,12 @@ class HistoryScreen(ReportsWorkerErrors, Screen):
                 "running": "cyan",
                 "stopped": "yellow",
                 "queued": "cyan",
+                runs.WAITING: "cyan",
                 runs.DAMAGED: "red",
             }.get(r.status, "")
             table.add_row(
                 "*" if r.id in self.marked else " ",
-                f"[{colour}]{r.status}[/{colour}]" if colour else r.status,
+                f"[{colour}]{status_cell(r)}[/{colour}]" if colour else status_cell(r),
                 escape((r.name or r.id)[:14]),
                 r.preset,
                 f"{r.train_loss:.3f}" if r.train_loss is not None else "-",
@@ -154,8 +162,15 @@ class HistoryScreen(ReportsWorkerErrors, Screen):
         reason = rec.get("run", {}).get("failure_reason", "")
         result = headline_text(rec.get("results", {}))
         human = human_text(rec.get("results", {}).get("human") or {})
+        sweep = rec.get("run", {}).get("sweep")
         if not human and self.reviewable(r):
             human = "v: read its held-out answers blind, A against B, and say which is better"
+            if sweep:
+                human = "s: its sweep's three presets ranked; v: read its held-out answers blind"
+        elif not human and sweep:
+            human = f"s: the three presets of its sweep ranked ({sweep})"
+        if r.status == runs.WAITING:
+            result = f"{r.label}: starts when the runs before it end; `tunewiz queue` moves or cancels it"
         self.query_one("#history-detail", Static).update(
             f"{escape(r.id)}  {r.created[:16].replace('T', ' ')}\nmodel {escape(r.model)} ({r.method}), "
             f"data {escape(r.data)}"
@@ -166,6 +181,16 @@ class HistoryScreen(ReportsWorkerErrors, Screen):
     @staticmethod
     def reviewable(r) -> bool:
         return r.status == "completed" and review.reviewable(r.path)
+
+    def action_sweep(self) -> None:
+        r = self.current()
+        sweep_id = r.record.get("run", {}).get("sweep") if r is not None else None
+        if not sweep_id:
+            self.notify("This run is not part of a sweep (the preset step's Ctrl+T makes one).", severity="warning")
+            return
+        from tunewiz.tui.sweep_screen import SweepScreen
+
+        self.app.push_screen(SweepScreen(str(sweep_id)))
 
     def action_sort(self) -> None:
         self.sort_index = (self.sort_index + 1) % len(SORTS)

@@ -71,6 +71,15 @@ class RunStarted(Message):
 
 
 @dataclass
+class RunQueued(Message):
+    """Runs were checked and put in the run queue (core.queue.Queued each); `sweep`: the sweep's id when
+    they are the three presets of one."""
+
+    queued: list[Any]
+    sweep: str = ""
+
+
+@dataclass
 class RunDeleted(Message):
     """A run's directory was removed (history's delete)."""
 

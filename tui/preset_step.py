@@ -1,5 +1,6 @@
 """Step 4, preset: how hard to train (conservative / balanced / aggressive), each card with its
-predicted peak memory and time for this model, data and machine; Ctrl+A opens every setting.
+predicted peak memory and time for this model, data and machine; Ctrl+A opens every setting; Ctrl+T
+queues all three on the same data and held-out rows (core.sweep) and opens their ranking.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ class PresetStep(StepScreen):
         Binding("left", "pick(-1)", "Prev preset", show=False),
         Binding("right", "pick(1)", "Next preset", show=False),
         Binding("ctrl+a", "advanced", "Advanced"),
+        Binding("ctrl+t", "try_all", "Try all 3"),
     ]
     NAMES = list(presets.PRESETS)
 
@@ -139,3 +141,12 @@ class PresetStep(StepScreen):
 
     def can_continue(self) -> str | None:
         return self.apply_fields()
+
+    def action_try_all(self) -> None:
+        """Queue conservative, balanced and aggressive with the settings edited here that no preset sets."""
+        reason = self.apply_fields() or next((p for p in self.wiz.cfg.problems()), None)
+        if reason:
+            self.say(reason)
+            self.notify(reason, severity="error")
+            return
+        self.app.queue_sweep(self.wiz.cfg)  # type: ignore[attr-defined]

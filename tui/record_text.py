@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from tunewiz.core.events import fmt_duration
+from tunewiz.core.runs import FINAL
 
 # The headline in words is the engine's too (a run's notification says it): defined in core.metrics,
 # and the screens read it from here.
@@ -358,3 +359,117 @@ def flatten(doc: dict, prefix: str = "") -> dict[str, object]:
         else:
             out[f"{prefix}{k}"] = v
     return out
+
+
+def basis_words(sweep) -> str:
+    """What ranks a sweep's runs, in words: 'held-out fields correct, then held-out loss'."""
+    if sweep.basis == "eval_loss":
+        return "held-out loss (lower is better; no comparison of answers to rank by)"
+    return f"held-out {HEADLINE_WORDS.get(sweep.kind, sweep.basis)}, then held-out loss"
+
+
+def sweep_figure(sweep, e) -> str:
+    """The ranking's figure of one run: the headline with its interval, or its eval loss."""
+    if e.status != "completed":
+        return "-"
+    if sweep.basis == "eval_loss":
+        return num(e.eval_loss)
+    return with_interval(e.results.get("finetuned") or {})
+
+
+def peak_text(mb: Any) -> str:
+    """
+    >>> peak_text(2570.3), peak_text(812.0), peak_text(None)
+    ('2.5 GB', '812 MB', '-')
+    """
+    if not isinstance(mb, (int, float)):
+        return "-"
+    return f"{mb / 1024:.1f} GB" if mb >= 1024 else f"{mb:.0f} MB"
+
+
+def curve_text(points: list[tuple[int, float]], what: str = "steps") -> str:
+    """A loss curve in a few characters: first and last value, and how many points.
+
+    >>> curve_text([(1, 2.1), (2, 1.0), (8, 0.42)]), curve_text([(4, 1.5)], "evals"), curve_text([])
+    ('2.100 -> 0.420 (3 steps)', '1.500 at step 4', '-')
+    """
+    if not points:
+        return "-"
+    if len(points) == 1:
+        return f"{points[0][1]:.3f} at step {points[0][0]}"
+    return f"{points[0][1]:.3f} -> {points[-1][1]:.3f} ({len(points)} {what})"
+
+
+def overfit_text(preset: str, o) -> str:
+    """The guides' advice where a run's held-out loss rose while its training loss fell (core.sweep.Overfit).
+
+    >>> from tunewiz.core.sweep import Overfit
+    >>> print("\\n".join(wrap(overfit_text("aggressive", Overfit(10, 1.1, 15, 1.3, 1.2, 0.7, 2.0)), 78)))
+    aggressive is overfitting: its held-out loss rose from 1.100 (step 10) to
+    1.300 (step 15) while its training loss fell from 1.200 to 0.700. It is
+    memorising the training rows: train fewer epochs (its held-out loss was lowest
+    at epoch 2.0), or take a gentler preset.
+    """
+    when = f"at epoch {o.best_epoch:.1f}" if o.best_epoch is not None else f"at step {o.best_step}"
+    text = (
+        f"{preset} is overfitting: its held-out loss rose from {o.best_eval:.3f} (step {o.best_step}) to "
+        f"{o.last_eval:.3f} (step {o.last_step}) while its training loss fell from {o.train_then:.3f} to "
+        f"{o.train_now:.3f}. It is memorising the training rows: train fewer epochs (its held-out loss was "
+        f"lowest {when}), or take a gentler preset."
+    )
+    return text
+
+
+def wrap(text: str, width: int) -> list[str]:
+    import textwrap
+
+    return textwrap.wrap(text, width)
+
+
+SWEEP_HEAD = f"  {'#':<2}{'preset':<13}{'status':<13}{'result':<15}{'eval loss':>10}{'time':>8}{'peak':>8}"
+
+
+def sweep_row(sweep, e) -> str:
+    """One run of a sweep as a line of the ranking (71 columns), '*' before the best."""
+    mark = "* " if e.best else "  "
+    time_text = fmt_duration(e.time_s) if e.time_s else "-"
+    return (
+        f"{mark}{e.rank:<2}{e.preset[:12]:<13}{e.label[:12]:<13}{sweep_figure(sweep, e)[:14]:<15}"
+        f"{num(e.eval_loss)[:9]:>10}{time_text:>8}{peak_text(e.peak_mb):>8}"
+    )
+
+
+def sweep_lines(sweep, width: int = WIDTH) -> list[str]:
+    """A sweep (core.sweep.Sweep) as `tunewiz sweep show` prints it: the ranking, each run's loss curves,
+    the best run and what to do with it, and the overfitting advice where it applies; within 80 columns."""
+    from pathlib import Path
+
+    held = f", {sweep.eval_rows} held-out rows" if sweep.eval_rows else ""
+    out = [
+        f"sweep {sweep.id}: the three presets, one after another",
+        f"data  {Path(sweep.data).name}{held}, the same for all three",
+        f"model {sweep.model}",
+        f"ranked by {basis_words(sweep)}; time is training time",
+        "",
+        SWEEP_HEAD,
+        *(sweep_row(sweep, e) for e in sweep.entries),
+        "",
+        "loss curves: training; held-out",
+    ]
+    for e in sweep.entries:
+        out.append(f"  {e.preset[:12]:<13}{curve_text(e.train)}; {curve_text(e.evals, 'evals')}")
+    best = sweep.best
+    out.append("")
+    if best is not None:
+        out.append(f"* best: {best.preset} ({best.run_id})")
+        out.append(f"  its record: tunewiz show {best.run_id}")
+        out.append(f"  export it:  tunewiz export {best.run_id}")
+    elif sweep.done:
+        out.append("no run completed: `tunewiz show RUN` says why each ended")
+    else:
+        left = sum(e.status not in FINAL for e in sweep.entries)
+        out.append(f"{left} of {len(sweep.entries)} still to finish: `tunewiz queue` shows where they stand")
+    for e in sweep.entries:
+        if e.overfit is not None:
+            out += ["", *wrap(overfit_text(e.preset, e.overfit), width)]
+    return [piece for line in out for piece in (fit(line, width) if line else [line])]

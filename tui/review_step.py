@@ -1,7 +1,8 @@
 """Step 5, review: the run record that will be written (run.toml, also a config to repeat the run),
 and what the run should know before it starts (a model that runs its own code, another run on the same
 device); Start training submits it (the app does that in a worker and opens the train screen), after a
-yes / no when the model runs its own code.
+yes / no when the model runs its own code. When another run is training on the same device, w (or the
+button) queues this one after it instead (core.queue): checked now, started when that run ends.
 """
 
 from __future__ import annotations
@@ -10,8 +11,9 @@ from pathlib import Path
 
 from rich.markup import escape
 from rich.syntax import Syntax
-from textual import work
+from textual import on, work
 from textual.app import ComposeResult
+from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.widgets import Button, Static
 from tunewiz.tui.step_base import StepScreen
@@ -20,6 +22,7 @@ from tunewiz.tui.widgets import ConfirmScreen
 
 class ReviewStep(StepScreen):
     STEP = "Review"
+    BINDINGS = [Binding("w", "queue", "Queue after it")]  # offered while another run uses the device
 
     def body(self) -> ComposeResult:
         yield Static("", id="review-plan")
@@ -38,6 +41,10 @@ class ReviewStep(StepScreen):
         next_button = self.query_one("#next", Button)
         next_button.label = "Start training"
         next_button.focus()
+        self.busy = False  # another run is training on the device this one would use
+        queue_button = Button("Queue after it (w)", id="queue")
+        queue_button.display = False
+        self.query_one("#nav").mount(queue_button, before=next_button)
         self.query_one("#review-warnings").display = False
         self.find_warnings()
 
@@ -49,16 +56,54 @@ class ReviewStep(StepScreen):
 
         cfg, hw = self.wiz.cfg, self.wiz.hardware
         lines = [w for w in [launcher.remote_code_warning(cfg)] if w]
+        shared = []
         if hw is not None:
-            lines += launcher.sharing(planner.plan(cfg, hw, shape=self.wiz.data_shape), self.wiz.home)
-        self.app.call_from_thread(self.show_warnings, lines)
+            shared = launcher.sharing(planner.plan(cfg, hw, shape=self.wiz.data_shape), self.wiz.home)
+        self.app.call_from_thread(self.show_warnings, lines + shared, bool(shared))
 
-    def show_warnings(self, lines: list[str]) -> None:
+    def show_warnings(self, lines: list[str], busy: bool = False) -> None:
         if not self.is_attached:  # Back was pressed while the runs were read
             return
         box = self.query_one("#review-warnings", Static)
+        if busy:
+            lines = [*lines, "w queues this run after it instead: it starts when the device is free"]
         box.update("\n".join(f"[yellow]warning:[/yellow] {escape(w)}" for w in lines))
         box.display = bool(lines)
+        self.busy = busy
+        self.query_one("#queue", Button).display = busy
+        self.refresh_bindings()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "queue":
+            return getattr(self, "busy", False)
+        return True
+
+    def action_queue(self) -> None:
+        """Queue the run after the one training on its device (checked now, started when it ends)."""
+        problems = self.can_continue()
+        if problems:
+            self.say(problems)
+            return
+        cfg = self.wiz.cfg
+        if not cfg.model.trust_remote_code:
+            self.app.queue_run(cfg)  # type: ignore[attr-defined]
+            return
+
+        def confirmed(yes: bool | None) -> None:
+            if yes:
+                self.app.queue_run(cfg)  # type: ignore[attr-defined]
+            else:
+                self.say("not queued: trust_remote_code needs a yes", style="yellow")
+
+        question = (
+            f"{cfg.model.id} runs its own Python code (trust_remote_code = true): it runs with your "
+            "permissions, on this machine. Only go on if you trust the model's authors.\n\nQueue the run?"
+        )
+        self.app.push_screen(ConfirmScreen(question), confirmed)
+
+    @on(Button.Pressed, "#queue")
+    def _queue(self) -> None:
+        self.action_queue()
 
     def can_continue(self) -> str | None:
         problems = self.wiz.cfg.problems()

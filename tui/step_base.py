@@ -68,7 +68,9 @@ HELP = {
         "The presets trade speed of learning against the risk of overdoing it. LoRA rank is the adapter's "
         "capacity: 8-16 suits most tasks, 64 only hard or stylistic targets. Watch the loss: it should "
         "fall steadily; if the held-out loss rises while the training loss falls, the model is "
-        "overfitting - use fewer epochs (3-5 is usually enough for small sets)."
+        "overfitting - use fewer epochs (3-5 is usually enough for small sets).\n\n"
+        "Not sure? Ctrl+T queues all three on the same data and held-out rows, one after another, and "
+        "opens their ranking by the held-out result (`tunewiz sweep --data FILE` does the same)."
     ),
     "Review": (
         "This is the run record that will be written (run.toml). It is also a config: "

@@ -14,11 +14,20 @@ from textual_plotext import PlotextPlot
 
 
 class LossPlot(PlotextPlot):
-    """Train and held-out loss against the step, with axes."""
+    """Train and held-out loss against the step, with axes (and a title, when given one)."""
 
-    def on_mount(self) -> None:
+    def __init__(self, *args, title: str = "", **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.plot_title = title
         self.train: list[tuple[int, float]] = []
         self.evals: list[tuple[int, float]] = []
+
+    def on_mount(self) -> None:
+        self.draw()
+
+    def show(self, train: list[tuple[int, float]], evals: list[tuple[int, float]]) -> None:
+        """Replace both curves ((step, loss) each) and draw again."""
+        self.train, self.evals = list(train), list(evals)
         self.draw()
 
     def add(self, events: list[dict]) -> None:
@@ -35,6 +44,8 @@ class LossPlot(PlotextPlot):
         plt.clear_figure()
         plt.theme("pro")
         plt.xlabel("step")
+        if self.plot_title:
+            plt.title(self.plot_title)
         if self.train:
             plt.plot([s for s, _ in self.train], [v for _, v in self.train], label="train", marker="braille")
         if self.evals:

@@ -21,6 +21,7 @@ TASKS = {
     "data": "Checking the data",
     "fetch-model": "Getting the model",
     "submit": "Starting the run",
+    "sweep": "Reading the sweep's runs",
     "poll": "Reading the run's progress",
     "export": "The export",
     "history": "Reading the runs",
