@@ -35,6 +35,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -214,6 +215,12 @@ def export_gguf(run_dir: Path, quant: str = "q8_0", verify: bool = True) -> dict
         quantize(whole, tmp / GGUF_NAME, quant, tmp / "quantize.log")
         whole.unlink()
         entry["quantized_from"] = source_type
+        fallback = re.search(r"(\d+) of (\d+) tensor\(s\) required fallback", (tmp / "quantize.log").read_text())
+        if fallback:  # rows not a multiple of the type's block (256 for K-quants): llama.cpp picks another type
+            entry["quantize_note"] = (
+                f"llama.cpp quantised {fallback[1]} of {fallback[2]} tensors to another type "
+                f"(rows not a multiple of {quant}'s block; see quantize.log)"
+            )
     else:
         src = convert(merged, tmp / GGUF_NAME, quant, tmp / "convert.log")
     entry["converter"] = converter_version(src)
