@@ -302,22 +302,25 @@ def test_merged_export_answers_exactly_like_the_adapter_model(trained_run, capsy
     assert json.loads((merged / "config.json").read_text())["architectures"] == ["LlamaForCausalLM"]
 
 
-# What llama.cpp must reproduce of the adapter model's 4 greedy answers after this 4-step run: type ->
-# (answers identical, tokens). Measured: q8_0 50% / 54%, Q4_K_M 50% / 62%, both stopping wherever the
-# adapter model did (4 of 4); the bounds leave one answer of margin (benchmarks/RESULTS.md).
-GGUF_BOUNDS = {"q8_0": (0.25, 0.3), "q4_k_m": (0.25, 0.3)}
+# What llama.cpp must reproduce of the adapter model's 4 greedy answers after the 4-step run: type ->
+# (answers identical, tokens). The 4-step training is not bit-for-bit repeatable (from step 3), and the
+# quantised types move with it. Measured on three trainings: f32 100% / 100% each; q8_0 50% / 54%,
+# 100% / 100%, 75% / 88%; Q4_K_M 50% / 62%, 25% / 43%, 50% / 62%; every export stopping wherever the
+# adapter model did (4 of 4). f32 shows the path itself (converter, the GGUF's template, tokenizer and
+# end tokens) is exact; the bounds leave one answer of margin below the lowest figure (benchmarks/RESULTS.md).
+GGUF_BOUNDS = {"f32": (0.75, 0.75), "q8_0": (0.25, 0.4), "q4_k_m": (0.0, 0.25)}
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(not gguf_export.available(), reason=gguf_export.INSTALL_HINT)
-@pytest.mark.parametrize("quant", ["q8_0", "Q4_K_M"])
+@pytest.mark.parametrize("quant", ["f32", "q8_0", "Q4_K_M"])
 def test_gguf_export_run_by_llama_cpp_agrees_and_stops(trained_run, tokenizer, quant):
     entry = export.export(trained_run, "gguf", quant=quant)
     q = quant.lower()
     out = trained_run / "export" / f"gguf-{q}"
     assert entry["path"] == str(out / "model.gguf") and not list(out.glob("model-*.gguf"))
     rec = read_toml(trained_run / runs.RECORD)["artifacts"][f"gguf_{q}"]
-    assert rec["converter"].startswith("llama.cpp ") and rec["quantized_from"] == "f32"
+    assert rec["converter"].startswith("llama.cpp ") and rec.get("quantized_from") == ("f32" if q != "f32" else None)
     assert rec["checked_by"] == "llama.cpp" and rec["chat_template"] == "gguf"
     # llama.cpp builds each prompt from the GGUF's template and vocabulary exactly as the run's tokenizer does.
     assert rec["prompts_identical"] == 1.0
@@ -327,7 +330,8 @@ def test_gguf_export_run_by_llama_cpp_agrees_and_stops(trained_run, tokenizer, q
     identical, tokens = GGUF_BOUNDS[q]
     assert rec["examples"] == 4 and rec["agreement"] >= identical and rec["token_agreement"] >= tokens, rec
     assert "does not stop" not in rec.get("warning", "") and "prompts" not in rec.get("warning", "")
-    assert rec["size_mb"] < {"q8_0": 150, "q4_k_m": 110}[q]
+    assert q != "f32" or "warning" not in rec
+    assert rec["size_mb"] < {"f32": 520, "q8_0": 150, "q4_k_m": 110}[q]
     # SmolLM2's rows of 576 are not whole 256-value K-quant blocks: llama.cpp falls back, and the record says so.
     assert ("quantize_note" in rec) == (q == "q4_k_m"), rec.get("quantize_note")
 
