@@ -41,7 +41,7 @@ def summary_lines(artifacts: dict[str, Any]) -> list[str]:
     >>> summary_lines({"gguf_q4_0": {"format": "gguf", "type": "q4_0", "path": "/r/m.gguf", "examples": 4,
     ...     "agreement": 0.0, "token_agreement": 0.3, "stops_at_end_of_turn": False, "checked_by": "llama.cpp",
     ...     "warning": "does not stop at the end of turn"}})[1]
-    '          WARNING: does not stop at the end of turn'
+    '  WARNING does not stop at the end of turn'
     """
     out = []
     for e in artifacts.values():
@@ -59,7 +59,7 @@ def summary_lines(artifacts: dict[str, Any]) -> list[str]:
             check = "not verified"
         out.append(f"  export  {label}: {check}  {e.get('path', '')}")
         if e.get("warning"):
-            out.append(f"          WARNING: {e['warning']}")
+            out.append(f"  WARNING {e['warning']}")
     return out
 
 

@@ -287,13 +287,13 @@ def verify_llama_cpp(rm: merged_export.RunModel, gguf_file: Path) -> dict[str, A
         )
     if not stats["stops_at_end_of_turn"]:
         problems.append(
-            f"does not stop at the end of turn ({stats['stop_rate']:.0%} of answers end there; "
-            f"adapter model: {stats['reference_stop_rate']:.0%})"
+            f"does not stop at the end of turn ({stats['stop_rate']:.0%} of answers end there, "
+            f"the adapter model's {stats['reference_stop_rate']:.0%})"
         )
     if stats["token_agreement"] < POOR_TOKEN_AGREEMENT:
         problems.append(f"answers differ from the adapter model's ({stats['token_agreement']:.0%} of tokens agree)")
     if problems:
-        stats["warning"] = "; ".join(problems)
+        stats["warning"] = ", and ".join(problems)
     return stats
 
 

@@ -362,7 +362,7 @@ def cmd_export(ns) -> int:
             f"({entry['stop_rate']:.0%} of answers end there; adapter model: {entry['reference_stop_rate']:.0%})"
         )
         if entry.get("warning"):
-            print(f"  WARNING: {entry['warning']}")
+            print(f"  WARNING {entry['warning']}")
     return 0
 
 

@@ -167,7 +167,7 @@ class EvalScreen(ReportsWorkerErrors, Screen):
 
         arts = runs.read_record(self.run_dir).get("artifacts", {})
         lines = [escape(line.strip()) for line in summary_lines(arts)]
-        lines = [f"[b red]{line}[/b red]" if line.startswith("WARNING") else line for line in lines]
+        lines = [f"[b red]{line}[/b red]" if line.startswith("WARNING ") else line for line in lines]
         self.query_one("#next-steps", Static).update("\n".join([self.advice, *lines, *([extra] if extra else [])]))
 
     def action_export(self, fmt: str) -> None:
