@@ -10,6 +10,8 @@ made from it. The entry point for every format is :func:`tunewiz.core.export.exp
 
 from __future__ import annotations
 
+import hashlib
+import json
 import shutil
 import time
 from dataclasses import dataclass
@@ -114,10 +116,31 @@ def stops_verdict(reference: list[list[int]], exported: list[list[int]], ref_sto
     return configured and stopped_too
 
 
+REFERENCE = "reference-answers.json"
+"""RUN/export/<this>: the adapter model's greedy answers, kept for the next export of the same adapter."""
+
+
 def reference_answers(rm: RunModel, tok, dtype_name: str, held: HeldOut) -> tuple[list[list[int]], list[int]]:
+    """The adapter model's greedy answers to the held-out prompts and its end-of-turn ids; computed once
+    per adapter, dtype, prompts and budget (exporting several GGUF types answers them once)."""
+    key = hashlib.sha256(json.dumps([dtype_name, held.prompts, held.max_new_tokens]).encode())
+    for f in sorted(rm.adapter_dir.glob("adapter_*")):
+        key.update(f.name.encode() + f.read_bytes())
+    cache = rm.run_dir / EXPORT_DIR / REFERENCE
+    try:
+        doc = json.loads(cache.read_text(encoding="utf-8"))
+        if doc["key"] == key.hexdigest():
+            return doc["answers"], doc["stop"]
+    except (OSError, ValueError, KeyError):
+        pass
     model = modeling.adapter_model(rm.base_path, rm.adapter_dir, dtype_name, rm.cfg.model.trust_remote_code)
     stop = modeling.end_of_turn_ids(model, tok)
-    return modeling.greedy(model, tok, held.prompts, held.max_new_tokens, stop), stop
+    answers = modeling.greedy(model, tok, held.prompts, held.max_new_tokens, stop)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_suffix(".partial")
+    tmp.write_text(json.dumps({"key": key.hexdigest(), "answers": answers, "stop": stop}), encoding="utf-8")
+    tmp.replace(cache)
+    return answers, stop
 
 
 def fresh_partial(out_dir: Path) -> Path:

@@ -54,6 +54,14 @@ class Parts:
     system_head: str | None = None  # before a leading system message's content; None: no system role
     system_end: str = ""
 
+    def default_system(self) -> str:
+        """The system prompt the template writes when a conversation has none ('' when it writes none):
+        what a Modelfile's SYSTEM should say, since Ollama passes SYSTEM to the template as a system message."""
+        head, start, end = self.head, self.system_head, self.system_end
+        if start is None or head == start or not head.startswith(start) or not head.endswith(end):
+            return ""
+        return head[len(start) : len(head) - len(end)] if end else head[len(start) :]
+
     def go_template(self) -> str:
         texts = [self.head, *self.user, *self.assistant, self.generation, self.system_head or "", self.system_end]
         if any("{{" in t for t in texts):
@@ -150,7 +158,10 @@ def parts_for(tok) -> Parts:
 def template_for(tok) -> tuple[str, str]:
     """The Ollama TEMPLATE for this tokenizer's chat template, checked on :data:`PROBES`,
     and a note ('' when the template reproduces every probe)."""
-    parts = parts_for(tok)
+    return _checked(tok, parts_for(tok))
+
+
+def _checked(tok, parts: Parts) -> tuple[str, str]:
     template = parts.go_template()
     note = ""
     probes = PROBES
@@ -162,10 +173,20 @@ def template_for(tok) -> tuple[str, str]:
         )
     for conv in probes:
         want = tok.apply_chat_template(conv, tokenize=False, add_generation_prompt=True)
-        got = render_conversation(template, conv)
-        if got != want:
-            raise TemplateError(f"the Ollama template renders {got!r} where the chat template renders {want!r}")
+        default = parts.default_system()
+        for system in ("", default) if default else ("",):  # without and with the Modelfile's SYSTEM
+            got = render_conversation(template, conv, system)
+            if got != want:
+                raise TemplateError(f"the Ollama template renders {got!r} where the chat template renders {want!r}")
     return template, note
+
+
+def modelfile_parts(tok) -> tuple[str, str, str]:
+    """(TEMPLATE, SYSTEM, note) for this tokenizer's chat template, checked on :data:`PROBES`:
+    SYSTEM is the template's default system prompt ('' when it has none)."""
+    parts = parts_for(tok)
+    template, note = _checked(tok, parts)
+    return template, parts.default_system(), note
 
 
 def stop_tokens(tok, eos_ids: list[int]) -> list[str]:
@@ -178,12 +199,18 @@ def stop_tokens(tok, eos_ids: list[int]) -> list[str]:
     return out
 
 
-def modelfile(gguf_name: str, template: str, stops: list[str], note: str = "") -> str:
-    """A Modelfile: `ollama create NAME -f Modelfile` in its directory, then `ollama run NAME`."""
-    if '"""' in template:
+def modelfile(gguf_name: str, template: str, stops: list[str], note: str = "", system: str = "") -> str:
+    """A Modelfile: `ollama create NAME -f Modelfile` in its directory, then `ollama run NAME`.
+
+    SYSTEM (when the chat template has a default system prompt) is what Ollama sends as the system
+    message of a conversation that has none; the TEMPLATE writes the same text without it.
+    """
+    if '"""' in template or '"""' in system:
         raise TemplateError('the template contains """, which a Modelfile cannot quote')
     lines = [f"# {line}" for line in note.splitlines()]
     lines += [f"FROM ./{gguf_name}", f'TEMPLATE """{template}"""']
+    if system:
+        lines.append(f'SYSTEM """{system}"""')
     lines += [f"PARAMETER stop {quote(s)}" for s in stops]
     return "\n".join(lines) + "\n"
 
@@ -193,11 +220,12 @@ def quote(s: str) -> str:
 
 
 def parse_modelfile(text: str) -> dict[str, Any]:
-    """FROM, TEMPLATE and the stop parameters of a Modelfile we wrote (for tests and `show`)."""
-    out: dict[str, Any] = {"stop": []}
-    m = re.search(r'^TEMPLATE """(.*?)"""', text, re.S | re.M)
-    if m:
-        out["template"] = m.group(1)
+    """FROM, TEMPLATE, SYSTEM and the stop parameters of a Modelfile we wrote (for tests and `show`)."""
+    out: dict[str, Any] = {"stop": [], "system": ""}
+    for key in ("template", "system"):
+        m = re.search(rf'^{key.upper()} """(.*?)"""', text, re.S | re.M)
+        if m:
+            out[key] = m.group(1)
     for line in text.splitlines():
         if line.startswith("FROM "):
             out["from"] = line[5:].strip()
@@ -381,8 +409,11 @@ def _run(nodes: list[_Node], dot: Any, root: Any, out: list[str]) -> None:
                 _run(n.other or [], dot, root, out)
 
 
-def render_conversation(template: str, conv: list[dict[str, str]]) -> str:
-    """The prompt Ollama builds from `template` for chat messages (role/content dicts)."""
+def render_conversation(template: str, conv: list[dict[str, str]], system: str = "") -> str:
+    """The prompt Ollama builds from `template` for chat messages (role/content dicts), with the
+    Modelfile's SYSTEM `system` put first when the conversation does not start with a system message."""
+    if system and (not conv or conv[0]["role"] != "system"):
+        conv = [{"role": "system", "content": system}, *conv]
     return render(template, {"Messages": [{"Role": m["role"], "Content": m["content"]} for m in conv]})
 
 

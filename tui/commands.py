@@ -461,6 +461,8 @@ def cmd_export(ns) -> int:
             f"  stops at the end-of-turn token ({', '.join(entry['end_tokens'])}): {stops} "
             f"({entry['stop_rate']:.0%} of answers end there; adapter model: {entry['reference_stop_rate']:.0%})"
         )
+        if entry.get("warning"):
+            print(f"  WARNING {entry['warning']}")
     return 0
 
 

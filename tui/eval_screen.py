@@ -167,6 +167,7 @@ class EvalScreen(ReportsWorkerErrors, Screen):
 
         arts = runs.read_record(self.run_dir).get("artifacts", {})
         lines = [escape(line.strip()) for line in summary_lines(arts)]
+        lines = [f"[b red]{line}[/b red]" if line.startswith("WARNING ") else line for line in lines]
         self.query_one("#next-steps", Static).update("\n".join([self.advice, *lines, *([extra] if extra else [])]))
 
     def action_export(self, fmt: str) -> None:
@@ -219,7 +220,10 @@ class EvalScreen(ReportsWorkerErrors, Screen):
             self.notify(msg.error, severity="error", timeout=10)
         else:
             self.show_exports()
-            self.notify(f"exported {msg.name} to {msg.entry.get('path', '?')}")
+            if msg.entry.get("warning"):
+                self.notify(f"{msg.name}: {msg.entry['warning']}", severity="warning", timeout=10)
+            else:
+                self.notify(f"exported {msg.name} to {msg.entry.get('path', '?')}")
 
     @on(DataTable.RowSelected, "#preds")
     def _open(self, event: DataTable.RowSelected) -> None:

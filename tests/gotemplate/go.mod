@@ -1,0 +1,3 @@
+module tunewiz/gotemplate
+
+go 1.19
