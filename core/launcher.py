@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -20,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tunewiz.core import runs
+from tunewiz.core import detach, runs
 from tunewiz.core.events import follow as follow_events
 
 
@@ -182,17 +181,7 @@ def start(run_dir: Path, resume: bool = False) -> int:
         # spread one "per-device" batch over all of them (DataParallel) and the plan would not hold.
         visible = [x for x in env.get("CUDA_VISIBLE_DEVICES", "0").split(",") if x.strip()]
         env["CUDA_VISIBLE_DEVICES"] = visible[0] if visible else ""
-    with open(run_dir / runs.LOG, "ab") as log:
-        proc = subprocess.Popen(
-            cmd,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            close_fds=True,
-            cwd=str(run_dir),
-            env=env,
-        )
+    proc = detach.spawn(cmd, run_dir / runs.LOG, run_dir, env)
     runs.update_record(run_dir, {"run": {"launcher_pid": proc.pid}})
     return proc.pid
 

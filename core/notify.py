@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
 import threading
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from tunewiz.core import detach
 from tunewiz.core.metrics import headline_text
 
 ENV_VARS = (
@@ -143,17 +143,7 @@ def spawn(command: list[str], env: dict[str, str], run_dir: str | Path, log_path
     try:
         with open(log_path, "ab") as log:
             log.write(f"{stamp} INFO notify: running {command[0]} (run {env.get('TUNEWIZ_STATUS', '')})\n".encode())
-            log.flush()
-            proc = subprocess.Popen(
-                [str(a) for a in command],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                close_fds=True,
-                cwd=str(run_dir),
-                env={**os.environ, **env},
-            )
+        proc = detach.spawn(command, log_path, run_dir, {**os.environ, **env})
     except (OSError, ValueError, IndexError) as exc:
         what = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
         line = f"{stamp} WARNING notify: [notify] command {command!r} could not start: {what}\n"

@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -31,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tunewiz.core import launcher, runs
+from tunewiz.core import detach, launcher, runs
 
 QUEUE_LOCK = ".queue.lock"
 """Held while the queue is read and changed (submit, move, cancel, the runner starting a run)."""
@@ -245,17 +244,8 @@ def ensure_runner(home_dir: Path) -> int | None:
         if not got:
             return None
     # Two callers may both start one: the second runner finds the lock held and exits at once.
-    with open(root / LOG, "ab") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "tunewiz.core.queue", str(home_dir)],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            close_fds=True,
-            cwd=str(root),
-            env=dict(os.environ, PYTHONUNBUFFERED="1"),
-        )
+    cmd = [sys.executable, "-m", "tunewiz.core.queue", str(home_dir)]
+    proc = detach.spawn(cmd, root / LOG, root, dict(os.environ, PYTHONUNBUFFERED="1"))
     return proc.pid
 
 

@@ -107,3 +107,18 @@ def chat_row(user: str, answer: str, system: str | None = None) -> dict:
         {"role": "assistant", "content": answer},
     ]
     return {"messages": msgs}
+
+
+def hang_up(terminal, wait_s: float = 60) -> None:
+    """What a dropped SSH connection does to the process group of `terminal` (started in its own
+    session): SIGHUP, then SIGKILL for whatever ignored it; waits for the group's leader."""
+    import signal
+    import time
+
+    os.killpg(terminal.pid, signal.SIGHUP)
+    time.sleep(0.5)
+    try:
+        os.killpg(terminal.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    terminal.wait(timeout=wait_s)

@@ -4,7 +4,6 @@ starts them with no terminal attached (slow: real tiny runs, started from a term
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -17,7 +16,7 @@ from tunewiz.core.events import read_events
 from tunewiz.core.toml import write_toml_atomic
 from tunewiz.tui import cli
 
-from tests.conftest import ROOT, sample_tickets
+from tests.conftest import ROOT, hang_up, sample_tickets
 
 
 def waiting_run(home: Path, name: str, order: float, placement=("cpu",)) -> Path:
@@ -197,13 +196,7 @@ def test_a_queue_of_three_survives_the_terminal_and_runs_one_at_a_time(home, tin
         wait_for(lambda: runs.read_record(q1)["run"]["status"] in ("running", *runs.FINAL), timeout=600)
         assert runs.read_record(named()["q3"])["run"]["status"] == runs.WAITING
     finally:
-        os.killpg(terminal.pid, signal.SIGHUP)  # the SSH connection drops
-        time.sleep(0.5)
-        try:
-            os.killpg(terminal.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        terminal.wait(timeout=60)
+        hang_up(terminal)  # the SSH connection drops
     assert terminal.returncode != 0  # the terminal is gone; the queue is not
 
     dirs = named()

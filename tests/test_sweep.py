@@ -135,18 +135,24 @@ def test_without_a_comparison_the_held_out_loss_ranks(home):
     assert "held-out loss (lower is better" in "\n".join(sweep_lines(s))
 
 
+async def open_sweep(app, pilot) -> DataTable:
+    """From the history screen with the sweep's three runs listed, `s` opens its ranking; returns the table."""
+    table = app.screen.query_one("#runs", DataTable)
+    await wait_until(pilot, lambda: table.row_count == 3)
+    await pilot.press("s")
+    await wait_until(pilot, lambda: screen_name(app) == "SweepScreen")
+    ranking = app.screen.query_one("#sweep-table", DataTable)
+    await wait_until(pilot, lambda: ranking.row_count == 3)
+    return ranking
+
+
 def test_the_sweep_screen_ranks_and_plots_the_three_side_by_side(home):
     write_sweep(home, SAMPLE / "support_tickets.jsonl")
 
     async def run() -> None:
         app = create_app(home, start="history")
         async with app.run_test(size=SIZE) as pilot:
-            table = app.screen.query_one("#runs", DataTable)
-            await wait_until(pilot, lambda: table.row_count == 3)
-            await pilot.press("s")
-            await wait_until(pilot, lambda: screen_name(app) == "SweepScreen")
-            ranking = app.screen.query_one("#sweep-table", DataTable)
-            await wait_until(pilot, lambda: ranking.row_count == 3)
+            ranking = await open_sweep(app, pilot)
             rows = [ranking.get_row_at(i) for i in range(3)]
             assert "*1" in str(rows[0][0]) and "balanced" in str(rows[0][1]) and rows[0][3] == "58% (42-73%)"
             assert [len(app.screen.query_one(f"#plot-{p}").train) for p in presets.PRESETS] == [12, 12, 12]
@@ -226,12 +232,7 @@ def test_a_sweep_on_the_sample_tickets_queues_three_runs_and_ranks_them(home, ti
     async def run() -> None:
         app = create_app(home, start="history")
         async with app.run_test(size=SIZE) as pilot:
-            table = app.screen.query_one("#runs", DataTable)
-            await wait_until(pilot, lambda: table.row_count == 3)
-            await pilot.press("s")
-            await wait_until(pilot, lambda: screen_name(app) == "SweepScreen")
-            ranking = app.screen.query_one("#sweep-table", DataTable)
-            await wait_until(pilot, lambda: ranking.row_count == 3)
+            ranking = await open_sweep(app, pilot)
             assert "*1" in str(ranking.get_row_at(0)[0])
             assert all(len(app.screen.query_one(f"#plot-{p}").evals) == 3 for p in presets.PRESETS)
 

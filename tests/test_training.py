@@ -23,7 +23,7 @@ from tunewiz.core.presets import build_config
 from tunewiz.core.toml import read_toml
 from tunewiz.tui import cli, commands
 
-from tests.conftest import ROOT, sample_tickets
+from tests.conftest import ROOT, hang_up, sample_tickets
 
 pytestmark = pytest.mark.slow
 
@@ -160,13 +160,7 @@ def test_training_survives_the_terminal_closing(home, tiny_model_dir, small_data
     wait_for(lambda: runs.runs_root(home).is_dir() and any(runs.runs_root(home).iterdir()), timeout=60)
     run_dir = next(runs.runs_root(home).iterdir())
     wait_for(lambda: len(steps_seen(run_dir)) >= 1, timeout=180)
-    os.killpg(terminal.pid, signal.SIGHUP)  # the SSH connection drops
-    time.sleep(0.5)
-    try:
-        os.killpg(terminal.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    terminal.wait(timeout=30)
+    hang_up(terminal, wait_s=30)  # the SSH connection drops
     doc = launcher.wait(run_dir, timeout=300)
     assert doc["run"]["status"] == "completed"
     assert steps_seen(run_dir)[-1] == 30
