@@ -16,6 +16,11 @@ from pathlib import Path
 
 import pytest
 
+HANG_S = 3600.0
+"""How long a test waits for a training (or a command that loads a model) before calling it hung. A guard
+against hanging forever, never a speed check: CI machines may be busy (a training beside the tests took
+a 3-step bundled-model run past a 600 s deadline)."""
+
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "sample_data"
 

@@ -20,7 +20,7 @@ from tunewiz.core.chat import ChatError, ChatOptions, ChatSession
 from tunewiz.tui import cli, commands
 from tunewiz.tui.app import create_app
 
-from tests.conftest import ROOT, chat_row, write_jsonl
+from tests.conftest import HANG_S, ROOT, chat_row, write_jsonl
 from tests.test_app import SIZE, make_run, wait_until
 from tests.test_training import tiny_config
 
@@ -39,7 +39,7 @@ def trained(tmp_path_factory, tiny_model_dir) -> Path:
     cfg = tiny_config(tiny_model_dir, data, max_steps=30, learning_rate=1e-2, warmup_ratio=0.0)
     cfg.evaluation.enabled = False
     run_dir = commands.launch(cfg.validate(), home)
-    doc = launcher.wait(run_dir, timeout=600)
+    doc = launcher.wait(run_dir, timeout=HANG_S)
     assert doc["run"]["status"] == "completed", (run_dir / runs.LOG).read_text()[-3000:]
     return run_dir
 

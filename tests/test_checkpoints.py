@@ -20,7 +20,7 @@ import pytest
 from tunewiz.core import checkpoints, launcher, runs
 from tunewiz.tui import cli
 
-from tests.conftest import sample_tickets
+from tests.conftest import HANG_S, sample_tickets
 
 # -- checkpoints built by hand ----------------------------------------------------------------------
 
@@ -178,7 +178,7 @@ def test_a_full_disk_is_recorded_listed_and_resumed_from_the_newest_whole_checkp
     run_dir = runs.create_run(cfg, home)
     filler = small_disk / "filler"
     code = FILL_AT_STEP_4.format(run_dir=str(run_dir), bypass_check=bypass_check, filler=str(filler))
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=HANG_S)
     log = (run_dir / runs.LOG).read_text() if (run_dir / runs.LOG).exists() else proc.stdout + proc.stderr
     assert proc.returncode == 1, log[-3000:]
 
@@ -209,7 +209,7 @@ def test_a_full_disk_is_recorded_listed_and_resumed_from_the_newest_whole_checkp
     assert "from checkpoint-2" in out, out
     if bypass_check:
         assert "skipping checkpoint-4" in out
-    doc = launcher.wait(run_dir, timeout=300)
+    doc = launcher.wait(run_dir, timeout=HANG_S)
     assert doc["run"]["status"] == "completed", (run_dir / runs.LOG).read_text()[-3000:]
     assert doc["results"]["steps"] == 8
     steps = [json.loads(line).get("step") for line in (run_dir / "events.jsonl").read_text().splitlines()]
@@ -256,7 +256,7 @@ def test_a_checkpoint_torn_after_a_kill_is_skipped_on_resume(home, tiny_model_di
     resumed_step = checkpoints.step_of(previous) + 1
     wait_for(lambda: steps_seen(run_dir).count(resumed_step) == 2)  # trained again from the previous one
     launcher.stop(run_dir)
-    doc = launcher.wait(run_dir, timeout=120)
+    doc = launcher.wait(run_dir, timeout=HANG_S)
     log = (run_dir / runs.LOG).read_text()
     assert f"skipping {newest.name}" in log and f"resuming from {previous.name}" in log, log[-3000:]
     assert doc["run"]["status"] == "stopped"

@@ -11,7 +11,7 @@ from tunewiz.core.events import read_events
 from tunewiz.core.toml import read_toml
 from tunewiz.tui import commands
 
-from tests.conftest import SAMPLE, sample_tickets
+from tests.conftest import HANG_S, SAMPLE, sample_tickets
 
 
 def test_processes_is_a_validated_setting_that_scales_the_effective_batch():
@@ -147,7 +147,7 @@ def test_two_process_data_parallel_run_on_cpu(home, tiny_model_dir, tmp_path):
     cfg.training.gradient_accumulation_steps = 1
     cfg.evaluation.max_examples = 2
     run_dir = commands.launch(cfg, home)
-    doc = launcher.wait(run_dir, timeout=240)
+    doc = launcher.wait(run_dir, timeout=HANG_S)
     log = (run_dir / runs.LOG).read_text()
     assert doc["run"]["status"] == "completed", log[-4000:]
 
@@ -178,9 +178,9 @@ def test_a_two_process_run_stops_every_rank_after_the_same_step_and_resumes(home
     cfg = tiny_config(tiny_model_dir, data, max_steps=60, save_steps=1000, processes=2, per_device_batch_size=2)
     cfg.training.gradient_accumulation_steps = 1
     run_dir = commands.launch(cfg, home)
-    wait_for(lambda: len(steps_seen(run_dir)) >= 2, timeout=180)
+    wait_for(lambda: len(steps_seen(run_dir)) >= 2, timeout=HANG_S)
     assert launcher.stop(run_dir)
-    doc = launcher.wait(run_dir, timeout=120)
+    doc = launcher.wait(run_dir, timeout=HANG_S)
     log = (run_dir / runs.LOG).read_text()
     assert doc["run"]["status"] == "stopped", log[-4000:]
     reached = doc["run"]["stopped_at_step"]
@@ -192,7 +192,7 @@ def test_a_two_process_run_stops_every_rank_after_the_same_step_and_resumes(home
     assert (run_dir / "checkpoints" / f"checkpoint-{reached}").is_dir()
 
     launcher.start(run_dir, resume=True)
-    doc = launcher.wait(run_dir, timeout=180)
+    doc = launcher.wait(run_dir, timeout=HANG_S)
     assert doc["run"]["status"] == "completed" and doc["run"]["resumed"] == 1
     steps = steps_seen(run_dir)
     assert steps[-1] == 60 and steps.count(reached + 1) == 1  # continued from the checkpoint, once

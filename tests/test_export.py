@@ -19,7 +19,7 @@ from tunewiz.core.presets import build_config
 from tunewiz.core.toml import read_toml
 from tunewiz.tui import cli, commands
 
-from tests.conftest import ROOT, sample_tickets, write_jsonl
+from tests.conftest import HANG_S, ROOT, sample_tickets, write_jsonl
 
 GO_DIR = ROOT / "tests" / "gotemplate"
 
@@ -321,7 +321,7 @@ def trained_run(tmp_path_factory, bundled_dir) -> Path:
     cfg.evaluation.enabled = False  # the export runs its own comparison
     cfg.evaluation.max_examples = 4
     run_dir = commands.launch(cfg.validate(), home)
-    doc = launcher.wait(run_dir, timeout=600)
+    doc = launcher.wait(run_dir, timeout=HANG_S)
     assert doc["run"]["status"] == "completed", (run_dir / runs.LOG).read_text()[-3000:]
     return run_dir
 

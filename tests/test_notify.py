@@ -20,7 +20,7 @@ from tunewiz.core.config import ConfigError, RunConfig, apply_overrides
 from tunewiz.core.events import EventWriter, read_events
 from tunewiz.core.toml import read_toml
 
-from tests.conftest import sample_tickets
+from tests.conftest import HANG_S, sample_tickets
 
 RECORDER = """
 import json, os, sys
@@ -273,7 +273,7 @@ def test_tensorboard_events_hold_the_loss_curve_and_the_run_is_told_once(
     cfg.training.report_to = "tensorboard"
     cfg.notify.command = command
     run_dir = launcher.submit(cfg, home)
-    doc = launcher.wait(run_dir, timeout=300)
+    doc = launcher.wait(run_dir, timeout=HANG_S)
     assert doc["run"]["status"] == "completed", (run_dir / runs.LOG).read_text()[-3000:]
 
     logdir = run_dir / "tensorboard"
@@ -319,7 +319,7 @@ def test_a_killed_trainer_is_told_once_by_refresh(home, tiny_model_dir, tmp_path
     cfg.notify.command = command
     run_dir = runs.create_run(cfg, home)
     code = textwrap.dedent(KILLED_AFTER_STEP_1.format(run_dir=str(run_dir)))
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=HANG_S)
     assert proc.returncode == -9, proc.stderr[-3000:]
     assert runs.read_record(run_dir)["run"]["status"] == "running" and lines_of(out) == []
     for _ in range(3):

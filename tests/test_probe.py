@@ -7,7 +7,7 @@ import json
 import pytest
 from tunewiz.core import presets, probe
 
-from tests.conftest import SAMPLE, sample_tickets
+from tests.conftest import HANG_S, SAMPLE, sample_tickets
 
 
 def small_config(tmp_path, steps_rows: int = 12):
@@ -57,7 +57,7 @@ def test_probe_on_cpu_reports_predicted_vs_measured(tmp_path, bundled_dir, sessi
     root = Path(__file__).resolve().parent.parent
     proc = subprocess.run(
         [sys.executable, "-c", _PROBE_IN_A_FRESH_PROCESS, str(tmp_path), str(session_home)],
-        cwd=root, capture_output=True, text=True, timeout=600,
+        cwd=root, capture_output=True, text=True, timeout=HANG_S,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     r = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -94,7 +94,7 @@ def test_cli_probe_prints_predicted_against_measured(session_home, bundled_dir):
     argv += ["--steps", "2", "--max-seq-len", "64", "--batch", "2", "--json"]
     proc = subprocess.run(
         [sys.executable, "-m", "tunewiz.tui.cli", *argv],
-        capture_output=True, text=True, timeout=600,
+        capture_output=True, text=True, timeout=HANG_S,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout

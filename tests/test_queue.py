@@ -16,7 +16,7 @@ from tunewiz.core.events import read_events
 from tunewiz.core.toml import write_toml_atomic
 from tunewiz.tui import cli
 
-from tests.conftest import ROOT, hang_up, sample_tickets
+from tests.conftest import HANG_S, ROOT, hang_up, sample_tickets
 
 
 def waiting_run(home: Path, name: str, order: float, placement=("cpu",)) -> Path:
@@ -191,16 +191,16 @@ def test_a_queue_of_three_survives_the_terminal_and_runs_one_at_a_time(home, tin
         return {runs.read_record(d)["run"]["name"]: d for d in runs._run_dirs(runs.runs_root(home))}
 
     try:
-        wait_for(lambda: len(named()) == 3, timeout=600)  # all three queued (each submit checks the data)
+        wait_for(lambda: len(named()) == 3, timeout=HANG_S)  # all three queued (each submit checks the data)
         q1 = named()["q1"]
-        wait_for(lambda: runs.read_record(q1)["run"]["status"] in ("running", *runs.FINAL), timeout=600)
+        wait_for(lambda: runs.read_record(q1)["run"]["status"] in ("running", *runs.FINAL), timeout=HANG_S)
         assert runs.read_record(named()["q3"])["run"]["status"] == runs.WAITING
     finally:
         hang_up(terminal)  # the SSH connection drops
     assert terminal.returncode != 0  # the terminal is gone; the queue is not
 
     dirs = named()
-    wait_for(lambda: all(launcher.is_finished(d) for d in dirs.values()), timeout=1200, poll=2)
+    wait_for(lambda: all(launcher.is_finished(d) for d in dirs.values()), timeout=HANG_S, poll=2)
     docs = {name: runs.read_record(d) for name, d in dirs.items()}
     for name, doc in docs.items():
         assert doc["run"]["status"] == "completed", (name, (dirs[name] / runs.LOG).read_text()[-2000:])

@@ -12,7 +12,7 @@ from tunewiz.core import launcher, runs
 from tunewiz.core.presets import build_config
 from tunewiz.tui import cli
 
-from tests.conftest import sample_tickets
+from tests.conftest import HANG_S, sample_tickets
 
 pytestmark = pytest.mark.slow
 
@@ -34,7 +34,7 @@ def test_two_loader_workers_count_every_trained_token_and_no_held_out_one(home, 
     data = sample_tickets(tmp_path / "t.jsonl", rows=40)
     cfg = tiny(tiny_model_dir, data, dataloader_workers=2, num_epochs=1.0, max_steps=-1, eval_steps=2)
     run_dir = launcher.submit(cfg, home)
-    doc = launcher.wait(run_dir, timeout=300)
+    doc = launcher.wait(run_dir, timeout=HANG_S)
     assert doc["run"]["status"] == "completed", (run_dir / runs.LOG).read_text()[-3000:]
     res, dat, plan = doc["results"], doc["data"], doc["plan"]
     assert plan["dataloader_workers"] == 2 and "set in the config" in plan["reasons"]["dataloader_workers"]
@@ -64,7 +64,7 @@ def test_out_of_memory_in_a_step_fails_with_what_to_change(home, tiny_model_dir,
         sys.exit(trainer.main([{str(run_dir)!r}], callbacks=[OutOfMemoryAtStep2()]))
         """
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=HANG_S)
     assert proc.returncode == 1
     doc = runs.read_record(run_dir)
     assert doc["run"]["status"] == "failed"

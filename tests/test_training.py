@@ -23,7 +23,7 @@ from tunewiz.core.presets import build_config
 from tunewiz.core.toml import read_toml
 from tunewiz.tui import cli, commands
 
-from tests.conftest import ROOT, hang_up, sample_tickets
+from tests.conftest import HANG_S, ROOT, hang_up, sample_tickets
 
 pytestmark = pytest.mark.slow
 
@@ -63,7 +63,7 @@ def tiny_config(model_dir: Path, data: Path, **training) -> RunConfig:
     return cfg.validate()
 
 
-def wait_for(pred, timeout=120.0, poll=0.2):
+def wait_for(pred, timeout=HANG_S, poll=0.2):
     deadline = time.time() + timeout
     while time.time() < deadline:
         if pred():
@@ -79,7 +79,7 @@ def steps_seen(run_dir: Path) -> list[int]:
 def test_tiny_training_end_to_end(home, tiny_model_dir, small_data):
     cfg = tiny_config(tiny_model_dir, small_data)
     run_dir = commands.launch(cfg, home)
-    doc = launcher.wait(run_dir, timeout=300)
+    doc = launcher.wait(run_dir, timeout=HANG_S)
     assert doc["run"]["status"] == "completed", (run_dir / runs.LOG).read_text()[-3000:]
 
     # The record parses, has every section, and says what happened.
@@ -138,7 +138,7 @@ def test_config_flag_repeats_the_effective_settings(home, tiny_model_dir, small_
     second = [p for p in runs.runs_root(home).iterdir() if p != first][0]
     a, b = read_toml(first / runs.RECORD), read_toml(second / runs.RECORD)
     assert a["training"] == b["training"] and a["model"] == b["model"] and a["data"]["path"] == b["data"]["path"]
-    launcher.wait(second, timeout=300)
+    launcher.wait(second, timeout=HANG_S)
 
 
 def test_training_survives_the_terminal_closing(home, tiny_model_dir, small_data, tmp_path):
@@ -159,9 +159,9 @@ def test_training_survives_the_terminal_closing(home, tiny_model_dir, small_data
     )
     wait_for(lambda: runs.runs_root(home).is_dir() and any(runs.runs_root(home).iterdir()), timeout=60)
     run_dir = next(runs.runs_root(home).iterdir())
-    wait_for(lambda: len(steps_seen(run_dir)) >= 1, timeout=180)
+    wait_for(lambda: len(steps_seen(run_dir)) >= 1, timeout=HANG_S)
     hang_up(terminal, wait_s=30)  # the SSH connection drops
-    doc = launcher.wait(run_dir, timeout=300)
+    doc = launcher.wait(run_dir, timeout=HANG_S)
     assert doc["run"]["status"] == "completed"
     assert steps_seen(run_dir)[-1] == 30
 
@@ -169,9 +169,9 @@ def test_training_survives_the_terminal_closing(home, tiny_model_dir, small_data
 def test_stop_saves_adapter_and_resume_finishes(home, tiny_model_dir, small_data):
     cfg = tiny_config(tiny_model_dir, small_data, max_steps=100, save_steps=1000)
     run_dir = commands.launch(cfg, home)
-    wait_for(lambda: len(steps_seen(run_dir)) >= 2, timeout=180)
+    wait_for(lambda: len(steps_seen(run_dir)) >= 2, timeout=HANG_S)
     assert launcher.stop(run_dir)
-    doc = launcher.wait(run_dir, timeout=120)
+    doc = launcher.wait(run_dir, timeout=HANG_S)
     assert doc["run"]["status"] == "stopped"
     reached = doc["run"]["stopped_at_step"]
     assert 2 <= reached < 100
@@ -179,7 +179,7 @@ def test_stop_saves_adapter_and_resume_finishes(home, tiny_model_dir, small_data
     assert (run_dir / "checkpoints" / f"checkpoint-{reached}").is_dir()
 
     launcher.start(run_dir, resume=True)
-    doc = launcher.wait(run_dir, timeout=300)
+    doc = launcher.wait(run_dir, timeout=HANG_S)
     assert doc["run"]["status"] == "completed" and doc["run"]["resumed"] == 1
     assert doc["run"]["previous_status"] == "stopped" and doc["run"]["started"] < doc["run"]["resumed_at"][0]
     steps = steps_seen(run_dir)
@@ -197,7 +197,7 @@ def test_stop_saves_adapter_and_resume_finishes(home, tiny_model_dir, small_data
 def test_killed_trainer_is_reported_crashed(home, tiny_model_dir, small_data, capsys):
     cfg = tiny_config(tiny_model_dir, small_data, max_steps=100, save_steps=20)
     run_dir = commands.launch(cfg, home)
-    wait_for(lambda: (run_dir / "checkpoints" / "checkpoint-20").is_dir(), timeout=180)
+    wait_for(lambda: (run_dir / "checkpoints" / "checkpoint-20").is_dir(), timeout=HANG_S)
     # a second trainer on the same run is refused while the first holds the lock
     second = subprocess.run(
         [sys.executable, "-m", "tunewiz.core.trainer", str(run_dir)],
@@ -218,7 +218,7 @@ def test_killed_trainer_is_reported_crashed(home, tiny_model_dir, small_data, ca
 
     # resume continues from the last checkpoint and finishes
     assert cli.main(["resume", run_dir.name]) == 0
-    doc = launcher.wait(run_dir, timeout=300)
+    doc = launcher.wait(run_dir, timeout=HANG_S)
     assert doc["run"]["status"] == "completed" and doc["run"]["previous_status"] == "crashed"
     assert steps_seen(run_dir)[-1] == 100
 
@@ -228,7 +228,7 @@ def test_qlora_trains_on_cpu(home, tiny_model_dir, small_data):
     cfg.model.method = "qlora"
     cfg.evaluation.enabled = False
     run_dir = commands.launch(cfg, home)
-    doc = launcher.wait(run_dir, timeout=300)
+    doc = launcher.wait(run_dir, timeout=HANG_S)
     assert doc["run"]["status"] == "completed", (run_dir / runs.LOG).read_text()[-3000:]
     assert (run_dir / "adapter" / "adapter_model.safetensors").is_file()
 
@@ -245,7 +245,7 @@ def test_bundled_model_trains_and_is_compared_with_base(home, session_home, bund
     for d in (session_home / "models").iterdir():
         (home / "models" / d.name).symlink_to(d)
     run_dir = commands.launch(cfg.validate(), home)
-    doc = launcher.wait(run_dir, timeout=600)
+    doc = launcher.wait(run_dir, timeout=HANG_S)
     assert doc["run"]["status"] == "completed", (run_dir / runs.LOG).read_text()[-3000:]
     assert doc["model"]["source"] == "bundled" and doc["model"]["revision"].startswith("sha256:")
     # The adapter names its base by hub id, not this machine's cache path: it loads anywhere.
