@@ -114,6 +114,22 @@ def chat_row(user: str, answer: str, system: str | None = None) -> dict:
     return {"messages": msgs}
 
 
+def open_terminal(cmd: list[str], env: dict[str, str]):
+    """`cmd` as a user's shell in an SSH session would run it: its own session and process group (which
+    :func:`hang_up` then takes down), no input, output nowhere."""
+    import subprocess
+
+    return subprocess.Popen(
+        cmd,
+        cwd=ROOT,
+        env=env,
+        start_new_session=True,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
 def hang_up(terminal, wait_s: float = 60) -> None:
     """What a dropped SSH connection does to the process group of `terminal` (started in its own
     session): SIGHUP, then SIGKILL for whatever ignored it; waits for the group's leader."""

@@ -4,7 +4,6 @@ starts them with no terminal attached (slow: real tiny runs, started from a term
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -16,7 +15,7 @@ from tunewiz.core.events import read_events
 from tunewiz.core.toml import write_toml_atomic
 from tunewiz.tui import cli
 
-from tests.conftest import HANG_S, ROOT, hang_up, sample_tickets
+from tests.conftest import HANG_S, hang_up, open_terminal, sample_tickets
 
 
 def waiting_run(home: Path, name: str, order: float, placement=("cpu",)) -> Path:
@@ -177,15 +176,7 @@ def test_a_queue_of_three_survives_the_terminal_and_runs_one_at_a_time(home, tin
     config = tiny_queue_config(tiny_model_dir, sample_tickets(tmp_path / "tickets.jsonl"), tmp_path)
     train = f"{sys.executable} -m tunewiz.tui.cli train --config {config} --queue"
     script = "; ".join(f"{train} --name q{n}" for n in (1, 2, 3)) + "; sleep 600"
-    terminal = subprocess.Popen(
-        ["/bin/sh", "-c", script],
-        cwd=ROOT,
-        env={**os.environ, "TUNEWIZ_HOME": str(home)},
-        start_new_session=True,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    terminal = open_terminal(["/bin/sh", "-c", script], {**os.environ, "TUNEWIZ_HOME": str(home)})
 
     def named() -> dict[str, Path]:
         return {runs.read_record(d)["run"]["name"]: d for d in runs._run_dirs(runs.runs_root(home))}

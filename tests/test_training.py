@@ -23,7 +23,7 @@ from tunewiz.core.presets import build_config
 from tunewiz.core.toml import read_toml
 from tunewiz.tui import cli, commands
 
-from tests.conftest import HANG_S, ROOT, hang_up, sample_tickets
+from tests.conftest import HANG_S, ROOT, hang_up, open_terminal, sample_tickets
 
 pytestmark = pytest.mark.slow
 
@@ -148,15 +148,8 @@ def test_training_survives_the_terminal_closing(home, tiny_model_dir, small_data
     from tunewiz.core.toml import write_toml_atomic
 
     write_toml_atomic(config_file, cfg.to_dict())
-    terminal = subprocess.Popen(
-        [sys.executable, "-m", "tunewiz.tui.cli", "train", "--config", str(config_file), "--follow", "--no-eval"],
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        start_new_session=True,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    train = [sys.executable, "-m", "tunewiz.tui.cli", "train", "--config", str(config_file), "--follow", "--no-eval"]
+    terminal = open_terminal(train, {**os.environ, "PYTHONPATH": str(ROOT)})
     wait_for(lambda: runs.runs_root(home).is_dir() and any(runs.runs_root(home).iterdir()), timeout=60)
     run_dir = next(runs.runs_root(home).iterdir())
     wait_for(lambda: len(steps_seen(run_dir)) >= 1, timeout=HANG_S)
