@@ -84,3 +84,51 @@ def test_installed_entry_point_works_from_any_directory(tmp_path):
 def test_module_entry_point_error_exit_code(tmp_path):
     r = run_cli("--home", str(tmp_path / "h"), "show", "nothing-here")
     assert r.returncode == 2 and "no run 'nothing-here'" in r.stderr
+
+
+# -- 80 columns ---------------------------------------------------------------------
+# Over SSH in tmux the terminal is often 80 wide: a table that wraps cannot be read, so every listing
+# and plan fits 79 columns (a long path or command stays whole).
+
+
+def _widest(text: str) -> int:
+    """The longest line, less those that hold a word (a path) too long to cut."""
+    return max((len(line) for line in text.splitlines() if max(map(len, line.split()), default=0) < 40), default=0)
+
+
+def test_runs_listing_fits_80_columns_and_a_cut_id_still_finds_its_run(home, tmp_path, monkeypatch, capsys):
+    from tunewiz.core import runs
+    from tunewiz.core.config import RunConfig
+
+    monkeypatch.setenv("COLUMNS", "80")
+    made = []
+    for name in ("conservative learning rate on all tickets", "b"):
+        cfg = RunConfig(name=name)
+        cfg.data.path = str(tmp_path / "train.jsonl")
+        made.append(runs.create_run(cfg, home))
+    runs.update_record(made[0], {"run": {"status": "completed"}, "results": {"train_loss": 0.355, "wall_time_s": 3504}})
+    assert cli.main(["runs"]) == 0
+    out = capsys.readouterr().out
+    assert _widest(out) <= 79, out
+    rows = {line.split()[0]: line for line in out.splitlines()[1:]}
+    cut = next(r for r in rows if r.endswith("…"))
+    assert runs.find_run(home, cut.rstrip("…")) == made[0]
+    assert "0.355" in rows[cut] and "58m24s" in rows[cut]
+    assert made[1].name in rows  # a short id is shown whole
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["hw"],
+        ["recommend", "--gpu-gb", "16", "--tokens", "100000"],
+        ["recommend", "--all"],
+        ["fit", "--model", "llama3.1-8b", "--method", "qlora", "--gpu-gb", "24", "--tokens", "5000"],
+        ["fit", "--model", "qwen2.5-1.5b"],
+    ],
+)
+def test_plans_and_listings_fit_80_columns(args, home, monkeypatch, capsys):
+    monkeypatch.setenv("COLUMNS", "80")
+    assert cli.main(args) in (0, 1)
+    out = capsys.readouterr().out
+    assert out.strip() and _widest(out) <= 79, out

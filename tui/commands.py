@@ -9,6 +9,7 @@ CLI prints their message, and nothing else.
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from tunewiz.core.data import absolute
 from tunewiz.core.errors import TunewizError
 from tunewiz.core.events import describe, fmt_duration
 from tunewiz.core.models import DEFAULT_MODEL
-from tunewiz.tui.record_text import comparison_table, num, record_summary_lines, review_progress
+from tunewiz.tui.record_text import comparison_table, hang_all, record_summary_lines, review_progress
 
 
 class UserError(TunewizError):
@@ -47,9 +48,7 @@ def cmd_hw(ns) -> int:
     if ns.json:
         print(json.dumps(hw.to_dict(), indent=2))
         return 0
-    print("\n".join(hw.summary()))
-    for line in hw.advice():
-        print(f"-> {line}")
+    print(hang_all(hw.summary() + [f"-> {line}" for line in hw.advice()]))
     return 0
 
 
@@ -268,12 +267,7 @@ def cmd_runs(ns) -> int:
     if not items:
         print(f"no runs yet under {runs.runs_root(runs.home(ns.home))}; start one with `tunewiz demo`")
         return 0
-    print(f"{'id':<36} {'status':<10} {'preset':<12} {'loss':>7} {'eval':>7} {'metric':<12} {'time':>7}")
-    for r in items:
-        print(
-            f"{r.id[:36]:<36} {r.label:<10} {r.preset:<12} {num(r.train_loss)[:7]:>7} "
-            f"{num(r.eval_loss)[:7]:>7} {r.metric:<12} {fmt_duration(r.duration_s):>7}"
-        )
+    print("\n".join(runs_table(items, shutil.get_terminal_size((80, 24)).columns)))
     bad = runs.damaged(items)
     if len(bad) == 1:
         print(
@@ -286,6 +280,25 @@ def cmd_runs(ns) -> int:
             "`tunewiz show ID` says what is left; `tunewiz repair ID` rebuilds it"
         )
     return 0
+
+
+def runs_table(items: list[runs.RunSummary], columns: int = 80) -> list[str]:
+    """`tunewiz runs` as lines that fit `columns` (less one): an id longer than its column is cut and
+    ends in '…'; the part shown still finds the run (`tunewiz show` takes a unique prefix)."""
+
+    def loss(x: Any) -> str:
+        return f"{x:.3f}" if isinstance(x, (int, float)) else "-"
+
+    rest = f" {'status':<10} {'preset':<12} {'loss':>5} {'eval':>5} {'metric':<11} {'time':>6}"
+    width = min(max(len(r.id) for r in items), max(16, columns - 1 - len(rest)))
+    out = [f"{'id':<{width}}{rest}"]
+    for r in items:
+        shown = r.id if len(r.id) <= width else r.id[: width - 1] + "…"
+        out.append(
+            f"{shown:<{width}} {r.label:<10} {r.preset[:12]:<12} {loss(r.train_loss):>5} {loss(r.eval_loss):>5} "
+            f"{r.metric[:11]:<11} {fmt_duration(r.duration_s):>6}"
+        )
+    return out
 
 
 def cmd_show(ns) -> int:
@@ -681,12 +694,11 @@ def cmd_fit(ns) -> int:
     else:
         shape = DataShape(ns.seq_len, ns.tokens, 1.0, f"--seq-len {ns.seq_len}", 0) if ns.tokens else None
     p = planner.plan(cfg, hw, spec, shape, headroom=ns.headroom)
-    print(
+    head = (
         f"{spec.label}, {spec.hub_id or 'from config.json'}: {ns.method}, {ns.preset} preset, "
         f"{p.seq_len} tokens per example ({shape.source if shape else 'every example max_seq_len long'})"
     )
-    print("\n".join(p.lines()))
-    print(f"-> {p.memory_line()}")
+    print(hang_all([head, *p.lines(), f"-> {p.memory_line()}"]))
     return 0 if p.fits else 1
 
 
@@ -703,9 +715,8 @@ def cmd_dry_run(cfg: RunConfig, home_dir: Path) -> int:
         warn(line)
     shape = checked.report.data_shape() if checked.tokenized else data_shape_of(cfg, home_dir)
     p = planner.plan(cfg, checked.hw, shape=shape)
-    print(f"dry run: {cfg.model.id} ({cfg.model.method}) on {cfg.data.path}, {cfg.preset} preset; nothing started")
-    print("\n".join(p.lines()))
-    print(f"-> {p.memory_line()}")
+    head = f"dry run: {cfg.model.id} ({cfg.model.method}) on {cfg.data.path}, {cfg.preset} preset; nothing started"
+    print(hang_all([head, *p.lines(), f"-> {p.memory_line()}"]))
     return 1 if p.problems else 0
 
 
@@ -753,10 +764,10 @@ def cmd_recommend(ns) -> int:
     recs = planner.recommend(cfg, hw, shape=shape, presets=True)
     where = f"GPU {hw.best_gpu.name}, {hw.best_gpu.free_gb:.1f} GB free" if hw.best_gpu else (
         f"CPU only, {hw.ram_available_gb:.1f} GB RAM available, {hw.cpu_physical_cores} cores")  # fmt: skip
-    print(f"{where}; {ns.seq_len} tokens per example, {planner.HEADROOM:.0%} headroom")
-    head = f"{'model':<16}{'method':<7}{'peak':>10}  {'fits':<5}{'tok/s':>8}"
-    head += f"{'time (3 ep)':>12}  " if ns.tokens else "  "
-    print(head + "batch x accumulation: conservative / balanced / aggressive")
+    print(hang_all([f"{where}; {ns.seq_len} tokens per example, {planner.HEADROOM:.0%} headroom"]))
+    head = f"{'model':<14}{'method':<7}{'peak':>9}  {'fits':<5}{'tok/s':>6}"
+    head += f"{'3 epochs':>9}  " if ns.tokens else "  "
+    print(head + "batches (cons/bal/aggr)")
     shown = 0
     for r in recs:
         if not r.fits and not ns.all:
@@ -765,15 +776,22 @@ def cmd_recommend(ns) -> int:
         for name in ("conservative", "balanced", "aggressive"):
             b = r.batches.get(name)
             cells.append(f"{b[0]}x{b[1]}{'+gc' if b[2] else ''}" if b else "-")
-        line = f"{r.spec.key:<16}{r.method:<7}{memory.gib(r.peak_mb):>10}  {'yes' if r.fits else 'no':<5}"
-        line += f"{r.tokens_per_s:>8,.0f}"
+        line = f"{r.spec.key:<14}{r.method:<7}{memory.gib(r.peak_mb):>9}  {'yes' if r.fits else 'no':<5}"
+        line += f"{r.tokens_per_s:>6,.0f}"
         if ns.tokens:
-            line += f"{fmt_duration(r.time_s):>12}"
+            line += f"{fmt_duration(r.time_s):>9}"
         print(line + "  " + " / ".join(cells))
         shown += 1
     if not shown:
         print("nothing in the catalog fits; free memory or use a machine with more (see --all)")
-    print("+gc: with gradient checkpointing. Peaks are for the balanced preset; `tunewiz fit --model M` explains one.")
+    print(
+        hang_all(
+            [
+                "batches: per-device batch x gradient accumulation for the conservative / balanced / aggressive presets; "
+                "+gc: with gradient checkpointing. Peaks are for the balanced preset; `tunewiz fit --model M` explains one."
+            ]
+        )
+    )
     return 0
 
 

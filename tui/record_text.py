@@ -7,11 +7,11 @@ from __future__ import annotations
 from typing import Any
 
 from tunewiz.core.events import fmt_duration
-from tunewiz.core.runs import FINAL
 
 # The headline in words is the engine's too (a run's notification says it): defined in core.metrics,
 # and the screens read it from here.
 from tunewiz.core.metrics import HEADLINE_WORDS, dec, headline_text, pct, with_interval  # noqa: F401
+from tunewiz.core.runs import FINAL
 
 
 def num(x: Any) -> str:
@@ -49,6 +49,36 @@ def fit(line: str, width: int = WIDTH, indent: int = 10) -> list[str]:
         else:
             out.append(" " * indent + piece)
     return out
+
+
+def hang(line: str, width: int = WIDTH) -> list[str]:
+    """A long `  name    text` line cut between words into lines of at most `width`, each continued
+    under its text's column (two spaces in when it has none, under the text of a '-> ' line); words are
+    never cut.
+
+    >>> hang("  attention   sdpa: the fused attention (FlashAttention needs an NVIDIA GPU)", width=40)
+    ['  attention   sdpa: the fused attention', '              (FlashAttention needs an', '              NVIDIA GPU)']
+    >>> hang("-> No GPU: CPU training suits only very small models", width=30)
+    ['-> No GPU: CPU training suits', '   only very small models']
+    """
+    if len(line) <= width:
+        return [line]
+    import re
+    import textwrap
+
+    column = re.match(r"\s*\S+(?: \S+)*  +(?=\S)", line)
+    lead = len(line) - len(line.lstrip())
+    indent = lead + (3 if line[lead:].startswith("-> ") else 2)
+    if column and column.end() <= width // 2:
+        indent = column.end()
+    return textwrap.wrap(
+        line, width, subsequent_indent=" " * indent, break_long_words=False, break_on_hyphens=False
+    ) or [line]
+
+
+def hang_all(lines: list[str], width: int = WIDTH) -> str:
+    """Lines for the terminal, each long one cut by `hang`: what the plan and advice commands print."""
+    return "\n".join(piece for line in lines for piece in (hang(line, width) if line else [line]))
 
 
 KIND_WORDS = {"labels": "labels", "json": "JSON objects", "text": "free text"}
