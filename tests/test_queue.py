@@ -45,6 +45,8 @@ def test_a_waiting_run_is_never_crashed_and_is_listed_by_its_place(home, capsys)
     assert not launcher.is_finished(first)
     assert cli.main(["runs"]) == 0
     assert "queued #2" in capsys.readouterr().out
+    assert cli.main(["show", second.name]) == 0
+    assert "queue   #2 of 2 waiting" in capsys.readouterr().out
     assert cli.main(["stop", second.name]) == 2  # not running: says how to take it out of the queue
     assert "tunewiz queue cancel" in capsys.readouterr().err
 

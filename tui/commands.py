@@ -314,6 +314,14 @@ def cmd_show(ns) -> int:
         print(json.dumps(doc, indent=2, default=str))
     else:
         print_record_summary(doc)
+        if doc.get("run", {}).get("status") == runs.WAITING:
+            from tunewiz.core import queue
+
+            place = queue.place_of(home_dir, run_dir)
+            print(
+                f"  queue   #{place} of {len(queue.waiting(home_dir, this_host=False))} waiting: "
+                "`tunewiz queue` shows the order and what trains now"
+            )
         if ns.examples:
             from tunewiz.core.evaluate import load_predictions
 
@@ -784,14 +792,12 @@ def cmd_recommend(ns) -> int:
         shown += 1
     if not shown:
         print("nothing in the catalog fits; free memory or use a machine with more (see --all)")
-    print(
-        hang_all(
-            [
-                "batches: per-device batch x gradient accumulation for the conservative / balanced / aggressive presets; "
-                "+gc: with gradient checkpointing. Peaks are for the balanced preset; `tunewiz fit --model M` explains one."
-            ]
-        )
+    legend = (
+        "batches: per-device batch x gradient accumulation for the conservative / balanced / aggressive "
+        "presets; +gc: with gradient checkpointing. Peaks are for the balanced preset; "
+        "`tunewiz fit --model M` explains one."
     )
+    print(hang_all([legend]))
     return 0
 
 
