@@ -168,7 +168,8 @@ def run_placement(cfg, run_dir: Path) -> tuple[str, str]:
     from tunewiz.core import hardware, planner
 
     hw = hardware.detect(run_dir)
-    device = planner.placement(planner.choose_device(hw).value, 1)[0]
+    where = planner.choose_device(hw).value
+    device = planner.placement(where, 1, planner.choose_gpu(hw).value if where == "cuda" else 0)[0]
     return device, serving_dtype(device.split(":")[0], planner.choose_dtype(cfg.model.dtype, hw).value)[0]
 
 

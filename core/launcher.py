@@ -14,7 +14,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -67,7 +67,8 @@ def check(cfg, home_dir: Path, hw=None) -> Checked:
     if loaded.errors:
         raise data.DataError([str(f) for f in loaded.errors])
     hw = hw if hw is not None else hardware.detect(home_dir)  # after the data: detecting imports torch
-    plan = first_plan(cfg, home_dir, loaded.examples, hw)
+    busy = busy_devices(home_dir)
+    plan = first_plan(cfg, home_dir, loaded.examples, hw, busy)
     if plan.problems:
         raise runs.RunError("this run cannot start on this machine: " + "; ".join(plan.problems))
     tok, model_dir = lint.tokenizer_here(cfg.model.id, home_dir, cfg.model.trust_remote_code)
@@ -77,7 +78,7 @@ def check(cfg, home_dir: Path, hw=None) -> Checked:
         raise ConfigError(settings, lint.TARGETS_WHERE)
     if report.errors:
         raise data.DataError([str(f) for f in report.errors])
-    return Checked(plan, report, tok is not None, hw, sharing(plan, home_dir))
+    return Checked(plan, report, tok is not None, hw, sharing(plan, busy))
 
 
 def device_name(place: str) -> str:
@@ -91,21 +92,36 @@ def device_name(place: str) -> str:
     return {"cpu": "CPU", "mps": "Apple GPU (MPS)"}.get(place, place)
 
 
-def sharing(plan, home_dir: Path) -> list[str]:
-    """A sentence for each run queued or training on this machine on a device this plan uses too."""
-    here = socket.gethostname()
-    mine = set(plan.placement)
-    out = []
-    for r in runs.list_runs(home_dir):
-        if r.status not in runs.ACTIVE or r.record.get("run", {}).get("host", here) != here:
+def devices(doc: dict[str, Any]) -> set[str]:
+    """The devices a run's plan places it on ('cuda:0', 'cpu', ...); a record without a plan: the CPU."""
+    placement = (doc.get("plan") or {}).get("placement") or ["cpu"]
+    return {str(p) for p in placement}
+
+
+def here(doc: dict[str, Any]) -> bool:
+    """Whether the run was made on this machine (a runs directory on a shared disk may hold others')."""
+    return doc.get("run", {}).get("host", socket.gethostname()) == socket.gethostname()
+
+
+def busy_devices(home_dir: Path) -> dict[str, str]:
+    """Device -> the run using it: every run on this machine that is starting or training, or whose
+    trainer is still alive (a finished run's process may still hold its GPU memory for a moment)."""
+    out: dict[str, str] = {}
+    for r in runs.list_runs(home_dir):  # refreshed: a dead trainer's run is crashed, not busy
+        if r.status in (runs.DAMAGED, runs.WAITING) or not here(r.record):
             continue
-        theirs = set((r.record.get("plan") or {}).get("placement") or [])
-        both = sorted(mine & theirs)
-        if both:
-            out.append(
-                f"another run ({r.id}) is training on this {device_name(both[0])}: both will run at about half speed"
-            )
+        if r.status in runs.ACTIVE or runs.trainer_alive(r.path):
+            for d in devices(r.record):
+                out.setdefault(d, r.id)
     return out
+
+
+def sharing(plan, busy: dict[str, str]) -> list[str]:
+    """A sentence for each device this plan uses that another run on this machine trains on (`busy`)."""
+    return [
+        f"another run ({busy[d]}) is training on this {device_name(d)}: both will run at about half speed"
+        for d in sorted(set(plan.placement) & set(busy))
+    ]
 
 
 def submit(cfg, home_dir: Path, hw=None, warn: Callable[[str], None] | None = None) -> Path:
@@ -140,8 +156,9 @@ def plan_sections(cfg, plan) -> dict[str, dict[str, Any]]:
     return extra
 
 
-def first_plan(cfg, home_dir: Path, examples, hw=None):
-    """The plan written when a run is created, before any model is loaded.
+def first_plan(cfg, home_dir: Path, examples, hw=None, busy: Collection[str] = ()):
+    """The plan written when a run is created, before any model is loaded (`busy`: the devices other
+    runs here train on; a one-GPU run is placed on another GPU when there is one).
 
     The data's token counts are approximated from its characters (no tokenizer in this process);
     the trainer plans again with the tokenized figures once it has the tokenizer.
@@ -151,7 +168,7 @@ def first_plan(cfg, home_dir: Path, examples, hw=None):
     hw = hw if hw is not None else hardware.detect(home_dir)
     eval_fraction = 0.0 if cfg.data.eval_path else cfg.data.eval_fraction
     shape = memory.approx_data_shape(examples, cfg.data.max_seq_len, eval_fraction)
-    plan = planner.plan(cfg, hw, shape=shape)
+    plan = planner.plan(cfg, hw, shape=shape, busy=busy)
     if plan.estimate is not None:
         plan.estimate.source = f"at submit, before loading the model; data {shape.source}"
     return plan
@@ -175,15 +192,45 @@ def start(run_dir: Path, resume: bool = False) -> int:
         cmd = distributed.launch_command(processes, args, fsdp=fsdp)
     else:
         cmd = [sys.executable, "-m", "tunewiz.core.trainer", *args]
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    if processes == 1:
-        # One process sees only the GPU its plan placed it on: with several visible, transformers would
-        # spread one "per-device" batch over all of them (DataParallel) and the plan would not hold.
-        visible = [x for x in env.get("CUDA_VISIBLE_DEVICES", "0").split(",") if x.strip()]
-        env["CUDA_VISIBLE_DEVICES"] = visible[0] if visible else ""
+    env = trainer_env(os.environ, (plan.get("placement") or ["cpu"]) if processes == 1 else None)
     proc = detach.spawn(cmd, run_dir / runs.LOG, run_dir, env)
     runs.update_record(run_dir, {"run": {"launcher_pid": proc.pid}})
     return proc.pid
+
+
+PLACEMENT_ENV = "TUNEWIZ_PLACEMENT"
+"""The GPU a one-process trainer was given, as this machine numbers it ('cuda:1'): the trainer itself
+sees only that GPU, as cuda:0, and records this name."""
+
+
+def trainer_env(environ: Mapping[str, str], placement: list[str] | None) -> dict[str, str]:
+    """The environment a trainer starts with. One process (`placement`: its plan's, e.g. ['cuda:1'])
+    sees only the GPU its plan placed it on: with several visible, transformers would spread one
+    "per-device" batch over all of them (DataParallel) and the plan would not hold. GPUs are numbered
+    in PCI order, as NVML (hardware detection) numbers them, unless CUDA_DEVICE_ORDER says otherwise.
+
+    >>> e = trainer_env({"CUDA_VISIBLE_DEVICES": "2,3"}, ["cuda:1"])
+    >>> e["CUDA_VISIBLE_DEVICES"], e[PLACEMENT_ENV], e["CUDA_DEVICE_ORDER"]
+    ('3', 'cuda:1', 'PCI_BUS_ID')
+    >>> trainer_env({}, ["cuda:1"])["CUDA_VISIBLE_DEVICES"], trainer_env({}, ["cpu"])["CUDA_VISIBLE_DEVICES"]
+    ('1', '0')
+    """
+    env = dict(environ, PYTHONUNBUFFERED="1")
+    env.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
+    env.pop(PLACEMENT_ENV, None)
+    if placement is None:
+        return env
+    visible = [x.strip() for x in env.get("CUDA_VISIBLE_DEVICES", "").split(",") if x.strip()]
+    if "CUDA_VISIBLE_DEVICES" not in env:
+        visible = [str(i) for i in range(64)]
+    place = placement[0]
+    index = int(place.partition(":")[2] or 0) if place.startswith("cuda") else 0
+    if index >= len(visible):  # planned where more GPUs were visible (another shell's CUDA_VISIBLE_DEVICES)
+        index = 0
+    env["CUDA_VISIBLE_DEVICES"] = visible[index] if visible else ""
+    if place.startswith("cuda"):
+        env[PLACEMENT_ENV] = f"cuda:{index}"
+    return env
 
 
 def stop(run_dir: Path, now: bool = False) -> bool:

@@ -16,6 +16,7 @@ and plans again for the machine it runs on.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -249,18 +250,42 @@ def choose_parallelism(t, device: str, gpus: int) -> tuple[Decision, list[str]]:
     return Decision("single", "one process"), problems
 
 
-def placement(device: str, processes: int) -> list[str]:
-    """Where each rank's model lives: rank i on GPU i (QLoRA included: every rank on GPU 0 would OOM)."""
+def choose_gpu(hw, busy: Collection[str] = ()) -> Decision:
+    """The GPU a one-process run trains on: of the GPUs no other run on this machine is using
+    (`busy`: their placements, 'cuda:1'), the one with the most free memory (the lowest number on a
+    tie); when every GPU is in use, the one with the most free memory anyway (the run shares it).
+
+    >>> from tunewiz.core.hardware import GPU, Hardware
+    >>> hw = Hardware(gpus=[GPU(0, "A", 80, 20, "9.0", True), GPU(1, "A", 80, 79, "9.0", True)])
+    >>> choose_gpu(hw).value, choose_gpu(hw, busy={"cuda:1"}).value
+    (1, 0)
+    """
+    free = [g for g in hw.gpus if f"cuda:{g.index}" not in busy]
+    g = max(free or hw.gpus, key=lambda g: (g.free_gb, -g.index))
+    if len(hw.gpus) == 1:
+        return Decision(g.index, f"cuda:{g.index}")
+    if not free:
+        return Decision(g.index, f"cuda:{g.index}: every GPU is in use by another run; this one has the most free")
+    taken = sorted(d.partition(":")[2] for d in busy if d.startswith("cuda:"))
+    others = f" of those not in use (GPU {', '.join(taken)} trains another run)" if taken else ""
+    return Decision(g.index, f"cuda:{g.index}: the most free memory ({g.free_gb:.1f} GB){others}")
+
+
+def placement(device: str, processes: int, gpu: int = 0) -> list[str]:
+    """Where each rank's model lives: rank i on GPU i (QLoRA included: every rank on GPU 0 would OOM);
+    one process on GPU `gpu` (:func:`choose_gpu`)."""
     if device == "cuda":
-        return [f"cuda:{i}" for i in range(processes)]
+        return [f"cuda:{gpu}"] if processes == 1 else [f"cuda:{i}" for i in range(processes)]
     return [device] * processes
 
 
-def memory_available(hw, device: str, processes: int = 1) -> float:
-    """MiB a rank can use now: the free memory of the smallest GPU a rank gets, the share of unified
-    memory the GPU may wire on Apple Silicon, or available RAM (shared by the CPU ranks)."""
+def memory_available(hw, device: str, processes: int = 1, places: Collection[str] = ()) -> float:
+    """MiB a rank can use now: the free memory of the smallest GPU a rank gets (`places`: the plan's
+    placement; default the first GPUs), the share of unified memory the GPU may wire on Apple Silicon,
+    or available RAM (shared by the CPU ranks)."""
     if device == "cuda":
-        return min(g.free_gb for g in hw.gpus[: max(processes, 1)]) * 1024
+        chosen = [g for g in hw.gpus if f"cuda:{g.index}" in set(places)] or hw.gpus[: max(processes, 1)]
+        return min(g.free_gb for g in chosen) * 1024
     if device == "mps":
         return min(hw.ram_available_gb, hw.ram_total_gb * MPS_GPU_SHARE) * 1024
     return hw.ram_available_gb * 1024 / max(processes, 1)
@@ -278,12 +303,14 @@ def plan(
     model_type: str = "",
     trained_only_available: bool = True,
     headroom: float = HEADROOM,
+    busy: Collection[str] = (),
 ) -> Plan:
     """Every decision for training `cfg` (the request) on `hw` (a hardware description), for a model
     of architecture `spec` and data of `shape` (None: the worst case, every example max_seq_len long).
 
     `trained_only_available`: whether the installed trl lets the output layer see only the trained
-    positions (the trainer checks; elsewhere it is assumed).
+    positions (the trainer checks; elsewhere it is assumed). `busy`: the devices other runs on this
+    machine train on ('cuda:0'): a one-process run goes to a GPU none of them uses.
     """
     from tunewiz.core import catalog
 
@@ -307,8 +334,13 @@ def plan(
         processes = len(hw.gpus)
         par = Decision(par.value if processes > 1 else "single", f"{processes} process(es): one per GPU here")
     reasons["parallelism"] = par.reason
-    places = placement(device, processes)
-    reasons["placement"] = ", ".join(places) + (" (one GPU per rank)" if processes > 1 and device == "cuda" else "")
+    if device == "cuda" and processes == 1:
+        gpu = choose_gpu(hw, busy)
+        places = placement(device, 1, gpu.value)
+        reasons["placement"] = gpu.reason
+    else:
+        places = placement(device, processes)
+        reasons["placement"] = ", ".join(places) + (" (one GPU per rank)" if processes > 1 and device == "cuda" else "")
     if m.method == "qlora" and device == "mps":
         problems.append("QLoRA needs bitsandbytes' 4-bit kernels, which do not run on Apple's MPS: use method = lora")
 
@@ -342,7 +374,7 @@ def plan(
     )
 
     seq_len = max(min(shape.longest, cfg.data.max_seq_len) if shape else cfg.data.max_seq_len, 1)
-    avail = memory_available(hw, device, processes)
+    avail = memory_available(hw, device, processes, places)
     budget = avail * (1 - headroom)
     setup = memory.Setup(
         method=m.method,

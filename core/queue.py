@@ -10,9 +10,10 @@ The runner (``python -m tunewiz.core.queue HOME``) is detached like a trainer: i
 from /dev/null, output appended to ``runs/queue.log``, so a dropped SSH connection does not reach it.
 Exactly one lives per runs directory: it holds ``runs/.queue-runner.lock``. Every few seconds it starts
 the first waiting run whose devices (the [plan] placement: GPU 0, the CPU, ...) no run on this machine
-is using, through launcher.start; a run that waits keeps the runs behind it off its devices, so each
-device takes its runs in queue order, one at a time (two runs sharing a GPU is how runs run out of
-memory at 3 a.m.). It exits when nothing waits. What it knows is in the records, so a runner that is
+is using, through launcher.start; a one-GPU run whose GPU is in use starts on another GPU that is
+free (:func:`schedule`). A run that waits keeps the runs behind it off its devices, so each device
+takes its runs in queue order, one at a time (two runs sharing a GPU is how runs run out of memory
+at 3 a.m.). It exits when nothing waits. What it knows is in the records, so a runner that is
 killed loses nothing: the next `tunewiz train --queue` or `tunewiz queue` starts another.
 
 Cancelling a waiting run gives it the final status ``cancelled`` with a reason; its directory stays.
@@ -22,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -52,17 +52,6 @@ def queue_lock(home_dir: Path) -> Iterator[None]:
         yield
 
 
-def devices(doc: dict[str, Any]) -> set[str]:
-    """The devices a run's plan places it on ('cuda:0', 'cpu', ...); a record without a plan: the CPU."""
-    placement = (doc.get("plan") or {}).get("placement") or ["cpu"]
-    return {str(p) for p in placement}
-
-
-def here(doc: dict[str, Any]) -> bool:
-    """Whether the run was made on this machine (a runs directory on a shared disk may hold others')."""
-    return doc.get("run", {}).get("host", socket.gethostname()) == socket.gethostname()
-
-
 def waiting(home_dir: Path, this_host: bool = True) -> list[tuple[Path, dict[str, Any]]]:
     """The waiting runs in queue order, with their records (damaged records are skipped)."""
     out = []
@@ -70,23 +59,10 @@ def waiting(home_dir: Path, this_host: bool = True) -> list[tuple[Path, dict[str
         doc, _ = runs.record_problem(run_dir / runs.RECORD)
         if doc is None or doc.get("run", {}).get("status") != runs.WAITING:
             continue
-        if this_host and not here(doc):
+        if this_host and not launcher.here(doc):
             continue
         out.append((run_dir, doc))
     out.sort(key=lambda item: runs.queue_key(item[1]))
-    return out
-
-
-def busy_devices(home_dir: Path) -> dict[str, str]:
-    """Device -> the run using it: every run on this machine that is starting or training, or whose
-    trainer is still alive (a finished run's process may still hold its GPU memory for a moment)."""
-    out: dict[str, str] = {}
-    for r in runs.list_runs(home_dir):  # refreshed: a dead trainer's run is crashed, not busy
-        if r.status in (runs.DAMAGED, runs.WAITING) or not here(r.record):
-            continue
-        if r.status in runs.ACTIVE or runs.trainer_alive(r.path):
-            for d in devices(r.record):
-                out.setdefault(d, r.id)
     return out
 
 
@@ -149,18 +125,47 @@ def submit_many(
                 status=runs.WAITING, queue_order=float(int(last) + n), queued_at=runs.now_iso()
             )
             made.append(runs.create_run(cfg, home_dir, extra=sections))
-        busy = busy_devices(home_dir)  # the places as queued, before a runner starts the first
+        busy = launcher.busy_devices(home_dir)  # the places as queued, before a runner starts the first
         ahead = waiting(home_dir, this_host=False)
     ensure_runner(home_dir)
+    turns = schedule(ahead, busy, list(getattr(hw, "gpus", None) or []))
     out = []
     for run_dir in made:
-        doc = runs.read_record(run_dir)
-        names = [d.name for d, _ in ahead]
-        place = names.index(run_dir.name) + 1 if run_dir.name in names else 0
-        mine = devices(doc)
-        before = [d.name for d, other in ahead[: max(place - 1, 0)] if devices(other) & mine]
-        users = sorted({busy[d] for d in mine if d in busy})
+        place = next((n for n, t in enumerate(turns, 1) if t.run_dir.name == run_dir.name), 0)
+        if not place or turns[place - 1].starts:
+            out.append(Queued(run_dir, place, []))
+            continue
+        need = turns[place - 1].need
+        users = sorted({busy[d] for d in need if d in busy})
+        before = [t.run_dir.name for t in turns[: place - 1] if t.need & need]
         out.append(Queued(run_dir, place, users + [b for b in before if b not in users]))
+    return out
+
+
+@dataclass
+class Turn:
+    """What the queue does with a waiting run now: start it (on `gpu` when it moves to a free GPU) or
+    keep it waiting; `need` are the devices it takes, or waits for (and keeps the runs behind it off)."""
+
+    run_dir: Path
+    need: set[str]
+    gpu: str | None
+    starts: bool
+
+
+def schedule(queue: list[tuple[Path, dict[str, Any]]], busy: dict[str, str], gpus: list) -> list[Turn]:
+    """The waiting runs in queue order, each with its turn: a run starts when no run uses its devices
+    and no run ahead of it waits for them; a one-GPU run takes any free GPU of `gpus` (this machine's),
+    and when every GPU is in use it waits for the first to be free, with the runs behind it."""
+    claimed = set(busy)
+    out = []
+    for run_dir, doc in queue:
+        need, gpu = launcher.devices(doc), None
+        if one_gpu(doc):
+            gpu = free_gpu(need, gpus, claimed)
+            need = {gpu} if gpu else need | {f"cuda:{g.index}" for g in gpus}
+        out.append(Turn(run_dir, need, gpu, not need & claimed))
+        claimed |= need
     return out
 
 
@@ -261,24 +266,64 @@ def start_ready(home_dir: Path) -> list[Path]:
         queue = waiting(home_dir)
         if not queue:
             return []
-        busy = busy_devices(home_dir)
-        claimed = set(busy)
-        for run_dir, doc in queue:
-            need = devices(doc)
-            if not need & claimed and start_one(run_dir):
-                started.append(run_dir)
-            claimed |= need
+        busy = launcher.busy_devices(home_dir)
+        gpus = machine_gpus() if any(one_gpu(doc) for _, doc in queue) else []
+        for turn in schedule(queue, busy, gpus):
+            if turn.starts and start_one(turn.run_dir, turn.gpu, busy):
+                started.append(turn.run_dir)
     return started
 
 
-def start_one(run_dir: Path) -> bool:
-    """A waiting run becomes queued (its trainer starting) and its trainer starts. False when it is no
-    longer waiting (cancelled, deleted); a run whose trainer cannot be started is failed with the
-    reason, and the queue goes on."""
+def one_gpu(doc: dict[str, Any]) -> bool:
+    """Whether a run trains in one process on one GPU: such a run may start on any GPU of the machine."""
+    plan = doc.get("plan") or {}
+    placement = plan.get("placement") or []
+    return len(placement) == 1 and str(placement[0]).startswith("cuda") and int(plan.get("processes") or 1) == 1
+
+
+def machine_gpus() -> list:
+    """The GPUs of this machine as NVML sees them (no CUDA context); none without NVML: then a queued
+    run keeps the GPU it was planned on."""
+    from tunewiz.core import hardware
+
+    return hardware.nvml_gpus() or []
+
+
+def free_gpu(planned: set[str], gpus: list, claimed: set[str]) -> str | None:
+    """Where a one-GPU run starts now: the GPU it was planned on when no run uses it, else the free GPU
+    with the most free memory; None when every GPU is in use (or claimed by a run ahead of it).
+
+    >>> from tunewiz.core.hardware import GPU
+    >>> two = [GPU(0, "A", 80, 70, "9.0", True), GPU(1, "A", 80, 79, "9.0", True)]
+    >>> free_gpu({"cuda:0"}, two, set()), free_gpu({"cuda:0"}, two, {"cuda:0"})
+    ('cuda:0', 'cuda:1')
+    >>> free_gpu({"cuda:0"}, two, {"cuda:0", "cuda:1"}) is None
+    True
+    """
+    if not gpus:
+        return None if planned & claimed else next(iter(planned))
+    free = [g for g in gpus if f"cuda:{g.index}" not in claimed]
+    mine = [g for g in free if f"cuda:{g.index}" in planned]
+    if mine or not free:
+        return f"cuda:{mine[0].index}" if mine else None
+    return f"cuda:{max(free, key=lambda g: (g.free_gb, -g.index)).index}"
+
+
+def start_one(run_dir: Path, gpu: str | None = None, busy: dict[str, str] | None = None) -> bool:
+    """A waiting run becomes queued (its trainer starting) and its trainer starts, on `gpu` when given
+    (a one-GPU run whose planned GPU another run uses: `busy` says which). False when it is no longer
+    waiting (cancelled, deleted); a run whose trainer cannot be started is failed with the reason, and
+    the queue goes on."""
 
     def begin(doc: dict) -> None:
         _require_waiting(doc, run_dir.name)
         doc["run"].update(status="queued", queued_unix=time.time(), queue_started=runs.now_iso())
+        plan = doc.setdefault("plan", {})
+        was = (plan.get("placement") or ["?"])[0]
+        if gpu and gpu != was:
+            plan["placement"] = [gpu]
+            why = f"; {launcher.device_name(was)} trains {busy[was]}" if busy and was in busy else ""
+            plan.setdefault("reasons", {})["placement"] = f"{gpu}: the queue started it on a free GPU{why}"
 
     try:
         doc = runs.update_record(run_dir, begin)
@@ -293,7 +338,7 @@ def start_one(run_dir: Path) -> bool:
             runs.set_status(run_dir, "failed", failure_reason=reason)
         say(f"{run_dir.name}: {reason}")
         return True
-    where = ", ".join(launcher.device_name(d) for d in sorted(devices(doc)))
+    where = ", ".join(launcher.device_name(d) for d in sorted(launcher.devices(doc)))
     say(f"started {run_dir.name} on {where} (trainer pid {pid})")
     return True
 

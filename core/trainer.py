@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tunewiz.core import __version__, checkpoints, distributed, planner, runs
+from tunewiz.core import __version__, checkpoints, distributed, launcher, planner, runs
 from tunewiz.core.config import RunConfig
 from tunewiz.core.events import EventWriter
 
@@ -537,12 +537,23 @@ def setup(cfg: RunConfig, home_dir: Path, events, hw=None, lint_first: bool = Tr
         },
         hardware={**hw.to_dict(), "processes": distributed.world_size()},
         versions=library_versions(),
-        plan={**plan.to_record(), "total_steps": total_steps},
+        plan={**machine_placement(plan.to_record()), "total_steps": total_steps},
     )
     model_type = str(model_cfg.get("model_type", ""))
     return Prepared(
         cfg, hw, resolved, tok, train_rows, eval_rows, eval_ex, stats, spec, plan, total_steps, model_type, records
     )
+
+
+def machine_placement(plan: dict[str, Any]) -> dict[str, Any]:
+    """The plan as the record keeps it: a one-process trainer sees only its GPU, as cuda:0; the record
+    names it as the machine does (launcher.PLACEMENT_ENV), so the queue and `tunewiz queue` know which
+    GPU is in use."""
+    place = os.environ.get(launcher.PLACEMENT_ENV)
+    if place and plan["processes"] == 1 and plan["device"] == "cuda" and place != plan["placement"][0]:
+        plan["placement"] = [place]
+        plan["reasons"]["placement"] = f"{place}: as placed when the run started (this trainer sees only it)"
+    return plan
 
 
 def build(

@@ -295,7 +295,9 @@ def test_sharing_names_the_gpu_and_ignores_other_devices_and_hosts(home, tmp_pat
     same = record("same", ["cuda:0"])
     record("other-gpu", ["cuda:1"])
     record("other-host", ["cuda:0"], host="elsewhere")
-    said = launcher.sharing(SimpleNamespace(placement=["cuda:0"]), home)  # queued runs count: about to train
+    said = launcher.sharing(
+        SimpleNamespace(placement=["cuda:0"]), launcher.busy_devices(home)
+    )  # queued runs count: about to train
     assert said == [f"another run ({same.name}) is training on this GPU 0: both will run at about half speed"]
 
 

@@ -147,6 +147,24 @@ def test_two_h100s_each_rank_on_its_own_gpu(method):
     assert_fits_its_budget(p)
 
 
+def test_one_process_on_two_gpus_goes_where_the_memory_is_free():
+    """A shared GPU box: GPU 0 holds someone else's 60 GB. One process trains on GPU 1 and plans with
+    GPU 1's free memory; with GPU 1 training another tunewiz run, it goes to GPU 0 and plans with what
+    is left there; with both in use, the GPU with the most free memory."""
+    hw = gpus(2, "NVIDIA H100 80GB HBM3", 79.6, "9.0", flash=True, cores=32)
+    hw.gpus[0].free_gb = 19.6
+    cfg = config("meta-llama/Llama-3.1-8B-Instruct", "qlora")
+    p = planner.plan(cfg, hw, shape=shape(2048))
+    assert p.placement == ["cuda:1"] and p.available_mb == 79.1 * 1024
+    assert "most free memory (79.1 GB)" in p.reasons["placement"]
+    p = planner.plan(cfg, hw, shape=shape(2048), busy={"cuda:1"})
+    assert p.placement == ["cuda:0"] and p.available_mb == 19.6 * 1024
+    assert "GPU 1 trains another run" in p.reasons["placement"]
+    assert_fits_its_budget(p)
+    p = planner.plan(cfg, hw, shape=shape(2048), busy={"cuda:0", "cuda:1"})
+    assert p.placement == ["cuda:1"] and "every GPU is in use" in p.reasons["placement"]
+
+
 def test_four_a10s_with_fsdp_shard_the_model():
     cfg = config("meta-llama/Llama-3.1-8B-Instruct", processes=4, fsdp=True)
     p = planner.plan(cfg, A10x4, shape=shape(1024))

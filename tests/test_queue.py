@@ -85,7 +85,7 @@ def test_the_runner_starts_one_run_per_device_in_queue_order(home, monkeypatch):
     cpu = waiting_run(home, "cpu", 4, ["cpu"])
     cpu2 = waiting_run(home, "cpu-second", 5, ["cpu"])
     with runs.hold_trainer_lock(busy):
-        assert queue.busy_devices(home) == {"cuda:0": busy.name}
+        assert launcher.busy_devices(home) == {"cuda:0": busy.name}
         assert queue.start_ready(home) == [cpu]
     assert started == [cpu.name]
     assert runs.read_record(cpu)["run"]["status"] == "queued"  # its trainer is starting
@@ -94,6 +94,33 @@ def test_the_runner_starts_one_run_per_device_in_queue_order(home, monkeypatch):
     runs.set_status(busy, "completed")
     assert queue.start_ready(home) == [gpu0]
     assert queue.start_ready(home) == []  # gpu0 starting: both waits for it, gpu1 waits behind both
+
+
+def test_a_one_gpu_run_starts_on_a_free_gpu_when_its_own_is_in_use(home, monkeypatch):
+    """Two GPUs, GPU 0 training: the first one-GPU run planned on GPU 0 starts on GPU 1 (its record
+    says so and why); the next waits for a GPU, and the DDP run behind it waits for both."""
+    from tunewiz.core.hardware import GPU
+
+    started: list[str] = []
+    monkeypatch.setattr(launcher, "start", lambda run_dir, resume=False: started.append(run_dir.name) or 1)
+    two = [GPU(0, "NVIDIA H100", 79.6, 20.0, "9.0", True), GPU(1, "NVIDIA H100", 79.6, 79.0, "9.0", True)]
+    monkeypatch.setattr(queue, "machine_gpus", lambda: two)
+    busy = runs.create_run(RunConfig(name="training"), home, extra={"plan": {"placement": ["cuda:0"]}})
+    runs.set_status(busy, "running")
+    first = waiting_run(home, "first", 1, ["cuda:0"])
+    second = waiting_run(home, "second", 2, ["cuda:0"])
+    ddp = waiting_run(home, "ddp", 3, ["cuda:0", "cuda:1"])
+    with runs.hold_trainer_lock(busy):
+        assert queue.start_ready(home) == [first]
+        plan = runs.read_record(first)["plan"]
+        assert plan["placement"] == ["cuda:1"]
+        assert plan["reasons"]["placement"] == f"cuda:1: the queue started it on a free GPU; GPU 0 trains {busy.name}"
+        assert queue.start_ready(home) == []  # both GPUs in use: second waits, ddp waits behind it
+    assert [d for d, _ in queue.waiting(home)] == [second, ddp]
+    runs.set_status(busy, "completed")
+    assert queue.start_ready(home) == [second]  # GPU 0 is free again: its own GPU
+    assert runs.read_record(second)["plan"]["placement"] == ["cuda:0"]
+    assert started == [first.name, second.name]
 
 
 def test_the_runner_starts_the_runs_one_after_another_then_exits(home, monkeypatch):
@@ -251,3 +278,17 @@ def test_the_review_step_offers_to_queue_after_the_run_on_the_same_device(home, 
         asyncio.run(run())
     (cfg,) = asked
     assert cfg.data.path.endswith("support_tickets.jsonl")
+
+
+def test_a_one_gpu_trainer_records_the_gpu_as_the_machine_numbers_it(monkeypatch):
+    """The trainer on GPU 1 sees only it, as cuda:0 (launcher.trainer_env); its record says cuda:1."""
+    from tunewiz.core.trainer import machine_placement
+
+    env = launcher.trainer_env({}, ["cuda:1"])
+    assert env["CUDA_VISIBLE_DEVICES"] == "1"
+    monkeypatch.setenv(launcher.PLACEMENT_ENV, env[launcher.PLACEMENT_ENV])
+    seen = {"device": "cuda", "processes": 1, "placement": ["cuda:0"], "reasons": {"placement": "cuda:0"}}
+    assert machine_placement(seen)["placement"] == ["cuda:1"]
+    assert "as placed when the run started" in seen["reasons"]["placement"]
+    ddp = {"device": "cuda", "processes": 2, "placement": ["cuda:0", "cuda:1"], "reasons": {}}
+    assert machine_placement(dict(ddp))["placement"] == ["cuda:0", "cuda:1"]

@@ -174,14 +174,14 @@ def cmd_queue(ns) -> int:
     waiting = sorted((r for r in items if r.status == runs.WAITING), key=lambda r: r.queue_place)
     restarted = queue.ensure_runner(home_dir) if queue.waiting(home_dir) else None
     for r in active:
-        where = ", ".join(launcher.device_name(d) for d in sorted(queue.devices(r.record)))
+        where = ", ".join(launcher.device_name(d) for d in sorted(launcher.devices(r.record)))
         print(f"now   {r.id[:44]:<44} {'starting' if r.status == 'queued' else r.status:<8} {where}")
     if not waiting:
         print("nothing waits in the queue; `tunewiz train ... --queue` adds a run")
         return 0
     print(f"{'place':<6}{'run':<44} {'preset':<13}{'device':<8}")
     for r in waiting:
-        where = ", ".join(launcher.device_name(d) for d in sorted(queue.devices(r.record)))
+        where = ", ".join(launcher.device_name(d) for d in sorted(launcher.devices(r.record)))
         print(f"#{r.queue_place:<5}{r.id[:44]:<44} {r.preset[:12]:<13}{where:<8}")
     pid = queue.runner_pid(home_dir)
     root = runs.runs_root(home_dir)
@@ -722,7 +722,7 @@ def cmd_dry_run(cfg: RunConfig, home_dir: Path) -> int:
     for line in checked.warnings:
         warn(line)
     shape = checked.report.data_shape() if checked.tokenized else data_shape_of(cfg, home_dir)
-    p = planner.plan(cfg, checked.hw, shape=shape)
+    p = planner.plan(cfg, checked.hw, shape=shape, busy=launcher.busy_devices(home_dir))
     head = f"dry run: {cfg.model.id} ({cfg.model.method}) on {cfg.data.path}, {cfg.preset} preset; nothing started"
     print(hang_all([head, *p.lines(), f"-> {p.memory_line()}"]))
     return 1 if p.problems else 0

@@ -58,7 +58,8 @@ class ReviewStep(StepScreen):
         lines = [w for w in [launcher.remote_code_warning(cfg)] if w]
         shared = []
         if hw is not None:
-            shared = launcher.sharing(planner.plan(cfg, hw, shape=self.wiz.data_shape), self.wiz.home)
+            busy = launcher.busy_devices(self.wiz.home)
+            shared = launcher.sharing(planner.plan(cfg, hw, shape=self.wiz.data_shape, busy=busy), busy)
         self.app.call_from_thread(self.show_warnings, lines + shared, bool(shared))
 
     def show_warnings(self, lines: list[str], busy: bool = False) -> None:
