@@ -26,8 +26,9 @@ pip builds it from source, and caches the build):
   does, or agrees on fewer than :data:`POOR_TOKEN_AGREEMENT` of the tokens, gets a ``warning`` in its
   ``[artifacts]`` entry, which the evaluation screen and ``tunewiz show`` print.
 
-The Modelfile's TEMPLATE is recovered from the chat template and checked against it (:mod:`core.ollama`;
-the tests render it with Go's own text/template too).
+The Modelfile's TEMPLATE is recovered from the chat template and checked against it (:mod:`core.ollama`):
+by Go's own text/template, as Ollama runs it, where Go is installed; by tunewiz's renderer of the Go
+template subset it uses otherwise. ``modelfile_checked_by`` in the record says which.
 """
 
 from __future__ import annotations
@@ -81,10 +82,6 @@ def available() -> bool:
     return importlib.util.find_spec("llama_cpp") is not None and llama_cpp_version() is not None
 
 
-def cache_dir() -> Path:
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "tunewiz"
-
-
 def converter_source() -> Path:
     """The llama.cpp source directory whose convert_hf_to_gguf.py runs (see the module docstring)."""
     env = os.environ.get("TUNEWIZ_LLAMA_CPP")
@@ -98,7 +95,7 @@ def converter_source() -> Path:
     version = llama_cpp_version()
     if version is None:
         raise merged_export.ExportError(INSTALL_HINT)
-    src = cache_dir() / f"llama.cpp-{version}"
+    src = runs.cache_dir() / f"llama.cpp-{version}"
     if (src / "convert_hf_to_gguf.py").is_file():
         return src
     return _fetch(version, src)
@@ -237,6 +234,7 @@ def export_gguf(run_dir: Path, quant: str = "q8_0", verify: bool = True) -> dict
         (tmp / "Modelfile").write_text(text, encoding="utf-8")
         entry["modelfile"] = str(out_dir / "Modelfile")
         entry["modelfile_template_matches"] = True
+        entry["modelfile_checked_by"] = ollama.template_checker()
         if note:
             entry["modelfile_note"] = note
     except ollama.TemplateError as exc:

@@ -4,16 +4,28 @@ A GGUF served by Ollama with the wrong TEMPLATE or stop token answers in gibberi
 stops, the most common complaint after a fine-tune. So the TEMPLATE is not guessed: the text the
 tokenizer's chat template writes around each role (ChatML, Llama 3, Phi-3, Gemma, Mistral...) is
 recovered by rendering conversations of sentinel strings, then the TEMPLATE is rendered for probe
-conversations with :func:`render` (the subset of Go's text/template the generated TEMPLATE uses) and compared
-with ``tokenizer.apply_chat_template``. A template that does not match is an error, never a
-silently wrong Modelfile.
+conversations and compared with ``tokenizer.apply_chat_template``: by Go's own text/template, with the
+data Ollama passes (core/gotemplate/main.go, built once into the cache), where Go is installed, and
+always by :func:`render` (the subset of Go's text/template the generated TEMPLATE uses). A template
+that does not match is an error, never a silently wrong Modelfile.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import json
+import os
 import re
+import shutil
+import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+
+GO_SOURCE = Path(__file__).with_name("gotemplate")
+"""A Go program that renders a TEMPLATE as Ollama's chat endpoint does (standard library only)."""
 
 PROBES: list[list[dict[str, str]]] = [
     [{"role": "user", "content": "Hello"}],
@@ -161,8 +173,58 @@ def template_for(tok) -> tuple[str, str]:
     return _checked(tok, parts_for(tok))
 
 
+GoRender = Callable[[str, list[dict[str, str]], str], str]
+
+
+@functools.cache
+def go_renderer() -> tuple[GoRender | None, str]:
+    """(render, what it is): Go's text/template as Ollama runs a TEMPLATE, built once from
+    :data:`GO_SOURCE` into the cache (offline: the standard library only); (None, why) without Go."""
+    from tunewiz.core.runs import cache_dir
+
+    go = shutil.which("go")
+    if go is None:
+        return None, "Go is not installed"
+    env = dict(os.environ, GOTOOLCHAIN="local", GOFLAGS="-mod=mod", CGO_ENABLED="0")
+    try:
+        version = subprocess.run(
+            [go, "env", "GOVERSION"], env=env, capture_output=True, text=True, timeout=60
+        ).stdout.strip()
+        source = b"".join((GO_SOURCE / name).read_bytes() for name in ("go.mod", "main.go"))
+        exe = cache_dir() / f"gotemplate-{hashlib.sha256(source + version.encode()).hexdigest()[:12]}"
+        if not exe.is_file():
+            exe.parent.mkdir(parents=True, exist_ok=True)
+            tmp = exe.with_name(f"{exe.name}.{os.getpid()}.tmp")
+            built = subprocess.run(
+                [go, "build", "-o", str(tmp), "."], cwd=GO_SOURCE, env=env, capture_output=True, text=True, timeout=900
+            )
+            if built.returncode != 0:
+                return None, f"Go could not build its checker ({built.stderr.strip()[-300:]})"
+            tmp.replace(exe)
+    except (OSError, subprocess.SubprocessError) as exc:
+        return None, f"Go could not build its checker ({exc})"
+
+    def render(template: str, conv: list[dict[str, str]], system: str = "") -> str:
+        doc = json.dumps({"template": template, "system": system, "messages": conv})
+        out = subprocess.run([str(exe)], input=doc, capture_output=True, text=True, encoding="utf-8", timeout=60)
+        if out.returncode != 0:
+            raise TemplateError(f"Go's text/template cannot run the Ollama template: {out.stderr.strip()}")
+        return out.stdout
+
+    return render, f"Go's text/template ({version or 'go'}), as Ollama runs it"
+
+
+def template_checker() -> str:
+    """What checks a Modelfile's TEMPLATE on this machine, in words (the export records it)."""
+    render, what = go_renderer()
+    if render is not None:
+        return what
+    return f"tunewiz's renderer of Go's template subset ({what}: install Go to check with Go itself)"
+
+
 def _checked(tok, parts: Parts) -> tuple[str, str]:
     template = parts.go_template()
+    go, _ = go_renderer()
     note = ""
     probes = PROBES
     if parts.system_head is None:
@@ -178,6 +240,11 @@ def _checked(tok, parts: Parts) -> tuple[str, str]:
             got = render_conversation(template, conv, system)
             if got != want:
                 raise TemplateError(f"the Ollama template renders {got!r} where the chat template renders {want!r}")
+            if go is not None and (by_go := go(template, conv, system)) != want:
+                raise TemplateError(
+                    f"Go's text/template renders the Ollama template as {by_go!r} where the chat template "
+                    f"renders {want!r}"
+                )
     return template, note
 
 

@@ -63,6 +63,12 @@ def home(override: str | Path | None = None) -> Path:
     return Path(xdg) / "tunewiz"
 
 
+def cache_dir() -> Path:
+    """What tunewiz builds once and keeps (llama.cpp's converter, the Go template checker):
+    ``${XDG_CACHE_HOME:-~/.cache}/tunewiz``."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "tunewiz"
+
+
 def runs_root(home_dir: Path) -> Path:
     return home_dir / "runs"
 

@@ -4,13 +4,13 @@ adapter model on the held-out prompts.
 The slow tests train the real SmolLM2-135M-Instruct for a few steps (a random tiny model never emits
 its end-of-turn token, so it could not show that an export stops where it should), once per module;
 the GGUF exports are then run by llama.cpp itself. The Modelfile TEMPLATE is rendered by Go's own
-text/template (tests/gotemplate, built once per session; skipped, never passed, without Go).
+text/template (core/gotemplate, built once into the cache; skipped, never passed, without Go).
 """
 
 from __future__ import annotations
 
 import json
-import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -19,9 +19,7 @@ from tunewiz.core.presets import build_config
 from tunewiz.core.toml import read_toml
 from tunewiz.tui import cli, commands
 
-from tests.conftest import HANG_S, ROOT, sample_tickets, write_jsonl
-
-GO_DIR = ROOT / "tests" / "gotemplate"
+from tests.conftest import HANG_S, sample_tickets, write_jsonl
 
 CONVERSATIONS = [
     [{"role": "user", "content": "Hi"}],
@@ -116,25 +114,11 @@ def test_modelfile_template_reproduces_each_family_chat_template(tokenizer, fami
 
 
 @pytest.fixture(scope="session")
-def go_render(tmp_path_factory):
-    """Render a TEMPLATE as Ollama does, with Go's text/template (tests/gotemplate/main.go)."""
-    import shutil
-    import subprocess
-
-    go = shutil.which("go")
-    if go is None:
-        pytest.skip("Go is not installed (apt-get install -y golang-go): the TEMPLATE was not checked by Go")
-    exe = tmp_path_factory.mktemp("gotemplate") / "gotemplate"
-    env = dict(os.environ, GOTOOLCHAIN="local", GOFLAGS="-mod=mod", CGO_ENABLED="0")
-    built = subprocess.run([go, "build", "-o", str(exe), "."], cwd=GO_DIR, env=env, capture_output=True, text=True)
-    assert built.returncode == 0, built.stderr
-
-    def render(template: str, conv: list[dict], system: str = "") -> str:
-        doc = json.dumps({"template": template, "system": system, "messages": conv})
-        out = subprocess.run([str(exe)], input=doc, capture_output=True, text=True, encoding="utf-8")
-        assert out.returncode == 0, out.stderr
-        return out.stdout
-
+def go_render():
+    """Render a TEMPLATE as Ollama does, with Go's text/template (core/gotemplate/main.go, as exports do)."""
+    render, why = ollama.go_renderer()
+    if render is None:
+        pytest.skip(f"{why} (apt-get install -y golang-go): the TEMPLATE was not checked by Go")
     return render
 
 
@@ -153,6 +137,24 @@ def test_go_renders_each_family_template_as_the_chat_template_does(tokenizer, fa
         assert go_render(parsed["template"], conv, parsed["system"]) == want, family
         assert ollama.render_conversation(template, conv, system) == want, family
     assert bool(parsed["system"]) == (family in ("smollm2", "qwen2_5")), family
+
+
+def test_a_template_go_renders_differently_is_refused(tokenizer, monkeypatch):
+    """Where Go is installed its rendering is the one that counts: a TEMPLATE that Go renders otherwise
+    than the chat template is refused, even when tunewiz's own renderer agrees."""
+    monkeypatch.setattr(ollama, "go_renderer", lambda: (lambda template, conv, system="": "other", "Go (test)"))
+    with pytest.raises(ollama.TemplateError, match="Go's text/template renders the Ollama template as 'other'"):
+        ollama.modelfile_parts(tokenizer)
+
+
+def test_without_go_the_record_says_tunewiz_checked_the_template(monkeypatch):
+    monkeypatch.setattr(ollama.shutil, "which", lambda name: None)
+    ollama.go_renderer.cache_clear()
+    try:
+        assert ollama.go_renderer() == (None, "Go is not installed")
+        assert ollama.template_checker().startswith("tunewiz's renderer of Go's template subset (Go is not installed")
+    finally:
+        ollama.go_renderer.cache_clear()
 
 
 def test_a_template_that_writes_turns_by_position_is_refused(tokenizer):
@@ -391,6 +393,9 @@ def test_gguf_export_run_by_llama_cpp_agrees_and_stops(trained_run, tokenizer, q
     parsed = ollama.parse_modelfile((out / "Modelfile").read_text())
     assert parsed["from"] == "./model.gguf" and (out / parsed["from"]).is_file()
     assert parsed["stop"] == ["<|im_end|>"] and rec["modelfile_template_matches"] is True
+    # Go's own text/template checked the TEMPLATE where Go is installed (CI installs it); the record says which
+    assert rec["modelfile_checked_by"] == ollama.template_checker()
+    assert rec["modelfile_checked_by"].startswith("Go's text/template" if shutil.which("go") else "tunewiz's")
     assert parsed["system"] == "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
     for conv in CONVERSATIONS:
         want = tokenizer.apply_chat_template(conv, tokenize=False, add_generation_prompt=True)

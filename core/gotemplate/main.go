@@ -1,5 +1,6 @@
 // Render an Ollama Modelfile TEMPLATE with Go's own text/template, the way Ollama's chat endpoint does,
-// so tests can compare it with the model's Hugging Face chat template (tests/test_export.py).
+// so an export checks its Modelfile against the model's Hugging Face chat template (core/ollama.py, built once
+// into tunewiz's cache where Go is installed; tests/test_export.py runs it on every template family).
 //
 // stdin: {"template": "...", "system": "<the Modelfile's SYSTEM, or empty>", "messages": [{"role", "content"}]}
 // stdout: the rendered prompt. Standard library only: go build works offline (GOTOOLCHAIN=local).
