@@ -90,20 +90,25 @@ def launch_command(processes: int, trainer_args: list[str], fsdp: bool = False) 
     return cmd + ["-m", "tunewiz.core.trainer", *trainer_args]
 
 
-def any_rank(flag: bool) -> bool:
-    """True on every rank when `flag` is true on any (a no-op outside a process group)."""
+def any_ranks(*flags: bool) -> list[bool]:
+    """Each flag, true on every rank when it is true on any: one all_reduce for them all (a no-op
+    outside a process group).
+
+    >>> any_ranks(True, False)
+    [True, False]
+    """
     if world_size() <= 1:
-        return flag
+        return list(flags)
     import torch
     import torch.distributed as dist
 
     if not dist.is_available() or not dist.is_initialized():
-        return flag
-    t = torch.tensor([1 if flag else 0], dtype=torch.int32)
+        return list(flags)
+    t = torch.tensor([1 if f else 0 for f in flags], dtype=torch.int32)
     if dist.get_backend() == "nccl":
         t = t.cuda()
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return bool(t.item())
+    return [bool(x) for x in t.tolist()]
 
 
 def from_primary(obj):

@@ -331,9 +331,11 @@ def make_callback(
             counter.seconds += time.perf_counter() - self.t_step
             if on_cpu:
                 release_freed_memory()
-            if watch is not None and distributed.any_rank(watch.gone()):  # every rank stops at the same step
+            # one all_reduce a step for both: every rank stops at the same step
+            gone, stopping = distributed.any_ranks(watch is not None and watch.gone(), stop.requested)
+            if gone:
                 raise RunRemoved(f"{watch.run_dir} was removed while training: stopping, writing nothing")
-            if distributed.any_rank(stop.requested):  # every rank stops after the same step
+            if stopping:
                 stop.requested = True  # on ranks the signal did not reach too (the end-of-epoch checks)
                 control.should_save = True
                 control.should_training_stop = True
