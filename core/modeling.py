@@ -66,8 +66,13 @@ def load_base(
 
 
 def add_lora(model, t, gradient_checkpointing: bool = False):
-    """`model` with LoRA adapters as [training] asks (r, alpha, dropout, target modules)."""
+    """`model` with LoRA adapters as [training] asks (r, alpha, dropout, target modules), their initial
+    weights drawn from the run's seed: the same request and seed start from the same adapters (the
+    Trainer seeds only when it is built, after them)."""
     from peft import LoraConfig, get_peft_model
+    from transformers import set_seed
+
+    set_seed(t.seed)
 
     target = t.target_modules[0] if list(t.target_modules) == ["all-linear"] else list(t.target_modules)
     peft_cfg = LoraConfig(

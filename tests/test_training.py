@@ -131,6 +131,20 @@ def test_tiny_training_end_to_end(home, tiny_model_dir, small_data):
     assert again.to_dict() == cfg.to_dict()
 
 
+def test_the_same_request_and_seed_train_the_same_losses(home, tiny_model_dir, small_data):
+    """A run repeated with its seed repeats: the adapters start from the seed (not from whatever the
+    process's random state was when they were made), so two runs give the same loss at every step."""
+    cfg = tiny_config(tiny_model_dir, small_data, max_steps=4, warmup_ratio=0.0)
+    cfg.evaluation.enabled = False
+    losses = []
+    for _ in range(2):
+        run_dir = commands.launch(cfg, home)
+        doc = launcher.wait(run_dir, timeout=HANG_S)
+        assert doc["run"]["status"] == "completed", (run_dir / runs.LOG).read_text()[-3000:]
+        losses.append([e["loss"] for e in read_events(run_dir)[0] if e.get("event") == "step"])
+    assert len(losses[0]) == 4 and losses[0] == losses[1], losses
+
+
 def test_config_flag_repeats_the_effective_settings(home, tiny_model_dir, small_data, capsys):
     cfg = tiny_config(tiny_model_dir, small_data, learning_rate=3e-4, lora_r=4, lora_alpha=8)
     first = runs.create_run(cfg, home)
