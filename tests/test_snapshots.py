@@ -7,8 +7,10 @@ by hand with fixed ids and numbers. Update with `pytest tests/test_snapshots.py 
 
 from __future__ import annotations
 
+import fcntl
 import json
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -36,7 +38,14 @@ RUN_ID = "20260101-120000-tickets-balanced"
 
 
 @pytest.fixture(scope="module")
-def snap_home(session_home, bundled_dir) -> Path:
+def snap_home(session_home, bundled_dir) -> Iterator[Path]:
+    # The paths show in the pictures, so they are fixed: two suites on one machine take turns here.
+    with open(f"{BASE}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield make_snap_home(session_home)
+
+
+def make_snap_home(session_home: Path) -> Path:
     shutil.rmtree(BASE, ignore_errors=True)
     home = BASE / "home"
     (home / "models").mkdir(parents=True)
