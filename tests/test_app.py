@@ -13,12 +13,12 @@ from tunewiz.core.config import RunConfig
 from tunewiz.core.toml import read_toml
 from tunewiz.tui.app import create_app
 
-from tests.conftest import SAMPLE
+from tests.conftest import HANG_S, SAMPLE
 
 SIZE = (80, 24)
 
 
-async def wait_until(pilot, predicate, timeout: float = 300.0, step: float = 0.1) -> None:
+async def wait_until(pilot, predicate, timeout: float = HANG_S, step: float = 0.1) -> None:
     """Poll until `predicate()`; the generous timeout is for a busy machine, not an expected wait."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -61,7 +61,7 @@ def test_wizard_end_to_end_with_the_keyboard(home, session_home, bundled_dir):
             await wait_until(pilot, lambda: screen_name(app) == "ModelStep")
             await pilot.press("ctrl+n")
             await wait_until(pilot, lambda: screen_name(app) == "DataStep")
-            await wait_until(pilot, lambda: "324 train / 36 held out" in text_of(app, "#data-summary"), 120)
+            await wait_until(pilot, lambda: "324 train / 36 held out" in text_of(app, "#data-summary"))
             assert "20 trained" in text_of(app, "#preview")  # the JSON answer + <|im_end|>
             await pilot.press("]")  # focus left the path field once the data loaded: ] browses
             await wait_until(pilot, lambda: "example 2/360 (line 2)" in text_of(app, "#preview"))
@@ -86,10 +86,10 @@ def test_wizard_end_to_end_with_the_keyboard(home, session_home, bundled_dir):
             await wait_until(pilot, lambda: screen_name(app) == "ReviewStep")
             assert "max_steps = 2" in app.screen.query_one("#toml", Static).content.code
             await pilot.press("enter")  # the focused "Start training" button
-            await wait_until(pilot, lambda: screen_name(app) == "TrainScreen", 30)
+            await wait_until(pilot, lambda: screen_name(app) == "TrainScreen")
             train = app.screen
             # 2 steps, then the held-out loss and 2 generations; minutes when the 2 cores are shared
-            await wait_until(pilot, lambda: train.status == "completed", 900)
+            await wait_until(pilot, lambda: train.status == "completed")
             await pilot.pause(1.0)
             assert "completed" in str(train.query_one("#train-status").render())
             assert "held-out loss" in text_of(app, "#train-stats")
@@ -161,7 +161,7 @@ def test_history_shows_each_status_and_compares_two(home, tmp_path):
                 await pilot.press("x")
                 await wait_until(pilot, lambda: screen_name(app) == "ConfirmScreen")
                 await pilot.press("y")
-                await wait_until(pilot, lambda: table.row_count == 3, 10)
+                await wait_until(pilot, lambda: table.row_count == 3)
 
     asyncio.run(run())
     assert done.exists() and live.exists()
@@ -178,7 +178,7 @@ def test_wizard_refuses_bad_data_with_the_line(home, tmp_path):
             await wait_until(pilot, lambda: app.hardware is not None)
             await pilot.press("enter", "ctrl+n")  # hardware -> model -> data
             await wait_until(pilot, lambda: screen_name(app) == "DataStep")
-            await wait_until(pilot, lambda: "problem" in text_of(app, "#data-summary"), 600)  # a busy machine
+            await wait_until(pilot, lambda: "problem" in text_of(app, "#data-summary"))  # a busy machine
             assert "bad.jsonl:1" in text_of(app, "#data-summary")
             await pilot.press("ctrl+n")
             assert screen_name(app) == "DataStep"
@@ -223,7 +223,7 @@ def test_evaluation_screen_exports_in_its_own_process_and_says_why_it_failed(hom
             await wait_until(pilot, lambda: says("m / g: export"))
             await pilot.press("m")
             assert "exporting merged" in text_of(app, "#next-steps")
-            await wait_until(pilot, lambda: "export failed" in text_of(app, "#next-steps"), 120)
+            await wait_until(pilot, lambda: "export failed" in text_of(app, "#next-steps"))
             assert "adapter" in text_of(app, "#next-steps")
 
     asyncio.run(run())

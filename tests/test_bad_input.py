@@ -239,7 +239,7 @@ def test_a_named_pipe_is_refused_without_waiting(tmp_path):
         text=True,
         cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
-        timeout=60,  # reading the pipe would wait here forever
+        timeout=600,  # reading the pipe would wait here forever; 600 s: a hang guard on a busy machine
     )
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert f"{fifo}: is a named pipe (FIFO), so it cannot be read as data" in r.stderr

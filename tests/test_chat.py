@@ -147,7 +147,7 @@ def test_a_run_without_an_adapter_is_refused_before_anything_loads(home, tmp_pat
     assert "temperature -1.0: give 0 (greedy) to 5" in capsys.readouterr().err
 
 
-async def grows_while_streaming(pilot, screen, turn_index: int, timeout: float = 120.0) -> list[str]:
+async def grows_while_streaming(pilot, screen, turn_index: int, timeout: float = HANG_S) -> list[str]:
     """The answer's text, sampled between pauses until it is done."""
     seen: list[str] = []
     deadline = time.monotonic() + timeout
@@ -169,7 +169,7 @@ def test_chat_screen_at_80x24_streams_and_switches_to_the_base(trained, referenc
             screen = app.screen
             assert type(screen).__name__ == "ChatScreen"
             assert "loading the model" in str(screen.query_one("#chat-status").render())
-            await wait_until(pilot, lambda: screen.session is not None, 120)
+            await wait_until(pilot, lambda: screen.session is not None)
             assert "adapter on" in str(screen.query_one("#chat-status").render())
             # Slow each decoding step down so the pauses see the answer grow token by token.
             inner = screen.session.model.get_base_model()  # what generate() calls once per token
@@ -217,7 +217,7 @@ def test_plain_chat_reads_stdin_and_prints_the_answers(trained, reference):
         text=True,
         cwd=ROOT,
         env=env,
-        timeout=300,
+        timeout=HANG_S,
     )
     assert r.returncode == 0, r.stderr
     assert r.stdout == reference["raw"]["tuned"] + "\n" + reference["raw"]["base"] + "\n"

@@ -222,7 +222,7 @@ def steps_seen(run_dir: Path) -> list[int]:
     return [e["step"] for e in read_events(run_dir)[0] if e.get("event") == "step"]
 
 
-def wait_for(pred, timeout: float = 180.0) -> None:
+def wait_for(pred, timeout: float = HANG_S) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline:
         if pred():
@@ -239,7 +239,7 @@ def test_a_checkpoint_torn_after_a_kill_is_skipped_on_resume(home, tiny_model_di
     wait_for(lambda: len([c for c in checkpoints.all_checkpoints(ckpts) if not checkpoints.why_incomplete(c)]) >= 2)
     pid = int(runs.read_record(run_dir)["run"]["pid"])
     os.kill(pid, signal.SIGKILL)
-    wait_for(lambda: not runs.trainer_alive(run_dir), timeout=30)
+    wait_for(lambda: not runs.trainer_alive(run_dir), timeout=600)
     whole = [c for c in checkpoints.all_checkpoints(ckpts) if not checkpoints.why_incomplete(c)]
     newest, previous = whole[0], whole[1]
     for c in checkpoints.all_checkpoints(ckpts):  # anything newer was cut by the kill itself
@@ -281,7 +281,7 @@ def test_removing_a_run_stops_its_trainer_and_leaves_nothing(home, tiny_model_di
                 return True
             return Path(f"/proc/{pid}/status").read_text().find("State:\tZ") >= 0
 
-    wait_for(exited, timeout=60)
+    wait_for(exited)  # the trainer notices at its next step: as slow as the machine
     time.sleep(1.0)
     assert not run_dir.exists(), sorted(str(p) for p in run_dir.rglob("*"))
     assert runs.list_runs(home) == [] or all(r.path != run_dir for r in runs.list_runs(home))

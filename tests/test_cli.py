@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from tunewiz.tui import cli
 
-from tests.conftest import ROOT, SAMPLE, chat_row, write_jsonl
+from tests.conftest import HANG_S, ROOT, SAMPLE, chat_row, write_jsonl
 
 COMMANDS = ["hw", "train", "demo", "runs", "show", "eval", "attach", "stop", "resume"]
 
@@ -20,7 +20,7 @@ def run_cli(*args, cwd=None, env=None):
         text=True,
         cwd=cwd or ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
-        timeout=120,
+        timeout=HANG_S,
     )
 
 
@@ -77,7 +77,7 @@ def test_installed_entry_point_works_from_any_directory(tmp_path):
     exe = Path(sys.executable).parent / "tunewiz"
     if not exe.exists():
         pytest.skip("tunewiz is not installed in this environment")
-    out = subprocess.run([str(exe), "--help"], capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    out = subprocess.run([str(exe), "--help"], capture_output=True, text=True, cwd=tmp_path, timeout=600)
     assert out.returncode == 0 and "fine-tune" in out.stdout.lower()
 
 

@@ -343,7 +343,7 @@ def test_history_lists_a_damaged_run_and_repairs_it(home, tmp_path):
     runs.set_status(healthy, "completed")
     run_dir = make_run(home, tmp_path, "invalid")
 
-    async def wait_until(pilot, predicate, timeout: float = 60.0) -> None:
+    async def wait_until(pilot, predicate, timeout: float = 600.0) -> None:
         for _ in range(int(timeout / 0.1)):
             if predicate():
                 return

@@ -43,7 +43,7 @@ def lines_of(path: Path) -> list[dict]:
     return [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
 
 
-def wait_lines(path: Path, n: int, timeout: float = 120.0) -> list[dict]:
+def wait_lines(path: Path, n: int, timeout: float = HANG_S) -> list[dict]:
     """The file's lines once it has `n` (the command runs detached); then a little longer, to see no more come."""
     deadline = time.time() + timeout
     while time.time() < deadline and len(lines_of(path)) < n:

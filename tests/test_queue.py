@@ -235,7 +235,7 @@ def test_a_queue_of_three_survives_the_terminal_and_runs_one_at_a_time(home, tin
     assert docs["q2"]["run"]["finished"] <= docs["q3"]["run"]["started"]
     log = (runs.runs_root(home) / queue.LOG).read_text()
     assert all(f"started {dirs[n].name}" in log for n in ("q1", "q2", "q3")), log
-    wait_for(lambda: queue.runner_pid(home) is None, timeout=60)  # nothing waits: the runner exited
+    wait_for(lambda: queue.runner_pid(home) is None, timeout=600)  # nothing waits: the runner exited
 
 
 def test_the_review_step_offers_to_queue_after_the_run_on_the_same_device(home, monkeypatch):

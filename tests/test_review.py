@@ -260,7 +260,7 @@ def test_the_review_screen_at_80x24_continues_where_it_stopped(home):
                 assert f"row {plan.index(item) + 1} of 5, line {item.key}" in "\n".join(lines)
                 assert not words_whole(item.prompt, lines)
                 await pilot.press(KEYS[verdict_for(item, model)])
-            await wait_until(pilot, lambda: human().get("reviewed") == 3, 30)
+            await wait_until(pilot, lambda: human().get("reviewed") == 3)
             lines = screen_lines(app)
             assert lines[1].strip() == review_progress(human())
             await pilot.press("q")
@@ -282,7 +282,7 @@ def test_the_review_screen_at_80x24_continues_where_it_stopped(home):
             assert not words_whole(plan[3].expected, screen_lines(app))
             for item, model in zip(plan[3:], wanted[3:], strict=True):
                 await pilot.press(KEYS[verdict_for(item, model)])
-            await wait_until(pilot, lambda: human().get("complete") is True, 30)
+            await wait_until(pilot, lambda: human().get("complete") is True)
             await pilot.pause()
             return screen_lines(app)
 
@@ -316,7 +316,7 @@ def test_the_review_opens_from_the_evaluation_and_history_screens(home):
             await pilot.press("v")
             await wait_until(pilot, lambda: screen_name(app) == "ReviewScreen")
             await pilot.press("a")
-            await wait_until(pilot, lambda: review.Review.open(run_dir).summary().reviewed == 1, 30)
+            await wait_until(pilot, lambda: review.Review.open(run_dir).summary().reviewed == 1)
             await pilot.press("escape")  # back where it came from, the review saved
             await wait_until(pilot, lambda: screen_name(app) == "HistoryScreen")
             await wait_until(pilot, lambda: "A/B review: fine-tuned preferred in" in "\n".join(screen_lines(app)))

@@ -210,7 +210,7 @@ async def steady(pilot) -> None:
     await pilot.pause(0.2)
 
 
-async def until(pilot, predicate, timeout: float = 60.0) -> None:
+async def until(pilot, predicate, timeout: float = 600.0) -> None:
     import time
 
     end = time.monotonic() + timeout

@@ -55,7 +55,7 @@ def test_failed_hardware_detection_is_shown_and_r_detects_again(home, monkeypatc
     async def run() -> None:
         app = create_app(home, data=str(SAMPLE / "support_tickets.jsonl"))
         async with app.run_test(size=SIZE) as pilot:
-            await wait_until(pilot, lambda: "failed" in text_of(app, "#hw"), 10)
+            await wait_until(pilot, lambda: "failed" in text_of(app, "#hw"))
             shown = text_of(app, "#hw")
             assert "Detecting" not in shown and "Hardware detection failed" in shown
             assert "RuntimeError: NVML: driver/library version mismatch - this is a bug" in shown
@@ -64,12 +64,12 @@ def test_failed_hardware_detection_is_shown_and_r_detects_again(home, monkeypatc
             assert app.screen.check_action("retry", ()) is True  # in the footer now, hidden before
 
             await pilot.press("r")
-            await wait_until(pilot, lambda: app.hardware is not None, 10)
+            await wait_until(pilot, lambda: app.hardware is not None)
             await pilot.pause()
             assert len(calls) == 2 and "Test CPU" in text_of(app, "#hw") and "failed" not in text_of(app, "#hw")
             assert app.screen.check_action("retry", ()) is False
             await pilot.press("enter")  # Next
-            await wait_until(pilot, lambda: screen_name(app) == "ModelStep", 10)
+            await wait_until(pilot, lambda: screen_name(app) == "ModelStep")
             assert app.hardware is TEST_BOX
 
     asyncio.run(run())
@@ -83,12 +83,12 @@ def test_next_after_failed_detection_goes_on_as_a_cpu_only_machine(home, monkeyp
     async def run() -> None:
         app = create_app(home, data=str(SAMPLE / "support_tickets.jsonl"))
         async with app.run_test(size=SIZE) as pilot:
-            await wait_until(pilot, lambda: "failed" in text_of(app, "#hw"), 10)
+            await wait_until(pilot, lambda: "failed" in text_of(app, "#hw"))
             shown = text_of(app, "#hw")
             assert "cannot read /proc/meminfo: permission denied. Run tunewiz as a user" in shown
             assert "bug" not in shown and "TunewizError" not in shown  # a worded error is shown as it is
             await pilot.press("enter")  # Next, with nothing detected
-            await wait_until(pilot, lambda: screen_name(app) == "ModelStep", 10)
+            await wait_until(pilot, lambda: screen_name(app) == "ModelStep")
             assert app.hardware == Hardware() and not app.hardware.gpus
             assert len(calls) == 1  # the model step ranks the fallback; it does not detect again
 
@@ -112,7 +112,7 @@ def test_a_run_the_launcher_refuses_is_submitted_in_a_worker_and_its_error_shown
             await app.push_screen(ReviewStep())
             await pilot.pause()
             await pilot.press("enter")  # the focused "Start training" button
-            await wait_until(pilot, lambda: "did not start" in nav_message(app), 10)
+            await wait_until(pilot, lambda: "did not start" in nav_message(app))
             assert threads and threads[0] is not threading.main_thread()
             assert any("tickets.jsonl:3: not valid JSON" in n for n in notes(app))
             assert not any("bug" in n for n in notes(app))
@@ -142,11 +142,11 @@ def test_a_submitted_run_opens_the_train_screen_once_however_often_start_is_pres
             await app.push_screen(ReviewStep())
             await pilot.pause()
             await pilot.press("enter")
-            await wait_until(pilot, lambda: calls, 10)
+            await wait_until(pilot, lambda: calls)
             assert "starting the run" in nav_message(app)  # the screen answers while the launcher works
             await pilot.press("enter")  # impatient: no second run
             release.set()
-            await wait_until(pilot, lambda: screen_name(app) == "TrainScreen", 10)
+            await wait_until(pilot, lambda: screen_name(app) == "TrainScreen")
             assert app.screen.run_dir == run_dir and app.run_dir == run_dir
             assert len(calls) == 1
 
@@ -166,7 +166,7 @@ def test_a_data_check_that_crashes_says_so_instead_of_checking_forever(home, mon
         async with app.run_test(size=SIZE) as pilot:
             await wait_until(pilot, lambda: screen_name(app) == "HardwareStep")
             await app.push_screen(DataStep())
-            await wait_until(pilot, lambda: "failed" in text_of(app, "#data-summary"), 10)
+            await wait_until(pilot, lambda: "failed" in text_of(app, "#data-summary"))
             summary = text_of(app, "#data-summary")
             assert "Checking the data failed: ZeroDivisionError: division by zero - this is a bug" in summary
             await pilot.press("ctrl+n")
