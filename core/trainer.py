@@ -813,7 +813,9 @@ def train(run_dir: Path, resume: bool, events: EventWriter, stop: StopFlag, call
     if cfg.evaluation.enabled and p.eval_ex:
         from tunewiz.core import evaluate as evaluation
 
-        events.emit("status", status="evaluating", message=f"base vs fine-tuned on {len(p.eval_ex)} held-out rows")
+        compared = min(len(p.eval_ex), cfg.evaluation.max_examples)
+        of = "" if compared == len(p.eval_ex) else f" of the {len(p.eval_ex)}"
+        events.emit("status", status="evaluating", message=f"base vs fine-tuned on {compared}{of} held-out rows")
         log.info("evaluating base vs fine-tuned on held-out rows")
         dtype, why, reload = evaluation_model(p, trainer)
         if reload:

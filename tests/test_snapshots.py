@@ -20,7 +20,7 @@ from tunewiz.core.hardware import Hardware
 from tunewiz.core.toml import write_toml_atomic
 from tunewiz.tui.app import create_app
 
-from tests.conftest import SAMPLE
+from tests.conftest import HANG_S, SAMPLE
 
 SIZE = (80, 24)
 BASE = Path("/tmp/tunewiz-snapshots")
@@ -210,7 +210,7 @@ async def steady(pilot) -> None:
     await pilot.pause(0.2)
 
 
-async def until(pilot, predicate, timeout: float = 600.0) -> None:
+async def until(pilot, predicate, timeout: float = HANG_S) -> None:
     import time
 
     end = time.monotonic() + timeout
@@ -237,7 +237,7 @@ def test_model_step(snap_compare, snap_home):
 def test_data_step(snap_compare, snap_home):
     async def run_before(pilot):
         await pilot.press("enter", "ctrl+n")
-        await until(pilot, lambda: getattr(pilot.app.screen, "ready", False), 120)
+        await until(pilot, lambda: getattr(pilot.app.screen, "ready", False))
         await steady(pilot)
 
     assert snap_compare(wizard(snap_home), terminal_size=SIZE, run_before=run_before)
@@ -246,7 +246,7 @@ def test_data_step(snap_compare, snap_home):
 def test_preset_step(snap_compare, snap_home):
     async def run_before(pilot):
         await pilot.press("enter", "ctrl+n")
-        await until(pilot, lambda: getattr(pilot.app.screen, "ready", False), 120)
+        await until(pilot, lambda: getattr(pilot.app.screen, "ready", False))
         await pilot.press("ctrl+n")
         await until(pilot, lambda: getattr(pilot.app.screen, "approx", None) is not None)  # the cards' figures
         await steady(pilot)
@@ -257,7 +257,7 @@ def test_preset_step(snap_compare, snap_home):
 def test_review_step(snap_compare, snap_home):
     async def run_before(pilot):
         await pilot.press("enter", "ctrl+n")
-        await until(pilot, lambda: getattr(pilot.app.screen, "ready", False), 120)
+        await until(pilot, lambda: getattr(pilot.app.screen, "ready", False))
         await pilot.press("ctrl+n")
         await pilot.pause()
         await pilot.press("ctrl+n")
@@ -297,6 +297,20 @@ def test_history_screen(snap_compare, snap_home):
     async def run_before(pilot):
         await until(pilot, lambda: pilot.app.screen.query_one("#runs").row_count == 2)
         await pilot.pause(0.2)
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
+
+
+def test_compare_screen(snap_compare, snap_home):
+    """Two runs marked on the history screen and compared: which is A and which is B, and both columns
+    within 80 columns."""
+    app = create_app(snap_home, start="history")
+
+    async def run_before(pilot):
+        await until(pilot, lambda: pilot.app.screen.query_one("#runs").row_count == 2)
+        await pilot.press("space", "down", "space", "c")
+        await until(pilot, lambda: type(pilot.app.screen).__name__ == "CompareScreen")
+        await pilot.pause(0.3)
 
     assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
 

@@ -185,7 +185,7 @@ def summary_rows(results: dict[str, Any]) -> list[Row]:
     if kind == "text":
         rows.append(("word overlap (F1)", dec(base.get("word_f1")), dec(ft.get("word_f1")), ""))
         rows.append(("length / expected", ratio(base.get("length_ratio")), ratio(ft.get("length_ratio")), ""))
-    rows.append(("eval loss (lower is better)", num(base.get("eval_loss")), num(ft.get("eval_loss")), ""))
+    rows.append(("eval loss (lower is better)", num(base.get("eval_loss")), num(ft.get("eval_loss")), n))
     if kind != "text" and kind != "labels":
         rows.append(("exact match", pct(base.get("exact_match")), pct(ft.get("exact_match")), ""))
     if "json_valid" in ft:
@@ -354,8 +354,9 @@ def record_summary_lines(doc: dict[str, Any]) -> list[str]:
     )
     if res:
         out.append(
-            f"  result  train loss {num(res.get('train_loss'))}, eval loss {num(res.get('eval_loss'))}, "
-            f"{res.get('tokens_per_s', '?')} tok/s, peak {res.get('peak_memory_mb', '?')} MB, "
+            f"  result  train loss {num(res.get('train_loss'))}, eval loss {num(res.get('eval_loss'))}"
+            + (f" on all {d['eval_rows']} held-out rows, " if isinstance(d.get("eval_rows"), int) else ", ")
+            + f"{res.get('tokens_per_s', '?')} tok/s, peak {res.get('peak_memory_mb', '?')} MB, "
             f"{fmt_duration(res.get('wall_time_s'))}"
         )
     human = res.get("human")
