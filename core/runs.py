@@ -751,7 +751,9 @@ def _created(run_dir: Path) -> tuple[float, str]:
 
 
 def find_run(home_dir: Path, ref: str) -> Path:
-    """A run by path, id, unique id prefix, or `last`; runs with a damaged record are found too."""
+    """A run by path, id, unique id prefix, or `last`; runs with a damaged record are found too. An id
+    as `tunewiz runs` cuts it to fit the terminal ('20261201-183751-beside-…') is its prefix."""
+    ref = ref.removesuffix("…")
     candidate = Path(ref).expanduser()
     if looks_like_run(candidate):
         return candidate.resolve()

@@ -112,7 +112,7 @@ def test_runs_listing_fits_80_columns_and_a_cut_id_still_finds_its_run(home, tmp
     assert _widest(out) <= 79, out
     rows = {line.split()[0]: line for line in out.splitlines()[1:]}
     cut = next(r for r in rows if r.endswith("…"))
-    assert runs.find_run(home, cut.rstrip("…")) == made[0]
+    assert runs.find_run(home, cut.rstrip("…")) == made[0] == runs.find_run(home, cut)  # pasted with its '…' too
     assert "0.355" in rows[cut] and "58m24s" in rows[cut]
     assert made[1].name in rows  # a short id is shown whole
 

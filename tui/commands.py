@@ -367,7 +367,7 @@ def cmd_lint(ns) -> int:
     shown = [f for f in report.findings if ns.all or f.severity != "info"]
     limit = len(shown) if ns.all else ns.limit
     for f in shown[:limit]:
-        print(f"{f.where}: {f.severity} [{f.rule}] {f.message}")
+        print(f"{f.where}: {f.severity} [{f.rule}] {f.message}")  # one line a finding, as compilers write: grep-able
     if len(shown) > limit:
         print(f"... and {len(shown) - limit} more (--all lists every finding, --json gives them as data)")
     notes = [f for f in report.findings if f.severity == "info"]
@@ -375,7 +375,7 @@ def cmd_lint(ns) -> int:
         print(f"({len(notes)} note(s) not shown: " + ", ".join(sorted({f.rule for f in notes})) + "; --all shows them)")
     if shown:
         print()
-    print("\n".join(report.summary_lines()))
+    print(hang_all(report.summary_lines()))
     if report.errors:
         print("-> fix the errors above before training (each names its line)")
     elif tok is None:
@@ -434,15 +434,15 @@ def cmd_preview(ns) -> int:
     plain = ns.plain or not sys.stdout.isatty()
     console = Console(highlight=False, soft_wrap=True, no_color=plain)
     total = r.trained_tokens + r.cut_trained_tokens
-    console.print(
+    head = (
         f"{loaded.path}:{ex.line} ({ex.format}), as {ns.model} sees it: {r.total_tokens} tokens, "
         f"{total} trained{' (' + str(r.cut_trained_tokens) + ' of them cut)' if r.cut_trained_tokens else ''}, "
-        f"max_seq_len {ns.max_seq_len}",
-        markup=False,
+        f"max_seq_len {ns.max_seq_len}"
     )
     legend = "[[ ]] marks" if plain else "highlighted:"
     legend += " the trained tokens (what the model learns to write); the rest is context"
-    console.print(legend, markup=False)
+    console.print(head, markup=False)  # file:line first, whole, as compilers write it
+    console.print(hang_all([legend]), markup=False)  # the example itself exactly as written (the terminal wraps it)
     console.print()
     console.print(preview_lines(r, plain))
     return 0

@@ -56,7 +56,7 @@ class TrainScreen(ReportsWorkerErrors, Screen):
         Binding("d", "detach", "Detach & quit"),
         Binding("e", "evaluate", "Evaluation"),
         Binding("h", "history", "History"),
-        Binding("r", "retry", "Retry w/ fix", show=False),
+        Binding("r", "retry", "Retry w/ fix"),  # only on a run that ran out of memory (check_action)
         Binding("escape", "leave", "Back"),
     ]
 
@@ -101,6 +101,8 @@ class TrainScreen(ReportsWorkerErrors, Screen):
         self.record = msg.record or self.record
         run = self.record.get("run", {})
         was, self.status = self.status, run.get("status", "?")
+        if was != self.status:
+            self.refresh_bindings()  # the footer offers what this status allows (check_action)
         if was in runs.ACTIVE and self.status in runs.FINAL:  # seen ending here, not found ended
             alert_terminal(self.app, self.record)
         log = self.query_one(RichLog)
@@ -145,6 +147,18 @@ class TrainScreen(ReportsWorkerErrors, Screen):
             if "Out of memory" in reason:
                 text += "  - press [b]r[/b] to retry with half the batch"
         self.query_one("#train-status", Label).update(text)
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Stop and Detach while the run trains (or before its first status is read); Evaluation once it
+        has completed; Retry on a run that ran out of memory. Elsewhere they leave the footer."""
+        active = self.status in ("", *runs.ACTIVE)
+        if action in ("stop", "detach"):
+            return active
+        if action == "evaluate":
+            return self.status == "completed"
+        if action == "retry":
+            return self.status == "failed" and "Out of memory" in self.record.get("run", {}).get("failure_reason", "")
+        return True
 
     def action_stop(self) -> None:
         from tunewiz.core import launcher
