@@ -250,3 +250,63 @@ def test_evaluation_screen_warns_about_an_export_that_does_not_stop(home, tmp_pa
             assert "WARNING does not stop at the end of turn (25% of answers end there" in text.replace("\n", " ")
 
     asyncio.run(run())
+
+
+# -- the history screen's keys: re-run asks first ----------
+
+
+def test_history_rerun_asks_first_saying_what_will_run(home, tmp_path, monkeypatch):
+    """r on a 58-minute run asks (preset, length, estimated time); n, Esc and Enter start nothing, y starts it."""
+    from tunewiz.core import launcher
+    from tunewiz.tui.widgets import ConfirmScreen
+
+    long_run = make_run(home, tmp_path, "long-run", "completed", train_loss=0.24, wall_time_s=3504.8)
+    runs.update_record(long_run, {"data": {"path": str(SAMPLE / "support_tickets.jsonl")}})
+    runs.update_record(long_run, {"estimate": {"train_time_s": 673.0}})
+    started = make_run(home, tmp_path, "started", "queued")
+    calls: list[RunConfig] = []
+
+    def fake_submit(cfg, home_dir, hw=None):  # the launcher boundary: no trainer is started
+        calls.append(cfg)
+        return started
+
+    monkeypatch.setattr(launcher, "submit", fake_submit)
+
+    async def run() -> None:
+        app = create_app(home, start="history")
+        async with app.run_test(size=SIZE) as pilot:
+            table = app.screen.query_one("#runs", DataTable)
+            await wait_until(pilot, lambda: table.row_count == 2)
+            table.move_cursor(row=next(i for i in range(2) if table.get_row_at(i)[2] == "long-run"))
+            for answer in ("n", "escape", "enter"):  # No has the focus: Enter is no slip either
+                await pilot.press("r")
+                await wait_until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+                await pilot.press(answer)
+                await wait_until(pilot, lambda: screen_name(app) == "HistoryScreen")
+            await pilot.press("r")
+            await wait_until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+            question = str(app.screen.query_one(Static).render())
+            assert f"Re-run {long_run.name}?" in question
+            assert "preset  balanced, 3 epochs" in question
+            assert "data    support_tickets.jsonl" in question
+            assert "time    ~11m13s estimated; this run took 58m24s" in question
+            assert not calls  # asking started nothing
+            await pilot.press("y")
+            await wait_until(pilot, lambda: screen_name(app) == "TrainScreen")
+            assert app.screen.run_dir == started
+
+    asyncio.run(run())
+    (cfg,) = calls
+    assert cfg.data.path == str(SAMPLE / "support_tickets.jsonl") and cfg.preset == "balanced"
+
+
+def test_rerun_question_names_max_steps_and_a_record_without_times():
+    from tunewiz.tui.history_screen import rerun_question
+
+    cfg = RunConfig(preset="aggressive")
+    cfg.data.path = "/data/tickets.jsonl"
+    cfg.training.max_steps = 40
+    r = runs.RunSummary("20261201-120000-x", Path("/x"), "failed", "x", "", "", "", "", "", None, None, "", None, {})
+    text = rerun_question(r, cfg)
+    assert "preset  aggressive, at most 40 steps" in text and "data    tickets.jsonl" in text
+    assert "time    no estimate in its record" in text

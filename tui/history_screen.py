@@ -1,5 +1,6 @@
 """Every run from its record: sort, open, attach, compare two, re-run, resume, delete, repair; the runs
 waiting in the queue with their place ('queued #2'), and s on a run of a sweep opens its ranking.
+Re-run and delete ask first.
 
 The list reloads in a thread worker every two seconds; deleting (a run can hold gigabytes of
 checkpoints and merged models), resuming and repairing run in workers too. A run whose run.toml is
@@ -20,6 +21,7 @@ from textual.css.query import NoMatches
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Label, Static
 from tunewiz.core import repair, review, runs
+from tunewiz.core.config import ConfigError, RunConfig
 from tunewiz.core.events import fmt_duration
 from tunewiz.tui.compare_screen import CompareScreen
 from tunewiz.tui.messages import RunDeleted
@@ -41,6 +43,29 @@ SORTS = [
 def status_cell(r) -> str:
     """The status column's text (9 wide): 'queued #2', or 'wait #12' from the tenth place on."""
     return r.label if len(r.label) <= 9 else f"wait #{r.queue_place}"
+
+
+def rerun_question(r, cfg: RunConfig) -> str:
+    """What y on the re-run question starts: the run it repeats, its preset, length, model, data and time."""
+    t = cfg.training
+    epochs = f"{t.num_epochs:g} epoch" + ("" if t.num_epochs == 1 else "s")
+    length = f"at most {t.max_steps} steps" if t.max_steps > 0 else epochs
+    estimate = r.record.get("estimate", {}).get("train_time_s")
+    took = r.record.get("results", {}).get("wall_time_s")
+    times = [f"~{fmt_duration(estimate)} estimated" if estimate else ""]
+    times.append(f"this run took {fmt_duration(took)}" if took else "")
+    lines = [
+        f"[b]Re-run {escape(r.id)}?[/b]",
+        "",
+        "A new run with the same settings:",
+        f"  preset  {escape(cfg.preset)}, {length}",
+        f"  model   {escape(cfg.model.id)} ({escape(cfg.model.method)})",
+        f"  data    {escape(Path(cfg.data.path).name)}",
+        f"  time    {'; '.join(x for x in times if x) or 'no estimate in its record'}",
+        "",
+        "y starts it now; n or Esc: nothing runs.",
+    ]
+    return "\n".join(lines)
 
 
 class HistoryScreen(ReportsWorkerErrors, Screen):
@@ -289,14 +314,25 @@ class HistoryScreen(ReportsWorkerErrors, Screen):
         self.app.push_screen(CompareScreen(a, b))
 
     def action_rerun(self) -> None:
+        """Asks first (a run can train for an hour), saying what will run; y starts it."""
         r = self.current()
-        if r and not self.refuse_damaged(r):
-            if not repair.rerunnable(r.record):
-                self.notify(f"{r.id}'s record does not say which model and data: add them to run.toml first.")
-                return
-            from tunewiz.core.config import RunConfig
+        if not r or self.refuse_damaged(r):
+            return
+        if not repair.rerunnable(r.record):
+            self.notify(f"{r.id}'s record does not say which model and data: add them to run.toml first.")
+            return
+        try:
+            cfg = RunConfig.from_dict(r.record)
+        except ConfigError as exc:
+            self.notify(f"{r.id}'s record cannot be re-run: {exc}", severity="error", markup=False)
+            return
 
-            self.app.start_run(RunConfig.from_dict(r.record))  # type: ignore[attr-defined]
+        def done(yes: bool | None) -> None:
+            if yes:
+                self.notify(f"Starting a new run like {r.id} ...", markup=False)
+                self.app.start_run(cfg)  # type: ignore[attr-defined]
+
+        self.app.push_screen(ConfirmScreen(rerun_question(r, cfg), yes="Re-run", start=True), done)
 
     def action_resume(self) -> None:
         r = self.current()
