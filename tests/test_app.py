@@ -252,7 +252,7 @@ def test_evaluation_screen_warns_about_an_export_that_does_not_stop(home, tmp_pa
     asyncio.run(run())
 
 
-# -- the history screen's keys: re-run asks first ----------
+# -- the history screen's keys: re-run asks first, Esc goes back, Home / End, rows told apart ----------
 
 
 def test_history_rerun_asks_first_saying_what_will_run(home, tmp_path, monkeypatch):
@@ -310,3 +310,67 @@ def test_rerun_question_names_max_steps_and_a_record_without_times():
     text = rerun_question(r, cfg)
     assert "preset  aggressive, at most 40 steps" in text and "data    tickets.jsonl" in text
     assert "time    no estimate in its record" in text
+
+
+def footer_keys(app) -> set[tuple[str, str]]:
+    from textual.widgets._footer import FooterKey
+
+    return {(k.key, k.description) for k in app.screen.query(FooterKey)}
+
+
+def test_history_escape_goes_back_home_and_end_jump_and_runs_of_one_name_differ(home, tmp_path):
+    """Esc from a history opened with h goes back to the train screen; Home / End go to the first / last
+    run; runs of one name differ by their start time and a long name ends in '…'."""
+    made = []
+    for n, (name, created) in enumerate(
+        (
+            ("bench-tunewiz", "2026-12-01T18:17:20+00:00"),
+            ("bench-tunewiz", "2026-12-01T18:22:33+00:00"),
+            ("support_tickets_long_name", "2026-12-01T18:27:26+00:00"),
+        )
+    ):
+        run_dir = make_run(home, tmp_path, f"{name}-{n}", "completed")
+        runs.update_record(run_dir, {"run": {"name": name, "created": created, "created_unix": 1796148000.0 + n}})
+        made.append(run_dir)
+
+    async def run() -> None:
+        app = create_app(home, start="attach", run=made[0])
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_until(pilot, lambda: getattr(app.screen, "status", "") == "completed")
+            await pilot.press("h")
+            await wait_until(pilot, lambda: screen_name(app) == "HistoryScreen")
+            table = app.screen.query_one("#runs", DataTable)
+            await wait_until(pilot, lambda: table.row_count == 3)
+            rows = [table.get_row_at(i) for i in range(3)]  # newest first
+            assert [r[2] for r in rows] == ["support_tickets…", "bench-tunewiz", "bench-tunewiz"]
+            assert [r[3] for r in rows] == ["12-01 18:27", "12-01 18:22", "12-01 18:17"]
+            await pilot.press("end")
+            assert table.cursor_row == 2
+            await pilot.press("home")
+            assert table.cursor_row == 0
+            await wait_until(pilot, lambda: ("escape", "Back") in footer_keys(app))
+            await pilot.press("escape")
+            await wait_until(pilot, lambda: screen_name(app) == "TrainScreen")
+            assert app.screen.run_dir == made[0]
+
+    asyncio.run(run())
+
+
+def test_history_as_the_first_screen_shows_q_quit_and_escape_stays(home, tmp_path):
+    make_run(home, tmp_path, "only-run", "completed")
+
+    async def run() -> None:
+        app = create_app(home, start="history")
+        async with app.run_test(size=SIZE) as pilot:
+            table = app.screen.query_one("#runs", DataTable)
+            await wait_until(pilot, lambda: table.row_count == 1)
+            await wait_until(pilot, lambda: ("q", "Quit") in footer_keys(app))
+            keys = footer_keys(app)
+            assert not any(key in ("escape", "ctrl+q") for key, _ in keys)  # q Quit stands for ^q as well
+            await pilot.press("escape")  # nowhere to go back to: nothing happens
+            await pilot.pause(0.2)
+            assert screen_name(app) == "HistoryScreen"
+            await pilot.press("q")
+            await wait_until(pilot, lambda: not app.is_running)
+
+    asyncio.run(run())
