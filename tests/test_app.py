@@ -374,3 +374,71 @@ def test_history_as_the_first_screen_shows_q_quit_and_escape_stays(home, tmp_pat
             await wait_until(pilot, lambda: not app.is_running)
 
     asyncio.run(run())
+
+
+# -- the data step: the findings list's hint --------------------------
+
+
+def data_step_app(home, data: str | None = None):
+    from tunewiz.core.hardware import Hardware
+
+    app = create_app(home, data=data)
+    app.hardware = Hardware(cpu_model="Test CPU", cpu_physical_cores=4, ram_total_gb=16, ram_available_gb=12)
+    return app
+
+
+async def open_data_step(pilot) -> None:
+    from tunewiz.tui.data_step import DataStep
+
+    await wait_until(pilot, lambda: screen_name(pilot.app) == "HardwareStep")
+    await pilot.app.push_screen(DataStep())
+    await pilot.pause()
+
+
+@pytest.fixture
+def no_tokenizer(monkeypatch):
+    """The structure is checked without the model's tokenizer: faster, and all these tests need."""
+    from tunewiz.core import lint
+
+    monkeypatch.setattr(lint, "tokenizer_for", lambda *a, **k: None)
+
+
+def test_data_step_tab_from_the_example_reaches_the_findings_and_enter_shows_one(home, no_tokenizer):
+    async def run() -> None:
+        app = data_step_app(home, data=str(SAMPLE / "support_tickets.jsonl"))
+        async with app.run_test(size=SIZE) as pilot:
+            await open_data_step(pilot)
+            await wait_until(pilot, lambda: app.screen.ready)
+            assert "(Tab: list, Enter: show row)" in text_of(app, "#data-summary")
+            await wait_until(pilot, lambda: app.focused is app.screen.query_one("#preview-box"))
+            assert "example 1/360" in text_of(app, "#preview")
+            await pilot.press("tab")  # one Tab, as the summary says
+            findings = app.screen.query_one("#findings")
+            assert app.focused is findings and findings.highlighted == 0
+            await pilot.press("enter")
+            await wait_until(pilot, lambda: "[dataset-size]" in text_of(app, "#preview"))
+            await pilot.press("tab")
+            assert app.focused is app.screen.query_one("#back")
+            await pilot.press("shift+tab", "shift+tab")  # back through the list to the example
+            assert app.focused is app.screen.query_one("#preview-box")
+
+    asyncio.run(run())
+
+
+def test_data_step_with_errors_focuses_the_list_on_the_first_error(home, tmp_path, no_tokenizer):
+    bad = tmp_path / "bad.jsonl"
+    good = '{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}\n'
+    bad.write_text(good + '{"messages": [\n' + good)
+
+    async def run() -> None:
+        app = data_step_app(home, data=str(bad))
+        async with app.run_test(size=SIZE) as pilot:
+            await open_data_step(pilot)
+            await wait_until(pilot, lambda: "problem(s) to fix" in text_of(app, "#data-summary"))
+            assert "(↑/↓: list, Enter: show row)" in text_of(app, "#data-summary")
+            findings = app.screen.query_one("#findings")
+            await wait_until(pilot, lambda: app.focused is findings)
+            await wait_until(pilot, lambda: "bad.jsonl:2" in text_of(app, "#preview"))  # the first error's row
+            assert findings.highlighted == 0
+
+    asyncio.run(run())

@@ -13,6 +13,8 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
+from textual.css.query import NoMatches
+from textual.widget import Widget
 from textual.widgets import DirectoryTree, Input, OptionList, Static
 from textual.widgets.option_list import Option
 from tunewiz.core.data import absolute
@@ -21,6 +23,18 @@ from tunewiz.tui.messages import DataReady
 from tunewiz.tui.step_base import StepScreen
 
 SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "dim"}
+
+
+class FindingsList(OptionList):
+    """The checker's findings: the first is highlighted (and its row shown) when the list gets the focus,
+    so Enter always has a finding to show."""
+
+    def on_focus(self) -> None:
+        self.highlight_first()
+
+    def highlight_first(self) -> None:
+        if self.highlighted is None and self.option_count:
+            self.highlighted = 0
 
 
 class DataStep(StepScreen):
@@ -39,7 +53,7 @@ class DataStep(StepScreen):
         )
         yield DirectoryTree(str(absolute(self.wiz.cfg.data.path or ".").parent), id="tree")
         yield Static("", id="data-summary")
-        yield OptionList(id="findings")
+        yield FindingsList(id="findings")
         with VerticalScroll(id="preview-box"):
             yield Static("", id="preview")
 
@@ -54,6 +68,19 @@ class DataStep(StepScreen):
         if self.wiz.cfg.data.path:
             self.load(self.wiz.cfg.data.path)
         self.query_one("#data-path", Input).focus()
+
+    @property
+    def focus_chain(self) -> list[Widget]:
+        """Tab from the example goes to the findings list (the summary says so), then to Back and Next."""
+        chain = super().focus_chain
+        try:
+            findings, box = self.query_one("#findings"), self.query_one("#preview-box")
+        except NoMatches:  # asked before the body exists
+            return chain
+        if findings in chain and box in chain:
+            chain.remove(findings)
+            chain.insert(chain.index(box) + 1, findings)
+        return chain
 
     def action_browse(self) -> None:
         tree = self.query_one("#tree")
@@ -147,7 +174,9 @@ class DataStep(StepScreen):
             lines.append(f"[red]cannot load the model's tokenizer: {escape(s['template_error'])}[/red]")
         errors = report.errors
         first = errors[0] if errors else None
-        hint = " [dim](Tab: list, Enter: show row)[/dim]" if report.findings else ""
+        # With errors the list has the focus; else the example has it, and Tab goes on to the list.
+        keys = "↑/↓: list" if errors else "Tab: list"
+        hint = f" [dim]({keys}, Enter: show row)[/dim]" if report.findings else ""
         if first:
             where = f"{Path(first.file).name}:{first.line}" if first.line else Path(first.file).name
             lines.append(f"[b red]{len(errors)} problem(s) to fix[/b red], first at {escape(where)}{hint}")
@@ -159,9 +188,11 @@ class DataStep(StepScreen):
         self.index = 0
         self.ready = report.ok and "template_error" not in s
         self.show_example()
-        if isinstance(self.focused, Input) and self.examples:
+        if isinstance(self.focused, Input) and (self.examples or report.errors):
             # Off the path field, so [ and ] browse the examples instead of typing into it.
             self.query_one("#findings" if report.errors else "#preview-box").focus()
+        elif self.focused is self.query_one("#findings"):  # checked again with the list in focus
+            self.query_one("#findings", FindingsList).highlight_first()
 
     def worker_failed(self, group: str, text: str) -> None:
         if group == "data":  # in place of "Checking the data...": Next stays refused (not ready)
