@@ -376,7 +376,7 @@ def test_history_as_the_first_screen_shows_q_quit_and_escape_stays(home, tmp_pat
     asyncio.run(run())
 
 
-# -- the data step: the findings list's hint --------------------------
+# -- the data step: the findings list's hint, the file browser, an empty path --------------------------
 
 
 def data_step_app(home, data: str | None = None):
@@ -440,5 +440,55 @@ def test_data_step_with_errors_focuses_the_list_on_the_first_error(home, tmp_pat
             await wait_until(pilot, lambda: app.focused is findings)
             await wait_until(pilot, lambda: "bad.jsonl:2" in text_of(app, "#preview"))  # the first error's row
             assert findings.highlighted == 0
+
+    asyncio.run(run())
+
+
+def test_data_step_file_browser_opens_here_and_escape_closes_it(home, tmp_path, monkeypatch, no_tokenizer):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "tickets.jsonl").write_text((SAMPLE / "support_tickets.jsonl").read_text())
+
+    async def run() -> None:
+        app = data_step_app(home)
+        async with app.run_test(size=SIZE) as pilot:
+            await open_data_step(pilot)
+            tree = app.screen.query_one("#tree")
+            path_field = app.screen.query_one("#data-path", Input)
+            await pilot.press("ctrl+b")  # nothing typed: the working directory, not the one above it
+            assert tree.display and app.focused is tree and Path(tree.path) == tmp_path
+            assert ("escape", "Close") in footer_keys(app)
+            await pilot.press("escape")  # closes the browser, not the step
+            assert screen_name(app) == "DataStep" and not tree.display and app.focused is path_field
+            path_field.value = "data/not-yet.jsonl"
+            await pilot.press("ctrl+b")  # the typed path's folder
+            assert Path(tree.path) == tmp_path / "data"
+            await pilot.press("ctrl+b")  # ctrl+b again closes it too
+            assert not tree.display and app.focused is path_field
+            await pilot.press("ctrl+b")
+            await pilot.press("tab")  # the focus elsewhere: Esc still closes the open browser first
+            await pilot.press("escape")
+            assert screen_name(app) == "DataStep" and not tree.display
+            await pilot.press("escape")  # and with the browser closed, Esc is Back as on every step
+            await wait_until(pilot, lambda: screen_name(app) == "HardwareStep")
+
+    asyncio.run(run())
+
+
+def test_data_step_empty_path_says_choose_a_file_and_how(home, no_tokenizer):
+    from tunewiz.tui.data_step import NO_FILE
+
+    async def run() -> None:
+        app = data_step_app(home)
+        async with app.run_test(size=SIZE) as pilot:
+            await open_data_step(pilot)
+            await pilot.press("enter")  # Enter in the empty path field
+            summary = text_of(app, "#data-summary")
+            assert "Choose a data file first: type its path, or press ctrl+b to browse" in summary
+            assert "directory" not in summary
+            await pilot.press("ctrl+n")
+            assert screen_name(app) == "DataStep"
+            assert NO_FILE in str(app.screen.query_one("#nav-msg").render())
+            assert any(n.message == NO_FILE for n in app._notifications)
 
     asyncio.run(run())
