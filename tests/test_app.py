@@ -250,3 +250,245 @@ def test_evaluation_screen_warns_about_an_export_that_does_not_stop(home, tmp_pa
             assert "WARNING does not stop at the end of turn (25% of answers end there" in text.replace("\n", " ")
 
     asyncio.run(run())
+
+
+# -- the history screen's keys: re-run asks first, Esc goes back, Home / End, rows told apart ----------
+
+
+def test_history_rerun_asks_first_saying_what_will_run(home, tmp_path, monkeypatch):
+    """r on a 58-minute run asks (preset, length, estimated time); n, Esc and Enter start nothing, y starts it."""
+    from tunewiz.core import launcher
+    from tunewiz.tui.widgets import ConfirmScreen
+
+    long_run = make_run(home, tmp_path, "long-run", "completed", train_loss=0.24, wall_time_s=3504.8)
+    runs.update_record(long_run, {"data": {"path": str(SAMPLE / "support_tickets.jsonl")}})
+    runs.update_record(long_run, {"estimate": {"train_time_s": 673.0}})
+    started = make_run(home, tmp_path, "started", "queued")
+    calls: list[RunConfig] = []
+
+    def fake_submit(cfg, home_dir, hw=None):  # the launcher boundary: no trainer is started
+        calls.append(cfg)
+        return started
+
+    monkeypatch.setattr(launcher, "submit", fake_submit)
+
+    async def run() -> None:
+        app = create_app(home, start="history")
+        async with app.run_test(size=SIZE) as pilot:
+            table = app.screen.query_one("#runs", DataTable)
+            await wait_until(pilot, lambda: table.row_count == 2)
+            table.move_cursor(row=next(i for i in range(2) if table.get_row_at(i)[2] == "long-run"))
+            for answer in ("n", "escape", "enter"):  # No has the focus: Enter is no slip either
+                await pilot.press("r")
+                await wait_until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+                await pilot.press(answer)
+                await wait_until(pilot, lambda: screen_name(app) == "HistoryScreen")
+            await pilot.press("r")
+            await wait_until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+            question = str(app.screen.query_one(Static).render())
+            assert f"Re-run {long_run.name}?" in question
+            assert "preset  balanced, 3 epochs" in question
+            assert "data    support_tickets.jsonl" in question
+            assert "time    ~11m13s estimated; this run took 58m24s" in question
+            assert not calls  # asking started nothing
+            await pilot.press("y")
+            await wait_until(pilot, lambda: screen_name(app) == "TrainScreen")
+            assert app.screen.run_dir == started
+
+    asyncio.run(run())
+    (cfg,) = calls
+    assert cfg.data.path == str(SAMPLE / "support_tickets.jsonl") and cfg.preset == "balanced"
+
+
+def test_rerun_question_names_max_steps_and_a_record_without_times():
+    from tunewiz.tui.history_screen import rerun_question
+
+    cfg = RunConfig(preset="aggressive")
+    cfg.data.path = "/data/tickets.jsonl"
+    cfg.training.max_steps = 40
+    r = runs.RunSummary("20261201-120000-x", Path("/x"), "failed", "x", "", "", "", "", "", None, None, "", None, {})
+    text = rerun_question(r, cfg)
+    assert "preset  aggressive, at most 40 steps" in text and "data    tickets.jsonl" in text
+    assert "time    no estimate in its record" in text
+
+
+def footer_keys(app) -> set[tuple[str, str]]:
+    from textual.widgets._footer import FooterKey
+
+    return {(k.key, k.description) for k in app.screen.query(FooterKey)}
+
+
+def test_history_escape_goes_back_home_and_end_jump_and_runs_of_one_name_differ(home, tmp_path):
+    """Esc from a history opened with h goes back to the train screen; Home / End go to the first / last
+    run; runs of one name differ by their start time and a long name ends in '…'."""
+    made = []
+    for n, (name, created) in enumerate(
+        (
+            ("bench-tunewiz", "2026-12-01T18:17:20+00:00"),
+            ("bench-tunewiz", "2026-12-01T18:22:33+00:00"),
+            ("support_tickets_long_name", "2026-12-01T18:27:26+00:00"),
+        )
+    ):
+        run_dir = make_run(home, tmp_path, f"{name}-{n}", "completed")
+        runs.update_record(run_dir, {"run": {"name": name, "created": created, "created_unix": 1796148000.0 + n}})
+        made.append(run_dir)
+
+    async def run() -> None:
+        app = create_app(home, start="attach", run=made[0])
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_until(pilot, lambda: getattr(app.screen, "status", "") == "completed")
+            await pilot.press("h")
+            await wait_until(pilot, lambda: screen_name(app) == "HistoryScreen")
+            table = app.screen.query_one("#runs", DataTable)
+            await wait_until(pilot, lambda: table.row_count == 3)
+            rows = [table.get_row_at(i) for i in range(3)]  # newest first
+            assert [r[2] for r in rows] == ["support_tickets…", "bench-tunewiz", "bench-tunewiz"]
+            assert [r[3] for r in rows] == ["12-01 18:27", "12-01 18:22", "12-01 18:17"]
+            await pilot.press("end")
+            assert table.cursor_row == 2
+            await pilot.press("home")
+            assert table.cursor_row == 0
+            await wait_until(pilot, lambda: ("escape", "Back") in footer_keys(app))
+            await pilot.press("escape")
+            await wait_until(pilot, lambda: screen_name(app) == "TrainScreen")
+            assert app.screen.run_dir == made[0]
+
+    asyncio.run(run())
+
+
+def test_history_as_the_first_screen_shows_q_quit_and_escape_stays(home, tmp_path):
+    make_run(home, tmp_path, "only-run", "completed")
+
+    async def run() -> None:
+        app = create_app(home, start="history")
+        async with app.run_test(size=SIZE) as pilot:
+            table = app.screen.query_one("#runs", DataTable)
+            await wait_until(pilot, lambda: table.row_count == 1)
+            await wait_until(pilot, lambda: ("q", "Quit") in footer_keys(app))
+            keys = footer_keys(app)
+            assert not any(key in ("escape", "ctrl+q") for key, _ in keys)  # q Quit stands for ^q as well
+            await pilot.press("escape")  # nowhere to go back to: nothing happens
+            await pilot.pause(0.2)
+            assert screen_name(app) == "HistoryScreen"
+            await pilot.press("q")
+            await wait_until(pilot, lambda: not app.is_running)
+
+    asyncio.run(run())
+
+
+# -- the data step: the findings list's hint, the file browser, an empty path --------------------------
+
+
+def data_step_app(home, data: str | None = None):
+    from tunewiz.core.hardware import Hardware
+
+    app = create_app(home, data=data)
+    app.hardware = Hardware(cpu_model="Test CPU", cpu_physical_cores=4, ram_total_gb=16, ram_available_gb=12)
+    return app
+
+
+async def open_data_step(pilot) -> None:
+    from tunewiz.tui.data_step import DataStep
+
+    await wait_until(pilot, lambda: screen_name(pilot.app) == "HardwareStep")
+    await pilot.app.push_screen(DataStep())
+    await pilot.pause()
+
+
+@pytest.fixture
+def no_tokenizer(monkeypatch):
+    """The structure is checked without the model's tokenizer: faster, and all these tests need."""
+    from tunewiz.core import lint
+
+    monkeypatch.setattr(lint, "tokenizer_for", lambda *a, **k: None)
+
+
+def test_data_step_tab_from_the_example_reaches_the_findings_and_enter_shows_one(home, no_tokenizer):
+    async def run() -> None:
+        app = data_step_app(home, data=str(SAMPLE / "support_tickets.jsonl"))
+        async with app.run_test(size=SIZE) as pilot:
+            await open_data_step(pilot)
+            await wait_until(pilot, lambda: app.screen.ready)
+            assert "(Tab: list, Enter: show row)" in text_of(app, "#data-summary")
+            await wait_until(pilot, lambda: app.focused is app.screen.query_one("#preview-box"))
+            assert "example 1/360" in text_of(app, "#preview")
+            await pilot.press("tab")  # one Tab, as the summary says
+            findings = app.screen.query_one("#findings")
+            assert app.focused is findings and findings.highlighted == 0
+            await pilot.press("enter")
+            await wait_until(pilot, lambda: "[dataset-size]" in text_of(app, "#preview"))
+            await pilot.press("tab")
+            assert app.focused is app.screen.query_one("#back")
+            await pilot.press("shift+tab", "shift+tab")  # back through the list to the example
+            assert app.focused is app.screen.query_one("#preview-box")
+
+    asyncio.run(run())
+
+
+def test_data_step_with_errors_focuses_the_list_on_the_first_error(home, tmp_path, no_tokenizer):
+    bad = tmp_path / "bad.jsonl"
+    good = '{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}\n'
+    bad.write_text(good + '{"messages": [\n' + good)
+
+    async def run() -> None:
+        app = data_step_app(home, data=str(bad))
+        async with app.run_test(size=SIZE) as pilot:
+            await open_data_step(pilot)
+            await wait_until(pilot, lambda: "problem(s) to fix" in text_of(app, "#data-summary"))
+            assert "(↑/↓: list, Enter: show row)" in text_of(app, "#data-summary")
+            findings = app.screen.query_one("#findings")
+            await wait_until(pilot, lambda: app.focused is findings)
+            await wait_until(pilot, lambda: "bad.jsonl:2" in text_of(app, "#preview"))  # the first error's row
+            assert findings.highlighted == 0
+
+    asyncio.run(run())
+
+
+def test_data_step_file_browser_opens_here_and_escape_closes_it(home, tmp_path, monkeypatch, no_tokenizer):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "tickets.jsonl").write_text((SAMPLE / "support_tickets.jsonl").read_text())
+
+    async def run() -> None:
+        app = data_step_app(home)
+        async with app.run_test(size=SIZE) as pilot:
+            await open_data_step(pilot)
+            tree = app.screen.query_one("#tree")
+            path_field = app.screen.query_one("#data-path", Input)
+            await pilot.press("ctrl+b")  # nothing typed: the working directory, not the one above it
+            assert tree.display and app.focused is tree and Path(tree.path) == tmp_path
+            assert ("escape", "Close") in footer_keys(app)
+            await pilot.press("escape")  # closes the browser, not the step
+            assert screen_name(app) == "DataStep" and not tree.display and app.focused is path_field
+            path_field.value = "data/not-yet.jsonl"
+            await pilot.press("ctrl+b")  # the typed path's folder
+            assert Path(tree.path) == tmp_path / "data"
+            await pilot.press("ctrl+b")  # ctrl+b again closes it too
+            assert not tree.display and app.focused is path_field
+            await pilot.press("ctrl+b")
+            await pilot.press("tab")  # the focus elsewhere: Esc still closes the open browser first
+            await pilot.press("escape")
+            assert screen_name(app) == "DataStep" and not tree.display
+            await pilot.press("escape")  # and with the browser closed, Esc is Back as on every step
+            await wait_until(pilot, lambda: screen_name(app) == "HardwareStep")
+
+    asyncio.run(run())
+
+
+def test_data_step_empty_path_says_choose_a_file_and_how(home, no_tokenizer):
+    from tunewiz.tui.data_step import NO_FILE
+
+    async def run() -> None:
+        app = data_step_app(home)
+        async with app.run_test(size=SIZE) as pilot:
+            await open_data_step(pilot)
+            await pilot.press("enter")  # Enter in the empty path field
+            summary = text_of(app, "#data-summary")
+            assert "Choose a data file first: type its path, or press ctrl+b to browse" in summary
+            assert "directory" not in summary
+            await pilot.press("ctrl+n")
+            assert screen_name(app) == "DataStep"
+            assert NO_FILE in str(app.screen.query_one("#nav-msg").render())
+            assert any(n.message == NO_FILE for n in app._notifications)
+
+    asyncio.run(run())

@@ -1,6 +1,7 @@
 """Step 3, data: the file checked (core.lint) and every example shown exactly as the model sees it,
 after its chat template, with the trained tokens highlighted; the checker's findings listed, errors
 first, each jumping to its row. Checking and rendering run in a worker (the tokenizer is slow to load).
+Ctrl+B opens a file browser at the typed path's folder (the working directory when none); Esc closes it.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
+from textual.css.query import NoMatches
+from textual.widget import Widget
 from textual.widgets import DirectoryTree, Input, OptionList, Static
 from textual.widgets.option_list import Option
 from tunewiz.core.data import absolute
@@ -21,6 +24,39 @@ from tunewiz.tui.messages import DataReady
 from tunewiz.tui.step_base import StepScreen
 
 SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "dim"}
+NO_FILE = "choose a data file first: type its path, or press ctrl+b to browse"
+
+
+def browse_root(typed: str) -> Path:
+    """The folder the file browser opens at: the typed path's folder (the path itself when it is one, its
+    nearest existing folder when it does not exist yet), or the working directory when nothing is typed."""
+    if not typed.strip():
+        return Path.cwd()
+    path = absolute(typed.strip())
+    while not path.is_dir() and path != path.parent:
+        path = path.parent
+    return path
+
+
+class FindingsList(OptionList):
+    """The checker's findings: the first is highlighted (and its row shown) when the list gets the focus,
+    so Enter always has a finding to show."""
+
+    def on_focus(self) -> None:
+        self.highlight_first()
+
+    def highlight_first(self) -> None:
+        if self.highlighted is None and self.option_count:
+            self.highlighted = 0
+
+
+class FileBrowser(DirectoryTree):
+    """The data step's file browser: Enter on a file loads it, Esc closes the browser."""
+
+    BINDINGS = [Binding("escape", "close", "Close")]
+
+    def action_close(self) -> None:
+        self.screen.close_browser()  # type: ignore[attr-defined]
 
 
 class DataStep(StepScreen):
@@ -37,9 +73,9 @@ class DataStep(StepScreen):
             placeholder="path to .jsonl .json .csv .tsv .parquet or a datasets folder, Enter to load",
             id="data-path",
         )
-        yield DirectoryTree(str(absolute(self.wiz.cfg.data.path or ".").parent), id="tree")
+        yield FileBrowser(browse_root(self.wiz.cfg.data.path), id="tree")
         yield Static("", id="data-summary")
-        yield OptionList(id="findings")
+        yield FindingsList(id="findings")
         with VerticalScroll(id="preview-box"):
             yield Static("", id="preview")
 
@@ -55,16 +91,42 @@ class DataStep(StepScreen):
             self.load(self.wiz.cfg.data.path)
         self.query_one("#data-path", Input).focus()
 
+    @property
+    def focus_chain(self) -> list[Widget]:
+        """Tab from the example goes to the findings list (the summary says so), then to Back and Next."""
+        chain = super().focus_chain
+        try:
+            findings, box = self.query_one("#findings"), self.query_one("#preview-box")
+        except NoMatches:  # asked before the body exists
+            return chain
+        if findings in chain and box in chain:
+            chain.remove(findings)
+            chain.insert(chain.index(box) + 1, findings)
+        return chain
+
     def action_browse(self) -> None:
-        tree = self.query_one("#tree")
-        tree.display = not tree.display
+        tree = self.query_one("#tree", FileBrowser)
         if tree.display:
-            tree.focus()
+            self.close_browser()
+            return
+        tree.path = browse_root(self.query_one("#data-path", Input).value)
+        tree.display = True
+        tree.focus()
+
+    def close_browser(self) -> None:
+        self.query_one("#tree").display = False
+        self.query_one("#data-path", Input).focus()
+
+    def action_back(self) -> None:
+        if self.query_one("#tree").display:  # Esc closes the browser first, wherever the focus is
+            self.close_browser()
+        else:
+            super().action_back()
 
     @on(DirectoryTree.FileSelected)
     def _file(self, event: DirectoryTree.FileSelected) -> None:
         self.query_one("#data-path", Input).value = str(event.path)
-        self.query_one("#tree").display = False
+        self.close_browser()
         self.load(str(event.path))
 
     @on(Input.Submitted, "#data-path")
@@ -73,7 +135,15 @@ class DataStep(StepScreen):
 
     def load(self, path: str) -> None:
         self.ready = False
+        path = path.strip()
         self.wiz.cfg.data.path = str(absolute(path)) if path else ""
+        if not path:  # not "x .: is a directory": nothing was given yet
+            self.report, self.examples = None, []
+            self.query_one("#data-summary", Static).update(f"[yellow]{NO_FILE.capitalize()}.[/yellow]")
+            self.query_one("#preview", Static).update("")
+            self.query_one("#findings").display = False
+            return
+        self.say("", style="")  # a refusal of Next ("choose a data file first") no longer holds
         self.query_one("#data-summary", Static).update("Checking the data and rendering it with the chat template...")
         self.query_one("#preview", Static).update("")
         self.query_one("#findings").display = False
@@ -127,6 +197,8 @@ class DataStep(StepScreen):
         self.post_message(DataReady(summary, report=report, tokenizer=tok))
 
     def on_data_ready(self, msg: DataReady) -> None:
+        if not self.wiz.cfg.data.path:  # a check of a file that has since been cleared from the path field
+            return
         box = self.query_one("#data-summary", Static)
         if msg.problems:  # the file itself could not be read
             shown = "\n".join(f"[red]x[/red] {escape(p)}" for p in msg.problems[:4])
@@ -147,7 +219,9 @@ class DataStep(StepScreen):
             lines.append(f"[red]cannot load the model's tokenizer: {escape(s['template_error'])}[/red]")
         errors = report.errors
         first = errors[0] if errors else None
-        hint = " [dim](Tab: list, Enter: show row)[/dim]" if report.findings else ""
+        # With errors the list has the focus; else the example has it, and Tab goes on to the list.
+        keys = "↑/↓: list" if errors else "Tab: list"
+        hint = f" [dim]({keys}, Enter: show row)[/dim]" if report.findings else ""
         if first:
             where = f"{Path(first.file).name}:{first.line}" if first.line else Path(first.file).name
             lines.append(f"[b red]{len(errors)} problem(s) to fix[/b red], first at {escape(where)}{hint}")
@@ -159,9 +233,11 @@ class DataStep(StepScreen):
         self.index = 0
         self.ready = report.ok and "template_error" not in s
         self.show_example()
-        if isinstance(self.focused, Input) and self.examples:
+        if isinstance(self.focused, Input) and (self.examples or report.errors):
             # Off the path field, so [ and ] browse the examples instead of typing into it.
             self.query_one("#findings" if report.errors else "#preview-box").focus()
+        elif self.focused is self.query_one("#findings"):  # checked again with the list in focus
+            self.query_one("#findings", FindingsList).highlight_first()
 
     def worker_failed(self, group: str, text: str) -> None:
         if group == "data":  # in place of "Checking the data...": Next stays refused (not ready)
@@ -245,7 +321,7 @@ class DataStep(StepScreen):
 
     def can_continue(self) -> str | None:
         if not self.wiz.cfg.data.path:
-            return "choose a data file first"
+            return NO_FILE
         if self.report is not None and self.report.errors:
             first = self.report.errors[0]
             return f"{len(self.report.errors)} problem(s) in the data, first at {first.where}: {first.message}"

@@ -1,5 +1,6 @@
 """Every run from its record: sort, open, attach, compare two, re-run, resume, delete, repair; the runs
 waiting in the queue with their place ('queued #2'), and s on a run of a sweep opens its ranking.
+Re-run and delete ask first; Esc goes back to the screen the history was opened from.
 
 The list reloads in a thread worker every two seconds; deleting (a run can hold gigabytes of
 checkpoints and merged models), resuming and repairing run in workers too. A run whose run.toml is
@@ -20,6 +21,7 @@ from textual.css.query import NoMatches
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Label, Static
 from tunewiz.core import repair, review, runs
+from tunewiz.core.config import ConfigError, RunConfig
 from tunewiz.core.events import fmt_duration
 from tunewiz.tui.compare_screen import CompareScreen
 from tunewiz.tui.messages import RunDeleted
@@ -38,20 +40,67 @@ SORTS = [
 ]
 
 
+NAME_WIDTH = 16
+
+
 def status_cell(r) -> str:
     """The status column's text (9 wide): 'queued #2', or 'wait #12' from the tenth place on."""
     return r.label if len(r.label) <= 9 else f"wait #{r.queue_place}"
 
 
-class HistoryScreen(ReportsWorkerErrors, Screen):
-    # The footer fits 80 columns: the keys it has no room for are in the title (o, n), the detail (v) and
-    # the README, and every key is listed by Ctrl+P's "Keys".
+def name_cell(r) -> str:
+    """The name column's text: a name too long for it ends in '…' rather than being cut silently."""
+    name = r.name or r.id
+    return name if len(name) <= NAME_WIDTH else name[: NAME_WIDTH - 1] + "…"
+
+
+def started_cell(r) -> str:
+    """When the run was made, 'MM-DD HH:MM' as its record says (runs of one name differ by it)."""
+    return r.created[5:16].replace("T", " ") if len(r.created) >= 16 else "-"
+
+
+def rerun_question(r, cfg: RunConfig) -> str:
+    """What y on the re-run question starts: the run it repeats, its preset, length, model, data and time."""
+    t = cfg.training
+    epochs = f"{t.num_epochs:g} epoch" + ("" if t.num_epochs == 1 else "s")
+    length = f"at most {t.max_steps} steps" if t.max_steps > 0 else epochs
+    estimate = r.record.get("estimate", {}).get("train_time_s")
+    took = r.record.get("results", {}).get("wall_time_s")
+    times = [f"~{fmt_duration(estimate)} estimated" if estimate else ""]
+    times.append(f"this run took {fmt_duration(took)}" if took else "")
+    lines = [
+        f"[b]Re-run {escape(r.id)}?[/b]",
+        "",
+        "A new run with the same settings:",
+        f"  preset  {escape(cfg.preset)}, {length}",
+        f"  model   {escape(cfg.model.id)} ({escape(cfg.model.method)})",
+        f"  data    {escape(Path(cfg.data.path).name)}",
+        f"  time    {'; '.join(x for x in times if x) or 'no estimate in its record'}",
+        "",
+        "y starts it now; n or Esc: nothing runs.",
+    ]
+    return "\n".join(lines)
+
+
+class RunTable(DataTable):
+    """The runs, one a row: Home and End go to the first and the last run (a DataTable's scroll sideways)."""
+
     BINDINGS = [
+        Binding("home", "scroll_top", "First run", show=False),
+        Binding("end", "scroll_bottom", "Last run", show=False),
+    ]
+
+
+class HistoryScreen(ReportsWorkerErrors, Screen):
+    # The footer fits 80 columns: the keys it has no room for are in the title (o, n), the detail (v), the
+    # notices (c, once two runs are marked) and the README, and every key is listed by Ctrl+P's "Keys".
+    BINDINGS = [
+        Binding("escape", "back", "Back"),  # shown where there is a screen to go back to (check_action)
         Binding("f", "repair", "Fix record"),  # shown only on a damaged run's row (check_action)
         Binding("enter", "open", "Open", show=False),
         Binding("a", "attach", "Attach", show=False),  # also Enter, then a
         Binding("space", "mark", "Mark"),
-        Binding("c", "compare", "Compare 2"),
+        Binding("c", "compare", "Compare 2", show=False),  # marking the second run says so
         Binding("r", "rerun", "Re-run"),
         Binding("u", "resume", "Resume"),  # shown only on a stopped, crashed or failed run (check_action)
         Binding("v", "review", "Review"),  # shown only on a completed run with held-out answers (check_action)
@@ -60,12 +109,13 @@ class HistoryScreen(ReportsWorkerErrors, Screen):
         Binding("s", "sweep", "Sweep", show=False),  # on a run of a sweep: the three presets ranked
         Binding("o", "sort", "Sort", show=False),
         Binding("n", "new", "New run", show=False),
-        Binding("q", "app.quit", "Quit", show=False),  # the app's ^q is shown
+        # The app's ^q has the same action's name: the footer shows this one, q Quit, in its place.
+        Binding("q", "quit", "Quit"),
     ]
 
     def compose(self) -> ComposeResult:
         yield Label("[b]History[/b] - every run, newest first", id="history-title")
-        yield DataTable(id="runs", cursor_type="row", zebra_stripes=True)
+        yield RunTable(id="runs", cursor_type="row", zebra_stripes=True)
         yield Static("", id="history-detail")
         yield Footer()
 
@@ -73,16 +123,17 @@ class HistoryScreen(ReportsWorkerErrors, Screen):
         self.sort_index = 0
         self.marked: list[str] = []
         table = self.query_one(DataTable)
-        # Fixed widths: the table fits 80 columns and does not jump when it reloads.
+        # Fixed widths: the table fits 80 columns (78 and a scroll bar) and does not jump when it reloads.
+        # The start time tells apart the runs of one name; the training loss and the time a run took are
+        # in the detail under the table.
         for label, width in (
             (" ", 1),
             ("status", 9),
-            ("name", 14),
+            ("name", NAME_WIDTH),
+            ("started", 11),
             ("preset", 12),
-            ("loss", 5),
             ("eval", 5),
             ("metric", 10),
-            ("time", 6),
         ):
             table.add_column(label, width=width)
         self.reload()
@@ -115,12 +166,11 @@ class HistoryScreen(ReportsWorkerErrors, Screen):
             table.add_row(
                 "*" if r.id in self.marked else " ",
                 f"[{colour}]{status_cell(r)}[/{colour}]" if colour else status_cell(r),
-                escape((r.name or r.id)[:14]),
+                escape(name_cell(r)),
+                started_cell(r),
                 r.preset,
-                f"{r.train_loss:.3f}" if r.train_loss is not None else "-",
                 f"{r.eval_loss:.3f}" if r.eval_loss is not None else "-",
                 r.metric or "-",
-                fmt_duration(r.duration_s) if r.duration_s else "-",
                 key=r.id,
             )
         if items:
@@ -171,8 +221,11 @@ class HistoryScreen(ReportsWorkerErrors, Screen):
             human = f"s: the three presets of its sweep ranked ({sweep})"
         if r.status == runs.WAITING:
             result = f"{r.label}: starts when the runs before it end; `tunewiz queue` moves or cancels it"
+        took = f"took {fmt_duration(r.duration_s)}" if r.duration_s else ""
+        loss = f"train loss {r.train_loss:.3f}" if r.train_loss is not None else ""
+        figures = ", ".join(f for f in (took, loss) if f)
         self.query_one("#history-detail", Static).update(
-            f"{escape(r.id)}  {r.created[:16].replace('T', ' ')}\nmodel {escape(r.model)} ({r.method}), "
+            f"{escape(r.id)}" + (f"  {figures}" if figures else "") + f"\nmodel {escape(r.model)} ({r.method}), "
             f"data {escape(r.data)}"
             + (f"\n[red]{escape(reason[:150])}[/red]" if reason else f"\n{escape(result[:78])}" if result else "")
             + (f"\n{escape(human[:78])}" if human else "")
@@ -205,7 +258,21 @@ class HistoryScreen(ReportsWorkerErrors, Screen):
             self.reload()
         return True
 
+    def can_go_back(self) -> bool:
+        """False where the history is the first screen (`tunewiz history`): q quits there."""
+        stack = self.app.screen_stack
+        return self in stack and stack.index(self) > 1  # under it: the app's default screen only
+
+    def action_back(self) -> None:
+        if self.can_go_back():
+            self.app.pop_screen()
+
+    def action_quit(self) -> None:
+        self.app.exit()
+
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "back":
+            return self.can_go_back()
         if action not in ("repair", "review", "chat", "resume"):
             return True
         try:
@@ -277,6 +344,8 @@ class HistoryScreen(ReportsWorkerErrors, Screen):
             self.marked.remove(r.id)
         else:
             self.marked = (self.marked + [r.id])[-2:]
+            if len(self.marked) == 2:
+                self.notify("Two runs marked: c compares them.")
         self.reload()
 
     def action_compare(self) -> None:
@@ -289,14 +358,25 @@ class HistoryScreen(ReportsWorkerErrors, Screen):
         self.app.push_screen(CompareScreen(a, b))
 
     def action_rerun(self) -> None:
+        """Asks first (a run can train for an hour), saying what will run; y starts it."""
         r = self.current()
-        if r and not self.refuse_damaged(r):
-            if not repair.rerunnable(r.record):
-                self.notify(f"{r.id}'s record does not say which model and data: add them to run.toml first.")
-                return
-            from tunewiz.core.config import RunConfig
+        if not r or self.refuse_damaged(r):
+            return
+        if not repair.rerunnable(r.record):
+            self.notify(f"{r.id}'s record does not say which model and data: add them to run.toml first.")
+            return
+        try:
+            cfg = RunConfig.from_dict(r.record)
+        except ConfigError as exc:
+            self.notify(f"{r.id}'s record cannot be re-run: {exc}", severity="error", markup=False)
+            return
 
-            self.app.start_run(RunConfig.from_dict(r.record))  # type: ignore[attr-defined]
+        def done(yes: bool | None) -> None:
+            if yes:
+                self.notify(f"Starting a new run like {r.id} ...", markup=False)
+                self.app.start_run(cfg)  # type: ignore[attr-defined]
+
+        self.app.push_screen(ConfirmScreen(rerun_question(r, cfg), yes="Re-run", start=True), done)
 
     def action_resume(self) -> None:
         r = self.current()

@@ -61,7 +61,8 @@ HELP = {
         "after its chat template; highlighted tokens are the ones it is trained to write.\n\n"
         "The list under the summary is what the checker found: E errors (they block Next: bad JSON, unknown "
         "roles, a conversation the template rejects), W warnings (duplicates, leakage into the held-out "
-        "rows, examples cut by max_seq_len) and I notes. Tab to it and press Enter to see the row. "
+        "rows, examples cut by max_seq_len) and I notes. Tab from the example to the list and press Enter to "
+        "see the row (with errors the list has the focus already). Ctrl+B browses for the file, Esc closes it. "
         "`tunewiz lint FILE` prints the same from the command line."
     ),
     "Preset": (

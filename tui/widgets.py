@@ -1,5 +1,5 @@
 """Widgets and modals more than one screen uses: the loss plot (train and run screens) and the
-yes / no confirmation (history's delete). Each carries its own DEFAULT_CSS where it needs layout.
+yes / no confirmation (history's delete and re-run). Each carries its own DEFAULT_CSS where it needs layout.
 """
 
 from __future__ import annotations
@@ -54,21 +54,29 @@ class LossPlot(PlotextPlot):
 
 
 class ConfirmScreen(ModalScreen[bool]):
+    """A question answered with y (yes) or n / Esc (no). Enter presses the focused button, and No has the
+    focus: a slip of the hand never deletes a run or starts a long training."""
+
+    AUTO_FOCUS = "#no"
     BINDINGS = [Binding("y", "yes", "Yes"), Binding("n,escape", "no", "No")]
     DEFAULT_CSS = """
     ConfirmScreen { align: center middle; }
     ConfirmScreen > Vertical { width: 60; height: auto; border: thick $error; background: $surface; padding: 1 2; }
+    ConfirmScreen.-start > Vertical { border: thick $primary; }
+    ConfirmScreen Horizontal { height: auto; }
     """
 
-    def __init__(self, question: str) -> None:
-        super().__init__()
-        self.question = question
+    def __init__(self, question: str, yes: str = "Yes", start: bool = False) -> None:
+        """`yes` names what y does ("Re-run"); `start` is for a question that starts work rather than
+        destroys it (a calmer frame and button)."""
+        super().__init__(classes="-start" if start else "")
+        self.question, self.yes, self.starts_work = question, yes, start
 
     def compose(self) -> ComposeResult:
         with Vertical():
             yield Static(self.question)
             with Horizontal():
-                yield Button("Yes (y)", id="yes", variant="error")
+                yield Button(f"{self.yes} (y)", id="yes", variant="primary" if self.starts_work else "error")
                 yield Button("No (n)", id="no")
 
     def action_yes(self) -> None:
