@@ -355,6 +355,7 @@ class HistoryScreen(ReportsWorkerErrors, Screen):
         if any(self.refuse_damaged(self.items[i]) for i in self.marked if i in self.items):
             return
         a, b = (self.items[i].path for i in self.marked)
+        self.app.clear_notifications()  # "c compares them" has been done: no toast over the comparison
         self.app.push_screen(CompareScreen(a, b))
 
     def action_rerun(self) -> None:
