@@ -106,6 +106,51 @@ def test_wizard_end_to_end_with_the_keyboard(home, session_home, bundled_dir):
     assert doc["training"]["lora_r"] == 16 and doc["results"]["finetuned"]["examples"] == 2
 
 
+def test_a_refused_next_is_said_once_by_the_buttons_and_goes_when_it_is_no_longer_true(
+    home, session_home, bundled_dir, monkeypatch
+):
+    """Ctrl+N while the data is still loading: the reason between Back and Next (no toast over them),
+    gone once the data has loaded."""
+    import threading
+
+    from tunewiz.core import lint
+
+    link_models(session_home, home)
+    loading = threading.Event()
+    tokenizer_for = lint.tokenizer_for
+
+    def held(*args, **kwargs):  # the data step's check waits until the test lets it finish
+        loading.wait(HANG_S)
+        return tokenizer_for(*args, **kwargs)
+
+    monkeypatch.setattr(lint, "tokenizer_for", held)
+
+    async def run() -> None:
+        app = create_app(home, data=str(SAMPLE / "support_tickets.jsonl"))
+        toasts = []
+        monkeypatch.setattr(app, "notify", lambda *a, **k: toasts.append(a))
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_until(pilot, lambda: app.hardware is not None)
+            await pilot.press("enter")
+            await wait_until(pilot, lambda: screen_name(app) == "ModelStep")
+            await pilot.press("ctrl+n")
+            await wait_until(pilot, lambda: screen_name(app) == "DataStep")
+            await pilot.press("ctrl+n")  # refused: the file is still being checked
+            await pilot.pause()
+            bar = app.screen.query_one("#nav-msg")
+            assert screen_name(app) == "DataStep" and "not loaded yet" in str(bar.render())
+            assert toasts == []  # the one message, by the buttons
+            loading.set()
+            await wait_until(pilot, lambda: app.screen.ready)
+            await pilot.pause()
+            assert str(bar.render()).strip() == ""
+
+    try:
+        asyncio.run(run())
+    finally:
+        loading.set()
+
+
 def make_run(home: Path, tmp_path: Path, name: str, status: str, **results) -> Path:
     cfg = RunConfig(name=name)
     cfg.data.path = str(tmp_path / f"{name}.jsonl")
