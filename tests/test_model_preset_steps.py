@@ -93,6 +93,30 @@ def test_next_explains_a_catalog_model_that_is_not_on_this_machine(home):
     asyncio.run(run())
 
 
+def test_picking_a_usable_model_after_one_that_is_not_clears_the_problem(home, monkeypatch):
+    """A gemma that cannot be fetched here, then the bundled model: no 'cannot use' left on the bar."""
+
+    async def run() -> None:
+        app = model_app(home)
+        toasts = []
+        monkeypatch.setattr(app, "notify", lambda *a, **k: toasts.append(a))
+        async with app.run_test(size=SIZE) as pilot:
+            await open_model_step(pilot)
+            box = app.screen.query_one("#models", OptionList)
+            box.highlighted = next(i for i, r in enumerate(rows_of(app)) if r.startswith("gemma2-2b"))
+            await pilot.press("ctrl+n")
+            await wait_until(pilot, lambda: "could not get" in text_of(app, "#model-choice"))
+            assert "cannot use this model" in str(app.screen.query_one("#nav-msg").render())
+            await pilot.press("home")  # the bundled model, first in the list
+            await pilot.pause()
+            assert app.cfg.model.id == "bundled:smollm2-135m-instruct"
+            assert "GiB, fits" in text_of(app, "#model-choice") and "could not get" not in text_of(app, "#model-choice")
+            assert str(app.screen.query_one("#nav-msg").render()).strip() == ""
+            assert toasts == []
+
+    asyncio.run(run())
+
+
 def test_model_list_on_a_gpu_ranks_the_largest_model_that_fits_first(home):
     gpu_box = Hardware(gpus=[GPU(0, "RTX 4090", 24.0, 23.5, "8.9", True)], cpu_physical_cores=8, ram_available_gb=64)
 
