@@ -85,7 +85,7 @@ def test_wizard_end_to_end_with_the_keyboard(home, session_home, bundled_dir):
             await pilot.press("ctrl+n")
             await wait_until(pilot, lambda: screen_name(app) == "ReviewStep")
             assert "max_steps = 2" in app.screen.query_one("#toml", Static).content.code
-            await pilot.press("enter")  # the focused "Start training" button
+            await pilot.press("ctrl+n")  # Start training (the footer's key; Enter on arrival starts nothing)
             await wait_until(pilot, lambda: screen_name(app) == "TrainScreen")
             train = app.screen
             # 2 steps, then the held-out loss and 2 generations; minutes when the 2 cores are shared
@@ -149,6 +149,33 @@ def test_a_refused_next_is_said_once_by_the_buttons_and_goes_when_it_is_no_longe
         asyncio.run(run())
     finally:
         loading.set()
+
+
+def test_the_review_step_starts_only_on_its_key(home, monkeypatch):
+    """Arriving at the review focuses the record: a stray Enter starts nothing; Ctrl+N, which the footer
+    names Start training, does."""
+    from tunewiz.core.hardware import Hardware
+    from tunewiz.tui.review_step import ReviewStep
+
+    async def run() -> None:
+        app = create_app(home, data=str(SAMPLE / "support_tickets.jsonl"))
+        started = []
+        monkeypatch.setattr(app, "start_run", lambda cfg: started.append(cfg))
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_until(pilot, lambda: screen_name(app) == "HardwareStep")
+            app.hardware = Hardware(cpu_physical_cores=2, ram_available_gb=16)
+            await app.push_screen(ReviewStep())
+            await wait_until(pilot, lambda: "plan:" in text_of(app, "#review-plan"))
+            review = app.screen
+            assert review.focused is review.query_one("#toml-box")
+            assert review.active_bindings["ctrl+n"].binding.description == "Start training"
+            await pilot.press("enter", "enter")
+            await pilot.pause()
+            assert started == [] and app.screen is review
+            await pilot.press("ctrl+n")
+            await wait_until(pilot, lambda: len(started) == 1)
+
+    asyncio.run(run())
 
 
 def make_run(home: Path, tmp_path: Path, name: str, status: str, **results) -> Path:
