@@ -257,6 +257,36 @@ def test_an_edited_preset_setting_is_kept_and_alpha_follows_your_rank(home):
     asyncio.run(run())
 
 
+def test_try_all_asks_before_queueing_three_runs(home, monkeypatch):
+    from tunewiz.tui.widgets import ConfirmScreen
+
+    async def run() -> None:
+        app = model_app(home)
+        queued = []
+        monkeypatch.setattr(app, "queue_sweep", lambda cfg: queued.append(cfg))
+        async with app.run_test(size=SIZE) as pilot:
+            await open_preset_step(pilot)
+            await pilot.press("ctrl+a", "tab", "tab", "2", "ctrl+a")  # max steps 2: short runs
+            await pilot.pause()
+            for answer in ("n", "escape"):
+                await pilot.press("ctrl+t")
+                await wait_until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+                question = str(app.screen.query_one(Static).render())
+                assert "Queue 3 training runs (conservative, balanced, aggressive)" in question
+                assert "one after another" in question and "of training in all" in question
+                assert "All three keep your max steps" in question
+                await pilot.press(answer)
+                await wait_until(pilot, lambda: screen_name(app) == "PresetStep")
+                assert queued == [] and "nothing queued" in str(app.screen.query_one("#nav-msg").render())
+            await pilot.press("ctrl+t")
+            await wait_until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+            await pilot.press("y")
+            await wait_until(pilot, lambda: len(queued) == 1)
+            assert queued[0].training.max_steps == 2
+
+    asyncio.run(run())
+
+
 def test_a_fixed_field_clears_the_refusal_and_nothing_covers_the_bar(home, monkeypatch):
     async def run() -> None:
         app = model_app(home)

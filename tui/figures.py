@@ -220,3 +220,36 @@ def preset_lines(t, edited: set[str]) -> list[str]:
         length = mark(f"{t.num_epochs:g} epochs", "num_epochs", "max_steps")
     batch = mark(str(t.effective_batch), "per_device_batch_size", "gradient_accumulation_steps")
     return [f"rank {rank}, lr {lr}", f"{length}, batch {batch}"]
+
+
+def sweep_question(cfgs, hw, shape, kept: list[str] = (), ignored: list[str] = ()) -> str:
+    """What Ctrl+T (try all three presets) is about to do, asked before anything is queued: three full
+    runs of `cfgs` (core.sweep.configs), one after another, and their training time in all when the plan
+    gives one. `kept`: the fields you edited that all three keep; `ignored`: those each preset sets instead."""
+    from tunewiz.core import planner
+    from tunewiz.core.events import fmt_duration
+
+    times = []
+    for c in cfgs:
+        est = planner.plan(c, hw, shape=shape).estimate if hw is not None else None
+        times.append(est.train_time_s if est is not None and est.train_time_s else None)
+    names = ", ".join(c.preset for c in cfgs)
+    text = f"Queue {len(cfgs)} training runs ({names}) on this model and data? They train one after another"
+    if all(times):
+        each = ", ".join(f"~{fmt_duration(t)}" for t in times)
+        text += f": about {fmt_duration(sum(times))} of training in all ({each})"
+        text += ", plus the comparisons with the base model." if cfgs[0].evaluation.enabled else "."
+    else:
+        text += "; how long they take is not known here."
+
+    def named(keys) -> str:
+        return ", ".join(re.sub(r" \(.*\)$", "", LABELS.get(k.split(".")[-1], k)) for k in keys)
+
+    notes = []
+    if kept:
+        notes.append(f"All three keep your {named(kept)}.")
+    if ignored:
+        notes.append(f"Each takes its own preset's {named(ignored)}: your edit there is not used.")
+    if notes:
+        text += "\n\n" + " ".join(notes)
+    return text + "\n\nThe ranking opens once they are queued; n or Esc queues nothing."

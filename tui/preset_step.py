@@ -1,6 +1,6 @@
 """Step 4, preset: how hard to train (conservative / balanced / aggressive), each card with its
 predicted peak memory and time for this model, data and machine; Ctrl+A opens every setting; Ctrl+T
-queues all three on the same data and held-out rows (core.sweep) and opens their ranking.
+asks, then queues all three on the same data and held-out rows (core.sweep) and opens their ranking.
 
 A setting edited under Ctrl+A is yours: picking another preset changes only the settings you did not
 set (core.sweep.PRESET_KEYS that are not edited), and the chosen card names the ones kept. LoRA alpha is
@@ -21,9 +21,10 @@ from textual.widgets import Input, Label, Static
 from tunewiz.core import presets
 from tunewiz.core.config import ConfigError, RunConfig, apply_overrides
 from tunewiz.core.sweep import PRESET_KEYS
-from tunewiz.tui.figures import ADVANCED, HINTS, friendly, kept_line, preset_figures, preset_lines
+from tunewiz.tui.figures import ADVANCED, HINTS, friendly, kept_line, preset_figures, preset_lines, sweep_question
 from tunewiz.tui.messages import DataShaped
 from tunewiz.tui.step_base import StepScreen
+from tunewiz.tui.widgets import ConfirmScreen
 
 SPLIT = {"per_device_batch_size", "gradient_accumulation_steps"}
 """Setting either fixes the batch split (auto_batch_split off): a preset change keeps that too."""
@@ -268,9 +269,29 @@ class PresetStep(StepScreen):
     # -- try all three --------------------------------------------------------------------------------
 
     def action_try_all(self) -> None:
-        """Queue conservative, balanced and aggressive with the settings edited here that no preset sets."""
+        """Ask, then queue conservative, balanced and aggressive with the settings edited here that no
+        preset sets (core.sweep.configs): three full runs, one after another."""
+        from tunewiz.core import sweep
+
         reason = self.can_continue() or next((p for p in self.wiz.cfg.problems()), None)
         if reason:
             self.refuse(reason)
             return
-        self.app.queue_sweep(self.wiz.cfg)  # type: ignore[attr-defined]
+        cfg = copy.deepcopy(self.wiz.cfg)
+        try:
+            cfgs = sweep.configs(cfg)
+        except ConfigError as exc:
+            self.refuse("; ".join(exc.problems))
+            return
+        shape = self.wiz.data_shape or self.approx
+        ignored = [k for k in self.edited() if k in PRESET_KEYS]
+        kept = [k for k in self.edited() if k not in PRESET_KEYS]
+        question = sweep_question(cfgs, self.wiz.hardware, shape, kept, ignored)
+
+        def confirmed(yes: bool | None) -> None:
+            if yes:
+                self.app.queue_sweep(cfg)  # type: ignore[attr-defined]
+            else:
+                self.say("nothing queued", style="yellow")
+
+        self.app.push_screen(ConfirmScreen(question), confirmed)
