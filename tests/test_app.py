@@ -85,7 +85,7 @@ def test_wizard_end_to_end_with_the_keyboard(home, session_home, bundled_dir):
             await pilot.press("ctrl+n")
             await wait_until(pilot, lambda: screen_name(app) == "ReviewStep")
             assert "max_steps = 2" in app.screen.query_one("#toml", Static).content.code
-            await pilot.press("enter")  # the focused "Start training" button
+            await pilot.press("ctrl+n")  # Start training (the footer's key; Enter on arrival starts nothing)
             await wait_until(pilot, lambda: screen_name(app) == "TrainScreen")
             train = app.screen
             # 2 steps, then the held-out loss and 2 generations; minutes when the 2 cores are shared
@@ -104,6 +104,78 @@ def test_wizard_end_to_end_with_the_keyboard(home, session_home, bundled_dir):
     assert doc["run"]["status"] == "completed"
     assert doc["preset"]["name"] == "balanced" and doc["training"]["max_steps"] == 2
     assert doc["training"]["lora_r"] == 16 and doc["results"]["finetuned"]["examples"] == 2
+
+
+def test_a_refused_next_is_said_once_by_the_buttons_and_goes_when_it_is_no_longer_true(
+    home, session_home, bundled_dir, monkeypatch
+):
+    """Ctrl+N while the data is still loading: the reason between Back and Next (no toast over them),
+    gone once the data has loaded."""
+    import threading
+
+    from tunewiz.core import lint
+
+    link_models(session_home, home)
+    loading = threading.Event()
+    tokenizer_for = lint.tokenizer_for
+
+    def held(*args, **kwargs):  # the data step's check waits until the test lets it finish
+        loading.wait(HANG_S)
+        return tokenizer_for(*args, **kwargs)
+
+    monkeypatch.setattr(lint, "tokenizer_for", held)
+
+    async def run() -> None:
+        app = create_app(home, data=str(SAMPLE / "support_tickets.jsonl"))
+        toasts = []
+        monkeypatch.setattr(app, "notify", lambda *a, **k: toasts.append(a))
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_until(pilot, lambda: app.hardware is not None)
+            await pilot.press("enter")
+            await wait_until(pilot, lambda: screen_name(app) == "ModelStep")
+            await pilot.press("ctrl+n")
+            await wait_until(pilot, lambda: screen_name(app) == "DataStep")
+            await pilot.press("ctrl+n")  # refused: the file is still being checked
+            await pilot.pause()
+            bar = app.screen.query_one("#nav-msg")
+            assert screen_name(app) == "DataStep" and "not loaded yet" in str(bar.render())
+            assert toasts == []  # the one message, by the buttons
+            loading.set()
+            await wait_until(pilot, lambda: app.screen.ready)
+            await pilot.pause()
+            assert str(bar.render()).strip() == ""
+
+    try:
+        asyncio.run(run())
+    finally:
+        loading.set()
+
+
+def test_the_review_step_starts_only_on_its_key(home, monkeypatch):
+    """Arriving at the review focuses the record: a stray Enter starts nothing; Ctrl+N, which the footer
+    names Start training, does."""
+    from tunewiz.core.hardware import Hardware
+    from tunewiz.tui.review_step import ReviewStep
+
+    async def run() -> None:
+        app = create_app(home, data=str(SAMPLE / "support_tickets.jsonl"))
+        started = []
+        monkeypatch.setattr(app, "start_run", lambda cfg: started.append(cfg))
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_until(pilot, lambda: screen_name(app) == "HardwareStep")
+            app.hardware = Hardware(cpu_physical_cores=2, ram_available_gb=16)
+            await app.push_screen(ReviewStep())
+            await wait_until(pilot, lambda: "plan:" in text_of(app, "#review-plan"))
+            review = app.screen
+            assert review.focused is review.query_one("#toml-box")
+            assert review.active_bindings["ctrl+n"].binding.description == "Start training"
+            await pilot.press("enter", "enter")
+            await pilot.pause()
+            assert started == [] and app.screen is review
+            await pilot.press("ctrl+n")
+            await wait_until(pilot, lambda: len(started) == 1)
+
+    asyncio.run(run())
 
 
 def make_run(home: Path, tmp_path: Path, name: str, status: str, **results) -> Path:

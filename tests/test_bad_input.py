@@ -184,13 +184,17 @@ def test_the_wizard_warns_and_asks_before_starting_a_model_that_runs_its_own_cod
             await wait_until(pilot, lambda: "trust_remote_code" in str(review.query_one("#review-warnings").render()))
             warnings = str(review.query_one("#review-warnings").render())
             assert f"another run ({other.name}) is training on this {launcher.device_name(placement[0])}" in warnings
-            await pilot.press("enter")  # the focused Start training
+            assert review.focused is review.query_one("#toml-box")  # not Start: a stray Enter starts nothing
+            await pilot.press("enter")
+            await pilot.pause()
+            assert not isinstance(app.screen, ConfirmScreen) and started == []
+            await pilot.press("ctrl+n")  # Start training, as the footer says
             await wait_until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
             assert "runs its own Python code" in str(app.screen.query_one(Static).render())
             await pilot.press("n")
             await wait_until(pilot, lambda: app.screen is review)
             assert started == [] and "not started" in str(review.query_one("#nav-msg").render())
-            await pilot.press("enter")
+            await pilot.press("ctrl+n")
             await wait_until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
             await pilot.press("y")
             await wait_until(pilot, lambda: started == [app.cfg.model.id])

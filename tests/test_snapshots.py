@@ -254,6 +254,37 @@ def test_preset_step(snap_compare, snap_home):
     assert snap_compare(wizard(snap_home), terminal_size=SIZE, run_before=run_before)
 
 
+async def to_preset_step(pilot) -> None:
+    await pilot.press("enter", "ctrl+n")
+    await until(pilot, lambda: getattr(pilot.app.screen, "ready", False), 120)
+    await pilot.press("ctrl+n")
+    await until(pilot, lambda: getattr(pilot.app.screen, "approx", None) is not None)
+
+
+def test_preset_step_with_an_edit_kept(snap_compare, snap_home):
+    """Ctrl+A open on max steps (its meaning above the fields), set to 2, then aggressive picked: every card
+    a 2-step run, the chosen one naming the edit it keeps."""
+
+    async def run_before(pilot):
+        await to_preset_step(pilot)
+        await pilot.press("ctrl+a", "tab", "tab", "2", "ctrl+a", "right", "ctrl+a", "tab", "tab")
+        await steady(pilot)
+
+    assert snap_compare(wizard(snap_home), terminal_size=SIZE, run_before=run_before)
+
+
+def test_try_all_dialog(snap_compare, snap_home):
+    """Ctrl+T asks before queueing the three runs, with their time in all."""
+
+    async def run_before(pilot):
+        await to_preset_step(pilot)
+        await pilot.press("ctrl+t")
+        await until(pilot, lambda: type(pilot.app.screen).__name__ == "ConfirmScreen")
+        await pilot.pause(0.2)
+
+    assert snap_compare(wizard(snap_home), terminal_size=SIZE, run_before=run_before)
+
+
 def test_review_step(snap_compare, snap_home):
     async def run_before(pilot):
         await pilot.press("enter", "ctrl+n")

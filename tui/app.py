@@ -95,7 +95,10 @@ class TunewizApp(ReportsWorkerErrors, App):
     def begin_starting(self) -> bool:
         """False (and says so) while a run is being started: a second press must not start a second run."""
         if self.starting:
-            self.notify("Already starting a run: a moment.", severity="warning")
+            if isinstance(self.screen, StepScreen):  # by the buttons, where "starting the run..." is
+                self.screen.say("already starting the run: a moment...", style="yellow")
+            else:
+                self.notify("Already starting a run: a moment.", severity="warning")
             return False
         self.starting = True
         if isinstance(self.screen, StepScreen):

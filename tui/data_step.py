@@ -203,6 +203,7 @@ class DataStep(StepScreen):
         if msg.problems:  # the file itself could not be read
             shown = "\n".join(f"[red]x[/red] {escape(p)}" for p in msg.problems[:4])
             box.update(f"[b red]{len(msg.problems)} problem(s) - fix them to continue[/b red]\n{shown}")
+            self.update_refusal(self.can_continue())
             return
         s, report = msg.summary, msg.report
         self.report, self.tokenizer = report, msg.tokenizer
@@ -232,6 +233,7 @@ class DataStep(StepScreen):
         self.examples = report.examples
         self.index = 0
         self.ready = report.ok and "template_error" not in s
+        self.update_refusal(self.can_continue())  # a refused Next's "not loaded yet" goes once it is
         self.show_example()
         if isinstance(self.focused, Input) and (self.examples or report.errors):
             # Off the path field, so [ and ] browse the examples instead of typing into it.

@@ -36,8 +36,34 @@ ADVANCED = [
     ("gradient_accumulation_steps", "gradient accumulation"),
     ("data.max_seq_len", "max sequence length"),
     ("evaluation.max_examples", "examples compared"),
-    ("report_to", "tracker: none/tensorboard"),
+    ("report_to", "experiment tracker"),
 ]
+# What a field means, on the line above the fields while it has focus (76 columns at most).
+HINTS = {
+    "learning_rate": "step size of each update: 1e-4 to 5e-4 suits LoRA; too high and the loss jumps",
+    "num_epochs": "passes over the training rows (1.5 is allowed)",
+    "max_steps": "-1 trains all the epochs; N stops after N optimizer steps (a quick trial)",
+    "lora_r": "the adapters' capacity: 8-16 suits most tasks, 64 only hard targets",
+    "lora_alpha": "the adapters' scale: 2 x rank (it follows the rank until you set it)",
+    "per_device_batch_size": "examples per step on each device: fewer needs less memory",
+    "gradient_accumulation_steps": "steps summed into one update: effective batch = batch x this",
+    "data.max_seq_len": "tokens per example; longer examples are cut at the end",
+    "evaluation.max_examples": "held-out rows both models answer when training ends",
+    "report_to": "none keeps everything on this machine; or tensorboard, wandb, mlflow, trackio",
+}
+# The same fields in a word or two, for the preset card's "kept:" line (24 columns inside a card).
+SHORT = {
+    "learning_rate": "lr",
+    "num_epochs": "epochs",
+    "max_steps": "max steps",
+    "lora_r": "rank",
+    "lora_alpha": "alpha",
+    "per_device_batch_size": "batch/device",
+    "gradient_accumulation_steps": "accumulation",
+    "data.max_seq_len": "seq len",
+    "evaluation.max_examples": "compared",
+    "report_to": "tracker",
+}
 LABELS = {k.split(".")[-1]: label for k, label in ADVANCED}
 
 
@@ -149,3 +175,81 @@ def preset_figures(cfg, hw, shape) -> tuple[str, str]:
     peak = p.memory_line().replace("too big", "[red]too big[/red]")
     est = p.estimate
     return peak, f"time ~{fmt_duration(est.train_time_s)}" if est.train_time_s else "time ?"
+
+
+def kept_line(edited: list[str], width: int = 24) -> str:
+    """The preset card's line naming the settings you edited, which a preset change keeps; as many as fit
+    in `width`, then how many more.
+
+    >>> kept_line(["max_steps"])
+    'kept: max steps'
+    >>> kept_line(["max_steps", "learning_rate", "lora_r", "report_to", "data.max_seq_len"])
+    'kept: max steps, lr +3'
+    """
+    names = [SHORT.get(k, k) for k in edited]
+    for n in range(len(names), 0, -1):
+        more = f" +{len(names) - n}" if n < len(names) else ""
+        line = "kept: " + ", ".join(names[:n]) + more
+        if len(line) <= width:
+            return line
+    return f"kept: {len(names)} settings"
+
+
+def preset_lines(t, edited: set[str]) -> list[str]:
+    """A preset card's settings (markup): rank and learning rate, then epochs (or max steps) and the
+    effective batch, from `t`, the training that picking the card's preset gives; the values you set (`edited`,
+    kept over the preset's) in yellow.
+
+    >>> from tunewiz.core import presets
+    >>> t = presets.training_for("balanced")
+    >>> preset_lines(t, set())
+    ['rank 16, lr 0.0002', '3 epochs, batch 8']
+    >>> t.max_steps, t.learning_rate = 2, 1e-4
+    >>> preset_lines(t, {"max_steps", "learning_rate"})
+    ['rank 16, lr [yellow]0.0001[/yellow]', '[yellow]2 steps[/yellow], batch 8']
+    """
+
+    def mark(text: str, *keys: str) -> str:
+        return f"[yellow]{text}[/yellow]" if edited & set(keys) else text
+
+    rank = mark(str(t.lora_r), "lora_r")
+    lr = mark(f"{t.learning_rate:g}", "learning_rate")
+    if t.max_steps > 0:
+        length = mark(f"{t.max_steps} step{'s' if t.max_steps != 1 else ''}", "max_steps")
+    else:
+        length = mark(f"{t.num_epochs:g} epochs", "num_epochs", "max_steps")
+    batch = mark(str(t.effective_batch), "per_device_batch_size", "gradient_accumulation_steps")
+    return [f"rank {rank}, lr {lr}", f"{length}, batch {batch}"]
+
+
+def sweep_question(cfgs, hw, shape, kept: list[str] = (), ignored: list[str] = ()) -> str:
+    """What Ctrl+T (try all three presets) is about to do, asked before anything is queued: three full
+    runs of `cfgs` (core.sweep.configs), one after another, and their training time in all when the plan
+    gives one. `kept`: the fields you edited that all three keep; `ignored`: those each preset sets instead."""
+    from tunewiz.core import planner
+    from tunewiz.core.events import fmt_duration
+
+    times = []
+    for c in cfgs:
+        est = planner.plan(c, hw, shape=shape).estimate if hw is not None else None
+        times.append(est.train_time_s if est is not None and est.train_time_s else None)
+    names = ", ".join(c.preset for c in cfgs)
+    text = f"Queue {len(cfgs)} training runs ({names}) on this model and data? They train one after another"
+    if all(times):
+        each = ", ".join(f"~{fmt_duration(t)}" for t in times)
+        text += f": about {fmt_duration(sum(times))} of training in all ({each})"
+        text += ", plus the comparisons with the base model." if cfgs[0].evaluation.enabled else "."
+    else:
+        text += "; how long they take is not known here."
+
+    def named(keys) -> str:
+        return ", ".join(re.sub(r" \(.*\)$", "", LABELS.get(k.split(".")[-1], k)) for k in keys)
+
+    notes = []
+    if kept:
+        notes.append(f"All three keep your {named(kept)}.")
+    if ignored:
+        notes.append(f"Each takes its own preset's {named(ignored)}: your edit there is not used.")
+    if notes:
+        text += "\n\n" + " ".join(notes)
+    return text + "\n\nThe ranking opens once they are queued; n or Esc queues nothing."

@@ -12,7 +12,7 @@ from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.containers import Horizontal
-from textual.widgets import Input, Label, OptionList, RadioButton, RadioSet, Static
+from textual.widgets import Input, OptionList, RadioButton, RadioSet, Static
 from textual.widgets.option_list import Option
 from tunewiz.core.models import DEFAULT_MODEL
 from tunewiz.core.planner import catalog_id
@@ -42,6 +42,7 @@ class ModelStep(StepScreen):
         self.local: dict[str, bool] | None = None
         self.shape = None
         self.fetching = ""
+        self.problem: tuple[str, str] | None = None  # (model id, why it cannot be used): said while it is chosen
         models = self.query_one("#models", OptionList)
         models.add_option(Option(f"{DEFAULT_MODEL}  (ranking the catalog for this machine...)", id=DEFAULT_MODEL))
         models.highlighted = 0
@@ -138,10 +139,16 @@ class ModelStep(StepScreen):
         mid, m, _ = self.rows[i]
         return next(r for r in self.recs if (catalog_id(r.spec), r.method) == (mid, m))
 
-    def refresh_choice(self, problem: str = "") -> None:
+    def refresh_choice(self) -> None:
+        """The chosen model's line, and why it cannot be used while it is the one chosen: a problem found
+        for another model (and the bar's "cannot use this model") goes once another is picked."""
         c = self.wiz.cfg.model
         lines = [f"Selected: [b]{escape(c.id)}[/b] with {'QLoRA' if c.method == 'qlora' else 'LoRA'}"]
         r = self.rec_for(c.id, c.method)
+        problem = self.problem[1] if self.problem and self.problem[0] == c.id else ""
+        if not problem:
+            self.problem = None
+            self.update_refusal(f"still getting {self.fetching}" if self.fetching else None)
         if problem:
             lines.append(f"[red]{escape(problem)}[/red]")
         elif self.fetching:
@@ -200,20 +207,27 @@ class ModelStep(StepScreen):
             return str(exc)
         return None
 
+    def cannot_use(self, model_id: str, reason: str) -> None:
+        """Why `model_id` cannot be used, in full above the buttons, and a pointer to it on the bar."""
+        self.problem = (model_id, reason)
+        self.refresh_choice()
+        self.refuse("cannot use this model (see above)")
+
     def action_next(self) -> None:
+        if self.fetching:
+            self.refuse(f"still getting {self.fetching}")
+            return
         reason = self.can_continue()
-        if reason:  # said in full above the buttons (a toast would cover it)
-            self.refresh_choice(reason)
-            self.query_one("#nav-msg", Label).update("[red]cannot use this model (see above)[/red]")
+        if reason:
+            self.cannot_use(self.wiz.cfg.model.id, reason)
             return
         mid = self.wiz.cfg.model.id
+        self.say("", style="")
         if not mid.startswith("bundled:") and not Path(mid).expanduser().is_dir() and not (self.local or {}).get(mid):
             self.fetching = mid  # a hub id: download it now, so the data step can load its tokenizer
-            self.query_one("#nav-msg", Label).update("")
             self.refresh_choice()
             self.fetch(mid)
             return
-        self.query_one("#nav-msg", Label).update("")
         self.wiz.next_step(type(self))
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="fetch-model")
@@ -242,8 +256,7 @@ class ModelStep(StepScreen):
     def on_model_fetched(self, msg: ModelFetched) -> None:
         self.fetching = ""
         if msg.error:
-            self.refresh_choice(msg.error)
-            self.query_one("#nav-msg", Label).update("[red]cannot use this model (see above)[/red]")
+            self.cannot_use(msg.model_id, msg.error)
             return
         self.local = {**(self.local or {}), msg.model_id: True}
         self.show_rows()

@@ -1,8 +1,10 @@
 """Step 5, review: the run record that will be written (run.toml, also a config to repeat the run),
 and what the run should know before it starts (a model that runs its own code, another run on the same
-device); Start training submits it (the app does that in a worker and opens the train screen), after a
-yes / no when the model runs its own code. When another run is training on the same device, w (or the
-button) queues this one after it instead (core.queue): checked now, started when that run ends.
+device); Ctrl+N (or the Start training button) submits it (the app does that in a worker and opens the
+train screen), after a yes / no when the model runs its own code. Arriving here focuses the record, not
+the button: a stray Enter from the preset step starts nothing. When another run is training on the same
+device, w (or the button) queues this one after it instead (core.queue): checked now, started when that
+run ends.
 """
 
 from __future__ import annotations
@@ -22,7 +24,11 @@ from tunewiz.tui.widgets import ConfirmScreen
 
 class ReviewStep(StepScreen):
     STEP = "Review"
-    BINDINGS = [Binding("w", "queue", "Queue after it")]  # offered while another run uses the device
+    BINDINGS = [
+        Binding("ctrl+n", "next", "Start training"),  # the footer says what ctrl+n does here
+        Binding("w", "queue", "Queue after it"),  # offered while another run uses the device
+    ]
+    AUTO_FOCUS = "#toml-box"
 
     def body(self) -> ComposeResult:
         yield Static("", id="review-plan")
@@ -40,7 +46,7 @@ class ReviewStep(StepScreen):
         self.query_one("#review-plan", Static).update(plan_line(cfg, self.wiz.hardware, self.wiz.data_shape))
         next_button = self.query_one("#next", Button)
         next_button.label = "Start training"
-        next_button.focus()
+        self.query_one("#toml-box").focus()  # harmless: Enter does nothing, the arrows scroll the record
         self.busy = False  # another run is training on the device this one would use
         queue_button = Button("Queue after it (w)", id="queue")
         queue_button.display = False
@@ -83,7 +89,7 @@ class ReviewStep(StepScreen):
         """Queue the run after the one training on its device (checked now, started when it ends)."""
         problems = self.can_continue()
         if problems:
-            self.say(problems)
+            self.refuse(problems)
             return
         cfg = self.wiz.cfg
         if not cfg.model.trust_remote_code:

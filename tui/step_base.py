@@ -8,6 +8,7 @@ workers that post messages back; a worker that fails is reported by ReportsWorke
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
@@ -157,14 +158,35 @@ class StepScreen(ReportsWorkerErrors, Screen):
     def action_next(self) -> None:
         reason = self.can_continue()
         if reason:
-            self.say(reason)
-            self.notify(reason, severity="error")
+            self.refuse(reason)
             return
         self.wiz.next_step(type(self))
 
+    refusal = ""
+    """Why Next (or another action) was refused, while the bar between the buttons says so."""
+
+    def refuse(self, reason: str) -> None:
+        """Say why Next cannot go on, between the buttons: the one place for it (no toast over the bar)."""
+        self.say(reason)
+        self.refusal = reason
+
+    def update_refusal(self, reason: str | None) -> None:
+        """After a change on the step: a refusal on the bar follows it (gone once the reason is), so it
+        never says what is no longer true. Nothing happens while the bar says something else."""
+        if not self.refusal or reason == self.refusal:
+            return
+        if reason:
+            self.refuse(reason)
+        else:
+            self.say("", style="")
+
     def say(self, text: str, style: str = "red") -> None:
-        """A short line between the buttons, where Next says why it cannot go on ("" clears it)."""
-        self.query_one("#nav-msg", Label).update(f"[{style}]{escape(text)}[/{style}]" if style else escape(text))
+        """A short message between the buttons, where Next says why it cannot go on ("" clears it); at
+        most NAV_LINES lines there, a longer one cut with an ellipsis."""
+        self.refusal = ""
+        label = self.query_one("#nav-msg", Label)
+        text = clamp(text, (label.content_size.width or NAV_WIDTH) - 2)  # centred: a space by each button
+        label.update(f"[{style}]{escape(text)}[/{style}]" if style else escape(text))
 
     @on(Button.Pressed, "#next")
     def _next(self) -> None:
@@ -173,3 +195,26 @@ class StepScreen(ReportsWorkerErrors, Screen):
     @on(Button.Pressed, "#back")
     def _back(self) -> None:
         self.action_back()
+
+
+NAV_LINES = 3
+NAV_WIDTH = 44
+"""The message between the Back and Next buttons: its lines, and its width at 80 columns."""
+
+
+def clamp(text: str, width: int, lines: int = NAV_LINES) -> str:
+    """`text` wrapped to `width`, at most `lines` lines, the last one cut with an ellipsis if needed.
+
+    >>> print(clamp("the data is not loaded yet, or has problems to fix", 20))
+    the data is not
+    loaded yet, or has
+    problems to fix
+    >>> print(clamp("one two three four five six seven eight nine", 10, lines=2))
+    one two
+    three fou…
+    """
+    wrapped = textwrap.wrap(text, max(width, 8))
+    if len(wrapped) <= lines:
+        return "\n".join(wrapped)
+    last = " ".join([wrapped[lines - 1], *wrapped[lines:]])[: max(width, 8) - 1] + "…"
+    return "\n".join([*wrapped[: lines - 1], last])

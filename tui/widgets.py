@@ -63,7 +63,8 @@ class ConfirmScreen(ModalScreen[bool]):
     ConfirmScreen { align: center middle; }
     ConfirmScreen > Vertical { width: 60; height: auto; border: thick $error; background: $surface; padding: 1 2; }
     ConfirmScreen.-start > Vertical { border: thick $primary; }
-    ConfirmScreen Horizontal { height: auto; }
+    ConfirmScreen Horizontal { height: auto; margin-top: 1; }
+    ConfirmScreen Button { margin-right: 2; }
     """
 
     def __init__(self, question: str, yes: str = "Yes", start: bool = False) -> None:
