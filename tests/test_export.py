@@ -358,12 +358,13 @@ def test_merged_export_answers_exactly_like_the_adapter_model(trained_run, capsy
 
 
 # What llama.cpp must reproduce of the adapter model's 4 greedy answers after the 4-step run: type ->
-# (answers identical, tokens). The 4-step training is not bit-for-bit repeatable (from step 3), and the
-# quantised types move with it. Measured on three trainings: f32 100% / 100% each; q8_0 50% / 54%,
-# 100% / 100%, 75% / 88%; Q4_K_M 50% / 62%, 25% / 43%, 50% / 62%; every export stopping wherever the
-# adapter model did (4 of 4). f32 shows the path itself (converter, the GGUF's template, tokenizer and
-# end tokens) is exact; the bounds leave one answer of margin below the lowest figure (benchmarks/RESULTS.md).
-GGUF_BOUNDS = {"f32": (0.75, 0.75), "q8_0": (0.25, 0.4), "q4_k_m": (0.0, 0.25)}
+# (answers identical, tokens). Measured on three unseeded trainings (before session 7 the adapters' start
+# was not drawn from the seed): f32 100% / 100% each; q8_0 50% / 54%, 100% / 100%, 75% / 88%; Q4_K_M
+# 50% / 62%, 25% / 43%, 50% / 62%. The seeded run (repeatable now) gives Q4_K_M 0% / 21.6% of the tokens:
+# a 4-bit 135M model keeps little of a 4-step adapter. Every export stopped wherever the adapter model did
+# (4 of 4). f32 shows the path itself (converter, the GGUF's template, tokenizer and end tokens) is exact;
+# the quantised bounds sit below the lowest figure seen: they catch a broken path, not a quantiser's loss.
+GGUF_BOUNDS = {"f32": (0.75, 0.75), "q8_0": (0.25, 0.4), "q4_k_m": (0.0, 0.15)}
 
 
 @pytest.mark.slow
