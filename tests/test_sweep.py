@@ -187,6 +187,9 @@ def test_ctrl_t_on_the_preset_step_queues_all_three_and_opens_their_ranking(home
             app.screen.query_one("#f-max_steps").value = "2"
             await pilot.pause()
             await pilot.press("ctrl+t")
+            await wait_until(pilot, lambda: screen_name(app) == "ConfirmScreen")  # three runs: asked first
+            assert asked == []
+            await pilot.press("y")
             await wait_until(pilot, lambda: screen_name(app) == "SweepScreen")
             assert app.screen.sweep_id == SWEEP
 

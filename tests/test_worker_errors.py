@@ -111,7 +111,7 @@ def test_a_run_the_launcher_refuses_is_submitted_in_a_worker_and_its_error_shown
             await wait_until(pilot, lambda: screen_name(app) == "HardwareStep")
             await app.push_screen(ReviewStep())
             await pilot.pause()
-            await pilot.press("enter")  # the focused "Start training" button
+            await pilot.press("ctrl+n")  # Start training
             await wait_until(pilot, lambda: "did not start" in nav_message(app))
             assert threads and threads[0] is not threading.main_thread()
             assert any("tickets.jsonl:3: not valid JSON" in n for n in notes(app))
@@ -141,10 +141,11 @@ def test_a_submitted_run_opens_the_train_screen_once_however_often_start_is_pres
             await wait_until(pilot, lambda: screen_name(app) == "HardwareStep")
             await app.push_screen(ReviewStep())
             await pilot.pause()
-            await pilot.press("enter")
+            await pilot.press("ctrl+n")  # Start training
             await wait_until(pilot, lambda: calls)
             assert "starting the run" in nav_message(app)  # the screen answers while the launcher works
-            await pilot.press("enter")  # impatient: no second run
+            await pilot.press("ctrl+n")  # impatient: no second run
+            assert "already starting the run" in " ".join(nav_message(app).split())  # by the buttons, wrapped
             release.set()
             await wait_until(pilot, lambda: screen_name(app) == "TrainScreen")
             assert app.screen.run_dir == run_dir and app.run_dir == run_dir
