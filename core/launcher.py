@@ -33,6 +33,8 @@ class Checked:
     tokenized: bool
     hw: Any
     warnings: list[str] = field(default_factory=list)
+    busy: dict[str, str] = field(default_factory=dict)
+    """Device -> the run on this machine training on it (:func:`busy_devices`), as the plan saw it."""
 
 
 def remote_code_warning(cfg) -> str | None:
@@ -78,7 +80,7 @@ def check(cfg, home_dir: Path, hw=None) -> Checked:
         raise ConfigError(settings, lint.TARGETS_WHERE)
     if report.errors:
         raise data.DataError([str(f) for f in report.errors])
-    return Checked(plan, report, tok is not None, hw, sharing(plan, busy))
+    return Checked(plan, report, tok is not None, hw, sharing(plan, busy), busy)
 
 
 def device_name(place: str) -> str:
@@ -220,14 +222,15 @@ def trainer_env(environ: Mapping[str, str], placement: list[str] | None) -> dict
     env.pop(PLACEMENT_ENV, None)
     if placement is None:
         return env
-    visible = [x.strip() for x in env.get("CUDA_VISIBLE_DEVICES", "").split(",") if x.strip()]
-    if "CUDA_VISIBLE_DEVICES" not in env:
-        visible = [str(i) for i in range(64)]
     place = placement[0]
     index = int(place.partition(":")[2] or 0) if place.startswith("cuda") else 0
-    if index >= len(visible):  # planned where more GPUs were visible (another shell's CUDA_VISIBLE_DEVICES)
-        index = 0
-    env["CUDA_VISIBLE_DEVICES"] = visible[index] if visible else ""
+    if "CUDA_VISIBLE_DEVICES" in env:
+        visible = [x.strip() for x in env["CUDA_VISIBLE_DEVICES"].split(",") if x.strip()]
+        if index >= len(visible):  # planned where more GPUs were visible (another shell's CUDA_VISIBLE_DEVICES)
+            index = 0
+        env["CUDA_VISIBLE_DEVICES"] = visible[index] if visible else ""
+    else:
+        env["CUDA_VISIBLE_DEVICES"] = str(index)
     if place.startswith("cuda"):
         env[PLACEMENT_ENV] = f"cuda:{index}"
     return env

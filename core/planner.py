@@ -284,7 +284,8 @@ def memory_available(hw, device: str, processes: int = 1, places: Collection[str
     placement; default the first GPUs), the share of unified memory the GPU may wire on Apple Silicon,
     or available RAM (shared by the CPU ranks)."""
     if device == "cuda":
-        chosen = [g for g in hw.gpus if f"cuda:{g.index}" in set(places)] or hw.gpus[: max(processes, 1)]
+        wanted = set(places)
+        chosen = [g for g in hw.gpus if f"cuda:{g.index}" in wanted] or hw.gpus[: max(processes, 1)]
         return min(g.free_gb for g in chosen) * 1024
     if device == "mps":
         return min(hw.ram_available_gb, hw.ram_total_gb * MPS_GPU_SHARE) * 1024

@@ -306,7 +306,11 @@ def free_gpu(planned: set[str], gpus: list, claimed: set[str]) -> str | None:
     mine = [g for g in free if f"cuda:{g.index}" in planned]
     if mine or not free:
         return f"cuda:{mine[0].index}" if mine else None
-    return f"cuda:{max(free, key=lambda g: (g.free_gb, -g.index)).index}"
+    from types import SimpleNamespace
+
+    from tunewiz.core import planner
+
+    return f"cuda:{planner.choose_gpu(SimpleNamespace(gpus=gpus), claimed).value}"  # the planner's choice
 
 
 def start_one(run_dir: Path, gpu: str | None = None, busy: dict[str, str] | None = None) -> bool:

@@ -722,7 +722,7 @@ def cmd_dry_run(cfg: RunConfig, home_dir: Path) -> int:
     for line in checked.warnings:
         warn(line)
     shape = checked.report.data_shape() if checked.tokenized else data_shape_of(cfg, home_dir)
-    p = planner.plan(cfg, checked.hw, shape=shape, busy=launcher.busy_devices(home_dir))
+    p = planner.plan(cfg, checked.hw, shape=shape, busy=checked.busy)
     head = f"dry run: {cfg.model.id} ({cfg.model.method}) on {cfg.data.path}, {cfg.preset} preset; nothing started"
     print(hang_all([head, *p.lines(), f"-> {p.memory_line()}"]))
     return 1 if p.problems else 0
