@@ -141,7 +141,8 @@ class Plan:
             )
             e = self.estimate
             if e.train_time_s:
-                out.append(f"  time ~{fmt_duration(e.train_time_s)} at ~{e.tokens_per_s:,.0f} tok/s ({e.speed_source})")
+                speed = f"~{e.tokens_per_s:,.0f} tok/s ({e.speed_source})"
+                out.append(f"  training ~{fmt_duration(e.train_time_s)} at {speed}")
         out += [f"  problem: {p}" for p in self.problems]
         if self.memory_advice:
             out.append(f"  memory: {self.memory_advice}")
@@ -563,10 +564,19 @@ class Choice:
         return self.plan.estimate.train_time_s if self.plan.estimate else None
 
 
-def recommend(cfg, hw, shape: memory.DataShape | None = None, methods=("lora", "qlora"), models=None, presets=False):
+def recommend(
+    cfg,
+    hw,
+    shape: memory.DataShape | None = None,
+    methods=("lora", "qlora"),
+    models=None,
+    presets=False,
+    busy: Collection[str] = (),
+):
     """Catalog models x methods planned for this machine with `cfg`'s preset and data, ranked. On a GPU
     what fits first, larger models first (the most capable model that fits), LoRA before QLoRA; on the
-    CPU what fits first, fastest first. `presets`: plan the three presets too (Choice.batches)."""
+    CPU what fits first, fastest first. `presets`: plan the three presets too (Choice.batches). `busy`:
+    as for :func:`plan`."""
     import copy
 
     from tunewiz.core import catalog
@@ -577,12 +587,12 @@ def recommend(cfg, hw, shape: memory.DataShape | None = None, methods=("lora", "
         for method in methods:
             c = copy.deepcopy(cfg)
             c.model.id, c.model.method = catalog_id(spec), method
-            choice = Choice(spec, method, plan(c, hw, spec, shape))
+            choice = Choice(spec, method, plan(c, hw, spec, shape, busy=busy))
             if presets:
                 for name in preset_mod.PRESETS:
                     pc = copy.deepcopy(c)
                     pc.training = preset_mod.training_for(name)
-                    pp = plan(pc, hw, spec, shape)
+                    pp = plan(pc, hw, spec, shape, busy=busy)
                     if pp.fits:
                         choice.batches[name] = (pp.per_device_batch, pp.accumulation, pp.gradient_checkpointing)
             out.append(choice)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -15,7 +16,11 @@ else:  # pragma: no cover - Python 3.10
 
 import tomli_w
 
-__all__ = ["tomllib", "read_toml", "write_toml_atomic", "clean_for_toml"]
+__all__ = ["tomllib", "read_toml", "write_toml_atomic", "clean_for_toml", "dumps"]
+
+# An array tomli_w writes one element per line, each a plain value (no table, array or comment).
+_ARRAY = re.compile(r"^(?P<key>[^\n]* = )\[\n(?P<items>(?:    [^\n\[\]{}#]*,\n)+)\]$", re.MULTILINE)
+ARRAY_WIDTH = 76  # the review step shows the record in 78 columns at 80x24
 
 
 def read_toml(path: str | Path) -> dict[str, Any]:
@@ -36,6 +41,27 @@ def clean_for_toml(value: Any) -> Any:
     return value
 
 
+def dumps(doc: dict[str, Any]) -> str:
+    """`doc` as TOML (tomli_w), with each short array of plain values on one line, as a person writes it
+    (`target_modules = ["q_proj", "v_proj"]`), rather than one element per line; a line stays within
+    ARRAY_WIDTH columns, and the text always reads back as the same document.
+
+    >>> print(dumps({"training": {"target_modules": ["q_proj", "v_proj"], "lr": 0.0002}}), end="")
+    [training]
+    target_modules = ["q_proj", "v_proj"]
+    lr = 0.0002
+    """
+    text = tomli_w.dumps(clean_for_toml(doc))
+
+    def one_line(m: re.Match) -> str:
+        items = [line.strip().removesuffix(",") for line in m["items"].splitlines()]
+        line = f"{m['key']}[{', '.join(items)}]"
+        return line if len(line) <= ARRAY_WIDTH else m[0]
+
+    short = _ARRAY.sub(one_line, text)
+    return short if tomllib.loads(short) == tomllib.loads(text) else text
+
+
 def write_toml_atomic(path: str | Path, doc: dict[str, Any]) -> None:
     """Write `doc` so that readers see either the old file or the new one, never half.
 
@@ -43,7 +69,7 @@ def write_toml_atomic(path: str | Path, doc: dict[str, Any]) -> None:
     and replaces the target with one rename.
     """
     path = Path(path)
-    text = tomli_w.dumps(clean_for_toml(doc))
+    text = dumps(doc)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:

@@ -133,6 +133,50 @@ def test_model_list_on_a_gpu_ranks_the_largest_model_that_fits_first(home):
     asyncio.run(run())
 
 
+TWO_GPUS = Hardware(
+    gpus=[GPU(0, "A100", 80.0, 20.0, "8.0", True), GPU(1, "A100", 80.0, 79.0, "8.0", True)],
+    cpu_physical_cores=16,
+    ram_available_gb=128,
+)
+
+
+@pytest.mark.parametrize(("busy", "gpu", "free"), [((), "cuda:1", "79.0"), (("cuda:1",), "cuda:0", "20.0")])
+def test_on_two_gpus_the_model_list_bars_are_of_the_gpu_the_run_gets(home, busy, gpu, free):
+    """GPU 0 is mostly taken: the plans pick GPU 1 and the bars are shares of its free memory, not of
+    GPU 0's; while another run trains on GPU 1, the plans (and the bars) are for GPU 0."""
+    from tunewiz.core.planner import catalog_id
+    from tunewiz.tui.figures import memory_bar
+
+    async def run() -> None:
+        app = model_app(home, TWO_GPUS)
+        app.busy = frozenset(busy)
+        async with app.run_test(size=SIZE) as pilot:
+            await open_model_step(pilot)
+            assert f"of {free} GiB GPU" in text_of(app, "#model-head")
+            rows = {(mid, method): row.plain for mid, method, row in app.screen.rows}
+            for r in app.screen.recs:
+                assert r.plan.placement == [gpu]
+                assert memory_bar(r.peak_mb, float(free) * 1024) in rows[catalog_id(r.spec), r.method]
+
+    asyncio.run(run())
+
+
+def test_the_review_and_card_figures_plan_for_the_gpu_the_run_gets():
+    from tunewiz.core import planner
+    from tunewiz.core.config import RunConfig
+    from tunewiz.tui.review_step import plan_line
+
+    cfg = RunConfig()
+    cfg.model.id = "bundled:smollm2-135m-instruct"
+    assert plan_line(cfg, TWO_GPUS, None).startswith("plan: cuda:1, bfloat16")
+    assert plan_line(cfg, TWO_GPUS, None, busy={"cuda:1"}).startswith("plan: cuda:0, bfloat16")
+    one = Hardware(gpus=TWO_GPUS.gpus[:1], cpu_physical_cores=16, ram_available_gb=128)
+    assert plan_line(cfg, one, None).startswith("plan: cuda, bfloat16")  # one GPU: nothing to choose
+    for busy in ((), {"cuda:1"}):
+        peak, _ = preset_figures(cfg, TWO_GPUS, None, busy)
+        assert peak == planner.plan(cfg, TWO_GPUS, busy=busy).memory_line()
+
+
 def test_preset_cards_show_predicted_memory_and_time_for_the_model_and_data(home):
     async def run() -> None:
         app = model_app(home)
@@ -144,13 +188,13 @@ def test_preset_cards_show_predicted_memory_and_time_for_the_model_and_data(home
             await pilot.pause()
             cards = {n: text_of(app, f"#card-{n}") for n in ("conservative", "balanced", "aggressive")}
             for text in cards.values():
-                assert "peak" in text and "GiB, fits" in text and "time ~" in text
-            minutes = {n: t.split("time ~")[1] for n, t in cards.items()}
+                assert "peak" in text and "GiB, fits" in text and "training ~" in text
+            minutes = {n: t.split("training ~")[1] for n, t in cards.items()}
             assert minutes["conservative"] != minutes["aggressive"]  # 2 epochs vs 5
             app.screen.query_one("#f-max_steps").value = "2"
             await pilot.pause()
-            assert "time ~" in text_of(app, "#card-balanced")
-            eta = text_of(app, "#card-balanced").split("time ~")[1].strip()
+            assert "training ~" in text_of(app, "#card-balanced")
+            eta = text_of(app, "#card-balanced").split("training ~")[1].strip()
             assert eta.endswith("s") and "m" not in eta, eta  # 2 steps: seconds, not minutes
             assert all(isinstance(w, Static) for w in app.screen.query(".card"))
 
@@ -172,8 +216,8 @@ def test_preset_figures_say_when_the_model_is_unknown():
 
     cfg = RunConfig()
     cfg.model.id = "someone/private-model"
-    assert preset_figures(cfg, CPU_BOX, None) == ("peak ? (unknown model)", "time ?")
-    assert preset_figures(cfg, None, None) == ("peak ?", "time ?")
+    assert preset_figures(cfg, CPU_BOX, None) == ("peak ? (unknown model)", "training ?")
+    assert preset_figures(cfg, None, None) == ("peak ?", "training ?")
 
 
 # -- the preset step's advanced fields, kept over a preset change; Ctrl+T asks first --------------------------
@@ -204,7 +248,7 @@ def test_a_preset_change_keeps_the_settings_you_edited_and_the_card_says_so(home
         app = model_app(home)
         async with app.run_test(size=SIZE) as pilot:
             await open_preset_step(pilot)
-            full = text_of(app, "#card-balanced").split("time ~")[1].strip()
+            full = text_of(app, "#card-balanced").split("training ~")[1].strip()
             await pilot.press("ctrl+a")
             assert focused_id(app) == "f-learning_rate"
             await pilot.press("tab", "tab", "2")  # a field's text is selected when Tab reaches it
@@ -223,7 +267,7 @@ def test_a_preset_change_keeps_the_settings_you_edited_and_the_card_says_so(home
             assert app.cfg.preset == "balanced" and t.max_steps == 2 and (t.lora_r, t.learning_rate) == (16, 2e-4)
             card = text_of(app, "#card-balanced")
             assert "kept: max steps" in card and "2 steps, batch 8" in card
-            eta = card.split("time ~")[1].strip()
+            eta = card.split("training ~")[1].strip()
             assert eta.endswith("s") and "m" not in eta and eta != full, (eta, full)  # seconds, not a full run
             for n in ("conservative", "aggressive"):  # each card is what picking it would train
                 assert "2 steps" in text_of(app, f"#card-{n}") and "kept" not in text_of(app, f"#card-{n}")

@@ -384,6 +384,19 @@ def test_write_toml_atomic_replaces_the_file(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["run.toml"]
 
 
+def test_run_toml_writes_short_arrays_on_one_line_and_reads_back_the_same(tmp_path):
+    path = tmp_path / "run.toml"
+    doc = {
+        "training": {"target_modules": ["q_proj", "v_proj"], "steps": [1, 2, 3]},
+        "results": {"long": [f"answer number {i}" for i in range(8)], "odd": ["a]b", "c"], "rows": [[1, 2]]},
+    }
+    write_toml_atomic(path, doc)
+    text = path.read_text()
+    assert 'target_modules = ["q_proj", "v_proj"]\n' in text and "steps = [1, 2, 3]\n" in text
+    assert max(len(line) for line in text.splitlines()) <= 76  # the long array stays one element a line
+    assert read_toml(path) == doc
+
+
 def test_write_toml_atomic_keeps_the_old_file_when_serialising_fails(tmp_path):
     path = tmp_path / "run.toml"
     write_toml_atomic(path, {"run": {"status": "queued"}})

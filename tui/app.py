@@ -50,6 +50,7 @@ class TunewizApp(ReportsWorkerErrors, App):
         self.chat_options = chat_options  # core.chat.ChatOptions of `tunewiz chat RUN` (None: the defaults)
         self.review_rows = review_rows  # `tunewiz review RUN --rows N` (None: core.review's default)
         self.hardware = None
+        self.busy: frozenset[str] = frozenset()  # devices other runs train on, read with the hardware
         self.data_summary: dict = {}
         self.data_shape = None  # the data's shape for the planner, once the data step has tokenized it
         self.startup_s: float | None = None

@@ -113,10 +113,16 @@ def model_rows(recs, available_mb: float, local: dict[str, bool] | None) -> list
     return rows
 
 
-def memory_label(hw) -> str:
-    """'22.0 GiB RAM' or '23.6 GiB GPU': what the memory bars are a share of."""
-    gpu = getattr(hw, "best_gpu", None)
-    return f"{gpu.free_gb:.1f} GiB GPU" if gpu is not None else f"{hw.ram_available_gb:.1f} GiB RAM"
+def memory_label(hw, available_mb: float) -> str:
+    """'22.0 GiB RAM' or '23.6 GiB GPU': what the memory bars are a share of (`available_mb`, the plans'
+    figure for the device they chose).
+
+    >>> from tunewiz.core.hardware import GPU, Hardware
+    >>> memory_label(Hardware(gpus=[GPU(0, "A", 80, 20, "9.0", True)]), 20 * 1024), memory_label(Hardware(), 2048)
+    ('20.0 GiB GPU', '2.0 GiB RAM')
+    """
+    where = "GPU" if getattr(hw, "gpus", None) or getattr(hw, "mps", False) else "RAM"  # MPS: its share of RAM
+    return f"{available_mb / 1024:.1f} GiB {where}"
 
 
 # -- data step -----------------------------------------------------------------------
@@ -152,9 +158,10 @@ def friendly(problem: str) -> str:
     return problem
 
 
-def preset_figures(cfg, hw, shape) -> tuple[str, str]:
+def preset_figures(cfg, hw, shape, busy=()) -> tuple[str, str]:
     """(memory, time) lines of a preset card, from the plan (tunewiz.core.planner) of this config on
     this hardware for this data: the figure the trainer records, `tunewiz fit` and the other steps show.
+    `busy`: the devices other runs train on (planner.plan).
 
     >>> from tunewiz.core.config import RunConfig
     >>> from tunewiz.core.hardware import Hardware
@@ -162,19 +169,19 @@ def preset_figures(cfg, hw, shape) -> tuple[str, str]:
     >>> cfg = RunConfig()
     >>> cfg.model.id = "bundled:smollm2-135m-instruct"
     >>> preset_figures(cfg, Hardware(cpu_physical_cores=2, ram_available_gb=16), DataShape(120, 30_000, 0.2, "", 300))
-    ('peak 2.14 GiB, fits', 'time ~10m37s')
+    ('peak 2.14 GiB, fits', 'training ~10m37s')
     """
     from tunewiz.core import planner
     from tunewiz.core.events import fmt_duration
 
     if hw is None:
-        return "peak ?", "time ?"
-    p = planner.plan(cfg, hw, shape=shape)
+        return "peak ?", "training ?"
+    p = planner.plan(cfg, hw, shape=shape, busy=busy)
     if p.estimate is None:
-        return p.memory_line(), "time ?"
+        return p.memory_line(), "training ?"
     peak = p.memory_line().replace("too big", "[red]too big[/red]")
     est = p.estimate
-    return peak, f"time ~{fmt_duration(est.train_time_s)}" if est.train_time_s else "time ?"
+    return peak, f"training ~{fmt_duration(est.train_time_s)}" if est.train_time_s else "training ?"
 
 
 def kept_line(edited: list[str], width: int = 24) -> str:
@@ -222,7 +229,7 @@ def preset_lines(t, edited: set[str]) -> list[str]:
     return [f"rank {rank}, lr {lr}", f"{length}, batch {batch}"]
 
 
-def sweep_question(cfgs, hw, shape, kept: list[str] = (), ignored: list[str] = ()) -> str:
+def sweep_question(cfgs, hw, shape, kept: list[str] = (), ignored: list[str] = (), busy=()) -> str:
     """What Ctrl+T (try all three presets) is about to do, asked before anything is queued: three full
     runs of `cfgs` (core.sweep.configs), one after another, and their training time in all when the plan
     gives one. `kept`: the fields you edited that all three keep; `ignored`: those each preset sets instead."""
@@ -231,7 +238,7 @@ def sweep_question(cfgs, hw, shape, kept: list[str] = (), ignored: list[str] = (
 
     times = []
     for c in cfgs:
-        est = planner.plan(c, hw, shape=shape).estimate if hw is not None else None
+        est = planner.plan(c, hw, shape=shape, busy=busy).estimate if hw is not None else None
         times.append(est.train_time_s if est is not None and est.train_time_s else None)
     names = ", ".join(c.preset for c in cfgs)
     text = f"Queue {len(cfgs)} training runs ({names}) on this model and data? They train one after another"

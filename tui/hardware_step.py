@@ -39,12 +39,10 @@ class HardwareStep(StepScreen):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="hardware")
     def detect(self) -> None:
-        from tunewiz.core import hardware
-
-        self.post_message(HardwareReady(hardware.detect(self.wiz.home)))
+        self.post_message(HardwareReady.detect(self.wiz.home))
 
     def on_hardware_ready(self, msg: HardwareReady) -> None:
-        self.wiz.hardware = msg.hardware
+        self.wiz.hardware, self.wiz.busy = msg.hardware, msg.busy
         self.failed = ""
         self.refresh_bindings()
         self.show(msg.hardware)

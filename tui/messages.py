@@ -11,7 +11,17 @@ from textual.message import Message
 
 @dataclass
 class HardwareReady(Message):
+    """What this machine has, and the devices other runs on it train on ('cuda:1'; the plans avoid them)."""
+
     hardware: Any
+    busy: frozenset[str] = frozenset()
+
+    @classmethod
+    def detect(cls, home: Path) -> HardwareReady:
+        """Detect the hardware and read the runs' records: file and NVML work, for a worker thread."""
+        from tunewiz.core import hardware, launcher
+
+        return cls(hardware.detect(home), frozenset(launcher.busy_devices(home)))
 
 
 @dataclass

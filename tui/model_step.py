@@ -63,12 +63,10 @@ class ModelStep(StepScreen):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="hardware")
     def detect(self) -> None:
-        from tunewiz.core import hardware
-
-        self.post_message(HardwareReady(hardware.detect(self.wiz.home)))
+        self.post_message(HardwareReady.detect(self.wiz.home))
 
     def on_hardware_ready(self, msg: HardwareReady) -> None:
-        self.wiz.hardware = msg.hardware
+        self.wiz.hardware, self.wiz.busy = msg.hardware, msg.busy
         self.rank(msg.hardware)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="models-on-disk")
@@ -110,9 +108,10 @@ class ModelStep(StepScreen):
         from tunewiz.core import planner
 
         shape = self.wiz.data_shape or self.shape  # tokenized by the data step, else from the text
-        self.recs = planner.recommend(self.wiz.cfg, hw, shape=shape)
-        self.available_mb = planner.memory_available(hw, planner.choose_device(hw).value)
-        head = MODEL_HEAD.format(avail="of " + memory_label(hw))
+        self.recs = planner.recommend(self.wiz.cfg, hw, shape=shape, busy=self.wiz.busy)
+        # What the bars are a share of: the memory of the device the plans chose (the freest GPU no other run uses).
+        self.available_mb = self.recs[0].plan.available_mb if self.recs else 0.0
+        head = MODEL_HEAD.format(avail="of " + memory_label(hw, self.available_mb))
         self.query_one("#model-head", Static).update(Text(" " + head, style="bold"))
         self.show_rows()
 

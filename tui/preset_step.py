@@ -143,7 +143,7 @@ class PresetStep(StepScreen):
             p = presets.PRESETS[n]
             trial = copy.copy(cfg)
             trial.training = cfg.training if n == cfg.preset else self.training_as(n)
-            peak, eta = preset_figures(trial, hw, shape)
+            peak, eta = preset_figures(trial, hw, shape, self.wiz.busy)
             card = self.query_one(f"#card-{n}", Static)
             card.set_class(n == cfg.preset, "selected")
             settings = preset_lines(trial.training, set(edited))
@@ -286,7 +286,7 @@ class PresetStep(StepScreen):
         shape = self.wiz.data_shape or self.approx
         ignored = [k for k in self.edited() if k in PRESET_KEYS]
         kept = [k for k in self.edited() if k not in PRESET_KEYS]
-        question = sweep_question(cfgs, self.wiz.hardware, shape, kept, ignored)
+        question = sweep_question(cfgs, self.wiz.hardware, shape, kept, ignored, self.wiz.busy)
 
         def confirmed(yes: bool | None) -> None:
             if yes:

@@ -37,13 +37,14 @@ class ReviewStep(StepScreen):
             yield Static("", id="toml")
 
     def on_mount(self) -> None:
-        import tomli_w
+        from tunewiz.core.toml import dumps
 
         cfg = self.wiz.cfg
         if not cfg.name:
             cfg.name = f"{Path(cfg.data.path).stem}-{cfg.preset}"
-        self.query_one("#toml", Static).update(Syntax(tomli_w.dumps(cfg.to_dict()), "toml", theme="ansi_dark"))
-        self.query_one("#review-plan", Static).update(plan_line(cfg, self.wiz.hardware, self.wiz.data_shape))
+        self.query_one("#toml", Static).update(Syntax(dumps(cfg.to_dict()), "toml", theme="ansi_dark"))
+        line = plan_line(cfg, self.wiz.hardware, self.wiz.data_shape, self.wiz.busy)
+        self.query_one("#review-plan", Static).update(line)
         next_button = self.query_one("#next", Button)
         next_button.label = "Start training"
         self.query_one("#toml-box").focus()  # harmless: Enter does nothing, the arrows scroll the record
@@ -62,15 +63,18 @@ class ReviewStep(StepScreen):
 
         cfg, hw = self.wiz.cfg, self.wiz.hardware
         lines = [w for w in [launcher.remote_code_warning(cfg)] if w]
-        shared = []
+        shared, line = [], None
         if hw is not None:
             busy = launcher.busy_devices(self.wiz.home)
             shared = launcher.sharing(planner.plan(cfg, hw, shape=self.wiz.data_shape, busy=busy), busy)
-        self.app.call_from_thread(self.show_warnings, lines + shared, bool(shared))
+            line = plan_line(cfg, hw, self.wiz.data_shape, busy)  # the runs as they are now
+        self.app.call_from_thread(self.show_warnings, lines + shared, bool(shared), line)
 
-    def show_warnings(self, lines: list[str], busy: bool = False) -> None:
+    def show_warnings(self, lines: list[str], busy: bool = False, line: str | None = None) -> None:
         if not self.is_attached:  # Back was pressed while the runs were read
             return
+        if line is not None:
+            self.query_one("#review-plan", Static).update(line)
         box = self.query_one("#review-warnings", Static)
         if busy:
             lines = [*lines, "w queues this run after it instead: it starts when the device is free"]
@@ -134,7 +138,7 @@ class ReviewStep(StepScreen):
             self.say("not started: trust_remote_code needs a yes", style="yellow")
 
 
-def plan_line(cfg, hw, shape) -> str:
+def plan_line(cfg, hw, shape, busy=()) -> str:
     """What this machine will do with the request, in one or two lines (the planner's decisions).
 
     >>> from tunewiz.core.config import RunConfig
@@ -143,19 +147,20 @@ def plan_line(cfg, hw, shape) -> str:
     >>> cfg = RunConfig()
     >>> cfg.model.id = "bundled:smollm2-135m-instruct"
     >>> print(plan_line(cfg, Hardware(cpu_physical_cores=2, ram_available_gb=16), DataShape(120, 30_000, 0.2, "", 300)))
-    plan: cpu, float32, 4 x 2 per step, checkpointing off; peak 2.14 GiB, fits; time ~10m37s
+    plan: cpu, float32, 4 x 2 per step, checkpointing off; peak 2.14 GiB, fits; training ~10m37s
     """
     from tunewiz.core import planner
     from tunewiz.core.events import fmt_duration
 
     if hw is None:
         return "plan: waiting for the hardware"
-    p = planner.plan(cfg, hw, shape=shape)
+    p = planner.plan(cfg, hw, shape=shape, busy=busy)
+    where = p.placement[0] if p.device == "cuda" and p.processes == 1 and len(hw.gpus) > 1 else p.device
     line = (
-        f"plan: {p.device}, {p.dtype}, {p.per_device_batch} x {p.accumulation}"
+        f"plan: {where}, {p.dtype}, {p.per_device_batch} x {p.accumulation}"
         f"{f' x {p.processes}' if p.processes > 1 else ''} per step, "
         f"checkpointing {'on' if p.gradient_checkpointing else 'off'}; {p.memory_line()}"
     )
     if p.estimate is not None and p.estimate.train_time_s:
-        line += f"; time ~{fmt_duration(p.estimate.train_time_s)}"
+        line += f"; training ~{fmt_duration(p.estimate.train_time_s)}"
     return line.replace("too big", "[red]too big[/red]")
