@@ -563,3 +563,35 @@ def test_data_step_empty_path_says_choose_a_file_and_how(home, no_tokenizer):
             assert NO_FILE in " ".join(str(app.screen.query_one("#nav-msg").render()).split())  # said in the bar
 
     asyncio.run(run())
+
+
+def test_data_step_says_when_it_waits_for_the_bundled_models_first_conversion(home, monkeypatch):
+    """A fresh home: the bundled model is converted before anything can be rendered (a minute on 2
+    cores); the data step says so instead of "Checking the data..." alone, then shows the check."""
+    import threading
+
+    from tunewiz.core import lint
+
+    release = threading.Event()
+    monkeypatch.setattr(lint, "tokenizer_for", lambda *a, **k: release.wait(HANG_S) and None)
+
+    async def run() -> None:
+        app = data_step_app(home, data=str(SAMPLE / "support_tickets.jsonl"))
+        async with app.run_test(size=SIZE) as pilot:
+            await open_data_step(pilot)
+            await wait_until(pilot, lambda: "first use" in text_of(app, "#data-summary"))
+            assert "Preparing the bundled model for its first use" in text_of(app, "#data-summary")
+            release.set()
+            await wait_until(pilot, lambda: "360 examples" in text_of(app, "#data-summary"))
+
+    asyncio.run(run())
+
+
+def test_first_use_names_only_what_takes_a_while(tmp_path, session_home, bundled_dir):
+    from tunewiz.core import models
+    from tunewiz.tui.data_step import first_use
+
+    assert first_use(models.DEFAULT_MODEL, tmp_path).startswith("Preparing the bundled model")
+    assert first_use(models.DEFAULT_MODEL, session_home) == ""  # converted already
+    assert first_use(str(bundled_dir), tmp_path) == ""  # a model directory on this machine
+    assert first_use("someone/not-in-the-cache-xyz", tmp_path).startswith("Fetching someone/not-in-the-cache-xyz")

@@ -85,6 +85,7 @@ class DataStep(StepScreen):
         self.examples: list = []
         self.index = 0
         self.ready = False
+        self.checking: str | None = None
         self.query_one("#tree").display = False
         self.query_one("#findings").display = False
         if self.wiz.cfg.data.path:
@@ -134,7 +135,7 @@ class DataStep(StepScreen):
         self.load(event.value)
 
     def load(self, path: str) -> None:
-        self.ready = False
+        self.ready, self.checking = False, None
         path = path.strip()
         self.wiz.cfg.data.path = str(absolute(path)) if path else ""
         if not path:  # not "x .: is a directory": nothing was given yet
@@ -148,6 +149,7 @@ class DataStep(StepScreen):
         self.query_one("#preview", Static).update("")
         self.query_one("#findings").display = False
         cfg = self.wiz.cfg
+        self.checking = cfg.data.path  # the file a check is running on (None once it reports)
         self.inspect(cfg.data.path, cfg.model.id, cfg.data.max_seq_len, cfg.data.eval_path or None)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="data")
@@ -155,6 +157,9 @@ class DataStep(StepScreen):
         from tunewiz.core import data, lint, models
 
         tok, template_error = None, ""
+        first = first_use(model_id, self.wiz.home)
+        if first:  # a minute of nothing to see otherwise
+            self.app.call_from_thread(self.waiting_for, first, path)
         try:
             tok = lint.tokenizer_for(model_id, self.wiz.home, self.wiz.cfg.model.trust_remote_code)
         except Exception as exc:  # noqa: BLE001 - shown to the user; the structure is still checked
@@ -196,7 +201,13 @@ class DataStep(StepScreen):
             summary["template_error"] = template_error
         self.post_message(DataReady(summary, report=report, tokenizer=tok))
 
+    def waiting_for(self, text: str, path: str) -> None:
+        """What the check of `path` is waiting for, in place of "Checking the data..." while it still checks it."""
+        if self.is_attached and self.checking == path:
+            self.query_one("#data-summary", Static).update(text)
+
     def on_data_ready(self, msg: DataReady) -> None:
+        self.checking = None
         if not self.wiz.cfg.data.path:  # a check of a file that has since been cleared from the path field
             return
         box = self.query_one("#data-summary", Static)
@@ -243,6 +254,7 @@ class DataStep(StepScreen):
 
     def worker_failed(self, group: str, text: str) -> None:
         if group == "data":  # in place of "Checking the data...": Next stays refused (not ready)
+            self.checking = None
             self.query_one("#data-summary", Static).update(
                 f"[b red]Checking the data failed[/b red]: {escape(text)}\n"
                 "[dim]Enter in the path field checks it again[/dim]"
@@ -328,3 +340,22 @@ class DataStep(StepScreen):
             first = self.report.errors[0]
             return f"{len(self.report.errors)} problem(s) in the data, first at {first.where}: {first.message}"
         return None if self.ready else "the data is not loaded yet, or has problems to fix"
+
+
+def first_use(model_id: str, home) -> str:
+    """What the data check waits for before it can render anything, when that takes a while: the bundled
+    model converted on its first use, or a hub model's tokenizer fetched; "" otherwise (file work: a worker's).
+    """
+    from tunewiz.core import models
+
+    model_id = model_id.strip()
+    if model_id.startswith("bundled:"):
+        if models.on_this_machine(model_id) and models.converted_bundled(model_id, home) is None:
+            return (
+                "Preparing the bundled model for its first use (converted once from its GGUF file, "
+                "about a minute on 2 cores), then checking the data..."
+            )
+        return ""
+    if not models.on_this_machine(model_id):
+        return f"Fetching {model_id}'s tokenizer from the Hugging Face hub, then checking the data..."
+    return ""
