@@ -202,6 +202,19 @@ def find(name: str) -> ModelSpec | None:
     return None
 
 
+def canonical_id(name: str) -> str:
+    """The model id a run records for what a person typed: a catalog name as `recommend` and the model
+    step print it ('qwen2.5-0.5b', 'smollm2-135m') becomes the id training loads (its hub id, or
+    `bundled:` for the bundled model); anything else (a directory here, a hub id) stays as typed.
+
+    >>> canonical_id("qwen2.5-0.5b"), canonical_id("smollm2-135m"), canonical_id("someone/their-model")
+    ('Qwen/Qwen2.5-0.5B-Instruct', 'bundled:smollm2-135m-instruct', 'someone/their-model')
+    """
+    name = name.strip()
+    spec = find(name) if name.lower() in BY_KEY and not Path(name).expanduser().exists() else None
+    return (spec.bundled or spec.hub_id) if spec is not None else name
+
+
 def _get(cfg: dict[str, Any], *names: str, default: Any = None) -> Any:
     for n in names:
         if cfg.get(n) is not None:

@@ -127,9 +127,16 @@ def resolve(model_id: str, home_dir: Path, prepare: bool = True, weights: bool =
         if weights:
             check_weights(resolved.path, model_id)
         return resolved
+    import difflib
+
+    from tunewiz.core import catalog
+
+    close = difflib.get_close_matches(model_id.lower(), list(catalog.BY_KEY), n=1, cutoff=0.75)
+    hint = f"Did you mean {close[0]} ({catalog.canonical_id(close[0])})? " if close else ""
     raise ModelError(
-        f"unknown model id {model_id!r}: not a bundled model, not a directory, not a hub id. "
-        f"Use {DEFAULT_MODEL}, a local model directory, or a hub id like HuggingFaceTB/SmolLM2-135M-Instruct."
+        f"unknown model id {model_id!r}: not a bundled model, not a directory, not a hub id. {hint}"
+        f"Use {DEFAULT_MODEL}, a catalog name (`tunewiz recommend` lists them), a local model directory, "
+        "or a hub id like HuggingFaceTB/SmolLM2-135M-Instruct."
     )
 
 

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from tunewiz.core.config import RunConfig
 from tunewiz.tui import cli
 
 from tests.conftest import HANG_S, ROOT, SAMPLE, chat_row, write_jsonl
@@ -51,6 +52,19 @@ def test_unknown_model_id_is_one_clear_error(home, capsys):
     err = capsys.readouterr().err
     assert "unknown model id 'no-such-model'" in err and "bundled:smollm2-135m-instruct" in err
     assert not (home / "runs").exists() or not any((home / "runs").iterdir())
+
+
+def test_a_catalog_name_names_its_model_and_a_near_miss_is_named(home, tmp_path, capsys):
+    """`tunewiz recommend` prints catalog names (smollm2-135m): --model and a config file take them, as
+    the id they stand for; a name one letter off gets the catalog name it is closest to."""
+    data = str(SAMPLE / "support_tickets.jsonl")
+    assert cli.main(["train", "--data", data, "--model", "smollm2-135m", "--dry-run"]) == 0
+    assert "dry run: bundled:smollm2-135m-instruct (lora)" in capsys.readouterr().out
+    config = tmp_path / "run.toml"
+    config.write_text(f'[model]\nid = "qwen2.5-0.5b"\n\n[data]\npath = "{data}"\n')
+    assert RunConfig.from_toml(config).model.id == "Qwen/Qwen2.5-0.5B-Instruct"
+    assert cli.main(["train", "--data", data, "--model", "smollm2-135", "--dry-run"]) == 2
+    assert "Did you mean smollm2-135m (bundled:smollm2-135m-instruct)?" in capsys.readouterr().err
 
 
 def test_unwritable_runs_directory(tmp_path, capsys):

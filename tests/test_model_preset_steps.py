@@ -90,6 +90,11 @@ def test_next_explains_a_catalog_model_that_is_not_on_this_machine(home):
             await wait_until(pilot, lambda: "unknown model id" in text_of(app, "#model-choice"))
             assert screen_name(app) == "ModelStep"
 
+            app.screen.query_one("#custom-model").value = "smollm2-135m"  # a catalog name, as `recommend` prints
+            app.screen.query_one("#custom-model").focus()
+            await pilot.press("enter")
+            assert app.cfg.model.id == "bundled:smollm2-135m-instruct"
+
     asyncio.run(run())
 
 

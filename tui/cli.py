@@ -40,6 +40,9 @@ from tunewiz.tui.commands import (
 EXIT_USAGE = 2
 
 
+MODEL_HELP = f"model id (default {DEFAULT_MODEL}), a catalog name (see recommend), a local directory, or a hub id"
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="tunewiz",
@@ -75,7 +78,7 @@ def parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("train", help="start a fine-tuning run in the background")
     s.add_argument("--config", help="a run.toml (from an earlier run or written by hand) to repeat")
-    s.add_argument("--model", help=f"model id (default {DEFAULT_MODEL}), a local directory, or a hub id")
+    s.add_argument("--model", help=MODEL_HELP)
     s.add_argument("--data", help="training data: .jsonl / .json, chat messages or Alpaca rows")
     s.add_argument("--eval-data", help="separate held-out file (default: hold out 10%% of --data)")
     s.add_argument("--preset", choices=["conservative", "balanced", "aggressive"])
@@ -114,7 +117,7 @@ def parser() -> argparse.ArgumentParser:
         "sweep", help="try all three presets on the same data and held-out rows, queued; `sweep show` ranks them"
     )
     s.add_argument("--data", help="training data: .jsonl / .json, chat messages or Alpaca rows")
-    s.add_argument("--model", help=f"model id (default {DEFAULT_MODEL}), a local directory, or a hub id")
+    s.add_argument("--model", help=MODEL_HELP)
     s.add_argument("--eval-data", help="separate held-out file (default: hold out 10%% of --data)")
     s.add_argument("--method", choices=["lora", "qlora"])
     s.add_argument("--epochs", type=float, help="the same number of epochs for all three (default: each preset's)")
@@ -252,6 +255,10 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     p = parser()
     ns = p.parse_args(argv)
+    if getattr(ns, "model", None):  # a catalog name (`tunewiz recommend` prints them) as the id it stands for
+        from tunewiz.core.catalog import canonical_id
+
+        ns.model = canonical_id(ns.model)
     if not getattr(ns, "func", None):
         if not sys.stdout.isatty():
             p.print_help()

@@ -181,8 +181,10 @@ class ModelStep(StepScreen):
 
     @on(Input.Submitted, "#custom-model")
     def _custom(self, event: Input.Submitted) -> None:
+        from tunewiz.core.catalog import canonical_id
+
         if event.value.strip():
-            self.wiz.cfg.model.id = event.value.strip()
+            self.wiz.cfg.model.id = canonical_id(event.value)
             self.query_one("#models", OptionList).highlighted = None
             self.refresh_choice()
 
