@@ -390,13 +390,40 @@ def _build(klass: type, section: str, raw: dict[str, Any], problems: list[str], 
     return klass(**kwargs)
 
 
+# What other tools (transformers' TrainingArguments, TRL's SFTConfig, PEFT's LoraConfig, Axolotl) call
+# a setting, for the "did you mean" of a name tunewiz spells otherwise.
+ALIASES = {
+    "lr": "learning_rate",
+    "epochs": "num_epochs",
+    "num_train_epochs": "num_epochs",
+    "batch_size": "per_device_batch_size",
+    "micro_batch_size": "per_device_batch_size",
+    "per_device_train_batch_size": "per_device_batch_size",
+    "grad_accum": "gradient_accumulation_steps",
+    "r": "lora_r",
+    "rank": "lora_r",
+    "alpha": "lora_alpha",
+    "max_length": "max_seq_len",
+    "max_seq_length": "max_seq_len",
+    "sequence_len": "max_seq_len",
+    "seq_len": "max_seq_len",
+    "lr_scheduler_type": "lr_scheduler",
+    "warmup": "warmup_ratio",
+}
+
+
 def _close(name: str, known: list[str]) -> list[str]:
-    """The known name closest to a misspelt one, if any is close (difflib's ratio >= 0.75).
+    """The known name another tool's name stands for (ALIASES), else the closest to a misspelt one, if
+    any is close (difflib's ratio >= 0.75).
 
     >>> _close("training.lora_rr", ["training.lora_r", "training.lora_alpha", "data.path"])
     ['training.lora_r']
+    >>> _close("training.lr", ["training.lora_r", "training.learning_rate"]), _close("lr", ["lora_r", "learning_rate"])
+    (['training.learning_rate'], ['learning_rate'])
     """
-    return difflib.get_close_matches(name, known, n=1, cutoff=0.75)
+    alias = ALIASES.get(name.rsplit(".", 1)[-1])
+    named = [k for k in known if alias and k.rsplit(".", 1)[-1] == alias]
+    return named[:1] or difflib.get_close_matches(name, known, n=1, cutoff=0.75)
 
 
 def _suggest(name: str, known: list[str]) -> str:

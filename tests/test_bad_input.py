@@ -267,6 +267,18 @@ def test_unknown_setting_suggests_the_closest(home, tmp_path, capsys, no_start):
     assert no_runs(home)
 
 
+@pytest.mark.parametrize(
+    ("given", "meant"),
+    [("training.lr", "training.learning_rate"), ("epochs", "training.num_epochs"), ("max_length", "data.max_seq_len")],
+)
+def test_another_tools_name_for_a_setting_gets_tunewizs(home, tmp_path, capsys, no_start, given, meant):
+    """lr is closer to lora_r by spelling; what a person coming from TRL or Axolotl means is learning_rate."""
+    path = write_jsonl(tmp_path / "d.jsonl", [chat_row(f"q{i}", f"a{i}") for i in range(4)])
+    code, _, err = tw(capsys, home, "train", "--data", str(path), "--set", f"{given}=3")
+    assert code == 2 and f"unknown setting {given!r}; did you mean {meant}?" in err
+    assert no_runs(home)
+
+
 # -- 7. two runs on one device ---------------------------------------------------------------------
 
 
