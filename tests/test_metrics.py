@@ -370,3 +370,25 @@ def test_compare_screen_puts_per_label_figures_of_two_runs_side_by_side(home, tm
     assert rows["finetuned: negative: P R F1"][1:] == ("0.88 0.88 0.88", "1.00 1.00 1.00")
     assert rows["finetuned: macro-F1"][2] == "1.00"
     assert not any("confusion" in k or ".labels." in k for k in rows)  # raw nested keys stay in run.toml
+
+
+def test_show_says_which_eval_loss_is_which():
+    """The trainer's eval loss (training precision, every held-out row) and the comparison's (the precision
+    the answers ran in, the rows compared) may differ in the third decimal: each says what it is."""
+    from tunewiz.tui.record_text import record_summary_lines
+
+    doc = {
+        "run": {"id": "r1", "status": "completed"},
+        "model": {"id": "bundled:smollm2-135m-instruct", "method": "lora", "effective_dtype": "bfloat16"},
+        "data": {"path": "d.jsonl", "train_rows": 324, "eval_rows": 36},
+        "results": {
+            "train_loss": 0.2422,
+            "eval_loss": 0.0775,
+            "precision": "float32",
+            "base": {"examples": 36, "eval_loss": 1.5276, "kind": "json"},
+            "finetuned": {"examples": 36, "eval_loss": 0.0763, "kind": "json"},
+        },
+    }
+    text = "\n".join(record_summary_lines(doc))
+    assert "eval loss 0.0775 (in training, bfloat16, all 36 held-out rows)" in " ".join(text.split())
+    assert "eval loss, float32 (lower better)" in text and "0.0763" in text

@@ -185,7 +185,9 @@ def summary_rows(results: dict[str, Any]) -> list[Row]:
     if kind == "text":
         rows.append(("word overlap (F1)", dec(base.get("word_f1")), dec(ft.get("word_f1")), ""))
         rows.append(("length / expected", ratio(base.get("length_ratio")), ratio(ft.get("length_ratio")), ""))
-    rows.append(("eval loss (lower is better)", num(base.get("eval_loss")), num(ft.get("eval_loss")), n))
+    precision = results.get("precision")  # what the answers (and this loss) ran in: float32 on a CPU
+    loss = f"eval loss, {precision} (lower better)" if precision else "eval loss (lower is better)"
+    rows.append((loss, num(base.get("eval_loss")), num(ft.get("eval_loss")), n))
     if kind != "text" and kind != "labels":
         rows.append(("exact match", pct(base.get("exact_match")), pct(ft.get("exact_match")), ""))
     if "json_valid" in ft:
@@ -353,9 +355,14 @@ def record_summary_lines(doc: dict[str, Any]) -> list[str]:
         + (f" x {t['processes']} processes" if t.get("processes", 1) > 1 else "")
     )
     if res:
+        # The trainer's eval loss, in the precision it trained in; the comparison's (below) is in the one it
+        # answers in (float32 on a CPU), on the rows compared: the two may differ in the third decimal.
+        where = [f"in training, {m['effective_dtype']}"] if m.get("effective_dtype") else []
+        if isinstance(d.get("eval_rows"), int):
+            where.append(f"all {d['eval_rows']} held-out rows")
         out.append(
             f"  result  train loss {num(res.get('train_loss'))}, eval loss {num(res.get('eval_loss'))}"
-            + (f" on all {d['eval_rows']} held-out rows, " if isinstance(d.get("eval_rows"), int) else ", ")
+            + (f" ({', '.join(where)}), " if where and "eval_loss" in res else ", ")
             + f"{res.get('tokens_per_s', '?')} tok/s, peak {res.get('peak_memory_mb', '?')} MB, "
             f"{fmt_duration(res.get('wall_time_s'))}"
         )
