@@ -107,3 +107,29 @@ def test_cli_probe_prints_predicted_against_measured(session_home, bundled_dir):
     assert "batch 2 x 64 tokens" in out and "corrected by the probe" in out
     figures = json.loads(out[out.index("{") :])
     assert figures["measured_mb"] == pytest.approx(measured, rel=0.01) and figures["steps"] == 2
+
+
+@pytest.mark.slow
+def test_the_gpu_check_runs_its_smoke_case_on_the_cpu(tmp_path, session_home, bundled_dir):
+    """benchmarks/gpu_check.py waits for the few minutes a GPU is lent; its --smoke case (the same code,
+    a 2-layer model on the CPU, 2 steps through the real trainer process) keeps it runnable meanwhile,
+    so a lent GPU's minutes go on figures, not on mending the script."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    out = tmp_path / "gpu_check.json"
+    argv = [sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--smoke", "--out", str(out)]
+    proc = subprocess.run(
+        [*argv, "--work", str(tmp_path / "work")],
+        capture_output=True, text=True, timeout=HANG_S, cwd=ROOT,
+        env={**os.environ, "TUNEWIZ_HOME": str(session_home)},
+    )  # fmt: skip
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    assert "1 completed, 0 failed" in proc.stdout
+    (case,) = json.loads(out.read_text())["cases"]
+    assert case["status"] == "completed" and case["plan"]["device"] == "cpu"
+    assert case["results"]["steps"] == 2 and case["tokens_per_s_steady"] > 0
+    assert case["estimate"]["peak_memory_mb"] > 0 and case["results"]["peak_memory_mb"] > 0
