@@ -21,7 +21,12 @@ class HardwareReady(Message):
         """Detect the hardware and read the runs' records: file and NVML work, for a worker thread."""
         from tunewiz.core import hardware, launcher
 
-        return cls(hardware.detect(home), frozenset(launcher.busy_devices(home)))
+        hw = hardware.detect(home)
+        try:
+            busy = frozenset(launcher.busy_devices(home))
+        except OSError:  # an unreadable runs directory: plan as if no run trains (the review step reads again)
+            busy = frozenset()
+        return cls(hw, busy)
 
 
 @dataclass
