@@ -100,6 +100,18 @@ def ensure_writable(directory: Path) -> None:
         ) from None
 
 
+def default_name(cfg: RunConfig) -> str:
+    """A run's name when none is given: its data file and preset, as the history lists them
+    ('support_tickets-balanced'; the start time tells apart runs of one name); "" without data.
+
+    >>> cfg = RunConfig()
+    >>> cfg.data.path = "/data/support_tickets.jsonl"
+    >>> default_name(cfg)
+    'support_tickets-balanced'
+    """
+    return f"{Path(cfg.data.path).stem}-{cfg.preset}" if cfg.data.path else ""
+
+
 def create_run(cfg: RunConfig, home_dir: Path, extra: dict[str, Any] | None = None) -> Path:
     """Make a run directory with a queued record. Nothing is left behind on failure."""
     root = runs_root(home_dir)
@@ -119,7 +131,7 @@ def create_run(cfg: RunConfig, home_dir: Path, extra: dict[str, Any] | None = No
         doc: dict[str, Any] = {
             "run": {
                 "id": run_id,
-                "name": cfg.name or run_id,
+                "name": cfg.name or default_name(cfg) or run_id,
                 "status": "queued",
                 "created": now_iso(),
                 "created_unix": time.time(),  # orders runs made within the same second

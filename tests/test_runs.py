@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from datetime import datetime
+from pathlib import Path
 
 import pytest
 import tomli_w
@@ -57,10 +58,15 @@ def test_create_run_writes_a_queued_record(home, tmp_path):
     assert (run_dir.stat().st_mode & 0o777) == 0o700
 
 
-def test_create_run_without_a_name_uses_the_preset_and_the_id(home, tmp_path):
-    run_dir = runs.create_run(_cfg(tmp_path), home)
+def test_create_run_without_a_name_is_named_by_its_data_and_preset(home, tmp_path):
+    """`tunewiz train` without --name: the history lists it as the wizard's runs are, 'data-preset'."""
+    cfg = _cfg(tmp_path)
+    run_dir = runs.create_run(cfg, home)
     assert run_dir.name.endswith("-balanced")
-    assert runs.read_record(run_dir)["run"]["name"] == run_dir.name
+    assert runs.read_record(run_dir)["run"]["name"] == f"{Path(cfg.data.path).stem}-balanced"
+    cfg.data.path = ""
+    second = runs.create_run(cfg, home)
+    assert runs.read_record(second)["run"]["name"] == second.name  # no data to name it by: its id
 
 
 def test_create_run_merges_extra_sections(home, tmp_path):
@@ -148,7 +154,7 @@ def test_update_record_merges_sections(home, tmp_path):
     assert on_disk["data"]["train_rows"] == 9 and on_disk["data"]["path"].endswith("train.jsonl")
     assert on_disk["run"]["pid"] == 123
     # the record stays readable as a config
-    assert RunConfig.from_dict(on_disk) == _cfg(tmp_path, name=run_dir.name)
+    assert RunConfig.from_dict(on_disk) == _cfg(tmp_path, name="train-balanced")  # runs.default_name
 
 
 def test_update_record_with_a_function(home, tmp_path):

@@ -9,8 +9,6 @@ run ends.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from rich.markup import escape
 from rich.syntax import Syntax
 from textual import on, work
@@ -37,11 +35,12 @@ class ReviewStep(StepScreen):
             yield Static("", id="toml")
 
     def on_mount(self) -> None:
+        from tunewiz.core.runs import default_name
         from tunewiz.core.toml import dumps
 
         cfg = self.wiz.cfg
         if not cfg.name:
-            cfg.name = f"{Path(cfg.data.path).stem}-{cfg.preset}"
+            cfg.name = default_name(cfg)
         self.query_one("#toml", Static).update(Syntax(dumps(cfg.to_dict()), "toml", theme="ansi_dark"))
         line = plan_line(cfg, self.wiz.hardware, self.wiz.data_shape, self.wiz.busy)
         self.query_one("#review-plan", Static).update(line)
