@@ -164,8 +164,9 @@ def test_training_survives_the_terminal_closing(home, tiny_model_dir, small_data
     write_toml_atomic(config_file, cfg.to_dict())
     train = [sys.executable, "-m", "tunewiz.tui.cli", "train", "--config", str(config_file), "--follow", "--no-eval"]
     terminal = open_terminal(train, {**os.environ, "PYTHONPATH": str(ROOT)})
-    wait_for(lambda: runs.runs_root(home).is_dir() and any(runs.runs_root(home).iterdir()))
-    run_dir = next(runs.runs_root(home).iterdir())
+    # A run directory, not the writability probe (runs/.write-test-PID) submit makes and removes first.
+    wait_for(lambda: runs._run_dirs(runs.runs_root(home)))
+    (run_dir,) = runs._run_dirs(runs.runs_root(home))
     wait_for(lambda: len(steps_seen(run_dir)) >= 1, timeout=HANG_S)
     hang_up(terminal, wait_s=30)  # the SSH connection drops
     doc = launcher.wait(run_dir, timeout=HANG_S)
