@@ -211,7 +211,7 @@ def canonical_id(name: str) -> str:
     ('Qwen/Qwen2.5-0.5B-Instruct', 'bundled:smollm2-135m-instruct', 'someone/their-model')
     """
     name = name.strip()
-    spec = find(name) if name.lower() in BY_KEY and not Path(name).expanduser().exists() else None
+    spec = None if Path(name).expanduser().exists() else BY_KEY.get(name.lower())
     return (spec.bundled or spec.hub_id) if spec is not None else name
 
 

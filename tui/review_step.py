@@ -65,8 +65,8 @@ class ReviewStep(StepScreen):
         shared, line = [], None
         if hw is not None:
             busy = launcher.busy_devices(self.wiz.home)
-            shared = launcher.sharing(planner.plan(cfg, hw, shape=self.wiz.data_shape, busy=busy), busy)
-            line = plan_line(cfg, hw, self.wiz.data_shape, busy)  # the runs as they are now
+            p = planner.plan(cfg, hw, shape=self.wiz.data_shape, busy=busy)  # the runs as they are now
+            shared, line = launcher.sharing(p, busy), plan_text(p, hw)
         self.app.call_from_thread(self.show_warnings, lines + shared, bool(shared), line)
 
     def show_warnings(self, lines: list[str], busy: bool = False, line: str | None = None) -> None:
@@ -149,11 +149,16 @@ def plan_line(cfg, hw, shape, busy=()) -> str:
     plan: cpu, float32, 4 x 2 per step, checkpointing off; peak 2.14 GiB, fits; training ~10m37s
     """
     from tunewiz.core import planner
-    from tunewiz.core.events import fmt_duration
 
     if hw is None:
         return "plan: waiting for the hardware"
-    p = planner.plan(cfg, hw, shape=shape, busy=busy)
+    return plan_text(planner.plan(cfg, hw, shape=shape, busy=busy), hw)
+
+
+def plan_text(p, hw) -> str:
+    """A plan made for `hw` (planner.plan) in the words of :func:`plan_line`."""
+    from tunewiz.core.events import fmt_duration
+
     where = p.placement[0] if p.device == "cuda" and p.processes == 1 and len(hw.gpus) > 1 else p.device
     line = (
         f"plan: {where}, {p.dtype}, {p.per_device_batch} x {p.accumulation}"
