@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -139,6 +140,11 @@ class NotifyConfig:
     arguments, e.g. ["notify-send", "tunewiz"]; a string is split like a shell would, but no shell runs
     it. The run's id, status and result come in TUNEWIZ_* environment variables (README: Notifications).
     Empty: nothing runs."""
+    pass_env: list[str] = field(default_factory=list)
+    """Names of environment variables the program also gets from the training process, e.g.
+    ["SLACK_WEBHOOK_URL"]. Without them it gets only the TUNEWIZ_* variables and what a program needs to
+    run and reach your desktop (PATH, HOME, USER, LANG, DISPLAY, DBUS_SESSION_BUS_ADDRESS, ...): never
+    your tokens and keys (HF_TOKEN, AWS_*, ...) unless you name them here."""
 
 
 @dataclass
@@ -217,10 +223,28 @@ class RunConfig:
             )
         if any(not a.strip() for a in self.notify.command):
             p.append(f"[notify] command has an empty argument: give the program and its arguments, e.g. {EXAMPLE_ARGV}")
+        p += self._range_problems()
         if e.max_examples < 1:
             p.append("[evaluation] max_examples must be at least 1")
         if e.max_new_tokens < 0:
             p.append("[evaluation] max_new_tokens must be 0 (automatic) or more")
+        return p
+
+    def _range_problems(self) -> list[str]:
+        """NaN, Inf and values past any sane bound: a NaN weight decay trains a NaN adapter, a rank of
+        100,000 asks for hundreds of GiB, a billion epochs for millions of hours."""
+        p = []
+        for section, cls in _SECTIONS.items():
+            obj = getattr(self, section)
+            for f in dataclasses.fields(cls):
+                value = getattr(obj, f.name)
+                if isinstance(value, float) and not math.isfinite(value):
+                    p.append(f"[{section}] {f.name} = {value}: must be a finite number")
+        t = self.training
+        for name, low, high in UPPER_BOUNDS:
+            value = getattr(t, name)
+            if isinstance(value, (int, float)) and math.isfinite(value) and not low <= value <= high:
+                p.append(f"[training] {name} = {value:g}: use a value from {low:g} to {high:g}")
         return p
 
     def validate(self, source: str = "") -> RunConfig:
@@ -286,6 +310,24 @@ class RunConfig:
                 setattr(cfg.data, attr, str(expanded))
         return cfg
 
+
+UPPER_BOUNDS = (
+    ("weight_decay", 0.0, 1.0),
+    ("max_grad_norm", 0.0, 1e4),
+    ("num_epochs", -1e9, 1000.0),
+    ("lora_r", 1, 4096),
+    ("lora_alpha", 1, 65536),
+    ("per_device_batch_size", 1, 65536),
+    ("gradient_accumulation_steps", 1, 65536),
+    ("threads", 0, 4096),
+    ("dataloader_workers", -1, 256),
+    ("max_steps", -1, 10**8),
+    ("eval_steps", 0, 10**8),
+    ("save_steps", 0, 10**8),
+    ("save_total_limit", 1, 10**4),
+)
+"""(setting, lowest, highest) for the [training] numbers: wider than any real run, narrow enough that a
+typo (an extra zero or three) is caught at submit instead of as an allocator error."""
 
 SPLIT_KEYS = {"per_device_batch_size", "gradient_accumulation_steps"}
 """Setting either of these yourself fixes the batch split (auto_batch_split = false)."""

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import sys
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping
@@ -100,16 +99,14 @@ def devices(doc: dict[str, Any]) -> set[str]:
     return {str(p) for p in placement}
 
 
-def here(doc: dict[str, Any]) -> bool:
-    """Whether the run was made on this machine (a runs directory on a shared disk may hold others')."""
-    return doc.get("run", {}).get("host", socket.gethostname()) == socket.gethostname()
+here = runs.here
 
 
 def busy_devices(home_dir: Path) -> dict[str, str]:
     """Device -> the run using it: every run on this machine that is starting or training, or whose
     trainer is still alive (a finished run's process may still hold its GPU memory for a moment)."""
     out: dict[str, str] = {}
-    for r in runs.list_runs(home_dir):  # refreshed: a dead trainer's run is crashed, not busy
+    for r in runs.list_runs(home_dir):  # observed: a dead trainer's run reads as crashed, not busy
         if r.status in (runs.DAMAGED, runs.WAITING) or not here(r.record):
             continue
         if r.status in runs.ACTIVE or runs.trainer_alive(r.path):
@@ -238,7 +235,7 @@ def trainer_env(environ: Mapping[str, str], placement: list[str] | None) -> dict
 
 def stop(run_dir: Path, now: bool = False) -> bool:
     """Ask the trainer to stop (SIGTERM: checkpoint, adapter, status stopped). False if not running."""
-    doc = runs.refresh(run_dir)
+    doc = runs.observe(run_dir)
     run = doc.get("run", {})
     pid = run.get("pid") or run.get("launcher_pid")
     if run.get("status") not in runs.ACTIVE or not pid or not runs.trainer_alive(run_dir):
@@ -254,9 +251,9 @@ def stop(run_dir: Path, now: bool = False) -> bool:
 
 
 def is_finished(run_dir: Path) -> bool:
-    """True once the record is final (after marking a dead trainer crashed)."""
+    """True once the record is final, or its trainer is gone (read only: see runs.observe)."""
     try:
-        return runs.refresh(run_dir).get("run", {}).get("status") in runs.FINAL
+        return runs.observe(run_dir).get("run", {}).get("status") in runs.FINAL
     except runs.RunError:
         return False
 

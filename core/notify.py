@@ -38,6 +38,26 @@ ENV_VARS = (
 )
 """What a notify command is told (README: Notifications); each is set, empty when it does not apply."""
 
+BASE_ENV = (
+    "PATH",
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "SHELL",
+    "LANG",
+    "LC_ALL",
+    "LC_CTYPE",
+    "TZ",
+    "TMPDIR",
+    "TERM",
+    "DISPLAY",
+    "WAYLAND_DISPLAY",
+    "XDG_RUNTIME_DIR",
+    "DBUS_SESSION_BUS_ADDRESS",
+)
+"""What a notify program gets of the training process's environment by default: enough to run and to
+reach the desktop (notify-send), nothing secret. `[notify] pass_env` names more."""
+
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]+")
 
 
@@ -134,16 +154,30 @@ def environment(doc: dict[str, Any], run_dir: str | Path) -> dict[str, str]:
     }
 
 
-def spawn(command: list[str], env: dict[str, str], run_dir: str | Path, log_path: str | Path) -> int | None:
-    """Start `command` (an argument list: no shell) detached, with `env` added to this process's
-    environment, in `run_dir`, stdin from /dev/null, stdout and stderr appended to `log_path`. Returns
+def base_environment(pass_env: list[str] | tuple[str, ...] = (), source: dict[str, str] | None = None) -> dict[str, str]:
+    """The part of `source` (this process's environment) a notify program inherits: BASE_ENV and the
+    names in `pass_env`, nothing else (a token in the environment stays with tunewiz).
+
+    >>> base_environment(["WEBHOOK"], {"PATH": "/bin", "HF_TOKEN": "s3cret", "WEBHOOK": "https://x"})
+    {'PATH': '/bin', 'WEBHOOK': 'https://x'}
+    """
+    source = os.environ if source is None else source
+    return {k: source[k] for k in (*BASE_ENV, *pass_env) if k in source}
+
+
+def spawn(
+    command: list[str], env: dict[str, str], run_dir: str | Path, log_path: str | Path, pass_env: list[str] = ()
+) -> int | None:
+    """Start `command` (an argument list: no shell) detached, with `env` added to the part of this
+    process's environment it may see (:func:`base_environment`), in `run_dir`, stdin from /dev/null,
+    stdout and stderr appended to `log_path`. Returns
     its pid; None when it could not start, which is said in one line of the log and raises nothing.
     It is not waited for (a thread reaps it when it exits)."""
     stamp = datetime.now().strftime("%H:%M:%S")
     try:
         with open(log_path, "ab") as log:
             log.write(f"{stamp} INFO notify: running {command[0]} (run {env.get('TUNEWIZ_STATUS', '')})\n".encode())
-        proc = detach.spawn(command, log_path, run_dir, {**os.environ, **env})
+        proc = detach.spawn(command, log_path, run_dir, {**base_environment(pass_env), **env})
     except (OSError, ValueError, IndexError) as exc:
         what = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
         line = f"{stamp} WARNING notify: [notify] command {command!r} could not start: {what}\n"

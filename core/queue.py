@@ -374,6 +374,7 @@ def run(home_dir: Path, poll: float = POLL_S) -> int:
             last_error = ""
             while True:
                 try:
+                    runs.reconcile_all(home_dir)  # this machine's runs whose trainer died: recorded, told
                     if not waiting(home_dir):
                         break
                     start_ready(home_dir)

@@ -190,6 +190,9 @@ def record_problem(path: str | Path) -> tuple[dict[str, Any] | None, str]:
         return None, f"{RECORD} is not valid TOML at line {line}: {what}{cut}"
     if not isinstance(doc.get("run"), dict):
         return None, f"{RECORD} has no [run] table{cut or ' (not a tunewiz record, or cut off?)'}"
+    status = doc["run"].get("status")
+    if status not in (*ACTIVE, *FINAL, WAITING):
+        return None, f"{RECORD} has [run] status = {status!r}, not one tunewiz writes (hand-edited or damaged?)"
     if not any(isinstance(doc.get(s), dict) for s in ("model", "data", "training")) and not doc["run"].get("repaired"):
         return None, f"{RECORD} ends after its [run] table: [model], [data] and [training] are missing (cut off?)"
     return doc, ""
@@ -271,7 +274,7 @@ def mark_resumed(doc: dict) -> None:
 def notify_end(run_dir: str | Path) -> int | None:
     """Run the run's `[notify] command` for the end it reached, once: the record is marked `notified`
     under its lock before the program starts, so the trainer's last step and a later look at a dead
-    trainer's run (refresh) never both run it; a resumed run is told again when it ends again. Returns
+    trainer's run (reconcile) never both run it; a resumed run is told again when it ends again. Returns
     the program's pid, None when nothing ran. A program that cannot start is one line in train.log.
     """
     from tunewiz.core import notify
@@ -294,7 +297,9 @@ def notify_end(run_dir: str | Path) -> int | None:
         return None
     doc = claimed["doc"]
     command = [str(a) for a in doc["notify"]["command"]]
-    return notify.spawn(command, notify.environment(doc, run_dir), run_dir, run_dir / LOG)
+    pass_env = doc["notify"].get("pass_env") or []
+    pass_env = [str(n) for n in pass_env] if isinstance(pass_env, list) else []
+    return notify.spawn(command, notify.environment(doc, run_dir), run_dir, run_dir / LOG, pass_env)
 
 
 # -- liveness ---------------------------------------------------------------------
@@ -392,29 +397,63 @@ def crash_fields(run_dir: Path, last_step: int, reason: str | None = None) -> di
     }
 
 
-def refresh(run_dir: str | Path, grace_s: float = 30.0) -> dict:
-    """The record, after recording `crashed` if it says running but its trainer is gone.
+def here(doc: dict[str, Any]) -> bool:
+    """Whether the run was made on this machine (a runs directory on a shared disk, or a run directory
+    copied from elsewhere, may hold others'): its [run] host is this machine's name."""
+    run = doc.get("run", {}) if isinstance(doc.get("run"), dict) else {}
+    return run.get("host", socket.gethostname()) == socket.gethostname()
 
-    A queued run whose trainer never took the lock within `grace_s` of creation
-    is also crashed (it died while starting). When `crashed` cannot be written (a full disk, a
-    read-only file system) the record comes back crashed all the same, and the next call writes it:
-    a full disk never hides a run. Raises RunError when the record is damaged (read_record).
-    """
+
+def _dead(run_dir: Path, doc: dict[str, Any], grace_s: float) -> bool:
+    """Whether `doc` says queued or running on this machine but no trainer holds its lock: a queued
+    run whose trainer never took the lock within `grace_s` of being queued died while starting."""
+    run = doc.get("run", {})
+    if run.get("status") not in ACTIVE or not here(doc) or trainer_alive(run_dir):
+        return False
+    try:
+        queued = float(run.get("queued_unix", 0))
+    except (TypeError, ValueError):
+        queued = 0.0
+    return not (run.get("status") == "queued" and trainer_started_unix(run_dir) < queued and time.time() - queued < grace_s)
+
+
+def _crash_of(run_dir: Path) -> dict[str, Any]:
     from tunewiz.core.events import read_events
-
-    run_dir = Path(run_dir)
-    doc = read_record(run_dir)
-    status = doc.get("run", {}).get("status")
-    if status not in ACTIVE or trainer_alive(run_dir):
-        return doc
-    queued = float(doc["run"].get("queued_unix", 0))
-    if status == "queued" and trainer_started_unix(run_dir) < queued and time.time() - queued < grace_s:
-        return doc  # its trainer has not started yet
 
     events, _ = read_events(run_dir)
     steps = [e for e in events if e.get("event") == "step"]
-    last_step = steps[-1].get("step", 0) if steps else 0
-    crash = crash_fields(run_dir, last_step)
+    return crash_fields(run_dir, steps[-1].get("step", 0) if steps else 0)
+
+
+def observe(run_dir: str | Path, grace_s: float = 30.0) -> dict:
+    """The record as a reader should show it, without writing anything or starting anything.
+
+    A run of this machine whose record says queued or running but whose trainer is gone reads as
+    `crashed` (in the returned copy only: :func:`reconcile` is the one place that records it). A run
+    made on another machine reads as recorded: its trainer's liveness cannot be judged from here (a
+    listing shows it 'on HOST'). Raises RunError when the record is damaged (read_record).
+    """
+    run_dir = Path(run_dir)
+    doc = read_record(run_dir)
+    if _dead(run_dir, doc, grace_s):
+        doc["run"].update(_crash_of(run_dir))
+    return doc
+
+
+def reconcile(run_dir: str | Path, grace_s: float = 30.0) -> dict:
+    """Record `crashed` for a run of this machine whose trainer is gone, and tell its [notify] command.
+
+    The only place outside the trainer that writes a dead trainer's end, called by those that act for
+    this machine's own runs: the queue runner, `tunewiz resume`, `tunewiz train` watching the run it
+    started, and `tunewiz runs --reconcile`. A run from another host is never written, and its notify
+    program never runs here. When `crashed` cannot be written (a full disk, a read-only file system) the
+    record comes back crashed all the same, and the next reconcile writes it.
+    """
+    run_dir = Path(run_dir)
+    doc = read_record(run_dir)
+    if not _dead(run_dir, doc, grace_s):
+        return doc
+    crash = _crash_of(run_dir)
 
     def mark(d: dict) -> None:
         if d.get("run", {}).get("status") not in ACTIVE:  # someone else got there first
@@ -426,7 +465,7 @@ def refresh(run_dir: str | Path, grace_s: float = 30.0) -> dict:
     try:
         doc = update_record(run_dir, mark)
     except OSError as exc:
-        mark(doc)  # shown as crashed now; written by the first call after space returns
+        mark(doc)  # shown as crashed now; written by the next reconcile once space returns
         doc["run"]["failure_reason"] += (
             f" (not yet saved in {RECORD}: {exc.strerror or exc}; saved on the next look once it can be written)"
         )
@@ -434,6 +473,19 @@ def refresh(run_dir: str | Path, grace_s: float = 30.0) -> dict:
     with contextlib.suppress(RunError, OSError):  # telling of the crash never hides it
         notify_end(run_dir)
     return doc
+
+
+def reconcile_all(home_dir: Path) -> list[Path]:
+    """:func:`reconcile` every run of this machine under `home_dir`; the runs it recorded as crashed."""
+    out = []
+    for run_dir in _run_dirs(runs_root(home_dir)):
+        doc, _ = record_problem(run_dir / RECORD)
+        if doc is None or doc.get("run", {}).get("status") not in ACTIVE or not here(doc):
+            continue
+        with contextlib.suppress(RunError, OSError):
+            if reconcile(run_dir).get("run", {}).get("status") == "crashed":
+                out.append(run_dir)
+    return out
 
 
 # -- listing ----------------------------------------------------------------------
@@ -464,8 +516,13 @@ class RunSummary:
 
     @property
     def label(self) -> str:
-        """The status as a listing shows it: a waiting run by its place in the queue ('queued #2')."""
-        return f"queued #{self.queue_place}" if self.status == WAITING and self.queue_place else self.status
+        """The status as a listing shows it: a waiting run by its place in the queue ('queued #2'); a run
+        another machine says it is training, by that machine ('on gpu-box-2')."""
+        if self.status == WAITING and self.queue_place:
+            return f"queued #{self.queue_place}"
+        if self.status in ACTIVE and not here(self.record):
+            return f"on {self.record['run'].get('host')}"
+        return self.status
 
     def damage_lines(self) -> list[str]:
         """A damaged run in words, as `tunewiz show` prints it."""
@@ -703,11 +760,11 @@ def usable_record(run_dir: Path) -> tuple[dict[str, Any] | None, str]:
 
 
 def summary_of(run_dir: Path) -> RunSummary:
-    """One run as a listing shows it: refreshed (a dead trainer's run marked crashed), or damaged.
-    Never raises for a run directory: a run with a bad record is listed, not dropped."""
+    """One run as a listing shows it: observed (a dead trainer's run reads as crashed; nothing is written),
+    or damaged. Never raises for a run directory: a run with a bad record is listed, not dropped."""
     run_dir = Path(run_dir)
     try:
-        doc = refresh(run_dir)
+        doc = observe(run_dir)
     except (RunError, OSError, ValueError, TypeError, AttributeError):
         # Damaged (its words come from usable_record), or the trainer could not be checked: as recorded.
         doc, problem = usable_record(run_dir)
@@ -720,8 +777,9 @@ def summary_of(run_dir: Path) -> RunSummary:
 
 
 def list_runs(home_dir: Path) -> list[RunSummary]:
-    """Every run under home, newest first, with dead 'running' runs marked crashed and runs whose
-    record is missing or unreadable listed as `damaged` (with what is wrong and what is left)."""
+    """Every run under home, newest first, with dead 'running' runs read as crashed and runs whose
+    record is missing or unreadable listed as `damaged` (with what is wrong and what is left). Only
+    reads: no record is written and no program is started (:func:`reconcile` does that)."""
     out = [summary_of(run_dir) for run_dir in _run_dirs(runs_root(home_dir))]
     out.sort(key=lambda r: (_created_unix(r.record), r.id), reverse=True)
     for place, r in enumerate(sorted((r for r in out if r.status == WAITING), key=lambda r: queue_key(r.record)), 1):
@@ -750,10 +808,19 @@ def _created_unix(doc: dict) -> float:
         return 0.0
 
 
+def inside(root: Path, path: Path) -> bool:
+    """Whether `path`, links followed, lies under `root`: a symlink in runs/ that leads out of the home
+    is not a run of this home (listing, repair and delete never follow it there)."""
+    try:
+        return path.resolve().is_relative_to(root.resolve())
+    except (OSError, RuntimeError):  # a link loop
+        return False
+
+
 def _run_dirs(root: Path) -> list[Path]:
     if not root.is_dir():
         return []
-    return [p for p in root.iterdir() if not p.name.startswith(".") and looks_like_run(p)]
+    return [p for p in root.iterdir() if not p.name.startswith(".") and inside(root, p) and looks_like_run(p)]
 
 
 def _created(run_dir: Path) -> tuple[float, str]:

@@ -30,6 +30,7 @@ import gc
 import logging
 import os
 import platform
+import shutil
 import signal
 import sys
 import time
@@ -329,6 +330,11 @@ def make_callback(
 
         def on_step_end(self, args, state, control, **kw):
             counter.seconds += time.perf_counter() - self.t_step
+            bad = non_finite_weights(kw.get("model"))
+            if bad:
+                last = next((h for h in reversed(state.log_history) if "loss" in h), {})
+                seen = ", ".join(f"{k.replace('_', ' ')} {last[k]:.4g}" for k in ("loss", "grad_norm") if k in last)
+                raise NonFinite(state.global_step, bad, f"last logged {seen}" if seen else "")
             if on_cpu:
                 release_freed_memory()
             # one all_reduce a step for both: every rank stops at the same step
@@ -392,6 +398,31 @@ def make_callback(
             )
 
     return EventsCallback()
+
+
+class NonFinite(RuntimeError):
+    """The adapter's weights became NaN or Inf: the run stops here (an adapter of NaNs is no model)."""
+
+    def __init__(self, step: int, where: str, figures: str = "") -> None:
+        self.step = step
+        super().__init__(
+            f"the adapter's weights became NaN or Inf at step {step} ({where}{'; ' + figures if figures else ''}): "
+            "a setting such as learning_rate, weight_decay or max_grad_norm is too large or not a number. "
+            "Nothing after the last good checkpoint is kept; start again with a lower learning_rate"
+        )
+
+
+def non_finite_weights(model) -> str:
+    """The first trainable tensor of `model` holding a NaN or Inf, by name ('' when all are finite). One
+    fused check a step: ~5 ms for 4.9 M adapter values on a CPU, against ~1 s for the step."""
+    if model is None:
+        return ""
+    import torch
+
+    for name, param in model.named_parameters():
+        if param.requires_grad and not bool(torch.isfinite(param.detach()).all()):
+            return name
+    return ""
 
 
 class RunRemoved(Exception):
@@ -883,6 +914,8 @@ def main(argv: list[str] | None = None, callbacks=()) -> int:
             return 4
         except BaseException as exc:  # noqa: BLE001 - every failure must reach the record
             reason = classify_failure(exc, run_dir)
+            if isinstance(exc, NonFinite):
+                reason += last_good_adapter(run_dir)
             traceback.print_exc()
             log.error("failed: %s", reason)
             if reason.startswith("Disk full"):
@@ -898,6 +931,31 @@ def main(argv: list[str] | None = None, callbacks=()) -> int:
             events.close()
             tell_the_end(run_dir)
             distributed.finish()
+
+
+def last_good_adapter(run_dir: Path) -> str:
+    """After the weights went non-finite: the newest complete checkpoint whose adapter is all finite
+    becomes the run's adapter (any adapter/ from before is replaced); what was kept, as a sentence."""
+    import torch
+    from safetensors.torch import load_file
+
+    adapter_dir = run_dir / runs.ADAPTER
+    shutil.rmtree(adapter_dir, ignore_errors=True)  # never leave an adapter of NaNs behind
+    for ckpt in checkpoints.all_checkpoints(run_dir / runs.CHECKPOINTS):  # newest first
+        if checkpoints.why_incomplete(ckpt):
+            continue
+        weights = ckpt / "adapter_model.safetensors"
+        try:
+            if not all(bool(torch.isfinite(t).all()) for t in load_file(str(weights)).values()):
+                continue
+            adapter_dir.mkdir()
+            for f in ("adapter_model.safetensors", "adapter_config.json"):
+                shutil.copy2(ckpt / f, adapter_dir / f)
+        except OSError:
+            shutil.rmtree(adapter_dir, ignore_errors=True)
+            continue
+        return f". The adapter is the last good checkpoint's, {ckpt.name} (all its weights finite)"
+    return ". No checkpoint before it was good, so the run has no adapter"
 
 
 def tell_the_end(run_dir: Path) -> None:

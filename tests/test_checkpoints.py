@@ -247,7 +247,7 @@ def test_a_checkpoint_torn_after_a_kill_is_skipped_on_resume(home, tiny_model_di
             shutil.rmtree(c)
     with open(newest / "optimizer.pt", "r+b") as fh:  # as a power cut during its save would leave it
         fh.truncate(fh.seek(0, os.SEEK_END) // 2)
-    assert runs.refresh(run_dir)["run"]["status"] == "crashed"
+    assert runs.reconcile(run_dir)["run"]["status"] == "crashed"
 
     capsys.readouterr()
     assert cli.main(["resume", run_dir.name]) == 0

@@ -238,7 +238,7 @@ def test_repair_keeps_a_live_trainer_running(home, tmp_path):
     with runs.hold_trainer_lock(run_dir):
         doc, _ = repair.repair(run_dir)
         assert doc["run"]["status"] == "running"
-    assert runs.refresh(run_dir)["run"]["status"] == "crashed"  # once it is gone, as for any run
+    assert runs.reconcile(run_dir)["run"]["status"] == "crashed"  # once it is gone, as for any run
 
 
 def test_repair_takes_an_unfinished_write_of_the_record(home, tmp_path):
@@ -315,7 +315,7 @@ def test_a_full_disk_never_hides_a_crashed_run(home, tmp_path, monkeypatch, caps
 )
 def test_a_crash_on_a_full_disk_says_so_and_what_to_do(home, tmp_path, line):
     run_dir = _running(home, tmp_path, f"step 8/12 loss 0.25\nTraceback (most recent call last):\n{line}\n")
-    reason = runs.refresh(run_dir)["run"]["failure_reason"]
+    reason = runs.reconcile(run_dir)["run"]["failure_reason"]
     assert reason.startswith("the disk was full: the training process ended at step 8")
     assert f"Free some space, then `tunewiz resume {run_dir.name}` continues from the newest complete checkpoint" in (
         reason
@@ -326,10 +326,10 @@ def test_torchs_short_write_counts_as_a_full_disk_only_when_space_is_short(home,
     torn = "RuntimeError: [enforce fail at inline_container.cc:626] . unexpected pos 1536 vs 1432\n"
     monkeypatch.setattr(checkpoints, "free_bytes", lambda path: 50 << 30)
     roomy = _running(home, tmp_path, torn)
-    assert "disk was full" not in runs.refresh(roomy)["run"]["failure_reason"]
+    assert "disk was full" not in runs.reconcile(roomy)["run"]["failure_reason"]
     monkeypatch.setattr(checkpoints, "free_bytes", lambda path: 1 << 20)
     full = _running(home, tmp_path, torn)
-    assert "the disk was full" in runs.refresh(full)["run"]["failure_reason"]
+    assert "the disk was full" in runs.reconcile(full)["run"]["failure_reason"]
 
 
 # -- the history screen -----------------------------------------------------------------

@@ -147,7 +147,7 @@ def test_the_command_runs_once_per_end_with_the_documented_environment(home, tmp
     runs.set_status(run_dir, "completed")
     assert runs.notify_end(run_dir) is not None
     assert runs.notify_end(run_dir) is None  # told already
-    runs.refresh(run_dir)
+    runs.reconcile(run_dir)
     runs.list_runs(home)
     (line,) = wait_lines(out, 1)
     env = line["env"]
@@ -179,10 +179,10 @@ def test_a_dead_trainer_is_told_once_by_the_look_that_finds_it_crashed(home, tmp
     w.emit("step", step=1, loss=2.5)
     w.close()
     with runs.hold_trainer_lock(run_dir):
-        assert runs.refresh(run_dir)["run"]["status"] == "running"  # alive: nothing to tell
+        assert runs.reconcile(run_dir)["run"]["status"] == "running"  # alive: nothing to tell
     for _ in range(3):
         runs.list_runs(home)
-        runs.refresh(run_dir)
+        runs.reconcile(run_dir)
     (line,) = wait_lines(out, 1)
     assert line["env"]["TUNEWIZ_STATUS"] == "crashed"
     assert "last step 1" in line["env"]["TUNEWIZ_REASON"] and line["env"]["TUNEWIZ_SUMMARY"]
@@ -323,7 +323,7 @@ def test_a_killed_trainer_is_told_once_by_refresh(home, tiny_model_dir, tmp_path
     assert proc.returncode == -9, proc.stderr[-3000:]
     assert runs.read_record(run_dir)["run"]["status"] == "running" and lines_of(out) == []
     for _ in range(3):
-        runs.refresh(run_dir)
+        runs.reconcile(run_dir)
     (line,) = wait_lines(out, 1)
     assert line["env"]["TUNEWIZ_STATUS"] == "crashed" and "last step 1" in line["env"]["TUNEWIZ_REASON"]
     assert not (run_dir / "tensorboard").exists()  # report_to = none: nothing written for a tracker

@@ -39,7 +39,7 @@ def order(home: Path) -> list[str]:
 def test_a_waiting_run_is_never_crashed_and_is_listed_by_its_place(home, capsys):
     first, second = waiting_run(home, "first", 1), waiting_run(home, "second", 2)
     # an hour old and no trainer: a queued run would be crashed by now; a waiting one waits
-    assert runs.refresh(first)["run"]["status"] == runs.WAITING
+    assert runs.reconcile(first)["run"]["status"] == runs.WAITING
     listed = {r.name: r for r in runs.list_runs(home)}
     assert listed["first"].label == "queued #1" and listed["second"].label == "queued #2"
     assert not launcher.is_finished(first)

@@ -221,7 +221,7 @@ def test_dead_running_trainer_is_marked_crashed(home, tmp_path):
     run_dir = _running_run(home, tmp_path, steps=7, log_lines=30)
     with runs.hold_trainer_lock(run_dir):
         pass  # the trainer took the lock and died
-    doc = runs.refresh(run_dir)
+    doc = runs.reconcile(run_dir)
     run = doc["run"]
     assert run["status"] == "crashed"
     assert run["last_step"] == 7
@@ -233,7 +233,7 @@ def test_dead_running_trainer_is_marked_crashed(home, tmp_path):
 
 def test_crash_without_events_or_log(home, tmp_path):
     run_dir = _running_run(home, tmp_path)
-    run = runs.refresh(run_dir)["run"]
+    run = runs.reconcile(run_dir)["run"]
     assert run["status"] == "crashed"
     assert run["last_step"] == 0
     assert run["log_tail"] == ""
@@ -243,32 +243,32 @@ def test_crash_ignores_a_half_written_last_event(home, tmp_path):
     run_dir = _running_run(home, tmp_path, steps=3)
     with open(run_dir / "events.jsonl", "a", encoding="utf-8") as fh:
         fh.write('{"t": 1, "event": "step", "step": 4')  # died mid-line
-    assert runs.refresh(run_dir)["run"]["last_step"] == 3
+    assert runs.reconcile(run_dir)["run"]["last_step"] == 3
 
 
 def test_running_trainer_holding_the_lock_stays_running(home, tmp_path):
     run_dir = _running_run(home, tmp_path, steps=2)
     with runs.hold_trainer_lock(run_dir) as got:
         assert got
-        doc = runs.refresh(run_dir)
+        doc = runs.reconcile(run_dir)
         assert doc["run"]["status"] == "running"
         assert "failure_reason" not in doc["run"]
         assert runs.read_record(run_dir)["run"]["status"] == "running"
     # once the lock is released, the next refresh notices
-    assert runs.refresh(run_dir)["run"]["status"] == "crashed"
+    assert runs.reconcile(run_dir)["run"]["status"] == "crashed"
 
 
 def test_queued_run_gets_a_grace_period_to_start(home, tmp_path):
     run_dir = runs.create_run(_cfg(tmp_path), home)
-    assert runs.refresh(run_dir, grace_s=60)["run"]["status"] == "queued"
-    assert runs.refresh(run_dir, grace_s=0)["run"]["status"] == "crashed"
+    assert runs.reconcile(run_dir, grace_s=60)["run"]["status"] == "queued"
+    assert runs.reconcile(run_dir, grace_s=0)["run"]["status"] == "crashed"
 
 
 def test_queued_run_whose_trainer_took_the_lock_and_died_is_crashed(home, tmp_path):
     run_dir = runs.create_run(_cfg(tmp_path), home)
     with runs.hold_trainer_lock(run_dir):
-        assert runs.refresh(run_dir, grace_s=60)["run"]["status"] == "queued"
-    assert runs.refresh(run_dir, grace_s=60)["run"]["status"] == "crashed"
+        assert runs.reconcile(run_dir, grace_s=60)["run"]["status"] == "queued"
+    assert runs.reconcile(run_dir, grace_s=60)["run"]["status"] == "crashed"
 
 
 @pytest.mark.parametrize("status", ["completed", "stopped", "failed"])
@@ -276,7 +276,7 @@ def test_final_runs_are_left_alone(home, tmp_path, status):
     run_dir = runs.create_run(_cfg(tmp_path), home)
     runs.set_status(run_dir, status)
     before = (run_dir / runs.RECORD).read_bytes()
-    assert runs.refresh(run_dir, grace_s=0)["run"]["status"] == status
+    assert runs.reconcile(run_dir, grace_s=0)["run"]["status"] == status
     assert (run_dir / runs.RECORD).read_bytes() == before
 
 

@@ -80,3 +80,36 @@ def test_dry_run_prints_the_plan_and_starts_nothing(home, tiny_model_dir, tmp_pa
     assert "nothing started" in out and "gradient_checkpointing" in out and "dataloader_workers" in out
     assert "peak host RAM" in out
     assert not (home / "runs").exists() or not any((home / "runs").iterdir())
+
+
+def test_weights_that_turn_nan_fail_the_run_and_keep_the_last_good_checkpoint(home, tiny_model_dir, tmp_path):
+    """A NaN forced into the adapter at step 3 (as a NaN setting or a runaway learning rate would make
+    it): the run ends `failed` saying so, and its adapter is checkpoint-2's, every value finite."""
+    import torch
+    from safetensors.torch import load_file
+
+    cfg = tiny(tiny_model_dir, sample_tickets(tmp_path / "t.jsonl", rows=20), max_steps=6, save_steps=1)
+    run_dir = runs.create_run(cfg, home)
+    code = textwrap.dedent(
+        f"""
+        import sys, torch
+        from transformers import TrainerCallback
+        from tunewiz.core import trainer
+
+        class PoisonAtStep3(TrainerCallback):
+            def on_step_begin(self, args, state, control, model=None, **kw):
+                if state.global_step + 1 == 3:
+                    with torch.no_grad():
+                        next(p for p in model.parameters() if p.requires_grad).fill_(float("nan"))
+
+        sys.exit(trainer.main([{str(run_dir)!r}], callbacks=[PoisonAtStep3()]))
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=HANG_S)
+    assert proc.returncode == 1, proc.stdout[-3000:]
+    doc = runs.read_record(run_dir)
+    reason = doc["run"]["failure_reason"]
+    assert doc["run"]["status"] == "failed" and "NaN or Inf at step 3" in reason
+    assert "checkpoint-2" in reason
+    weights = load_file(str(run_dir / runs.ADAPTER / "adapter_model.safetensors"))
+    assert weights and all(bool(torch.isfinite(t).all()) for t in weights.values())

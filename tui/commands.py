@@ -98,7 +98,10 @@ def launch(cfg: RunConfig, home_dir: Path) -> Path:
     return launcher.submit(cfg, home_dir, warn=warn)
 
 
-def follow_run(run_dir: Path) -> int:
+def follow_run(run_dir: Path, started_here: bool = False) -> int:
+    """Print the run's events until it ends, then its summary. `started_here`: this command started
+    the run, so a trainer that died is recorded crashed and its notify program told (runs.reconcile);
+    a run only watched (attach) is read, never written."""
     from tunewiz.core import launcher
 
     doc, _ = runs.record_problem(run_dir / runs.RECORD)
@@ -114,7 +117,7 @@ def follow_run(run_dir: Path) -> int:
             f"  follow it:  tunewiz attach {run_dir.name}\n  stop it:    tunewiz stop {run_dir.name}"
         )
         return 0
-    doc = runs.read_record(run_dir)
+    doc = runs.reconcile(run_dir) if started_here else runs.observe(run_dir)
     if watching and sys.stdout.isatty():  # seen ending on a terminal: bell and desktop notification
         from tunewiz.core import notify
 
@@ -251,7 +254,7 @@ def cmd_demo(ns) -> int:
     print(f"Fine-tuning {cfg.model.id} on {cfg.data.path} (support tickets -> JSON labels)")
     run_dir = launch(cfg, home_dir)
     print(f"started run {run_dir.name} (detached: closing this terminal does not stop it)")
-    return follow_run(run_dir)
+    return follow_run(run_dir, started_here=True)
 
 
 def cmd_runs(ns) -> int:
@@ -307,7 +310,7 @@ def cmd_show(ns) -> int:
     doc, problem = runs.usable_record(run_dir)
     if doc is None:
         return show_damaged(ns, runs.damaged_summary(run_dir, problem))
-    doc = runs.refresh(run_dir)
+    doc = runs.observe(run_dir)
     if ns.toml:
         print((run_dir / runs.RECORD).read_text(), end="")
     elif ns.json:
@@ -496,7 +499,7 @@ def cmd_stop(ns) -> int:
     if launcher.stop(run_dir, now=ns.now):
         print(f"asked {run_dir.name} to stop; it saves a checkpoint and the adapter first")
         return 0
-    print(f"{run_dir.name} is not running ({runs.refresh(run_dir)['run'].get('status')})")
+    print(f"{run_dir.name} is not running ({runs.observe(run_dir)['run'].get('status')})")
     return 1
 
 
@@ -504,7 +507,12 @@ def cmd_resume(ns) -> int:
     from tunewiz.core import launcher
 
     run_dir = runs.find_run(runs.home(ns.home), ns.run)
-    doc = runs.refresh(run_dir)
+    doc = runs.reconcile(run_dir)
+    if not runs.here(doc):
+        raise UserError(
+            f"{run_dir.name} was made on {doc['run'].get('host')}, not on this machine: resume it there, or "
+            f"start it here afresh with `tunewiz train --config {run_dir / runs.RECORD}`"
+        )
     status = doc["run"].get("status")
     if status not in ("stopped", "crashed", "failed"):
         raise UserError(f"{run_dir.name} is {status}; only a stopped, crashed or failed run can be resumed")
@@ -516,7 +524,7 @@ def cmd_resume(ns) -> int:
     start = ckpt.name if ckpt else "the start (no complete checkpoint was saved)"
     print(f"resuming {run_dir.name} from {start}")
     launcher.start(run_dir, resume=True)
-    return follow_run(run_dir) if ns.follow else 0
+    return follow_run(run_dir, started_here=True) if ns.follow else 0
 
 
 def cmd_attach(ns) -> int:

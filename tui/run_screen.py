@@ -47,7 +47,7 @@ class RunScreen(Screen):
         yield Footer()
 
     def on_mount(self) -> None:
-        doc = runs.refresh(self.run_dir)
+        doc = runs.observe(self.run_dir)
         self.status = doc.get("run", {}).get("status")
         self.query_one("#record", Static).update(escape("\n".join(record_summary_lines(doc))))
         self.query_one("#run-plot", LossPlot).add(read_events(self.run_dir)[0])

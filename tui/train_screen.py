@@ -86,7 +86,7 @@ class TrainScreen(ReportsWorkerErrors, Screen):
     def poll(self) -> None:
         events, self.events_offset = read_events(self.run_dir, self.events_offset)
         try:
-            record = runs.refresh(self.run_dir)
+            record = runs.observe(self.run_dir)
         except runs.RunError:
             record = {}
         self.post_message(RunEvents(events, record))
