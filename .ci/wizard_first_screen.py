@@ -11,7 +11,8 @@ import sys
 import time
 
 import tunewiz.tui.app
-from tunewiz.core import runs, samples
+from tunewiz.core.bookkeeping import runs
+from tunewiz.core.data import samples
 from tunewiz.tui.app import create_app
 
 TIMEOUT_S = 120.0

@@ -68,8 +68,9 @@ def main() -> None:
 
     import torch
     from peft import LoraConfig, get_peft_model
-    from tunewiz.core import evaluate, models
-    from tunewiz.core.modeling import answer_budget, end_of_turn_ids, load_base, load_tokenizer
+    from tunewiz.core.judging import evaluate
+    from tunewiz.core.models import resolve as models
+    from tunewiz.core.models.loading import answer_budget, end_of_turn_ids, load_base, load_tokenizer
 
     home = Path(ns.home) if ns.home else Path(tempfile.mkdtemp(prefix="tunewiz-evalbench-"))
     path = models.resolve(models.DEFAULT_MODEL, home).path

@@ -26,7 +26,9 @@ TYPES = ["f16", "q8_0", "q6_k", "q5_k_m", "q4_k_m", "q4_0"]
 
 
 def train(home: Path, steps: int) -> Path:
-    from tunewiz.core import launcher, presets, runs
+    from tunewiz.core.bookkeeping import runs
+    from tunewiz.core.planning import presets
+    from tunewiz.core.training import launcher
     from tunewiz.tui import commands
 
     cfg = presets.build_config("balanced")
@@ -52,7 +54,9 @@ def main() -> None:
     ns = ap.parse_args()
 
     import llama_cpp
-    from tunewiz.core import export, merged_export, modeling, models
+    from tunewiz.core.models import loading as modeling
+    from tunewiz.core.models import resolve as models
+    from tunewiz.core.shipping import export, merged_export
 
     if ns.run:
         run_dir = Path(ns.run).resolve()

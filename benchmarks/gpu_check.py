@@ -10,7 +10,7 @@ chat_template.jinja); `--save-tokenizer DIR` writes them on a machine that has t
 Without `--tokenizer` the bundled model is resolved (converted once into the tunewiz home).
 
 Every case trains a random-weight model of a catalog architecture (memory and speed do not depend on
-the weights) through the real trainer process (`python -m tunewiz.core.trainer RUN_DIR`, started by
+the weights) through the real trainer process (`python -m tunewiz.core.training.trainer RUN_DIR`, started by
 `core.launcher`), as the planner plans it for this machine, on synthetic chat rows rendered to the
 case's length (a quarter of each row is the assistant's answer, the trained part):
 
@@ -64,7 +64,7 @@ SEQS = (1024, 2048)
 ANSWER_SHARE = 0.25
 SMOKE_SHAPE = {"hidden": 256, "layers": 2, "heads": 4, "kv_heads": 2, "intermediate": 512, "head_dim": 0}
 # Hides flash-attn from a trainer: importlib.util.find_spec() returns None for a name that sys.modules
-# maps to None, which is how tunewiz.core.hardware and transformers look for it.
+# maps to None, which is how tunewiz.core.planning.hardware and transformers look for it.
 HIDE_FLASH = """import sys
 sys.modules["flash_attn"] = None
 """
@@ -92,8 +92,8 @@ def build_model(spec_json: str, dest: str, tokenizer_dir: str) -> None:
     """A random-weight model of `spec`'s shapes with the tokenizer's special ids, saved to `dest`."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
-    from tunewiz.core.catalog import ModelSpec
-    from tunewiz.core.modeling import load_tokenizer
+    from tunewiz.core.models.catalog import ModelSpec
+    from tunewiz.core.models.loading import load_tokenizer
 
     spec = ModelSpec(**json.loads(spec_json))
     tok = load_tokenizer(tokenizer_dir)
@@ -158,7 +158,7 @@ def _most_words(length, target: int, hi: int) -> int:
 def make_rows(tok, lengths: list[int]) -> list[dict]:
     """Chat rows rendered (by the trainer's own renderer) to at most `lengths[i]` tokens each, about
     ANSWER_SHARE of them the assistant's answer; every row different."""
-    from tunewiz.core import data
+    from tunewiz.core.data import dataset as data
 
     user_words, answer_words = word_streams()
     system = "Summarise the support tickets below, then classify each one as JSON."
@@ -254,7 +254,7 @@ class NvmlPeak:
 
 def step_times(run_dir: Path) -> dict[int, float]:
     """When each optimizer step ended: the time of its step event (the loss it logs syncs the GPU)."""
-    from tunewiz.core.events import read_events
+    from tunewiz.core.bookkeeping.events import read_events
 
     events, _ = read_events(run_dir)
     return {int(e["step"]): float(e["t"]) for e in events if e.get("event") == "step" and "step" in e}
@@ -293,7 +293,7 @@ def env_for_trainer(hide_flash: bool, work: Path):
 
 def stop_trainer(run_dir: Path, pid: int) -> None:
     """A case over its time: ask the trainer to stop (twice: now), then end it by its pid."""
-    from tunewiz.core import launcher
+    from tunewiz.core.training import launcher
 
     launcher.stop(run_dir, now=True)
     deadline = time.monotonic() + 20
@@ -321,7 +321,10 @@ def _reaped(pid: int, block: bool = False) -> bool:
 
 def run_case(case: Case, model_dir: Path, data_path: Path, home: Path, steps: int,
              timeout: float, nvml: NvmlPeak, work: Path) -> dict[str, Any]:  # fmt: skip
-    from tunewiz.core import catalog, launcher, memory, presets, runs
+    from tunewiz.core.bookkeeping import runs
+    from tunewiz.core.models import catalog
+    from tunewiz.core.planning import memory, presets
+    from tunewiz.core.training import launcher
 
     cfg = presets.build_config("balanced")
     cfg.name = f"gpu-check-{case.model}-{case.method}-{case.seq}" + ("-mixed" if case.mixed else "")
@@ -443,7 +446,7 @@ def default_out() -> Path:
 def tokenizer_dir(ns, home: Path) -> Path:
     if ns.tokenizer:
         return Path(ns.tokenizer).resolve()
-    from tunewiz.core import models
+    from tunewiz.core.models import resolve as models
 
     print("no --tokenizer: resolving the bundled model's (converted once into the tunewiz home)", flush=True)
     return Path(models.resolve(models.DEFAULT_MODEL, home).path)
@@ -471,8 +474,8 @@ class Check:
     """The cases in order, within the time budget; models and data made once, when a case needs them."""
 
     def __init__(self, ns, work: Path, tok_dir: Path) -> None:
-        from tunewiz.core import hardware, presets
-        from tunewiz.core.modeling import load_tokenizer
+        from tunewiz.core.models.loading import load_tokenizer
+        from tunewiz.core.planning import hardware, presets
 
         self.t_start = time.monotonic()
         self.ns, self.work, self.tok_dir = ns, work, tok_dir
@@ -510,7 +513,7 @@ class Check:
 
     def model_for(self, case: Case) -> Path | str:
         if case.model not in self.models:
-            from tunewiz.core import catalog
+            from tunewiz.core.models import catalog
 
             spec = catalog.BY_KEY[case.model]
             if self.ns.smoke:
@@ -604,8 +607,8 @@ def main() -> None:
         build_model(*ns.build_model)
         return
 
-    from tunewiz.core import runs
-    from tunewiz.core.modeling import load_tokenizer
+    from tunewiz.core.bookkeeping import runs
+    from tunewiz.core.models.loading import load_tokenizer
 
     home = ns.home or runs.home()
     tok_dir = tokenizer_dir(ns, home)

@@ -24,8 +24,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from train_speed import make_config  # noqa: E402
-from tunewiz.core import models, runs, trainer  # noqa: E402
+from tunewiz.core.bookkeeping import runs
+from tunewiz.core.models import resolve as models
 from tunewiz.core.toml import read_toml  # noqa: E402
+from tunewiz.core.training import trainer
 
 LIBRARY_DEFAULT = "1024"
 
@@ -54,7 +56,7 @@ def main() -> None:
             if side == "library":
                 env.update(dict.fromkeys(trainer.KERNEL_CACHE_ENV, LIBRARY_DEFAULT))
             subprocess.run(
-                [sys.executable, "-m", "tunewiz.core.trainer", str(run_dir)],
+                [sys.executable, "-m", "tunewiz.core.training.trainer", str(run_dir)],
                 env=env, check=False, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )  # fmt: skip
             doc = read_toml(run_dir / runs.RECORD)

@@ -40,7 +40,9 @@ def main() -> None:
     ap.add_argument("--home", default=os.environ.get("TUNEWIZ_HOME"), help="where the bundled model is converted")
     ns = ap.parse_args()
 
-    from tunewiz.core import lint, models, runs
+    from tunewiz.core.bookkeeping import runs
+    from tunewiz.core.data import lint
+    from tunewiz.core.models import resolve as models
 
     home = runs.home(ns.home)
     with tempfile.TemporaryDirectory() as tmp:

@@ -8,7 +8,7 @@ checkpointing on, lora_dropout 0.05, every position through the output layer.
 tunewiz's defaults: the planner's batch for this device, no dropout, length-grouped
 batches, gradient checkpointing only when memory needs it, output layer on trained
 positions only. Both: balanced preset (rank 16, lr 2e-4), effective batch 8, one
-epoch over the same rows, through the real trainer process (`python -m tunewiz.core.trainer`).
+epoch over the same rows, through the real trainer process (`python -m tunewiz.core.training.trainer`).
 
 The two recipes alternate (a b a b ...) so drift in machine load hits both. Printed per
 run: non-padding tokens/s (whole training, first step included), padding fraction, peak
@@ -35,7 +35,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tunewiz.core import models, presets, runs  # noqa: E402
+from tunewiz.core.bookkeeping import runs
+from tunewiz.core.models import resolve as models
+from tunewiz.core.planning import presets
 from tunewiz.core.toml import read_toml  # noqa: E402
 
 TEXTBOOK = {
@@ -53,7 +55,7 @@ def random_model(key: str, dest: Path, tokenizer_dir: Path) -> Path:
     """A random-weight model with a catalog architecture's shapes (speed does not depend on the weights)."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-    from tunewiz.core import catalog
+    from tunewiz.core.models import catalog
 
     spec = catalog.lookup(key)
     if spec.fused or spec.key.startswith(("gemma", "phi")):
@@ -74,7 +76,8 @@ def random_model(key: str, dest: Path, tokenizer_dir: Path) -> Path:
 
 def mfu(doc: dict) -> float | None:
     """Model-FLOPs utilisation of a finished run on a GPU: tokens/s x (4N + 6 L d s) / dense bf16 peak."""
-    from tunewiz.core import catalog, memory
+    from tunewiz.core.models import catalog
+    from tunewiz.core.planning import memory
 
     gpus = doc.get("hardware", {}).get("gpus") or []
     if not gpus:
@@ -115,7 +118,7 @@ def main() -> None:
     parser.add_argument("--data", help="a data file instead of the sample tickets (its first --rows rows)")
     ns = parser.parse_args()
 
-    from tunewiz.core import hardware
+    from tunewiz.core.planning import hardware
 
     hw = hardware.detect()
     tmp = tempfile.mkdtemp(prefix="tunewiz-bench-")
@@ -142,7 +145,7 @@ def main() -> None:
             run_dir = runs.create_run(make_config(data, recipe, hw.device, model_id, ns.method), home)
             env = {**os.environ, "PYTHONPATH": str(ROOT)}
             subprocess.run(
-                [sys.executable, "-m", "tunewiz.core.trainer", str(run_dir)],
+                [sys.executable, "-m", "tunewiz.core.training.trainer", str(run_dir)],
                 env=env,
                 check=False,
                 stdout=subprocess.DEVNULL,

@@ -31,8 +31,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tunewiz.core import launcher, models, presets, runs  # noqa: E402
+from tunewiz.core.bookkeeping import runs
+from tunewiz.core.models import resolve as models
+from tunewiz.core.planning import presets
 from tunewiz.core.toml import read_toml  # noqa: E402
+from tunewiz.core.training import launcher
 
 
 def make_config(steps: int):

@@ -285,7 +285,7 @@ class RunConfig:
         run = doc.get("run", {}) if isinstance(doc.get("run", {}), dict) else {}
         if problems:
             raise ConfigError(problems, source)
-        from tunewiz.core.catalog import canonical_id
+        from tunewiz.core.models.catalog import canonical_id
 
         sections["model"].id = canonical_id(sections["model"].id)  # `id = "qwen2.5-0.5b"` written by hand
         return cls(name=str(run.get("name", "")), preset=str(preset_name), **sections)

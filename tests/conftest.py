@@ -37,7 +37,7 @@ def kill_trainers(h: Path) -> None:
     """A failed test must not leave a trainer running (it would slow every later test)."""
     import signal
 
-    from tunewiz.core import runs
+    from tunewiz.core.bookkeeping import runs
 
     for run_dir in runs._run_dirs(runs.runs_root(h)):
         if runs.trainer_alive(run_dir):
@@ -58,7 +58,7 @@ def session_home(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def bundled_dir(session_home) -> Path:
-    from tunewiz.core import models
+    from tunewiz.core.models import resolve as models
 
     return models.resolve(models.DEFAULT_MODEL, session_home).path
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from textual.widgets import DataTable, Input, Static
-from tunewiz.core import runs
+from tunewiz.core.bookkeeping import runs
 from tunewiz.core.config import RunConfig
 from tunewiz.core.toml import read_toml
 from tunewiz.tui.app import create_app
@@ -113,7 +113,7 @@ def test_a_refused_next_is_said_once_by_the_buttons_and_goes_when_it_is_no_longe
     gone once the data has loaded."""
     import threading
 
-    from tunewiz.core import lint
+    from tunewiz.core.data import lint
 
     link_models(session_home, home)
     loading = threading.Event()
@@ -154,7 +154,7 @@ def test_a_refused_next_is_said_once_by_the_buttons_and_goes_when_it_is_no_longe
 def test_the_review_step_starts_only_on_its_key(home, monkeypatch):
     """Arriving at the review focuses the record: a stray Enter starts nothing; Ctrl+N, which the footer
     names Start training, does."""
-    from tunewiz.core.hardware import Hardware
+    from tunewiz.core.planning.hardware import Hardware
     from tunewiz.tui.review_step import ReviewStep
 
     async def run() -> None:
@@ -329,7 +329,7 @@ def test_evaluation_screen_warns_about_an_export_that_does_not_stop(home, tmp_pa
 
 def test_history_rerun_asks_first_saying_what_will_run(home, tmp_path, monkeypatch):
     """r on a 58-minute run asks (preset, length, estimated time); n, Esc and Enter start nothing, y starts it."""
-    from tunewiz.core import launcher
+    from tunewiz.core.training import launcher
     from tunewiz.tui.widgets import ConfirmScreen
 
     long_run = make_run(home, tmp_path, "long-run", "completed", train_loss=0.24, wall_time_s=3504.8)
@@ -452,7 +452,7 @@ def test_history_as_the_first_screen_shows_q_quit_and_escape_stays(home, tmp_pat
 
 
 def data_step_app(home, data: str | None = None):
-    from tunewiz.core.hardware import Hardware
+    from tunewiz.core.planning.hardware import Hardware
 
     app = create_app(home, data=data)
     app.hardware = Hardware(cpu_model="Test CPU", cpu_physical_cores=4, ram_total_gb=16, ram_available_gb=12)
@@ -470,7 +470,7 @@ async def open_data_step(pilot) -> None:
 @pytest.fixture
 def no_tokenizer(monkeypatch):
     """The structure is checked without the model's tokenizer: faster, and all these tests need."""
-    from tunewiz.core import lint
+    from tunewiz.core.data import lint
 
     monkeypatch.setattr(lint, "tokenizer_for", lambda *a, **k: None)
 
@@ -570,7 +570,7 @@ def test_data_step_says_when_it_waits_for_the_bundled_models_first_conversion(ho
     cores); the data step says so instead of "Checking the data..." alone, then shows the check."""
     import threading
 
-    from tunewiz.core import lint
+    from tunewiz.core.data import lint
 
     release = threading.Event()
     monkeypatch.setattr(lint, "tokenizer_for", lambda *a, **k: release.wait(HANG_S) and None)
@@ -588,7 +588,7 @@ def test_data_step_says_when_it_waits_for_the_bundled_models_first_conversion(ho
 
 
 def test_first_use_names_only_what_takes_a_while(tmp_path, session_home, bundled_dir):
-    from tunewiz.core import models
+    from tunewiz.core.models import resolve as models
     from tunewiz.tui.data_step import first_use
 
     assert first_use(models.DEFAULT_MODEL, tmp_path).startswith("Preparing the bundled model")

@@ -13,7 +13,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from tunewiz.core import data, launcher, lint, runs
+from tunewiz.core.bookkeeping import runs
+from tunewiz.core.data import dataset as data
+from tunewiz.core.data import lint
+from tunewiz.core.training import launcher
 from tunewiz.tui import cli
 
 from tests.conftest import ROOT, chat_row, write_jsonl
@@ -157,7 +160,7 @@ def test_the_wizard_warns_and_asks_before_starting_a_model_that_runs_its_own_cod
     import asyncio
 
     from textual.widgets import Static
-    from tunewiz.core import hardware, planner
+    from tunewiz.core.planning import hardware, planner
     from tunewiz.tui.app import create_app
     from tunewiz.tui.review_step import ReviewStep
     from tunewiz.tui.widgets import ConfirmScreen
@@ -283,7 +286,7 @@ def test_another_tools_name_for_a_setting_gets_tunewizs(home, tmp_path, capsys, 
 
 
 def test_a_second_run_on_the_same_device_is_warned_about(home, tmp_path, capsys, tiny_model_dir):
-    from tunewiz.core import hardware, planner, presets
+    from tunewiz.core.planning import hardware, planner, presets
 
     path = write_jsonl(tmp_path / "d.jsonl", [chat_row(f"q{i}", f"a{i}") for i in range(4)])
     cfg = presets.build_config("balanced")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from tunewiz.core import catalog
-from tunewiz.core.catalog import BY_KEY, MODELS, CatalogError
+from tunewiz.core.models import catalog
+from tunewiz.core.models.catalog import BY_KEY, MODELS, CatalogError
 
 
 @pytest.mark.parametrize("spec", MODELS, ids=lambda m: m.key)

@@ -15,8 +15,9 @@ import time
 from pathlib import Path
 
 import pytest
-from tunewiz.core import launcher, runs
-from tunewiz.core.chat import ChatError, ChatOptions, ChatSession
+from tunewiz.core.bookkeeping import runs
+from tunewiz.core.judging.chat import ChatError, ChatOptions, ChatSession
+from tunewiz.core.training import launcher
 from tunewiz.tui import cli, commands
 from tunewiz.tui.app import create_app
 
@@ -53,7 +54,7 @@ def session(trained) -> ChatSession:
 def reference(session):
     """Greedy answers to [system, QUESTION] from the same PEFT model, adapter off and on, the way
     evaluation generates them (core.modeling.greedy): what the chat must reproduce."""
-    from tunewiz.core.modeling import greedy
+    from tunewiz.core.models.loading import greedy
 
     prompt = [[{"role": "system", "content": SYSTEM}, {"role": "user", "content": QUESTION}]]
     stop = session.stop_ids

@@ -17,7 +17,8 @@ import time
 from pathlib import Path
 
 import pytest
-from tunewiz.core import checkpoints, launcher, runs
+from tunewiz.core.bookkeeping import checkpoints, runs
+from tunewiz.core.training import launcher
 from tunewiz.tui import cli
 
 from tests.conftest import HANG_S, sample_tickets
@@ -102,7 +103,7 @@ def test_a_full_disk_reads_as_disk_full_from_any_layer(tmp_path, monkeypatch):
     assert not checkpoints.is_disk_full(bare, tmp_path)
     assert not checkpoints.is_disk_full(ValueError("bad value"), tmp_path)
 
-    from tunewiz.core.trainer import classify_failure
+    from tunewiz.core.training.trainer import classify_failure
 
     reason = classify_failure(OSError(errno.ENOSPC, "No space left on device"), tmp_path)
     assert reason.startswith("Disk full") and "tunewiz resume" in reason
@@ -145,7 +146,8 @@ FILL_AT_STEP_4 = """
 import os, sys
 from pathlib import Path
 from transformers import TrainerCallback
-from tunewiz.core import checkpoints, trainer
+from tunewiz.core.bookkeeping import checkpoints
+from tunewiz.core.training import trainer
 
 run_dir = Path({run_dir!r})
 if {bypass_check!r}:  # as when another process fills the disk during the save itself
@@ -217,7 +219,7 @@ def test_a_full_disk_is_recorded_listed_and_resumed_from_the_newest_whole_checkp
 
 
 def steps_seen(run_dir: Path) -> list[int]:
-    from tunewiz.core.events import read_events
+    from tunewiz.core.bookkeeping.events import read_events
 
     return [e["step"] for e in read_events(run_dir)[0] if e.get("event") == "step"]
 

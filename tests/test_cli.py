@@ -111,7 +111,7 @@ def _widest(text: str) -> int:
 
 
 def test_runs_listing_fits_80_columns_and_a_cut_id_still_finds_its_run(home, tmp_path, monkeypatch, capsys):
-    from tunewiz.core import runs
+    from tunewiz.core.bookkeeping import runs
     from tunewiz.core.config import RunConfig
 
     monkeypatch.setenv("COLUMNS", "80")

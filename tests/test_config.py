@@ -343,8 +343,18 @@ def test_a_split_you_set_is_kept_and_otherwise_the_plan_splits():
 
 @pytest.mark.parametrize(
     "setting",
-    ["weight_decay=nan", "num_epochs=inf", "learning_rate=nan", "max_grad_norm=-1", "lora_r=100000",
-     "dataloader_workers=100000", "threads=100000", "num_epochs=1e9", "weight_decay=-5", "eval_fraction=nan"],
+    [
+        "weight_decay=nan",
+        "num_epochs=inf",
+        "learning_rate=nan",
+        "max_grad_norm=-1",
+        "lora_r=100000",
+        "dataloader_workers=100000",
+        "threads=100000",
+        "num_epochs=1e9",
+        "weight_decay=-5",
+        "eval_fraction=nan",
+    ],
 )
 def test_a_setting_that_would_ruin_a_run_is_refused_naming_it(setting):
     from tunewiz.core.config import ConfigError, apply_overrides

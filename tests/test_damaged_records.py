@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 import pytest
-from tunewiz.core import checkpoints, repair, runs
+from tunewiz.core.bookkeeping import checkpoints, repair, runs
 from tunewiz.core.config import RunConfig
 from tunewiz.core.toml import read_toml
 from tunewiz.tui import cli

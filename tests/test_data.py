@@ -6,8 +6,8 @@ import copy
 import json
 
 import pytest
-from tunewiz.core import data
-from tunewiz.core.data import DataError, Example, TemplateError
+from tunewiz.core.data import dataset as data
+from tunewiz.core.data.dataset import DataError, Example, TemplateError
 
 from tests.conftest import SAMPLE, chat_row, write_jsonl
 

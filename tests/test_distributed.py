@@ -5,10 +5,11 @@ from __future__ import annotations
 import re
 
 import pytest
-from tunewiz.core import distributed, launcher, runs
+from tunewiz.core.bookkeeping import runs
+from tunewiz.core.bookkeeping.events import read_events
 from tunewiz.core.config import ConfigError, RunConfig, apply_overrides
-from tunewiz.core.events import read_events
 from tunewiz.core.toml import read_toml
+from tunewiz.core.training import distributed, launcher
 from tunewiz.tui import commands
 
 from tests.conftest import HANG_S, SAMPLE, sample_tickets
@@ -27,14 +28,14 @@ def test_processes_is_a_validated_setting_that_scales_the_effective_batch():
 
 def for_run(cfg, hw, shape):
     """The estimate of the plan for `cfg` on `hw` (what the trainer records as [estimate])."""
-    from tunewiz.core import planner
+    from tunewiz.core.planning import planner
 
     return planner.plan(cfg, hw, shape=shape).estimate
 
 
 def test_estimate_is_per_process_memory_and_the_time_of_one_share():
-    from tunewiz.core.hardware import GPU, Hardware
-    from tunewiz.core.memory import DataShape
+    from tunewiz.core.planning.hardware import GPU, Hardware
+    from tunewiz.core.planning.memory import DataShape
 
     shape = DataShape(longest=128, train_tokens=40_000, rows=400)
     for hw in (Hardware(cpu_physical_cores=8), Hardware(gpus=[GPU(0, "G", 24, 24, "8.6", True)] * 2)):
@@ -54,7 +55,7 @@ def test_launch_command_goes_through_accelerate_with_its_own_port():
     b = distributed.launch_command(2, ["/runs/r"])
     assert a[1:3] == ["-m", "accelerate.commands.launch"] and a[-4:] == [
         "-m",
-        "tunewiz.core.trainer",
+        "tunewiz.core.training.trainer",
         "/runs/r",
         "--resume",
     ]
@@ -74,8 +75,8 @@ def test_fsdp_is_an_option_that_needs_several_processes_and_lora():
 
 
 def test_fsdp_estimate_splits_the_weights_and_adapter_states_over_the_gpus():
-    from tunewiz.core.hardware import GPU, Hardware
-    from tunewiz.core.memory import DataShape
+    from tunewiz.core.planning.hardware import GPU, Hardware
+    from tunewiz.core.planning.memory import DataShape
 
     hw = Hardware(gpus=[GPU(0, "NVIDIA RTX A4000", 16, 16, "8.6", True)] * 2)
     shape = DataShape(longest=1024, train_tokens=400_000, rows=1000)
@@ -103,7 +104,9 @@ def test_fsdp_launch_flags_make_accelerate_wrap_each_block_of_the_peft_model(bun
 
     cmd = distributed.launch_command(2, ["/runs/r"], fsdp=True)
     args = launch_command_parser().parse_args(cmd[3:])
-    assert args.use_fsdp and not args.multi_gpu and args.module and args.training_script == "tunewiz.core.trainer"
+    assert (
+        args.use_fsdp and not args.multi_gpu and args.module and args.training_script == "tunewiz.core.training.trainer"
+    )
     env = prepare_multi_gpu_env(args)
     assert env["ACCELERATE_USE_FSDP"] == "true" and env["FSDP_VERSION"] == "2"
     assert env["FSDP_STATE_DICT_TYPE"] == "FULL_STATE_DICT"
@@ -118,7 +121,7 @@ def test_fsdp_launch_flags_make_accelerate_wrap_each_block_of_the_peft_model(bun
 
 
 def test_fsdp_on_a_machine_without_gpus_is_refused_before_the_run_is_created(home, tmp_path):
-    from tunewiz.core.hardware import Hardware
+    from tunewiz.core.planning.hardware import Hardware
 
     cfg = apply_overrides(RunConfig(), ["training.processes=2", "training.fsdp=true"])
     cfg.data.path = str(SAMPLE / "support_tickets.jsonl")

@@ -6,7 +6,7 @@ import subprocess
 import sys
 import time
 
-from tunewiz.core import runs
+from tunewiz.core.bookkeeping import runs
 from tunewiz.core.config import RunConfig
 from tunewiz.core.toml import read_toml
 
@@ -14,7 +14,7 @@ from tests.conftest import ROOT
 
 WRITER = """
 import sys
-from tunewiz.core import runs
+from tunewiz.core.bookkeeping import runs
 run_dir = sys.argv[1]
 i = 0
 while True:
@@ -47,14 +47,14 @@ def test_killing_a_record_writer_never_leaves_an_unreadable_record(tmp_path):
 def test_disk_full_is_reported_in_words():
     import errno
 
-    from tunewiz.core.trainer import classify_failure
+    from tunewiz.core.training.trainer import classify_failure
 
     msg = classify_failure(OSError(errno.ENOSPC, "No space left on device", "/runs/x/checkpoints/checkpoint-8"))
     assert "Disk full" in msg and "checkpoint-8" in msg and "tunewiz resume" in msg
 
 
 def test_out_of_memory_reason_carries_the_advice():
-    from tunewiz.core.trainer import classify_failure
+    from tunewiz.core.training.trainer import classify_failure
 
     msg = classify_failure(MemoryError())
     assert "Out of memory" in msg and "gradient_checkpointing" in msg and "qlora" in msg

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from tunewiz.core.evaluate import PREDICTIONS, load_predictions
-from tunewiz.core.metrics import parse_json_object, score, summarize
+from tunewiz.core.judging.evaluate import PREDICTIONS, load_predictions
+from tunewiz.core.judging.metrics import parse_json_object, score, summarize
 
 EXPECTED = '{"category": "billing", "priority": "high", "sentiment": "negative"}'
 
@@ -137,9 +137,10 @@ def test_the_batched_comparison_answers_as_one_row_at_a_time_does(bundled_dir, t
     generation gives the same answers as a plain per-row loop."""
     import torch
     from peft import LoraConfig, get_peft_model
-    from tunewiz.core import data, evaluate
     from tunewiz.core.config import RunConfig
-    from tunewiz.core.modeling import answer_budget, end_of_turn_ids, load_base
+    from tunewiz.core.data import dataset as data
+    from tunewiz.core.judging import evaluate
+    from tunewiz.core.models.loading import answer_budget, end_of_turn_ids, load_base
 
     from tests.conftest import SAMPLE
 

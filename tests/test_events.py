@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 
-from tunewiz.core.events import EVENTS_FILE, EventWriter, follow, read_events
+from tunewiz.core.bookkeeping.events import EVENTS_FILE, EventWriter, follow, read_events
 
 
 def _append(run_dir, text: str) -> None:

@@ -4,7 +4,7 @@ adapter model on the held-out prompts.
 The slow tests train the real SmolLM2-135M-Instruct for a few steps (a random tiny model never emits
 its end-of-turn token, so it could not show that an export stops where it should), once per module;
 the GGUF exports are then run by llama.cpp itself. The Modelfile TEMPLATE is rendered by Go's own
-text/template (core/gotemplate, built once into the cache; skipped, never passed, without Go).
+text/template (core/shipping/gotemplate, built once into the cache; skipped, never passed, without Go).
 """
 
 from __future__ import annotations
@@ -14,9 +14,11 @@ import shutil
 from pathlib import Path
 
 import pytest
-from tunewiz.core import export, gguf_export, launcher, merged_export, ollama, runs
-from tunewiz.core.presets import build_config
+from tunewiz.core.bookkeeping import runs
+from tunewiz.core.planning.presets import build_config
+from tunewiz.core.shipping import export, gguf_export, merged_export, ollama
 from tunewiz.core.toml import read_toml
+from tunewiz.core.training import launcher
 from tunewiz.tui import cli, commands
 
 from tests.conftest import HANG_S, sample_tickets, write_jsonl
@@ -115,7 +117,7 @@ def test_modelfile_template_reproduces_each_family_chat_template(tokenizer, fami
 
 @pytest.fixture(scope="session")
 def go_render():
-    """Render a TEMPLATE as Ollama does, with Go's text/template (core/gotemplate/main.go, as exports do)."""
+    """Render a TEMPLATE as Ollama does, with Go's text/template (core/shipping/gotemplate/main.go, as exports do)."""
     render, why = ollama.go_renderer()
     if render is None:
         pytest.skip(f"{why} (apt-get install -y golang-go): the TEMPLATE was not checked by Go")

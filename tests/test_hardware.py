@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from tunewiz.core import hardware
-from tunewiz.core.hardware import GPU, Hardware
+from tunewiz.core.planning import hardware
+from tunewiz.core.planning.hardware import GPU, Hardware
 
 
 def _gpu(total_gb: float, bf16: bool = True, index: int = 0, free_gb: float | None = None) -> GPU:

@@ -140,7 +140,7 @@ def test_the_walker_sees_imports_at_the_top_inside_functions_and_from_packages(g
     """The contract tests below mean something only if the edges they check are found."""
     assert "tunewiz.tui.step_base" in graph["tunewiz.tui.hardware_step"]  # at the top
     assert "tunewiz.tui.app" in graph["tunewiz.tui.commands"]  # inside run_app
-    assert "tunewiz.core.runs" in graph["tunewiz.tui.app"]  # from tunewiz.core import runs
+    assert "tunewiz.core.bookkeeping.runs" in graph["tunewiz.tui.app"]  # from tunewiz.core import runs
     assert "tunewiz.core" in graph["tunewiz.tui.cli"]  # from tunewiz.core import __version__
     toy = {"p.a": {"p.b"}, "p.b": {"p.c"}, "p.c": {"p.a"}, "p.d": {"p.a"}}
     assert cycles(toy, "p") == [["p.a", "p.b", "p.c", "p.a"]]
@@ -178,3 +178,45 @@ def test_the_screens_use_record_text_and_only_the_parser_uses_the_commands(graph
 def test_the_plain_text_modules_import_no_textual(module):
     files = module_files(("tunewiz.tui",))
     assert not [n for n in imported_names(module, files[module]) if n.split(".")[0].startswith("textual")]
+
+
+# -- the rooms of tunewiz.core ------------------------------------------------------------------------------
+
+ROOMS = ("models", "planning", "data", "bookkeeping", "judging", "training", "shipping")
+"""Lowest first (core/__init__.py): a room imports only the rooms before it; the shared modules
+(core/*.py) import no room."""
+EXCEPTIONS = {
+    ("tunewiz.core.bookkeeping.notify", "tunewiz.core.judging.metrics"): "a run's end told in its headline's words",
+    ("tunewiz.core.config", "tunewiz.core.models.catalog"): "a catalog name given as the model is the id it stands for",
+}
+
+
+def room_of(module: str) -> str:
+    parts = module.split(".")
+    return parts[2] if len(parts) > 3 and parts[2] in ROOMS else ""
+
+
+def test_every_core_module_lives_in_a_room_or_is_shared(graph):
+    shared = {m for m in graph if m.startswith("tunewiz.core.") and not room_of(m) and m.split(".")[2] not in ROOMS}
+    assert shared == {f"tunewiz.core.{m}" for m in ("config", "errors", "toml", "units", "detach")}
+
+
+def test_each_room_imports_only_the_rooms_below_it(graph):
+    bad = []
+    for module, edges in graph.items():
+        if not module.startswith("tunewiz.core"):
+            continue
+        mine = room_of(module)
+        for target in edges:
+            theirs = room_of(target)
+            if not theirs or theirs == mine or (module, target) in EXCEPTIONS:
+                continue
+            if not mine or ROOMS.index(theirs) > ROOMS.index(mine):
+                bad.append(f"{module} -> {target}")
+    assert not bad, "imports against the rooms' order " + ", ".join(ROOMS) + ":\n  " + "\n  ".join(sorted(bad))
+
+
+def test_the_room_rule_catches_an_import_upward():
+    toy = {"tunewiz.core.planning.planner": {"tunewiz.core.bookkeeping.runs"}}
+    with pytest.raises(AssertionError, match="planner -> tunewiz.core.bookkeeping.runs"):
+        test_each_room_imports_only_the_rooms_below_it(toy)

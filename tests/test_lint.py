@@ -16,8 +16,9 @@ import json
 from pathlib import Path
 
 import pytest
-from tunewiz.core import data, lint
-from tunewiz.core.data import Example, Finding
+from tunewiz.core.data import dataset as data
+from tunewiz.core.data import lint
+from tunewiz.core.data.dataset import Example, Finding
 
 from tests.conftest import SAMPLE, chat_row, write_jsonl
 

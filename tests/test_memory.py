@@ -6,11 +6,11 @@ import statistics
 from dataclasses import replace
 
 import pytest
-from tunewiz.core import planner
-from tunewiz.core.catalog import BY_KEY, ModelSpec
-from tunewiz.core.hardware import GPU, Hardware
-from tunewiz.core.memory import DataShape, Setup, breakdown, estimate, fixes, lora_params, tokens_per_s
-from tunewiz.core.presets import PRESETS, build_config
+from tunewiz.core.models.catalog import BY_KEY, ModelSpec
+from tunewiz.core.planning import planner
+from tunewiz.core.planning.hardware import GPU, Hardware
+from tunewiz.core.planning.memory import DataShape, Setup, breakdown, estimate, fixes, lora_params, tokens_per_s
+from tunewiz.core.planning.presets import PRESETS, build_config
 from tunewiz.tui import cli
 
 GB = 1e9
@@ -207,11 +207,11 @@ def test_cli_recommend_prints_a_ranked_table(capsys, home):
 
 
 def test_submitted_run_records_the_estimate_before_training(home, monkeypatch):
-    from tunewiz.core import launcher
     from tunewiz.core.config import RunConfig
-    from tunewiz.core.models import DEFAULT_MODEL
-    from tunewiz.core.presets import build_config
+    from tunewiz.core.models.resolve import DEFAULT_MODEL
+    from tunewiz.core.planning.presets import build_config
     from tunewiz.core.toml import read_toml
+    from tunewiz.core.training import launcher
 
     from tests.conftest import SAMPLE
 
@@ -236,9 +236,9 @@ def test_submitted_run_records_the_estimate_before_training(home, monkeypatch):
 
 
 def test_a_model_the_estimator_cannot_describe_does_not_block_the_run(home, monkeypatch):
-    from tunewiz.core import launcher
-    from tunewiz.core.presets import build_config
+    from tunewiz.core.planning.presets import build_config
     from tunewiz.core.toml import read_toml
+    from tunewiz.core.training import launcher
 
     from tests.conftest import SAMPLE
 
@@ -252,8 +252,8 @@ def test_a_model_the_estimator_cannot_describe_does_not_block_the_run(home, monk
 
 
 def test_max_steps_turn_into_tokens_by_the_mean_row():
-    from tunewiz.core.memory import DataShape, run_tokens
-    from tunewiz.core.presets import build_config
+    from tunewiz.core.planning.memory import DataShape, run_tokens
+    from tunewiz.core.planning.presets import build_config
 
     cfg = build_config("balanced")
     shape = DataShape(longest=120, train_tokens=30_000, rows=300)

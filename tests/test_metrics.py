@@ -9,9 +9,10 @@ import json
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from tunewiz.core import evaluate, metrics, runs
+from tunewiz.core.bookkeeping import runs
 from tunewiz.core.config import RunConfig
-from tunewiz.core.data import Example
+from tunewiz.core.data.dataset import Example
+from tunewiz.core.judging import evaluate, metrics
 from tunewiz.core.toml import read_toml, write_toml_atomic
 from tunewiz.tui import cli
 from tunewiz.tui.record_text import comparison_table, figures

@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 from textual.widgets import OptionList, Static
-from tunewiz.core.hardware import GPU, Hardware
+from tunewiz.core.planning.hardware import GPU, Hardware
 from tunewiz.tui.app import create_app
 from tunewiz.tui.figures import memory_bar, model_rows, preset_figures
 from tunewiz.tui.preset_step import PresetStep
@@ -149,7 +149,7 @@ TWO_GPUS = Hardware(
 def test_on_two_gpus_the_model_list_bars_are_of_the_gpu_the_run_gets(home, busy, gpu, free):
     """GPU 0 is mostly taken: the plans pick GPU 1 and the bars are shares of its free memory, not of
     GPU 0's; while another run trains on GPU 1, the plans (and the bars) are for GPU 0."""
-    from tunewiz.core.planner import catalog_id
+    from tunewiz.core.planning.planner import catalog_id
     from tunewiz.tui.figures import memory_bar
 
     async def run() -> None:
@@ -167,8 +167,8 @@ def test_on_two_gpus_the_model_list_bars_are_of_the_gpu_the_run_gets(home, busy,
 
 
 def test_the_review_and_card_figures_plan_for_the_gpu_the_run_gets():
-    from tunewiz.core import planner
     from tunewiz.core.config import RunConfig
+    from tunewiz.core.planning import planner
     from tunewiz.tui.review_step import plan_line
 
     cfg = RunConfig()
@@ -207,8 +207,8 @@ def test_preset_cards_show_predicted_memory_and_time_for_the_model_and_data(home
 
 
 def test_memory_bar_and_rows_fit_80_columns():
-    from tunewiz.core import planner
     from tunewiz.core.config import RunConfig
+    from tunewiz.core.planning import planner
 
     assert memory_bar(0.1, 100) == "█" + "░" * 9 and memory_bar(500, 100) == "█" * 10
     rows = model_rows(planner.recommend(RunConfig(), CPU_BOX), 22 * 1024, {})

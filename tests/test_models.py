@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from tunewiz.core import models
-from tunewiz.core.models import DEFAULT_MODEL, ModelError
+from tunewiz.core.models import resolve as models
+from tunewiz.core.models.resolve import DEFAULT_MODEL, ModelError
 
 
 def test_unknown_id_suggests_the_bundled_model(home):

@@ -15,10 +15,11 @@ import time
 from pathlib import Path
 
 import pytest
-from tunewiz.core import launcher, notify, runs
+from tunewiz.core.bookkeeping import notify, runs
+from tunewiz.core.bookkeeping.events import EventWriter, read_events
 from tunewiz.core.config import ConfigError, RunConfig, apply_overrides
-from tunewiz.core.events import EventWriter, read_events
 from tunewiz.core.toml import read_toml
+from tunewiz.core.training import launcher
 
 from tests.conftest import HANG_S, sample_tickets
 
@@ -299,7 +300,7 @@ def test_tensorboard_events_hold_the_loss_curve_and_the_run_is_told_once(
 KILLED_AFTER_STEP_1 = """
 import os, signal, sys
 from transformers import TrainerCallback
-from tunewiz.core import trainer
+from tunewiz.core.training import trainer
 
 class KilledAfterStep1(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kw):  # after the trainer's own (step 1 is in events.jsonl)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import re
 
-from tunewiz.core import hardware
+from tunewiz.core.planning import hardware
 from tunewiz.tui import cli, commands
 from tunewiz.tui.app import create_app
 

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from tunewiz.core import memory, planner
-from tunewiz.core.catalog import BY_KEY
-from tunewiz.core.hardware import GPU, Hardware
-from tunewiz.core.memory import DataShape
-from tunewiz.core.presets import build_config
+from tunewiz.core.models.catalog import BY_KEY
+from tunewiz.core.planning import memory, planner
+from tunewiz.core.planning.hardware import GPU, Hardware
+from tunewiz.core.planning.memory import DataShape
+from tunewiz.core.planning.presets import build_config
 
 BUNDLED = "bundled:smollm2-135m-instruct"
 

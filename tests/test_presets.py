@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from tunewiz.core import presets
 from tunewiz.core.config import ConfigError, DataConfig, RunConfig
+from tunewiz.core.planning import presets
 
 CHEAT_SHEET = {
     # name: (lora rank, learning rate, epochs, effective batch)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from tunewiz.core import presets, probe
+from tunewiz.core.planning import presets
+from tunewiz.core.training import probe
 
 from tests.conftest import HANG_S, SAMPLE, sample_tickets
 
@@ -37,7 +38,7 @@ def test_probe_config_keeps_the_run_setup_but_trains_only_a_few_steps(tmp_path):
 _PROBE_IN_A_FRESH_PROCESS = """
 import json, sys
 from pathlib import Path
-from tunewiz.core import probe
+from tunewiz.core.training import probe
 from tests.test_probe import small_config
 r = probe.probe(small_config(Path(sys.argv[1])), Path(sys.argv[2]), steps=2)
 print(json.dumps({"figures": r.to_dict(), "times": r.step_times_s, "oom": r.oom, "error": r.memory_error,

@@ -9,10 +9,11 @@ import time
 from pathlib import Path
 
 import pytest
-from tunewiz.core import launcher, queue, runs
+from tunewiz.core.bookkeeping import runs
+from tunewiz.core.bookkeeping.events import read_events
 from tunewiz.core.config import RunConfig
-from tunewiz.core.events import read_events
 from tunewiz.core.toml import write_toml_atomic
+from tunewiz.core.training import launcher, queue
 from tunewiz.tui import cli
 
 from tests.conftest import HANG_S, hang_up, open_terminal, sample_tickets
@@ -99,7 +100,7 @@ def test_the_runner_starts_one_run_per_device_in_queue_order(home, monkeypatch):
 def test_a_one_gpu_run_starts_on_a_free_gpu_when_its_own_is_in_use(home, monkeypatch):
     """Two GPUs, GPU 0 training: the first one-GPU run planned on GPU 0 starts on GPU 1 (its record
     says so and why); the next waits for a GPU, and the DDP run behind it waits for both."""
-    from tunewiz.core.hardware import GPU
+    from tunewiz.core.planning.hardware import GPU
 
     started: list[str] = []
     monkeypatch.setattr(launcher, "start", lambda run_dir, resume=False: started.append(run_dir.name) or 1)
@@ -145,7 +146,7 @@ def test_the_runner_starts_the_runs_one_after_another_then_exits(home, monkeypat
 
 
 def test_submit_checks_at_once_and_a_runner_exits_when_nothing_waits(home, tmp_path):
-    from tunewiz.core.data import DataError
+    from tunewiz.core.data.dataset import DataError
 
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"messages": [\n')
@@ -174,7 +175,7 @@ def test_queue_command_lists_running_and_waiting_runs(home, capsys, monkeypatch)
 
 
 def tiny_queue_config(model_dir: Path, data: Path, tmp_path: Path) -> Path:
-    from tunewiz.core.presets import build_config
+    from tunewiz.core.planning.presets import build_config
 
     cfg = build_config("balanced", split=(2, 2))
     cfg.model.id = str(model_dir)
@@ -242,7 +243,7 @@ def test_the_review_step_offers_to_queue_after_the_run_on_the_same_device(home, 
     import asyncio
 
     from textual.widgets import Button
-    from tunewiz.core.hardware import Hardware
+    from tunewiz.core.planning.hardware import Hardware
     from tunewiz.tui.app import create_app
     from tunewiz.tui.review_step import ReviewStep
 
@@ -282,7 +283,7 @@ def test_the_review_step_offers_to_queue_after_the_run_on_the_same_device(home, 
 
 def test_a_one_gpu_trainer_records_the_gpu_as_the_machine_numbers_it(monkeypatch):
     """The trainer on GPU 1 sees only it, as cuda:0 (launcher.trainer_env); its record says cuda:1."""
-    from tunewiz.core.trainer import machine_placement
+    from tunewiz.core.training.trainer import machine_placement
 
     env = launcher.trainer_env({}, ["cuda:1"])
     assert env["CUDA_VISIBLE_DEVICES"] == "1"

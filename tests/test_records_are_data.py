@@ -11,9 +11,9 @@ import time
 from pathlib import Path
 
 import pytest
-from tunewiz.core import notify, runs
+from tunewiz.core.bookkeeping import notify, runs
+from tunewiz.core.bookkeeping.events import EventWriter
 from tunewiz.core.config import RunConfig
-from tunewiz.core.events import EventWriter
 from tunewiz.core.toml import write_toml_atomic
 
 from tests.conftest import HANG_S
@@ -26,7 +26,11 @@ def planted(home: Path, tmp_path: Path, host: str | None, name: str) -> tuple[Pa
     marker = tmp_path / f"{name}-stolen"
     cfg = RunConfig(name=name)
     cfg.data.path = str(tmp_path / "train.jsonl")
-    cfg.notify.command = [sys.executable, "-c", f"import os; open({str(marker)!r}, 'w').write(os.environ.get('HF_TOKEN', ''))"]
+    cfg.notify.command = [
+        sys.executable,
+        "-c",
+        f"import os; open({str(marker)!r}, 'w').write(os.environ.get('HF_TOKEN', ''))",
+    ]
     run_dir = runs.create_run(cfg, home)
     doc = runs.read_record(run_dir)
     doc["run"]["status"] = "running"

@@ -10,9 +10,10 @@ import re
 from pathlib import Path
 
 import pytest
-from tunewiz.core import review, runs
+from tunewiz.core.bookkeeping import runs
 from tunewiz.core.config import RunConfig
-from tunewiz.core.metrics import wilson
+from tunewiz.core.judging import review
+from tunewiz.core.judging.metrics import wilson
 from tunewiz.core.toml import read_toml
 from tunewiz.tui import cli
 from tunewiz.tui.app import create_app

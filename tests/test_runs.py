@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 import tomli_w
-from tunewiz.core import runs
+from tunewiz.core.bookkeeping import runs
+from tunewiz.core.bookkeeping.events import EventWriter
 from tunewiz.core.config import RunConfig
-from tunewiz.core.events import EventWriter
 from tunewiz.core.toml import read_toml, write_toml_atomic
 
 

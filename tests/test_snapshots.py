@@ -14,9 +14,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tunewiz.core import runs
+from tunewiz.core.bookkeeping import runs
 from tunewiz.core.config import RunConfig
-from tunewiz.core.hardware import Hardware
+from tunewiz.core.planning.hardware import Hardware
 from tunewiz.core.toml import write_toml_atomic
 from tunewiz.tui.app import create_app
 
@@ -162,7 +162,7 @@ SENTIMENT = ["positive", "negative", "neutral"] * 12
 @pytest.fixture(scope="module")
 def labels_home(snap_home) -> Path:
     """A run whose answers are labels (sentiment): its record has the metrics by kind (core.metrics)."""
-    from tunewiz.core.metrics import measure, score, summarize
+    from tunewiz.core.judging.metrics import measure, score, summarize
 
     home = BASE / "labels-home"
     run_dir = write_run(home, LABELS_RUN, "completed", loss=0.31, field_match=0.0, created="2026-01-02T09:00:00+00:00")

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from tunewiz.core import planner, trainer
-from tunewiz.core.hardware import GPU, Hardware
-from tunewiz.core.presets import build_config
+from tunewiz.core.planning import planner
+from tunewiz.core.planning.hardware import GPU, Hardware
+from tunewiz.core.planning.presets import build_config
+from tunewiz.core.training import trainer
 
 CPU = Hardware(cpu_physical_cores=2, cpu_logical_cores=2, ram_total_gb=24, ram_available_gb=20)
 
@@ -87,14 +88,14 @@ def test_peak_memory_is_the_trainers_own_not_its_parents():
     big = bytearray(600 * 2**20)  # the parent holds 600 MiB
     for i in range(0, len(big), 4096):
         big[i] = 1
-    code = "from tunewiz.core.trainer import peak_memory_mb; print(peak_memory_mb())"
+    code = "from tunewiz.core.training.trainer import peak_memory_mb; print(peak_memory_mb())"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert float(out.stdout) < 500, out.stdout
 
 
 BF16_SHAPES = """
 import sys, torch
-from tunewiz.core import trainer
+from tunewiz.core.training import trainer
 if sys.argv[1] == "steady":
     trainer.steady_cpu_memory()
 torch.set_num_threads(1)

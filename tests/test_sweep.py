@@ -10,8 +10,10 @@ from pathlib import Path
 
 import pytest
 from textual.widgets import DataTable
-from tunewiz.core import launcher, presets, runs, sweep
+from tunewiz.core.bookkeeping import runs
+from tunewiz.core.planning import presets
 from tunewiz.core.toml import write_toml_atomic
+from tunewiz.core.training import launcher, sweep
 from tunewiz.tui import cli
 from tunewiz.tui.app import create_app
 from tunewiz.tui.record_text import sweep_lines
@@ -165,8 +167,8 @@ def test_the_sweep_screen_ranks_and_plots_the_three_side_by_side(home):
 
 
 def test_ctrl_t_on_the_preset_step_queues_all_three_and_opens_their_ranking(home, monkeypatch):
-    from tunewiz.core.hardware import Hardware
-    from tunewiz.core.queue import Queued
+    from tunewiz.core.planning.hardware import Hardware
+    from tunewiz.core.training.queue import Queued
     from tunewiz.tui.preset_step import PresetStep
 
     asked = []

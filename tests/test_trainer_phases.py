@@ -8,8 +8,9 @@ import sys
 import textwrap
 
 import pytest
-from tunewiz.core import launcher, runs
-from tunewiz.core.presets import build_config
+from tunewiz.core.bookkeeping import runs
+from tunewiz.core.planning.presets import build_config
+from tunewiz.core.training import launcher
 from tunewiz.tui import cli
 
 from tests.conftest import HANG_S, sample_tickets
@@ -54,7 +55,7 @@ def test_out_of_memory_in_a_step_fails_with_what_to_change(home, tiny_model_dir,
         f"""
         import sys, torch
         from transformers import TrainerCallback
-        from tunewiz.core import trainer
+        from tunewiz.core.training import trainer
 
         class OutOfMemoryAtStep2(TrainerCallback):
             def on_step_begin(self, args, state, control, **kw):
@@ -94,7 +95,7 @@ def test_weights_that_turn_nan_fail_the_run_and_keep_the_last_good_checkpoint(ho
         f"""
         import sys, torch
         from transformers import TrainerCallback
-        from tunewiz.core import trainer
+        from tunewiz.core.training import trainer
 
         class PoisonAtStep3(TrainerCallback):
             def on_step_begin(self, args, state, control, model=None, **kw):

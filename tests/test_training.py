@@ -16,11 +16,12 @@ import time
 from pathlib import Path
 
 import pytest
-from tunewiz.core import launcher, runs
+from tunewiz.core.bookkeeping import runs
+from tunewiz.core.bookkeeping.events import read_events
 from tunewiz.core.config import RunConfig
-from tunewiz.core.events import read_events
-from tunewiz.core.presets import build_config
+from tunewiz.core.planning.presets import build_config
 from tunewiz.core.toml import read_toml
+from tunewiz.core.training import launcher
 from tunewiz.tui import cli, commands
 
 from tests.conftest import HANG_S, ROOT, hang_up, open_terminal, sample_tickets
@@ -208,7 +209,7 @@ def test_killed_trainer_is_reported_crashed(home, tiny_model_dir, small_data, ca
     wait_for(lambda: (run_dir / "checkpoints" / "checkpoint-20").is_dir(), timeout=HANG_S)
     # a second trainer on the same run is refused while the first holds the lock
     second = subprocess.run(
-        [sys.executable, "-m", "tunewiz.core.trainer", str(run_dir)],
+        [sys.executable, "-m", "tunewiz.core.training.trainer", str(run_dir)],
         capture_output=True,
         text=True,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
@@ -277,7 +278,7 @@ def test_data_the_template_rejects_fails_with_its_line(home, tiny_model_dir, sma
     doc.pop("chat_template", None)
     tok_cfg.write_text(json.dumps(doc))
     (base / "chat_template.jinja").unlink(missing_ok=True)
-    from tunewiz.core.data import DataError
+    from tunewiz.core.data.dataset import DataError
 
     with pytest.raises(DataError) as info:
         commands.launch(tiny_config(base, small_data), home)

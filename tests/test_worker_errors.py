@@ -8,10 +8,12 @@ import threading
 
 import pytest
 from textual.widgets import Label
-from tunewiz.core import hardware, launcher, lint
-from tunewiz.core.data import DataError
+from tunewiz.core.data import lint
+from tunewiz.core.data.dataset import DataError
 from tunewiz.core.errors import TunewizError
-from tunewiz.core.hardware import Hardware
+from tunewiz.core.planning import hardware
+from tunewiz.core.planning.hardware import Hardware
+from tunewiz.core.training import launcher
 from tunewiz.tui.app import create_app
 from tunewiz.tui.data_step import DataStep
 from tunewiz.tui.review_step import ReviewStep

@@ -9,10 +9,10 @@ from pathlib import Path
 from textual import work
 from textual.app import App
 from textual.binding import Binding
-from tunewiz.core import runs
+from tunewiz.core.bookkeeping import runs
 from tunewiz.core.config import RunConfig
-from tunewiz.core.data import absolute
-from tunewiz.core.models import DEFAULT_MODEL
+from tunewiz.core.data.dataset import absolute
+from tunewiz.core.models.resolve import DEFAULT_MODEL
 from tunewiz.tui.data_step import DataStep
 from tunewiz.tui.hardware_step import HardwareStep
 from tunewiz.tui.messages import RunQueued, RunStarted
@@ -110,7 +110,7 @@ class TunewizApp(ReportsWorkerErrors, App):
     def submit(self, cfg: RunConfig) -> None:
         """launcher.submit reads the whole data file and starts the trainer: seconds on a big file.
         A TunewizError it raises (bad data, unknown model, unwritable home) is shown by worker_failed."""
-        from tunewiz.core import launcher
+        from tunewiz.core.training import launcher
 
         self.post_message(RunStarted(launcher.submit(cfg.validate(), self.home, hw=self.hardware)))
 
@@ -121,7 +121,7 @@ class TunewizApp(ReportsWorkerErrors, App):
 
     @work(thread=True, exit_on_error=False, group="submit")
     def submit_queued(self, cfg: RunConfig) -> None:
-        from tunewiz.core import queue
+        from tunewiz.core.training import queue
 
         self.post_message(RunQueued([queue.submit(cfg.validate(), self.home, hw=self.hardware)]))
 
@@ -132,7 +132,7 @@ class TunewizApp(ReportsWorkerErrors, App):
 
     @work(thread=True, exit_on_error=False, group="submit")
     def submit_sweep(self, cfg: RunConfig) -> None:
-        from tunewiz.core import sweep
+        from tunewiz.core.training import sweep
 
         sweep_id, queued = sweep.submit(cfg, self.home, hw=self.hardware)
         self.post_message(RunQueued(queued, sweep=sweep_id))
@@ -159,7 +159,7 @@ class TunewizApp(ReportsWorkerErrors, App):
 
     @work(thread=True, exit_on_error=False, group="submit")
     def resume(self, run_dir: Path) -> None:
-        from tunewiz.core import launcher
+        from tunewiz.core.training import launcher
 
         launcher.start(run_dir, resume=True)
         self.post_message(RunStarted(run_dir))

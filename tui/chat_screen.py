@@ -112,7 +112,7 @@ class ChatScreen(ReportsWorkerErrors, Screen):
     @work(thread=True, exclusive=True, exit_on_error=False, group="chat-load")
     def load(self) -> None:
         """torch, transformers and the weights: seconds, never on the event loop."""
-        from tunewiz.core.chat import ChatSession
+        from tunewiz.core.judging.chat import ChatSession
 
         self.post_message(ChatReady(ChatSession.for_run(self.run_dir, self.options)))
 

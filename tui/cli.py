@@ -11,7 +11,7 @@ import sys
 
 from tunewiz.core import __version__
 from tunewiz.core.errors import TunewizError
-from tunewiz.core.models import DEFAULT_MODEL
+from tunewiz.core.models.resolve import DEFAULT_MODEL
 from tunewiz.tui.commands import (
     cmd_attach,
     cmd_chat,
@@ -256,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     p = parser()
     ns = p.parse_args(argv)
     if getattr(ns, "model", None):  # a catalog name (`tunewiz recommend` prints them) as the id it stands for
-        from tunewiz.core.catalog import canonical_id
+        from tunewiz.core.models.catalog import canonical_id
 
         ns.model = canonical_id(ns.model)
     if not getattr(ns, "func", None):

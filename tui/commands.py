@@ -14,12 +14,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tunewiz.core import repair, runs
+from tunewiz.core.bookkeeping import repair, runs
+from tunewiz.core.bookkeeping.events import describe
 from tunewiz.core.config import RunConfig, apply_overrides
-from tunewiz.core.data import absolute
+from tunewiz.core.data.dataset import absolute
 from tunewiz.core.errors import TunewizError
-from tunewiz.core.events import describe, fmt_duration
-from tunewiz.core.models import DEFAULT_MODEL
+from tunewiz.core.models.resolve import DEFAULT_MODEL
+from tunewiz.core.units import fmt_duration
 from tunewiz.tui.record_text import comparison_table, hang_all, record_summary_lines, review_progress
 
 
@@ -29,7 +30,7 @@ class UserError(TunewizError):
 
 def sample_data(name: str = "support_tickets.jsonl") -> Path:
     """The bundled sample data, read from the installed package."""
-    from tunewiz.core import samples
+    from tunewiz.core.data import samples
 
     try:
         return samples.path(name)
@@ -42,7 +43,7 @@ def print_record_summary(doc: dict[str, Any]) -> None:
 
 
 def cmd_hw(ns) -> int:
-    from tunewiz.core import hardware
+    from tunewiz.core.planning import hardware
 
     hw = hardware.detect(runs.home(ns.home))
     if ns.json:
@@ -53,7 +54,7 @@ def cmd_hw(ns) -> int:
 
 
 def build_config(ns) -> RunConfig:
-    from tunewiz.core import presets
+    from tunewiz.core.planning import presets
 
     if ns.config:
         cfg = RunConfig.from_toml(ns.config)
@@ -90,7 +91,7 @@ def warn(line: str) -> None:
 def launch(cfg: RunConfig, home_dir: Path) -> Path:
     """Submit the run: the remote-code warning first (checking loads the model's tokenizer), then
     every check (launcher.check) and its warnings, then the trainer starts."""
-    from tunewiz.core import launcher
+    from tunewiz.core.training import launcher
 
     remote = launcher.remote_code_warning(cfg)
     if remote:
@@ -102,7 +103,7 @@ def follow_run(run_dir: Path, started_here: bool = False) -> int:
     """Print the run's events until it ends, then its summary. `started_here`: this command started
     the run, so a trainer that died is recorded crashed and its notify program told (runs.reconcile);
     a run only watched (attach) is read, never written."""
-    from tunewiz.core import launcher
+    from tunewiz.core.training import launcher
 
     doc, _ = runs.record_problem(run_dir / runs.RECORD)
     watching = (doc or {}).get("run", {}).get("status") in runs.ACTIVE
@@ -119,7 +120,7 @@ def follow_run(run_dir: Path, started_here: bool = False) -> int:
         return 0
     doc = runs.reconcile(run_dir) if started_here else runs.observe(run_dir)
     if watching and sys.stdout.isatty():  # seen ending on a terminal: bell and desktop notification
-        from tunewiz.core import notify
+        from tunewiz.core.bookkeeping import notify
 
         sys.stdout.write(notify.terminal_alert(notify.title(doc), notify.summary(doc)))
     print()
@@ -133,7 +134,7 @@ def cmd_train(ns) -> int:
     if ns.dry_run:
         return cmd_dry_run(cfg, home_dir)
     if ns.queue:
-        from tunewiz.core import queue
+        from tunewiz.core.training import queue
 
         queued = queue.submit(cfg, home_dir, warn=warn)
         print(queued_line(queued))
@@ -158,7 +159,7 @@ def queued_line(q) -> str:
 
 def cmd_queue(ns) -> int:
     """`tunewiz queue [list | move RUN N | cancel RUN]`: the runs waiting their turn on this machine."""
-    from tunewiz.core import launcher, queue
+    from tunewiz.core.training import launcher, queue
 
     home_dir = runs.home(ns.home)
     action = getattr(ns, "queue_command", None) or "list"
@@ -201,7 +202,8 @@ def cmd_queue(ns) -> int:
 def cmd_sweep(ns) -> int:
     """`tunewiz sweep --data FILE`: the three presets queued on the same data and held-out split;
     `tunewiz sweep show [ID|last]`: their ranking."""
-    from tunewiz.core import presets, sweep
+    from tunewiz.core.planning import presets
+    from tunewiz.core.training import sweep
     from tunewiz.tui.record_text import sweep_lines
 
     home_dir = runs.home(ns.home)
@@ -236,7 +238,7 @@ def cmd_sweep(ns) -> int:
 
 
 def cmd_demo(ns) -> int:
-    from tunewiz.core import hardware, presets
+    from tunewiz.core.planning import hardware, presets
 
     home_dir = runs.home(ns.home)
     hw = hardware.detect(home_dir)
@@ -318,7 +320,7 @@ def cmd_show(ns) -> int:
     else:
         print_record_summary(doc)
         if doc.get("run", {}).get("status") == runs.WAITING:
-            from tunewiz.core import queue
+            from tunewiz.core.training import queue
 
             place = queue.place_of(home_dir, run_dir)
             print(
@@ -326,7 +328,7 @@ def cmd_show(ns) -> int:
                 "`tunewiz queue` shows the order and what trains now"
             )
         if ns.examples:
-            from tunewiz.core.evaluate import load_predictions
+            from tunewiz.core.judging.evaluate import load_predictions
 
             for p in load_predictions(run_dir)[: ns.examples]:
                 print(
@@ -338,7 +340,7 @@ def cmd_show(ns) -> int:
 
 def _tokenizer(ns):
     """The model's tokenizer (the bundled model is converted once, on first use)."""
-    from tunewiz.core.lint import tokenizer_for
+    from tunewiz.core.data.lint import tokenizer_for
 
     return tokenizer_for(ns.model, runs.home(ns.home))
 
@@ -346,7 +348,7 @@ def _tokenizer(ns):
 def max_seq_len_of(ns) -> int:
     """--max-seq-len, or what a run of this model would train with (the run config's default for the
     model and the default preset), so lint, preview and training agree."""
-    from tunewiz.core import presets
+    from tunewiz.core.planning import presets
 
     if ns.max_seq_len is not None:
         return ns.max_seq_len
@@ -356,7 +358,8 @@ def max_seq_len_of(ns) -> int:
 
 
 def cmd_lint(ns) -> int:
-    from tunewiz.core import data, lint
+    from tunewiz.core.data import dataset as data
+    from tunewiz.core.data import lint
 
     loaded = data.read(ns.data)  # a file that cannot be read is said before the model is loaded
     tok = None if ns.no_tokens else _tokenizer(ns)
@@ -411,7 +414,7 @@ def preview_lines(rendered, plain: bool) -> Any:
 
 def cmd_preview(ns) -> int:
     from rich.console import Console
-    from tunewiz.core import data
+    from tunewiz.core.data import dataset as data
 
     loaded = data.read(ns.data)
     if not loaded.examples:
@@ -452,7 +455,7 @@ def cmd_preview(ns) -> int:
 
 
 def cmd_eval(ns) -> int:
-    from tunewiz.core.evaluate import evaluate_run
+    from tunewiz.core.judging.evaluate import evaluate_run
 
     run_dir = runs.find_run(runs.home(ns.home), ns.run)
     print(f"evaluating {run_dir.name}: base vs fine-tuned on the held-out rows ...", flush=True)
@@ -462,7 +465,7 @@ def cmd_eval(ns) -> int:
 
 
 def cmd_export(ns) -> int:
-    from tunewiz.core.export import export
+    from tunewiz.core.shipping.export import export
 
     run_dir = runs.find_run(runs.home(ns.home), ns.run)
     what = f"gguf ({ns.type})" if ns.format == "gguf" else ns.format
@@ -491,7 +494,7 @@ def cmd_export(ns) -> int:
 
 
 def cmd_stop(ns) -> int:
-    from tunewiz.core import launcher
+    from tunewiz.core.training import launcher
 
     run_dir = runs.find_run(runs.home(ns.home), ns.run)
     if runs.read_record(run_dir).get("run", {}).get("status") == runs.WAITING:
@@ -504,7 +507,7 @@ def cmd_stop(ns) -> int:
 
 
 def cmd_resume(ns) -> int:
-    from tunewiz.core import launcher
+    from tunewiz.core.training import launcher
 
     run_dir = runs.find_run(runs.home(ns.home), ns.run)
     doc = runs.reconcile(run_dir)
@@ -516,7 +519,7 @@ def cmd_resume(ns) -> int:
     status = doc["run"].get("status")
     if status not in ("stopped", "crashed", "failed"):
         raise UserError(f"{run_dir.name} is {status}; only a stopped, crashed or failed run can be resumed")
-    from tunewiz.core import checkpoints
+    from tunewiz.core.bookkeeping import checkpoints
 
     ckpt, skipped = checkpoints.newest_complete(run_dir / "checkpoints")
     for s in skipped:
@@ -564,7 +567,7 @@ CHAT_HELP = (
 
 def cmd_chat(ns) -> int:
     """`tunewiz chat RUN`: the chat screen, or with --plain (or no terminal) questions from stdin."""
-    from tunewiz.core.chat import ChatOptions, require_adapter
+    from tunewiz.core.judging.chat import ChatOptions, require_adapter
 
     run_dir = runs.find_run(runs.home(ns.home), ns.run)
     options = ChatOptions(ns.max_new_tokens, ns.temperature, ns.top_p, ns.seed)  # ChatError: said by main
@@ -579,7 +582,7 @@ def chat_plain(run_dir: Path, options) -> int:
     What is not an answer (loading, the mode, timings) goes to stderr, so a script reads answers only."""
     import warnings
 
-    from tunewiz.core.chat import ChatError, ChatSession
+    from tunewiz.core.judging.chat import ChatError, ChatSession
 
     def note(line: str, end: str = "\n") -> None:
         print(line, file=sys.stderr, end=end, flush=True)
@@ -652,7 +655,7 @@ def cmd_history(ns) -> int:
 
 def cmd_review(ns) -> int:
     """`tunewiz review RUN [--rows N]`: the blind A/B review screen (core.review), continued where it stopped."""
-    from tunewiz.core import review
+    from tunewiz.core.judging import review
 
     run_dir = runs.find_run(runs.home(ns.home), ns.run)
     opened = review.Review.open(run_dir, ns.rows)  # no predictions, a bad --rows: one message, before the screen
@@ -666,7 +669,7 @@ def cmd_review(ns) -> int:
 
 def _fit_hardware(ns):
     """The detected hardware, or a pretend GPU / RAM size given on the command line."""
-    from tunewiz.core import hardware
+    from tunewiz.core.planning import hardware
 
     hw = hardware.detect(runs.home(ns.home))
     if getattr(ns, "gpu_gb", None):
@@ -679,7 +682,7 @@ def _fit_hardware(ns):
 def data_shape_of(cfg: RunConfig, home_dir: Path):
     """The data's shape as the linter tokenizes it with the model's tokenizer: the same figures the
     wizard's data step plans with."""
-    from tunewiz.core import lint
+    from tunewiz.core.data import lint
 
     tok = lint.tokenizer_for(cfg.model.id, home_dir, cfg.model.trust_remote_code)
     return lint.lint_run(cfg, tok).data_shape()
@@ -688,8 +691,9 @@ def data_shape_of(cfg: RunConfig, home_dir: Path):
 def cmd_fit(ns) -> int:
     """Will it fit: the planner's decisions for this model, preset and data on this machine (or a
     pretend one), with the memory breakdown and the verdict."""
-    from tunewiz.core import catalog, planner, presets
-    from tunewiz.core.memory import DataShape
+    from tunewiz.core.models import catalog
+    from tunewiz.core.planning import planner, presets
+    from tunewiz.core.planning.memory import DataShape
 
     hw = _fit_hardware(ns)
     spec = catalog.lookup(ns.model)  # CatalogError: a TunewizError, printed by main
@@ -721,7 +725,8 @@ def cmd_fit(ns) -> int:
 def cmd_dry_run(cfg: RunConfig, home_dir: Path) -> int:
     """`tunewiz train ... --dry-run`: every check a real start runs (the same errors, the same warnings),
     then the plan this machine would run the request with; nothing starts."""
-    from tunewiz.core import launcher, planner
+    from tunewiz.core.planning import planner
+    from tunewiz.core.training import launcher
 
     remote = launcher.remote_code_warning(cfg)
     if remote:
@@ -738,7 +743,8 @@ def cmd_dry_run(cfg: RunConfig, home_dir: Path) -> int:
 
 def cmd_probe(ns) -> int:
     """A few real training steps at the data's longest example: predicted vs measured memory and speed."""
-    from tunewiz.core import hardware, presets, probe
+    from tunewiz.core.planning import hardware, presets
+    from tunewiz.core.training import probe
 
     if ns.steps < 1:
         raise UserError(f"--steps {ns.steps}: probe at least 1 step (3 or more give a steadier time)")
@@ -770,8 +776,8 @@ def cmd_probe(ns) -> int:
 
 
 def cmd_recommend(ns) -> int:
-    from tunewiz.core import memory, planner, presets
-    from tunewiz.core.memory import DataShape
+    from tunewiz.core.planning import memory, planner, presets
+    from tunewiz.core.planning.memory import DataShape
 
     hw = _fit_hardware(ns)
     cfg = presets.build_config("balanced")

@@ -9,7 +9,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Label
-from tunewiz.core import runs
+from tunewiz.core.bookkeeping import runs
 from tunewiz.tui.record_text import DETAIL_KEYS, figures, flatten
 
 

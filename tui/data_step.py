@@ -18,7 +18,7 @@ from textual.css.query import NoMatches
 from textual.widget import Widget
 from textual.widgets import DirectoryTree, Input, OptionList, Static
 from textual.widgets.option_list import Option
-from tunewiz.core.data import absolute
+from tunewiz.core.data.dataset import absolute
 from tunewiz.tui.figures import preview_text
 from tunewiz.tui.messages import DataReady
 from tunewiz.tui.step_base import StepScreen
@@ -154,7 +154,9 @@ class DataStep(StepScreen):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="data")
     def inspect(self, path: str, model_id: str, max_seq_len: int, eval_path: str | None) -> None:
-        from tunewiz.core import data, lint, models
+        from tunewiz.core.data import dataset as data
+        from tunewiz.core.data import lint
+        from tunewiz.core.models import resolve as models
 
         tok, template_error = None, ""
         first = first_use(model_id, self.wiz.home)
@@ -265,7 +267,7 @@ class DataStep(StepScreen):
         box.clear_options()
         name = Path(str(report.path)).name
         options = []
-        from tunewiz.core.data import SEVERITIES
+        from tunewiz.core.data.dataset import SEVERITIES
 
         order = sorted(range(len(report.findings)), key=lambda i: SEVERITIES.index(report.findings[i].severity))
         for i in order:  # errors first, then warnings, then notes; by line within each
@@ -307,7 +309,7 @@ class DataStep(StepScreen):
             self.show_example()
 
     def show_example(self) -> None:
-        from tunewiz.core import data
+        from tunewiz.core.data import dataset as data
 
         if not self.examples:
             return
@@ -346,7 +348,7 @@ def first_use(model_id: str, home) -> str:
     """What the data check waits for before it can render anything, when that takes a while: the bundled
     model converted on its first use, or a hub model's tokenizer fetched; "" otherwise (file work: a worker's).
     """
-    from tunewiz.core import models
+    from tunewiz.core.models import resolve as models
 
     model_id = model_id.strip()
     if model_id.startswith("bundled:"):

@@ -15,7 +15,7 @@ from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.screen import ModalScreen, Screen
 from textual.widgets import DataTable, Footer, Label, Static
-from tunewiz.core import runs
+from tunewiz.core.bookkeeping import runs
 from tunewiz.tui.messages import ExportDone
 from tunewiz.tui.record_text import comparison_table, detail_rows, summary_rows
 from tunewiz.tui.worker_errors import ReportsWorkerErrors
@@ -129,7 +129,7 @@ class EvalScreen(ReportsWorkerErrors, Screen):
         yield Footer()
 
     def on_mount(self) -> None:
-        from tunewiz.core.evaluate import load_predictions
+        from tunewiz.core.judging.evaluate import load_predictions
 
         res = runs.read_record(self.run_dir).get("results", {})
         base, ft = res.get("base", {}), res.get("finetuned", {})
@@ -163,7 +163,7 @@ class EvalScreen(ReportsWorkerErrors, Screen):
         table.focus()
 
     def show_exports(self, extra: str = "") -> None:
-        from tunewiz.core.export import summary_lines
+        from tunewiz.core.shipping.export import summary_lines
 
         arts = runs.read_record(self.run_dir).get("artifacts", {})
         lines = [escape(line.strip()) for line in summary_lines(arts)]

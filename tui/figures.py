@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 
 from rich.text import Text
-from tunewiz.core.planner import catalog_id
+from tunewiz.core.planning.planner import catalog_id
 
 # Licences as a person reads them, at most 10 columns.
 LICENCES = {
@@ -117,7 +117,7 @@ def memory_label(hw, available_mb: float) -> str:
     """'22.0 GiB RAM' or '23.6 GiB GPU': what the memory bars are a share of (`available_mb`, the plans'
     figure for the device they chose).
 
-    >>> from tunewiz.core.hardware import GPU, Hardware
+    >>> from tunewiz.core.planning.hardware import GPU, Hardware
     >>> memory_label(Hardware(gpus=[GPU(0, "A", 80, 20, "9.0", True)]), 20 * 1024), memory_label(Hardware(), 2048)
     ('20.0 GiB GPU', '2.0 GiB RAM')
     """
@@ -159,20 +159,20 @@ def friendly(problem: str) -> str:
 
 
 def preset_figures(cfg, hw, shape, busy=()) -> tuple[str, str]:
-    """(memory, time) lines of a preset card, from the plan (tunewiz.core.planner) of this config on
+    """(memory, time) lines of a preset card, from the plan (tunewiz.core.planning.planner) of this config on
     this hardware for this data: the figure the trainer records, `tunewiz fit` and the other steps show.
     `busy`: the devices other runs train on (planner.plan).
 
     >>> from tunewiz.core.config import RunConfig
-    >>> from tunewiz.core.hardware import Hardware
-    >>> from tunewiz.core.memory import DataShape
+    >>> from tunewiz.core.planning.hardware import Hardware
+    >>> from tunewiz.core.planning.memory import DataShape
     >>> cfg = RunConfig()
     >>> cfg.model.id = "bundled:smollm2-135m-instruct"
     >>> preset_figures(cfg, Hardware(cpu_physical_cores=2, ram_available_gb=16), DataShape(120, 30_000, 0.2, "", 300))
     ('peak 2.14 GiB, fits', 'training ~10m37s')
     """
-    from tunewiz.core import planner
-    from tunewiz.core.events import fmt_duration
+    from tunewiz.core.planning import planner
+    from tunewiz.core.units import fmt_duration
 
     if hw is None:
         return "peak ?", "training ?"
@@ -233,8 +233,8 @@ def sweep_question(cfgs, hw, shape, kept: list[str] = (), ignored: list[str] = (
     """What Ctrl+T (try all three presets) is about to do, asked before anything is queued: three full
     runs of `cfgs` (core.sweep.configs), one after another, and their training time in all when the plan
     gives one. `kept`: the fields you edited that all three keep; `ignored`: those each preset sets instead."""
-    from tunewiz.core import planner
-    from tunewiz.core.events import fmt_duration
+    from tunewiz.core.planning import planner
+    from tunewiz.core.units import fmt_duration
 
     times = []
     for c in cfgs:

@@ -79,7 +79,7 @@ class HardwareStep(StepScreen):
 
     def action_next(self) -> None:
         if self.wiz.hardware is None and self.failed:
-            from tunewiz.core.hardware import Hardware
+            from tunewiz.core.planning.hardware import Hardware
 
             self.wiz.hardware = Hardware()  # nothing detected: the CPU-only description the estimates fall back on
         super().action_next()

@@ -20,9 +20,10 @@ from textual.binding import Binding
 from textual.css.query import NoMatches
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Label, Static
-from tunewiz.core import repair, review, runs
+from tunewiz.core.bookkeeping import repair, runs
 from tunewiz.core.config import ConfigError, RunConfig
-from tunewiz.core.events import fmt_duration
+from tunewiz.core.judging import review
+from tunewiz.core.units import fmt_duration
 from tunewiz.tui.compare_screen import CompareScreen
 from tunewiz.tui.messages import RunDeleted
 from tunewiz.tui.record_text import headline_text, human_text

@@ -19,7 +19,8 @@ class HardwareReady(Message):
     @classmethod
     def detect(cls, home: Path) -> HardwareReady:
         """Detect the hardware and read the runs' records: file and NVML work, for a worker thread."""
-        from tunewiz.core import hardware, launcher
+        from tunewiz.core.planning import hardware
+        from tunewiz.core.training import launcher
 
         hw = hardware.detect(home)
         try:

@@ -14,8 +14,8 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal
 from textual.widgets import Input, OptionList, RadioButton, RadioSet, Static
 from textual.widgets.option_list import Option
-from tunewiz.core.models import DEFAULT_MODEL
-from tunewiz.core.planner import catalog_id
+from tunewiz.core.models.resolve import DEFAULT_MODEL
+from tunewiz.core.planning.planner import catalog_id
 from tunewiz.tui.figures import MODEL_HEAD, memory_label, model_rows
 from tunewiz.tui.messages import DataShaped, HardwareReady, ModelFetched, ModelsOnDisk
 from tunewiz.tui.step_base import StepScreen
@@ -71,7 +71,8 @@ class ModelStep(StepScreen):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="models-on-disk")
     def check_local(self) -> None:
-        from tunewiz.core import catalog, models
+        from tunewiz.core.models import catalog
+        from tunewiz.core.models import resolve as models
 
         self.post_message(ModelsOnDisk({catalog_id(m): models.on_this_machine(catalog_id(m)) for m in catalog.MODELS}))
 
@@ -82,7 +83,8 @@ class ModelStep(StepScreen):
     @work(thread=True, exclusive=True, exit_on_error=False, group="data-shape")
     def measure_data(self, path: str) -> None:
         """The data's longest example and trained share, from its text (no tokenizer needed yet)."""
-        from tunewiz.core import data, memory
+        from tunewiz.core.data import dataset as data
+        from tunewiz.core.planning import memory
 
         try:
             examples = data.load(path).examples
@@ -105,7 +107,7 @@ class ModelStep(StepScreen):
         return limit, "max_seq_len"
 
     def rank(self, hw) -> None:
-        from tunewiz.core import planner
+        from tunewiz.core.planning import planner
 
         shape = self.wiz.data_shape or self.shape  # tokenized by the data step, else from the text
         self.recs = planner.recommend(self.wiz.cfg, hw, shape=shape, busy=self.wiz.busy)
@@ -153,7 +155,7 @@ class ModelStep(StepScreen):
         elif self.fetching:
             lines.append(f"[yellow]getting {escape(self.fetching)} from the Hugging Face hub...[/yellow]")
         elif r is not None:
-            from tunewiz.core.memory import gib
+            from tunewiz.core.planning.memory import gib
 
             lines[0] += f": {gib(r.peak_mb)}, " + ("fits" if r.fits else "[red]does not fit[/red]")
             seq, why = self.seq_len()
@@ -181,7 +183,7 @@ class ModelStep(StepScreen):
 
     @on(Input.Submitted, "#custom-model")
     def _custom(self, event: Input.Submitted) -> None:
-        from tunewiz.core.catalog import canonical_id
+        from tunewiz.core.models.catalog import canonical_id
 
         if event.value.strip():
             self.wiz.cfg.model.id = canonical_id(event.value)
@@ -198,7 +200,7 @@ class ModelStep(StepScreen):
         self.refresh_choice()
 
     def can_continue(self) -> str | None:
-        from tunewiz.core import models
+        from tunewiz.core.models import resolve as models
 
         if self.fetching:
             return f"still getting {self.fetching}"
@@ -233,7 +235,7 @@ class ModelStep(StepScreen):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="fetch-model")
     def fetch(self, model_id: str) -> None:
-        from tunewiz.core import models
+        from tunewiz.core.models import resolve as models
 
         try:
             models.resolve(model_id, self.wiz.home, prepare=True)
@@ -244,7 +246,7 @@ class ModelStep(StepScreen):
 
     def worker_failed(self, group: str, text: str) -> None:
         if group == "hardware":  # the hardware step had nothing either: its CPU-only fallback
-            from tunewiz.core.hardware import Hardware
+            from tunewiz.core.planning.hardware import Hardware
 
             self.wiz.hardware = Hardware()
             self.rank(self.wiz.hardware)

@@ -18,9 +18,9 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widget import Widget
 from textual.widgets import Input, Label, Static
-from tunewiz.core import presets
 from tunewiz.core.config import ConfigError, RunConfig, apply_overrides
-from tunewiz.core.sweep import PRESET_KEYS
+from tunewiz.core.planning import presets
+from tunewiz.core.training.sweep import PRESET_KEYS
 from tunewiz.tui.figures import ADVANCED, HINTS, friendly, kept_line, preset_figures, preset_lines, sweep_question
 from tunewiz.tui.messages import DataShaped
 from tunewiz.tui.step_base import StepScreen
@@ -83,7 +83,8 @@ class PresetStep(StepScreen):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="data-shape")
     def measure_data(self, path: str, max_seq_len: int) -> None:
-        from tunewiz.core import data, memory
+        from tunewiz.core.data import dataset as data
+        from tunewiz.core.planning import memory
 
         try:
             examples = data.load(path).examples
@@ -271,7 +272,7 @@ class PresetStep(StepScreen):
     def action_try_all(self) -> None:
         """Ask, then queue conservative, balanced and aggressive with the settings edited here that no
         preset sets (core.sweep.configs): three full runs, one after another."""
-        from tunewiz.core import sweep
+        from tunewiz.core.training import sweep
 
         reason = self.can_continue() or next((p for p in self.wiz.cfg.problems()), None)
         if reason:

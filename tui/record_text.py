@@ -6,12 +6,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from tunewiz.core.events import fmt_duration
+from tunewiz.core.bookkeeping.runs import FINAL
 
 # The headline in words is the engine's too (a run's notification says it): defined in core.metrics,
 # and the screens read it from here.
-from tunewiz.core.metrics import HEADLINE_WORDS, dec, headline_text, pct, with_interval  # noqa: F401
-from tunewiz.core.runs import FINAL
+from tunewiz.core.judging.metrics import HEADLINE_WORDS, dec, headline_text, pct, with_interval  # noqa: F401
+from tunewiz.core.units import fmt_duration
 
 
 def num(x: Any) -> str:
@@ -375,7 +375,7 @@ def record_summary_lines(doc: dict[str, Any]) -> list[str]:
             f"{human.get('identical', 0)}, {review_progress(human).split(';')[0]}"
         )
     out += tracking_lines(doc)
-    from tunewiz.core.export import summary_lines
+    from tunewiz.core.shipping.export import summary_lines
 
     out += summary_lines(doc.get("artifacts", {}))
     out = [piece for text in out for line in text.split("\n") for piece in fit(line)]
@@ -441,7 +441,7 @@ def curve_text(points: list[tuple[int, float]], what: str = "steps") -> str:
 def overfit_text(preset: str, o) -> str:
     """The guides' advice where a run's held-out loss rose while its training loss fell (core.sweep.Overfit).
 
-    >>> from tunewiz.core.sweep import Overfit
+    >>> from tunewiz.core.training.sweep import Overfit
     >>> print("\\n".join(wrap(overfit_text("aggressive", Overfit(10, 1.1, 15, 1.3, 1.2, 0.7, 2.0)), 78)))
     aggressive is overfitting: its held-out loss rose from 1.100 (step 10) to
     1.300 (step 15) while its training loss fell from 1.200 to 0.700. It is

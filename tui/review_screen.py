@@ -17,8 +17,8 @@ from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Footer, Label, Static
-from tunewiz.core import review as review_mod
 from tunewiz.core.errors import TunewizError
+from tunewiz.core.judging import review as review_mod
 from tunewiz.tui.record_text import human_lines, review_progress
 from tunewiz.tui.worker_errors import ReportsWorkerErrors
 

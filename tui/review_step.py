@@ -35,7 +35,7 @@ class ReviewStep(StepScreen):
             yield Static("", id="toml")
 
     def on_mount(self) -> None:
-        from tunewiz.core.runs import default_name
+        from tunewiz.core.bookkeeping.runs import default_name
         from tunewiz.core.toml import dumps
 
         cfg = self.wiz.cfg
@@ -58,7 +58,8 @@ class ReviewStep(StepScreen):
     def find_warnings(self) -> None:
         """The warnings submit gives too (launcher.remote_code_warning, launcher.sharing), shown before
         Start: reading the other runs' records is file work, off the UI thread."""
-        from tunewiz.core import launcher, planner
+        from tunewiz.core.planning import planner
+        from tunewiz.core.training import launcher
 
         cfg, hw = self.wiz.cfg, self.wiz.hardware
         lines = [w for w in [launcher.remote_code_warning(cfg)] if w]
@@ -141,14 +142,14 @@ def plan_line(cfg, hw, shape, busy=()) -> str:
     """What this machine will do with the request, in one or two lines (the planner's decisions).
 
     >>> from tunewiz.core.config import RunConfig
-    >>> from tunewiz.core.hardware import Hardware
-    >>> from tunewiz.core.memory import DataShape
+    >>> from tunewiz.core.planning.hardware import Hardware
+    >>> from tunewiz.core.planning.memory import DataShape
     >>> cfg = RunConfig()
     >>> cfg.model.id = "bundled:smollm2-135m-instruct"
     >>> print(plan_line(cfg, Hardware(cpu_physical_cores=2, ram_available_gb=16), DataShape(120, 30_000, 0.2, "", 300)))
     plan: cpu, float32, 4 x 2 per step, checkpointing off; peak 2.14 GiB, fits; training ~10m37s
     """
-    from tunewiz.core import planner
+    from tunewiz.core.planning import planner
 
     if hw is None:
         return "plan: waiting for the hardware"
@@ -157,7 +158,7 @@ def plan_line(cfg, hw, shape, busy=()) -> str:
 
 def plan_text(p, hw) -> str:
     """A plan made for `hw` (planner.plan) in the words of :func:`plan_line`."""
-    from tunewiz.core.events import fmt_duration
+    from tunewiz.core.units import fmt_duration
 
     where = p.placement[0] if p.device == "cuda" and p.processes == 1 and len(hw.gpus) > 1 else p.device
     line = (

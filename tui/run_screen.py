@@ -12,8 +12,8 @@ from textual.binding import Binding
 from textual.containers import Container, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Footer, Label, Static
-from tunewiz.core import runs
-from tunewiz.core.events import read_events
+from tunewiz.core.bookkeeping import runs
+from tunewiz.core.bookkeeping.events import read_events
 from tunewiz.tui.eval_screen import EvalScreen
 from tunewiz.tui.record_text import record_summary_lines
 from tunewiz.tui.train_screen import TrainScreen

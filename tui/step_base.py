@@ -23,7 +23,7 @@ from tunewiz.tui.worker_errors import ReportsWorkerErrors
 
 if TYPE_CHECKING:
     from tunewiz.core.config import RunConfig
-    from tunewiz.core.hardware import Hardware
+    from tunewiz.core.planning.hardware import Hardware
 
 # One short paragraph on the screen (fits 80x24); the longer help is behind F1.
 INTRO = {

@@ -14,8 +14,8 @@ from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Label, Static
-from tunewiz.core import presets
-from tunewiz.core.events import fmt_duration
+from tunewiz.core.planning import presets
+from tunewiz.core.units import fmt_duration
 from tunewiz.tui.record_text import HEADLINE_WORDS, num, overfit_text, peak_text, sweep_figure
 from tunewiz.tui.worker_errors import ReportsWorkerErrors
 
@@ -82,7 +82,7 @@ class SweepScreen(ReportsWorkerErrors, Screen):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="sweep")
     def reload(self) -> None:
-        from tunewiz.core import sweep
+        from tunewiz.core.training import sweep
 
         loaded = sweep.load(self.app.home, self.sweep_id)  # type: ignore[attr-defined]
         self.app.call_from_thread(self.show, loaded)

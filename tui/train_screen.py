@@ -17,8 +17,9 @@ from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.screen import Screen
 from textual.widgets import Footer, Label, ProgressBar, RichLog, Static
-from tunewiz.core import notify, runs
-from tunewiz.core.events import describe, fmt_duration, read_events
+from tunewiz.core.bookkeeping import notify, runs
+from tunewiz.core.bookkeeping.events import describe, read_events
+from tunewiz.core.units import fmt_duration
 from tunewiz.tui.eval_screen import EvalScreen
 from tunewiz.tui.messages import RunEvents
 from tunewiz.tui.widgets import LossPlot
@@ -161,7 +162,7 @@ class TrainScreen(ReportsWorkerErrors, Screen):
         return True
 
     def action_stop(self) -> None:
-        from tunewiz.core import launcher
+        from tunewiz.core.training import launcher
 
         if launcher.stop(self.run_dir):
             self.notify("Stopping after this step: a checkpoint and the adapter are being saved.")

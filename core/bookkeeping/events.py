@@ -15,6 +15,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from tunewiz.core.units import fmt_duration
+
 EVENTS_FILE = "events.jsonl"
 
 
@@ -88,19 +90,6 @@ def follow(run_dir: str | Path, is_done, poll: float = 0.5) -> Iterator[dict[str
                 yield from events
                 return
             time.sleep(poll)
-
-
-def fmt_duration(seconds: float | None) -> str:
-    """
-    >>> fmt_duration(75), fmt_duration(3700), fmt_duration(None)
-    ('1m15s', '1h01m', '?')
-    """
-    if seconds is None:
-        return "?"
-    seconds = int(seconds)
-    h, rem = divmod(seconds, 3600)
-    m, s = divmod(rem, 60)
-    return f"{h}h{m:02d}m" if h else (f"{m}m{s:02d}s" if m else f"{s}s")
 
 
 def describe(ev: dict[str, Any]) -> str | None:

@@ -1,19 +1,19 @@
-"""The training process: ``python -m tunewiz.core.trainer RUN_DIR [--resume]``.
+"""The training process: ``python -m tunewiz.core.training.trainer RUN_DIR [--resume]``.
 
-Started detached by :mod:`tunewiz.core.launcher` (own session, stdin from /dev/null,
+Started detached by :mod:`tunewiz.core.training.launcher` (own session, stdin from /dev/null,
 stdout/stderr to train.log), it takes the run's trainer lock (a second trainer on the
 same run refuses) and takes the run.toml through its phases:
 
 1. :func:`setup` - lints the data against the model's template, renders every example
-   with the loss mask of :func:`tunewiz.core.data.render` (assistant tokens only), and
-   plans the run for this machine (:func:`tunewiz.core.planner.plan`);
-2. :func:`build` - the model as planned (:mod:`tunewiz.core.modeling`), LoRA adapters,
+   with the loss mask of :func:`tunewiz.core.data.dataset.render` (assistant tokens only), and
+   plans the run for this machine (:func:`tunewiz.core.planning.planner.plan`);
+2. :func:`build` - the model as planned (:mod:`tunewiz.core.models.loading`), LoRA adapters,
    trl's SFTTrainer with the plan's arguments;
 3. :func:`fit` - trains, appending step / eval events to events.jsonl, checkpointing;
 4. :func:`save` - the adapter (PEFT, safetensors; its config names the base by hub id);
-5. :func:`evaluate` - base vs fine-tuned on the held-out rows (:mod:`tunewiz.core.evaluate`).
+5. :func:`evaluate` - base vs fine-tuned on the held-out rows (:mod:`tunewiz.core.judging.evaluate`).
 
-The probe (:mod:`tunewiz.core.probe`) runs the same setup and build for a few steps.
+The probe (:mod:`tunewiz.core.training.probe`) runs the same setup and build for a few steps.
 
 Signals: SIGHUP is ignored (a closed terminal must not stop training). The
 first SIGTERM/SIGINT finishes the current step, saves a checkpoint and the
@@ -40,9 +40,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tunewiz.core import __version__, checkpoints, distributed, launcher, planner, runs
+from tunewiz.core import __version__
+from tunewiz.core.bookkeeping import checkpoints, runs
+from tunewiz.core.bookkeeping.events import EventWriter
 from tunewiz.core.config import RunConfig
-from tunewiz.core.events import EventWriter
+from tunewiz.core.planning import planner
+from tunewiz.core.training import distributed, launcher
 
 log = logging.getLogger("tunewiz.trainer")
 
@@ -100,7 +103,7 @@ def peak_memory_mb() -> float:
 
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         return round(torch.cuda.max_memory_allocated() / 2**20, 1)
-    from tunewiz.core.hardware import peak_rss_bytes
+    from tunewiz.core.planning.hardware import peak_rss_bytes
 
     return round(peak_rss_bytes() / 2**20, 1)
 
@@ -473,7 +476,7 @@ class Prepared:
 
 
 def data_shape(rows: list[dict], stats: dict[str, int], source: str):
-    from tunewiz.core.memory import DataShape
+    from tunewiz.core.planning.memory import DataShape
 
     total = max(stats.get("total_tokens", 0), 1)
     return DataShape(
@@ -489,9 +492,11 @@ def setup(cfg: RunConfig, home_dir: Path, events, hw=None, lint_first: bool = Tr
     """Resolve the model, check and render the data, and plan the run for this machine."""
 
     import torch
-    from tunewiz.core import catalog, hardware, models
-    from tunewiz.core import data as data_mod
-    from tunewiz.core.modeling import load_tokenizer
+    from tunewiz.core.data import dataset as data_mod
+    from tunewiz.core.models import catalog
+    from tunewiz.core.models import resolve as models
+    from tunewiz.core.models.loading import load_tokenizer
+    from tunewiz.core.planning import hardware
 
     hw = hw or hardware.detect(home_dir)
     if hw.gpus and not torch.cuda.is_available():  # NVML sees a GPU this torch cannot use (a CPU build, old driver)
@@ -503,7 +508,7 @@ def setup(cfg: RunConfig, home_dir: Path, events, hw=None, lint_first: bool = Tr
     records: dict[str, Any] = {}
     if lint_first:
         events.emit("status", status="preparing", message="checking the data against the model's template")
-        from tunewiz.core import lint
+        from tunewiz.core.data import lint
 
         report = lint.lint_run(cfg, tok)
         if report.errors:  # the same errors `tunewiz lint` and the wizard's data step show, with their lines
@@ -607,7 +612,7 @@ def build(
     from transformers.trainer_callback import PrinterCallback
     from trl import SFTTrainer
     from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
-    from tunewiz.core import modeling
+    from tunewiz.core.models import loading as modeling
 
     cfg, plan = p.cfg, p.plan
     if plan.device == "cpu":
@@ -674,7 +679,8 @@ def fit(trainer, checkpoint: Path | None):
 
 def save(p: Prepared, trainer, model, adapter_dir: Path, primary: bool) -> None:
     """The adapter in PEFT format (safetensors) with the tokenizer; its config names the base by hub id."""
-    from tunewiz.core import modeling, models
+    from tunewiz.core.models import loading as modeling
+    from tunewiz.core.models import resolve as models
 
     sharded = bool(getattr(trainer, "is_fsdp_enabled", False))
     if sharded:  # every rank hands its shards over; rank 0 writes a whole PEFT adapter
@@ -727,7 +733,7 @@ def evaluation_model(p: Prepared, trainer) -> tuple[str, str, bool]:
     """(dtype, why, reload): the precision the comparison runs in (core.evaluate.serving_dtype), and
     whether the trained model must make way for the saved adapter loaded afresh: the sharded model runs
     only with every rank, and a CPU run trained in 16 bit answers in float32."""
-    from tunewiz.core import evaluate as evaluation
+    from tunewiz.core.judging import evaluate as evaluation
 
     dtype, why = evaluation.serving_dtype(p.plan.device, p.plan.dtype)
     return dtype, why, bool(getattr(trainer, "is_fsdp_enabled", False)) or dtype != p.plan.dtype
@@ -737,8 +743,8 @@ def evaluate(p: Prepared, model, dtype: str, why: str, adapter_dir: Path, run_di
     """Base vs fine-tuned on the held-out rows in `dtype` (`model` None: the saved adapter, loaded
     afresh); returns the summary for [results]."""
     import torch
-    from tunewiz.core import evaluate as evaluation
-    from tunewiz.core import modeling
+    from tunewiz.core.judging import evaluate as evaluation
+    from tunewiz.core.models import loading as modeling
 
     if model is None:
         gc.collect()  # the trained model and its optimizer states first
@@ -754,7 +760,7 @@ def evaluate(p: Prepared, model, dtype: str, why: str, adapter_dir: Path, run_di
 def train(run_dir: Path, resume: bool, events: EventWriter, stop: StopFlag, callbacks=()) -> None:
     """A run from its run.toml to its final status, through the phases."""
     from transformers.utils import logging as hf_logging
-    from tunewiz.core import hardware
+    from tunewiz.core.planning import hardware
 
     hf_logging.disable_progress_bar()  # train.log gets our step lines, not progress bars
     # Data-parallel ranks other than 0 train only: rank 0 writes the record, the adapter and the eval.
@@ -842,7 +848,7 @@ def train(run_dir: Path, resume: bool, events: EventWriter, stop: StopFlag, call
 
     record(run_dir, {"results": results, "artifacts": artifacts})
     if cfg.evaluation.enabled and p.eval_ex:
-        from tunewiz.core import evaluate as evaluation
+        from tunewiz.core.judging import evaluate as evaluation
 
         compared = min(len(p.eval_ex), cfg.evaluation.max_examples)
         of = "" if compared == len(p.eval_ex) else f" of the {len(p.eval_ex)}"
@@ -879,7 +885,7 @@ def classify_failure(exc: BaseException, run_dir: Path | None = None) -> str:
 
 def main(argv: list[str] | None = None, callbacks=()) -> int:
     """The training process. `callbacks`: extra TrainerCallbacks (tests add theirs this way)."""
-    parser = argparse.ArgumentParser(prog="python -m tunewiz.core.trainer", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m tunewiz.core.training.trainer", description=__doc__.split("\n")[0])
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     ns = parser.parse_args(argv)

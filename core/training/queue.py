@@ -6,7 +6,7 @@ A queued run is a run directory like any other whose record says ``status = "wai
 check at once (launcher.check: a bad run is refused now, not at 3 a.m.), writes the record under the
 queue lock and makes sure a queue runner is alive.
 
-The runner (``python -m tunewiz.core.queue HOME``) is detached like a trainer: its own session, stdin
+The runner (``python -m tunewiz.core.training.queue HOME``) is detached like a trainer: its own session, stdin
 from /dev/null, output appended to ``runs/queue.log``, so a dropped SSH connection does not reach it.
 Exactly one lives per runs directory: it holds ``runs/.queue-runner.lock``. Every few seconds it starts
 the first waiting run whose devices (the [plan] placement: GPU 0, the CPU, ...) no run on this machine
@@ -30,7 +30,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tunewiz.core import detach, launcher, runs
+from tunewiz.core import detach
+from tunewiz.core.bookkeeping import runs
+from tunewiz.core.training import launcher
 
 QUEUE_LOCK = ".queue.lock"
 """Held while the queue is read and changed (submit, move, cancel, the runner starting a run)."""
@@ -249,7 +251,7 @@ def ensure_runner(home_dir: Path) -> int | None:
         if not got:
             return None
     # Two callers may both start one: the second runner finds the lock held and exits at once.
-    cmd = [sys.executable, "-m", "tunewiz.core.queue", str(home_dir)]
+    cmd = [sys.executable, "-m", "tunewiz.core.training.queue", str(home_dir)]
     proc = detach.spawn(cmd, root / LOG, root, dict(os.environ, PYTHONUNBUFFERED="1"))
     return proc.pid
 
@@ -284,7 +286,7 @@ def one_gpu(doc: dict[str, Any]) -> bool:
 def machine_gpus() -> list:
     """The GPUs of this machine as NVML sees them (no CUDA context); none without NVML: then a queued
     run keeps the GPU it was planned on."""
-    from tunewiz.core import hardware
+    from tunewiz.core.planning import hardware
 
     return hardware.nvml_gpus() or []
 
@@ -293,7 +295,7 @@ def free_gpu(planned: set[str], gpus: list, claimed: set[str]) -> str | None:
     """Where a one-GPU run starts now: the GPU it was planned on when no run uses it, else the free GPU
     with the most free memory; None when every GPU is in use (or claimed by a run ahead of it).
 
-    >>> from tunewiz.core.hardware import GPU
+    >>> from tunewiz.core.planning.hardware import GPU
     >>> two = [GPU(0, "A", 80, 70, "9.0", True), GPU(1, "A", 80, 79, "9.0", True)]
     >>> free_gpu({"cuda:0"}, two, set()), free_gpu({"cuda:0"}, two, {"cuda:0"})
     ('cuda:0', 'cuda:1')
@@ -308,7 +310,7 @@ def free_gpu(planned: set[str], gpus: list, claimed: set[str]) -> str | None:
         return f"cuda:{mine[0].index}" if mine else None
     from types import SimpleNamespace
 
-    from tunewiz.core import planner
+    from tunewiz.core.planning import planner
 
     return f"cuda:{planner.choose_gpu(SimpleNamespace(gpus=gpus), claimed).value}"  # the planner's choice
 
@@ -394,7 +396,7 @@ def run(home_dir: Path, poll: float = POLL_S) -> int:
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    p = argparse.ArgumentParser(prog="python -m tunewiz.core.queue", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m tunewiz.core.training.queue", description=__doc__.split("\n")[0])
     p.add_argument("home", type=Path, help="the tunewiz home whose runs/ holds the queue")
     p.add_argument("--poll", type=float, default=POLL_S, help=argparse.SUPPRESS)
     ns = p.parse_args(argv)

@@ -6,12 +6,12 @@ Formats (``tunewiz export RUN --format ...``):
   safetensors in the base's dtype with the tokenizer, chat template and a generation config whose
   end-of-sequence is the template's end-of-turn token, in ``RUN/export/merged/``; it loads with
   ``AutoModelForCausalLM.from_pretrained``.
-* ``gguf`` (see :mod:`tunewiz.core.gguf_export`): the merged model converted by llama.cpp's own converter
+* ``gguf`` (see :mod:`tunewiz.core.shipping.gguf_export`): the merged model converted by llama.cpp's own converter
   (and quantised by its quantizer: q8_0, q6_k, q5_k_m, q4_k_m, q4_0), with an Ollama Modelfile; checked
   by llama.cpp itself, with the chat template and end-of-generation tokens stored in the GGUF.
 
 Every export is verified the same way: the held-out prompts the run was evaluated on (the same
-split and limit as :mod:`tunewiz.core.evaluate`) are answered greedily by the exported model and by the
+split and limit as :mod:`tunewiz.core.judging.evaluate`) are answered greedily by the exported model and by the
 adapter model (base + adapter, unmerged), and the record gets, under ``[artifacts.<format>]``:
 the share of prompts whose answers agree token for token (``agreement``), the share of answers
 that end with the end-of-turn token before the budget (``stop_rate``, with the adapter model's
@@ -26,7 +26,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tunewiz.core.merged_export import ExportError
+from tunewiz.core.shipping.merged_export import ExportError
 
 FORMATS = ("merged", "gguf")
 
@@ -75,9 +75,9 @@ def export(run_dir: Path, fmt: str, quant: str = "q8_0", verify: bool = True) ->
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # library deprecation notices
         if fmt == "merged":
-            from tunewiz.core.merged_export import export_merged
+            from tunewiz.core.shipping.merged_export import export_merged
 
             return export_merged(run_dir, verify=verify)
-        from tunewiz.core import gguf_export
+        from tunewiz.core.shipping import gguf_export
 
         return gguf_export.export_gguf(run_dir, quant=quant, verify=verify)

@@ -4,7 +4,7 @@ A run directory keeps more than its record: events.jsonl (every status, step and
 happened), the adapter's adapter_config.json, the checkpoints' trainer_state.json, and the readable
 lines of the damaged record or of an unfinished atomic write. :func:`rebuild_record` puts together
 what those say (and lists what cannot be known); :func:`repair` keeps the damaged file and writes
-the rebuilt record atomically. Listing damaged runs is :mod:`tunewiz.core.runs`' job.
+the rebuilt record atomically. Listing damaged runs is :mod:`tunewiz.core.bookkeeping.runs`' job.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from tunewiz.core import checkpoints, runs
+from tunewiz.core.bookkeeping import checkpoints, runs
 from tunewiz.core.config import ConfigError, RunConfig
 from tunewiz.core.toml import tomllib, write_toml_atomic
 

@@ -19,9 +19,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from tunewiz.core import presets, runs
+from tunewiz.core.bookkeeping import runs
+from tunewiz.core.bookkeeping.events import read_events
 from tunewiz.core.config import RunConfig, TrainingConfig, apply_overrides
-from tunewiz.core.events import read_events
+from tunewiz.core.planning import presets
 
 KEY = "sweep"
 """[run] sweep = ID: the sweep a run belongs to."""
@@ -72,7 +73,7 @@ def new_id(data_path: str) -> str:
 def submit(base: RunConfig, home_dir: Path, overrides=(), hw=None, warn=None):
     """Check the three runs, then queue them one after another (nothing is queued if one is refused).
     Returns (the sweep's id, the core.queue.Queued of each run, conservative first)."""
-    from tunewiz.core import queue
+    from tunewiz.core.training import queue
 
     cfgs = configs(base, overrides)
     sweep_id = new_id(base.data.path)

@@ -22,7 +22,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from tunewiz.core import checkpoints
+from tunewiz.core.bookkeeping import checkpoints
 from tunewiz.core.config import RunConfig
 from tunewiz.core.errors import TunewizError
 from tunewiz.core.toml import tomllib, write_toml_atomic
@@ -277,7 +277,7 @@ def notify_end(run_dir: str | Path) -> int | None:
     trainer's run (reconcile) never both run it; a resumed run is told again when it ends again. Returns
     the program's pid, None when nothing ran. A program that cannot start is one line in train.log.
     """
-    from tunewiz.core import notify
+    from tunewiz.core.bookkeeping import notify
 
     run_dir = Path(run_dir)
     doc, _ = record_problem(run_dir / RECORD)
@@ -414,11 +414,13 @@ def _dead(run_dir: Path, doc: dict[str, Any], grace_s: float) -> bool:
         queued = float(run.get("queued_unix", 0))
     except (TypeError, ValueError):
         queued = 0.0
-    return not (run.get("status") == "queued" and trainer_started_unix(run_dir) < queued and time.time() - queued < grace_s)
+    return not (
+        run.get("status") == "queued" and trainer_started_unix(run_dir) < queued and time.time() - queued < grace_s
+    )
 
 
 def _crash_of(run_dir: Path) -> dict[str, Any]:
-    from tunewiz.core.events import read_events
+    from tunewiz.core.bookkeeping.events import read_events
 
     events, _ = read_events(run_dir)
     steps = [e for e in events if e.get("event") == "step"]
@@ -608,7 +610,7 @@ def events_digest(run_dir: Path) -> dict[str, Any]:
 
     Kept per file size and time, so a listing that polls a damaged run does not re-read it each time.
     """
-    from tunewiz.core.events import read_events
+    from tunewiz.core.bookkeeping.events import read_events
 
     path = Path(run_dir) / EVENTS
     try:

@@ -1,6 +1,6 @@
 """Start, stop and follow training processes that outlive the terminal that started them.
 
-A trainer is ``python -m tunewiz.core.trainer RUN_DIR`` in a new session (so it has no
+A trainer is ``python -m tunewiz.core.training.trainer RUN_DIR`` in a new session (so it has no
 controlling terminal and a closed SSH connection sends it no SIGHUP), with
 stdin from /dev/null and stdout/stderr appended to the run's train.log.
 With ``training.processes > 1`` the same trainer runs data-parallel under
@@ -18,8 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tunewiz.core import detach, runs
-from tunewiz.core.events import follow as follow_events
+from tunewiz.core import detach
+from tunewiz.core.bookkeeping import runs
+from tunewiz.core.bookkeeping.events import follow as follow_events
 
 
 @dataclass
@@ -56,8 +57,11 @@ def check(cfg, home_dir: Path, hw=None) -> Checked:
     Raises RunError / ModelError / DataError / ConfigError, each saying what to do. The token checks
     run when the model's tokenizer is here without a download (the trainer runs them again anyway).
     """
-    from tunewiz.core import data, hardware, lint, models
     from tunewiz.core.config import ConfigError, notify_problem, tracking_problem
+    from tunewiz.core.data import dataset as data
+    from tunewiz.core.data import lint
+    from tunewiz.core.models import resolve as models
+    from tunewiz.core.planning import hardware
 
     runs.ensure_writable(runs.runs_root(home_dir))
     missing = [x for x in (tracking_problem(cfg.training.report_to), notify_problem(cfg.notify.command)) if x]
@@ -162,7 +166,7 @@ def first_plan(cfg, home_dir: Path, examples, hw=None, busy: Collection[str] = (
     The data's token counts are approximated from its characters (no tokenizer in this process);
     the trainer plans again with the tokenized figures once it has the tokenizer.
     """
-    from tunewiz.core import hardware, memory, planner
+    from tunewiz.core.planning import hardware, memory, planner
 
     hw = hw if hw is not None else hardware.detect(home_dir)
     eval_fraction = 0.0 if cfg.data.eval_path else cfg.data.eval_fraction
@@ -186,11 +190,11 @@ def start(run_dir: Path, resume: bool = False) -> int:
     processes = int(plan.get("processes") or doc.get("training", {}).get("processes", 1) or 1)
     fsdp = plan.get("parallelism") == "fsdp" if plan else bool(doc.get("training", {}).get("fsdp", False))
     if processes > 1:
-        from tunewiz.core import distributed
+        from tunewiz.core.training import distributed
 
         cmd = distributed.launch_command(processes, args, fsdp=fsdp)
     else:
-        cmd = [sys.executable, "-m", "tunewiz.core.trainer", *args]
+        cmd = [sys.executable, "-m", "tunewiz.core.training.trainer", *args]
     env = trainer_env(os.environ, (plan.get("placement") or ["cpu"]) if processes == 1 else None)
     proc = detach.spawn(cmd, run_dir / runs.LOG, run_dir, env)
     runs.update_record(run_dir, {"run": {"launcher_pid": proc.pid}})

@@ -69,7 +69,7 @@ class Hardware:
     @property
     def device(self) -> str:
         """cuda | mps | cpu: what training will use (the planner's decision)."""
-        from tunewiz.core.planner import choose_device
+        from tunewiz.core.planning.planner import choose_device
 
         return choose_device(self).value
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from tunewiz.core import detach
-from tunewiz.core.metrics import headline_text
+from tunewiz.core.judging.metrics import headline_text
 
 ENV_VARS = (
     "TUNEWIZ_RUN_ID",
@@ -154,7 +154,9 @@ def environment(doc: dict[str, Any], run_dir: str | Path) -> dict[str, str]:
     }
 
 
-def base_environment(pass_env: list[str] | tuple[str, ...] = (), source: dict[str, str] | None = None) -> dict[str, str]:
+def base_environment(
+    pass_env: list[str] | tuple[str, ...] = (), source: dict[str, str] | None = None
+) -> dict[str, str]:
     """The part of `source` (this process's environment) a notify program inherits: BASE_ENV and the
     names in `pass_env`, nothing else (a token in the environment stays with tunewiz).
 

@@ -22,7 +22,7 @@ pip builds it from source, and caches the build):
   template, the tokenizer and the weights a server loads are all in the test; answers are greedy and end
   at llama.cpp's end-of-generation tokens (what llama-server and Ollama stop at), within the budget the
   adapter model had. They are compared token for token with the adapter model's greedy answers
-  (:func:`tunewiz.core.merged_export.agreement`); an export that does not stop where the adapter model
+  (:func:`tunewiz.core.shipping.merged_export.agreement`); an export that does not stop where the adapter model
   does, or agrees on fewer than :data:`POOR_TOKEN_AGREEMENT` of the tokens, gets a ``warning`` in its
   ``[artifacts]`` entry, which the evaluation screen and ``tunewiz show`` print.
 
@@ -45,7 +45,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tunewiz.core import merged_export, modeling, ollama, runs
+from tunewiz.core.bookkeeping import runs
+from tunewiz.core.models import loading as modeling
+from tunewiz.core.shipping import merged_export, ollama
 
 CONVERTED = ("f16", "bf16", "f32")
 """Types llama.cpp's converter writes itself."""
@@ -170,7 +172,7 @@ def convert(model_dir: Path, out_file: Path, outtype: str, log_file: Path) -> Pa
 def quantize(src: Path, dst: Path, quant: str, log_file: Path) -> None:
     """llama.cpp's quantizer (llama_model_quantize) from `src` to `dst`, in a subprocess (llama.cpp aborts
     the process on some errors), logging to `log_file`."""
-    cmd = [sys.executable, "-m", "tunewiz.core.gguf_export", str(src), str(dst), quant]
+    cmd = [sys.executable, "-m", "tunewiz.core.shipping.gguf_export", str(src), str(dst), quant]
     with open(log_file, "wb") as log:
         proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
     if proc.returncode != 0 or not dst.is_file():
@@ -342,5 +344,7 @@ def llama_cpp_answers(gguf_file: Path, prompts: list[list[dict]], max_new_tokens
     return {"answers": answers, "prompts": built, "eog": eog, "eog_text": eog_text, "template": bool(template)}
 
 
-if __name__ == "__main__":  # llama.cpp's quantizer, in its own process: python -m tunewiz.core.gguf_export SRC DST TYPE
+if (
+    __name__ == "__main__"
+):  # llama.cpp's quantizer, in its own process: python -m tunewiz.core.shipping.gguf_export SRC DST TYPE
     sys.exit(_quantize_main(*sys.argv[1:4]))

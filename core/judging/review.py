@@ -31,11 +31,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tunewiz.core import runs
+from tunewiz.core.bookkeeping import runs
+from tunewiz.core.bookkeeping.events import end_torn_line, read_jsonl
 from tunewiz.core.errors import TunewizError
-from tunewiz.core.evaluate import PREDICTIONS, load_predictions
-from tunewiz.core.events import end_torn_line, read_jsonl
-from tunewiz.core.metrics import wilson
+from tunewiz.core.judging.evaluate import PREDICTIONS, load_predictions
+from tunewiz.core.judging.metrics import wilson
 
 REVIEW = "eval/review.jsonl"
 DEFAULT_ROWS = 30

@@ -129,7 +129,7 @@ def resolve(model_id: str, home_dir: Path, prepare: bool = True, weights: bool =
         return resolved
     import difflib
 
-    from tunewiz.core import catalog
+    from tunewiz.core.models import catalog
 
     close = difflib.get_close_matches(model_id.lower(), list(catalog.BY_KEY), n=1, cutoff=0.75)
     hint = f"Did you mean {close[0]} ({catalog.canonical_id(close[0])})? " if close else ""

@@ -22,8 +22,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tunewiz.core.data import Example, prompt_and_answer, render_example
-from tunewiz.core.metrics import score, summarize
+from tunewiz.core.data.dataset import Example, prompt_and_answer, render_example
+from tunewiz.core.judging.metrics import score, summarize
 
 PREDICTIONS = "eval/predictions.jsonl"
 
@@ -31,7 +31,7 @@ PREDICTIONS = "eval/predictions.jsonl"
 def generate(model, tok, prompts: list[list[dict]], max_new_tokens: int) -> tuple[list[str], list[bool]]:
     """Greedy answers for chat prompts, stopping at the end of the turn (the generation shared with export),
     and whether each one stopped there rather than at the token budget (greedy keeps the end token)."""
-    from tunewiz.core.modeling import end_of_turn_ids, greedy
+    from tunewiz.core.models.loading import end_of_turn_ids, greedy
 
     stop = end_of_turn_ids(model, tok)
     rows = greedy(model, tok, prompts, max_new_tokens, stop)
@@ -70,8 +70,8 @@ def compare(
 ) -> dict[str, Any]:
     """Evaluate base (adapter off) and fine-tuned (adapter on); write predictions; return the summary:
     per model summarize's figures, core.metrics.measure's (kind, interval, per label / per field), the loss."""
-    from tunewiz.core import metrics
-    from tunewiz.core.modeling import answer_budget
+    from tunewiz.core.judging import metrics
+    from tunewiz.core.models.loading import answer_budget
 
     # Plain-text rows have no prompt to answer: they count in the held-out loss only.
     scored = examples[: cfg.evaluation.max_examples]
@@ -141,7 +141,7 @@ def load_predictions(run_dir: Path) -> list[dict[str, Any]]:
 
 def held_out_examples(cfg) -> list:
     """The run's held-out examples: its eval file, or the split training held back (same seed)."""
-    from tunewiz.core import data as data_mod
+    from tunewiz.core.data import dataset as data_mod
 
     if cfg.data.eval_path:
         return data_mod.load(cfg.data.eval_path).examples
@@ -165,7 +165,7 @@ def serving_dtype(device: str, train_dtype: str) -> tuple[str, str]:
 def run_placement(cfg, run_dir: Path) -> tuple[str, str]:
     """Where and in what precision a finished run's model answers on this machine (evaluation, chat):
     the plan's device for one process (the GPU of a GPU box, not its CPU) and :func:`serving_dtype`."""
-    from tunewiz.core import hardware, planner
+    from tunewiz.core.planning import hardware, planner
 
     hw = hardware.detect(run_dir)
     where = planner.choose_device(hw).value
@@ -175,9 +175,10 @@ def run_placement(cfg, run_dir: Path) -> tuple[str, str]:
 
 def evaluate_run(run_dir: Path) -> dict[str, Any]:
     """Re-run the comparison for a finished run from its saved adapter (`tunewiz eval RUN`)."""
-    from tunewiz.core import models, runs
+    from tunewiz.core.bookkeeping import runs
     from tunewiz.core.config import RunConfig
-    from tunewiz.core.modeling import adapter_model, load_tokenizer
+    from tunewiz.core.models import resolve as models
+    from tunewiz.core.models.loading import adapter_model, load_tokenizer
 
     run_dir = Path(run_dir)
     doc = runs.read_record(run_dir)

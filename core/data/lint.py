@@ -1,6 +1,6 @@
 """The data linter: what silently ruins a fine-tune, found before training, with the line and the fix.
 
-``lint(path)`` reads the file the way training does (:func:`tunewiz.core.data.read`),
+``lint(path)`` reads the file the way training does (:func:`tunewiz.core.data.dataset.read`),
 then checks the examples as a set (duplicates, conflicting answers, leakage
 into the held-out rows, size) and, given the model's tokenizer, as the model
 will see them (chat template, end-of-turn token, BOS, length against
@@ -13,7 +13,7 @@ Speed: the structural pass is plain Python over parsed rows. The token pass
 renders every row through the chat template once and counts tokens segment by
 segment between special tokens, tokenising each distinct segment once (system
 prompts and short answers repeat); the full prefix-by-prefix mask
-(:func:`tunewiz.core.data.render`) runs on a sample of rows, one per conversation
+(:func:`tunewiz.core.data.dataset.render`) runs on a sample of rows, one per conversation
 shape, and on every row longer than ``max_seq_len`` (to say how much of the
 answer is cut). ``benchmarks/lint_speed.py`` measures it.
 """
@@ -30,7 +30,7 @@ from typing import Any, NamedTuple
 
 import orjson
 from tunewiz.core.config import DataConfig
-from tunewiz.core.data import (
+from tunewiz.core.data.dataset import (
     SEVERITIES,
     DataError,
     Example,
@@ -165,7 +165,7 @@ class Report:
         """The data's shape for the planner, from the linter's tokenized lengths (the same figures the
         wizard's data step shows and `tunewiz fit --data` uses); None when nothing was tokenized.
         The trained share comes from the text (the linter renders only a sample with the mask)."""
-        from tunewiz.core.memory import DataShape, approx_data_shape
+        from tunewiz.core.planning.memory import DataShape, approx_data_shape
 
         t = self.tokens
         if not t.get("max"):
@@ -677,7 +677,7 @@ def lint(
     loaded: LoadedData | None = None,
 ) -> Report:
     """Lint a data file (and an optional held-out file). Raises DataError only when a file cannot be read.
-    `loaded`: the file as :func:`tunewiz.core.data.read` already returned it (not read again)."""
+    `loaded`: the file as :func:`tunewiz.core.data.dataset.read` already returned it (not read again)."""
     with bulk():  # see core.data.bulk: no garbage-collector passes over the rows while they are checked
         return _lint(path, tokenizer, max_seq_len, eval_path, eval_fraction, seed, loaded)
 
@@ -815,7 +815,7 @@ def model_targets(cfg, model_dir: Path) -> list[Finding]:
     targets = list(cfg.training.target_modules)
     if targets == ["all-linear"]:
         return []
-    from tunewiz.core.modeling import module_kinds
+    from tunewiz.core.models.loading import module_kinds
 
     try:
         modules = module_kinds(model_dir, cfg.model.trust_remote_code)
@@ -842,7 +842,7 @@ def tokenizer_for(model_id: str, home: Path, trust_remote_code: bool = False):
     """The tokenizer (with its chat template) of a model id, as training loads it (its pad token left
     as the model ships it: whether one is missing is itself a finding). ModelError when it cannot be
     loaded, saying why."""
-    from tunewiz.core import models
+    from tunewiz.core.models import resolve as models
 
     resolved = models.resolve(model_id, home, weights=False)
     return load_tokenizer_of(resolved.path, model_id, trust_remote_code)
@@ -852,7 +852,7 @@ def tokenizer_here(model_id: str, home: Path, trust_remote_code: bool = False):
     """(tokenizer, where the model is described) of a model already on this machine, without downloading
     or converting anything: its directory, or for the bundled model not yet converted its GGUF file (the
     converted copy saves this same tokenizer); (None, None) for a hub model not in the cache."""
-    from tunewiz.core import models
+    from tunewiz.core.models import resolve as models
 
     model_id = model_id.strip()
     if not models.on_this_machine(model_id):
@@ -869,7 +869,7 @@ def tokenizer_here(model_id: str, home: Path, trust_remote_code: bool = False):
 
 def load_tokenizer_of(path: Path, model_id: str, trust_remote_code: bool = False, **kwargs):
     from transformers import AutoTokenizer
-    from tunewiz.core.models import ModelError
+    from tunewiz.core.models.resolve import ModelError
 
     try:
         return AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code, **kwargs)

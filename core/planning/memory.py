@@ -30,7 +30,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
-from tunewiz.core.catalog import FUSED, ModelSpec
+from tunewiz.core.models.catalog import FUSED, ModelSpec
 
 MiB = 2**20
 GiB = 2**30
@@ -214,7 +214,7 @@ def gib(mb: float) -> str:
 def targets(spec: ModelSpec, target_modules) -> set[str]:
     """The block linear layers that get adapters, by the names in `spec.linear_shapes()`.
 
-    >>> from tunewiz.core.catalog import BY_KEY
+    >>> from tunewiz.core.models.catalog import BY_KEY
     >>> sorted(targets(BY_KEY["phi3-mini"], ["q_proj", "v_proj"]))
     ['qkv_proj']
     """
@@ -234,7 +234,7 @@ def targets(spec: ModelSpec, target_modules) -> set[str]:
 def lora_params(spec: ModelSpec, r: int, target_modules) -> int:
     """Trainable LoRA parameters: r x (in + out) per adapted linear layer, in every block.
 
-    >>> from tunewiz.core.catalog import BY_KEY
+    >>> from tunewiz.core.models.catalog import BY_KEY
     >>> lora_params(BY_KEY["llama3.1-8b"], 16, ["all-linear"])  # 0.52% of 8.03B
     41943040
     >>> lora_params(BY_KEY["llama3.1-8b"], 16, ["q_proj", "k_proj", "v_proj", "o_proj"])  # k, v are 4x narrower (GQA)

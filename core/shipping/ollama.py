@@ -5,7 +5,7 @@ stops, the most common complaint after a fine-tune. So the TEMPLATE is not guess
 tokenizer's chat template writes around each role (ChatML, Llama 3, Phi-3, Gemma, Mistral...) is
 recovered by rendering conversations of sentinel strings, then the TEMPLATE is rendered for probe
 conversations and compared with ``tokenizer.apply_chat_template``: by Go's own text/template, with the
-data Ollama passes (core/gotemplate/main.go, built once into the cache), where Go is installed, and
+data Ollama passes (core/shipping/gotemplate/main.go, built once into the cache), where Go is installed, and
 always by :func:`render` (the subset of Go's text/template the generated TEMPLATE uses). A template
 that does not match is an error, never a silently wrong Modelfile.
 """
@@ -180,7 +180,7 @@ GoRender = Callable[[str, list[dict[str, str]], str], str]
 def go_renderer() -> tuple[GoRender | None, str]:
     """(render, what it is): Go's text/template as Ollama runs a TEMPLATE, built once from
     :data:`GO_SOURCE` into the cache (offline: the standard library only); (None, why) without Go."""
-    from tunewiz.core.runs import cache_dir
+    from tunewiz.core.bookkeeping.runs import cache_dir
 
     go = shutil.which("go")
     if go is None:

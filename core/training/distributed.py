@@ -1,7 +1,7 @@
 """Data-parallel training over several processes, started by ``accelerate launch``.
 
 With ``training.processes = N > 1`` the launcher starts the trainer as
-``python -m accelerate.commands.launch --multi_gpu --num_processes N ... -m tunewiz.core.trainer RUN_DIR``:
+``python -m accelerate.commands.launch --multi_gpu --num_processes N ... -m tunewiz.core.training.trainer RUN_DIR``:
 accelerate's launcher (torch's elastic agent underneath) starts N copies of the trainer, each with
 RANK / WORLD_SIZE / MASTER_ADDR in its environment. transformers' Trainer then wraps the model in
 DistributedDataParallel: NCCL across GPUs, gloo on CPU (``--multi_gpu`` only selects the
@@ -52,11 +52,6 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-FSDP_NEEDS_GPUS = (
-    "training.fsdp = true needs GPUs (accelerate shards over GPUs, not CPU processes): "
-    "set fsdp = false to train data-parallel on this machine"
-)
-
 FSDP_FLAGS = [
     "--fsdp_version", "2",
     # Wrap each transformer block (the model's own _no_split_modules, e.g. LlamaDecoderLayer): one
@@ -87,7 +82,7 @@ def launch_command(processes: int, trainer_args: list[str], fsdp: bool = False) 
     # The trainer sets its own thread count (physical cores / processes on CPU); this only keeps
     # accelerate from guessing one and warning about it.
     cmd += ["--num_cpu_threads_per_process", "1"]
-    return cmd + ["-m", "tunewiz.core.trainer", *trainer_args]
+    return cmd + ["-m", "tunewiz.core.training.trainer", *trainer_args]
 
 
 def any_ranks(*flags: bool) -> list[bool]:

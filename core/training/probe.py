@@ -1,7 +1,7 @@
 """The probe: a few real training steps at the dataset's longest sequence, before the real run.
 
-It runs the trainer's own phases (:func:`tunewiz.core.trainer.setup` and
-:func:`tunewiz.core.trainer.build`: the same model loading, LoRA setup, planner decisions,
+It runs the trainer's own phases (:func:`tunewiz.core.training.trainer.setup` and
+:func:`tunewiz.core.training.trainer.build`: the same model loading, LoRA setup, planner decisions,
 SFTTrainer arguments and collator), fills every batch with the longest example, and measures:
 
 - peak memory: ``torch.cuda.max_memory_allocated`` on a GPU; on the CPU the
@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from tunewiz.core.config import RunConfig
-from tunewiz.core.memory import Estimate, gib
+from tunewiz.core.planning.memory import Estimate, gib
 
 MiB = 2**20
 
@@ -56,7 +56,7 @@ class ProbeResult:
     @property
     def predicted_model_mb(self) -> float:
         """What the model and its training add to the process once its libraries are imported."""
-        from tunewiz.core.memory import CPU_LIBRARIES_BYTES
+        from tunewiz.core.planning.memory import CPU_LIBRARIES_BYTES
 
         b = self.estimate.breakdown
         return b.total - (CPU_LIBRARIES_BYTES / MiB if self.memory_kind == "peak RSS" else b.overhead)
@@ -107,7 +107,7 @@ class ProbeResult:
         return d
 
     def lines(self) -> list[str]:
-        from tunewiz.core.events import fmt_duration
+        from tunewiz.core.units import fmt_duration
 
         if self.oom:
             out = [f"probe: OUT OF MEMORY at batch {self.batch} x {self.seq_len} tokens: {self.oom}"]
@@ -131,7 +131,7 @@ class ProbeResult:
 
 
 class _PeakRss:
-    """Peak resident memory of this process over a block (:func:`tunewiz.core.hardware.peak_rss_bytes`,
+    """Peak resident memory of this process over a block (:func:`tunewiz.core.planning.hardware.peak_rss_bytes`,
     whose high-water mark is reset on entry). No sampling thread: one would steal a core from
     torch's threads and slow the very steps being timed.
     """
@@ -148,7 +148,7 @@ class _PeakRss:
         return self
 
     def __exit__(self, *exc) -> None:
-        from tunewiz.core.hardware import peak_rss_bytes
+        from tunewiz.core.planning.hardware import peak_rss_bytes
 
         self.peak = peak_rss_bytes()
 
@@ -170,17 +170,19 @@ def probe_config(cfg: RunConfig, steps: int) -> RunConfig:
 def probe(cfg: RunConfig, home_dir: Path, steps: int = 3, hw=None) -> ProbeResult:
     """Train `steps` steps of `cfg` at its data's longest sequence and compare with the estimate.
 
-    The trainer's own phases (:func:`tunewiz.core.trainer.setup` and :func:`~tunewiz.core.trainer.build`)
-    with the planner's decisions for a batch of the longest example: only the rows and the step count differ.
+    The trainer's own phases (:func:`tunewiz.core.training.trainer.setup` and
+    :func:`~tunewiz.core.training.trainer.build`) with the planner's decisions for a batch of the longest
+    example: only the rows and the step count differ.
     """
     import dataclasses
 
     import torch
     from transformers import TrainerCallback
     from transformers.utils import logging as hf_logging
-    from tunewiz.core import distributed, hardware, planner
-    from tunewiz.core import trainer as tr
-    from tunewiz.core.memory import DataShape, fixes
+    from tunewiz.core.planning import hardware, planner
+    from tunewiz.core.planning.memory import DataShape, fixes
+    from tunewiz.core.training import distributed
+    from tunewiz.core.training import trainer as tr
 
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()

@@ -99,7 +99,7 @@ class ReplyStats:
 def common_system_prompt(examples) -> str:
     """The system message most training rows start with ('' when none has one).
 
-    >>> from tunewiz.core.data import Example
+    >>> from tunewiz.core.data.dataset import Example
     >>> sys = lambda s: [{"role": "system", "content": s}, {"role": "user", "content": "q"}]
     >>> common_system_prompt([Example(1, "messages", sys("A")), Example(2, "messages", sys("B")),
     ...                       Example(3, "messages", sys("B")), Example(4, "messages", [])])
@@ -114,7 +114,7 @@ def common_system_prompt(examples) -> str:
 def training_system_prompt(cfg) -> tuple[str, str]:
     """The run's system prompt from its training rows (the same split training made), and a note when
     the data cannot be read any more (the chat then starts without one)."""
-    from tunewiz.core import data as data_mod
+    from tunewiz.core.data import dataset as data_mod
 
     try:
         examples = data_mod.load(cfg.data.path).examples
@@ -127,7 +127,7 @@ def training_system_prompt(cfg) -> tuple[str, str]:
 
 def require_adapter(run_dir: str | Path) -> dict[str, Any]:
     """The run's record; a ChatError that says what to do when the run saved no adapter."""
-    from tunewiz.core import runs
+    from tunewiz.core.bookkeeping import runs
 
     run_dir = Path(run_dir)
     doc = runs.read_record(run_dir)
@@ -173,7 +173,7 @@ class ChatSession:
         max_context: int | None = None,
         name: str = "",
     ) -> None:
-        from tunewiz.core.modeling import end_of_turn_ids
+        from tunewiz.core.models.loading import end_of_turn_ids
 
         self.model = model
         self.tok = tok
@@ -195,14 +195,15 @@ class ChatSession:
     def for_run(cls, run_dir: str | Path, options: ChatOptions | None = None) -> ChatSession:
         """The run's adapter model (its base on this machine's plan device and dtype), the run's
         tokenizer and chat template, and the training data's system prompt. Seconds to load."""
-        from tunewiz.core import models, runs
+        from tunewiz.core.bookkeeping import runs
         from tunewiz.core.config import RunConfig
-        from tunewiz.core.evaluate import run_placement
+        from tunewiz.core.judging.evaluate import run_placement
+        from tunewiz.core.models import resolve as models
 
         run_dir = Path(run_dir)
         doc = require_adapter(run_dir)  # before seconds of importing torch
         from transformers.utils import logging as hf_logging
-        from tunewiz.core.modeling import adapter_model, load_tokenizer
+        from tunewiz.core.models.loading import adapter_model, load_tokenizer
 
         hf_logging.disable_progress_bar()  # no "Loading weights" bar over the chat screen or the answers
         adapter = run_dir / runs.ADAPTER

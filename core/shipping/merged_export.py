@@ -4,8 +4,8 @@ check that an exported model answers them as the evaluated adapter model does.
 ``merged``: the run's LoRA adapter merged into its base (``merge_and_unload``), saved as
 safetensors in the base's dtype with the tokenizer, chat template and a generation config whose
 end-of-sequence is the template's end-of-turn token, in ``RUN/export/merged/``; it loads with
-``AutoModelForCausalLM.from_pretrained``. The GGUF export (:mod:`tunewiz.core.gguf_export`) is
-made from it. The entry point for every format is :func:`tunewiz.core.export.export`.
+``AutoModelForCausalLM.from_pretrained``. The GGUF export (:mod:`tunewiz.core.shipping.gguf_export`) is
+made from it. The entry point for every format is :func:`tunewiz.core.shipping.export.export`.
 """
 
 from __future__ import annotations
@@ -18,8 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tunewiz.core import modeling, runs
+from tunewiz.core.bookkeeping import runs
 from tunewiz.core.errors import TunewizError
+from tunewiz.core.models import loading as modeling
 
 EXPORT_DIR = "export"
 
@@ -48,8 +49,8 @@ class RunModel:
 
 def open_run(run_dir: Path) -> RunModel:
     """The run's config, base model directory and adapter; raises ExportError when there is no adapter."""
-    from tunewiz.core import models
     from tunewiz.core.config import RunConfig
+    from tunewiz.core.models import resolve as models
 
     run_dir = Path(run_dir)
     doc = runs.read_record(run_dir)
@@ -64,8 +65,8 @@ def open_run(run_dir: Path) -> RunModel:
 
 def held_out(rm: RunModel, tok) -> HeldOut:
     """The chat prompts evaluation answered (same split, same limit) and its token budget."""
-    from tunewiz.core import data as data_mod
-    from tunewiz.core.evaluate import held_out_examples
+    from tunewiz.core.data import dataset as data_mod
+    from tunewiz.core.judging.evaluate import held_out_examples
 
     cfg = rm.cfg
     chats = [e for e in held_out_examples(cfg)[: cfg.evaluation.max_examples] if e.is_chat]

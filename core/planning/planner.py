@@ -20,8 +20,8 @@ from collections.abc import Collection
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from tunewiz.core import distributed, memory
-from tunewiz.core.catalog import ModelSpec
+from tunewiz.core.models.catalog import ModelSpec
+from tunewiz.core.planning import memory
 
 HEADROOM = 0.12
 """Share of the memory left free: allocator fragmentation, other processes, a longer batch than seen."""
@@ -32,6 +32,12 @@ GPU_MAX_PER_DEVICE = 16
 """The most sequences one forward pass gets on a GPU, however much memory is free."""
 MPS_GPU_SHARE = 0.75
 """macOS lets the GPU wire about 75% of unified memory by default (iogpu.wired_limit_mb)."""
+
+
+FSDP_NEEDS_GPUS = (
+    "training.fsdp = true needs GPUs (accelerate shards over GPUs, not CPU processes): "
+    "set fsdp = false to train data-parallel on this machine"
+)
 
 
 @dataclass(frozen=True)
@@ -125,7 +131,7 @@ class Plan:
 
     def lines(self) -> list[str]:
         """The plan for people: one line per decision with its reason, then the memory and time."""
-        from tunewiz.core.events import fmt_duration
+        from tunewiz.core.units import fmt_duration
 
         out = [f"plan for this machine ({self.device}, {self.processes} process{'es' if self.processes > 1 else ''})"]
         width = max(len(k) for k in self.reasons) + 2 if self.reasons else 10
@@ -237,7 +243,7 @@ def choose_parallelism(t, device: str, gpus: int) -> tuple[Decision, list[str]]:
     n = max(t.processes, 1)
     problems = []
     if t.fsdp and device != "cuda":
-        problems.append(distributed.FSDP_NEEDS_GPUS)
+        problems.append(FSDP_NEEDS_GPUS)
     if device == "cuda" and n > gpus:
         problems.append(f"processes = {n} but this machine has {gpus} GPU(s): use one process per GPU")
     if device == "mps" and n > 1:
@@ -256,7 +262,7 @@ def choose_gpu(hw, busy: Collection[str] = ()) -> Decision:
     (`busy`: their placements, 'cuda:1'), the one with the most free memory (the lowest number on a
     tie); when every GPU is in use, the one with the most free memory anyway (the run shares it).
 
-    >>> from tunewiz.core.hardware import GPU, Hardware
+    >>> from tunewiz.core.planning.hardware import GPU, Hardware
     >>> hw = Hardware(gpus=[GPU(0, "A", 80, 20, "9.0", True), GPU(1, "A", 80, 79, "9.0", True)])
     >>> choose_gpu(hw).value, choose_gpu(hw, busy={"cuda:1"}).value
     (1, 0)
@@ -314,7 +320,7 @@ def plan(
     positions (the trainer checks; elsewhere it is assumed). `busy`: the devices other runs on this
     machine train on ('cuda:0'): a one-process run goes to a GPU none of them uses.
     """
-    from tunewiz.core import catalog
+    from tunewiz.core.models import catalog
 
     t, m = cfg.training, cfg.model
     if spec is None:
@@ -579,8 +585,8 @@ def recommend(
     as for :func:`plan`."""
     import copy
 
-    from tunewiz.core import catalog
-    from tunewiz.core import presets as preset_mod
+    from tunewiz.core.models import catalog
+    from tunewiz.core.planning import presets as preset_mod
 
     out = []
     for spec in models or catalog.MODELS:
