@@ -244,7 +244,8 @@ class RunConfig:
         for name, low, high in UPPER_BOUNDS:
             value = getattr(t, name)
             if isinstance(value, (int, float)) and math.isfinite(value) and not low <= value <= high:
-                p.append(f"[training] {name} = {value:g}: use a value from {low:g} to {high:g}")
+                least = f"from {low:g} to" if math.isfinite(low) else "at most"
+                p.append(f"[training] {name} = {value:g}: use a value {least} {high:g}")
         return p
 
     def validate(self, source: str = "") -> RunConfig:
@@ -314,20 +315,21 @@ class RunConfig:
 UPPER_BOUNDS = (
     ("weight_decay", 0.0, 1.0),
     ("max_grad_norm", 0.0, 1e4),
-    ("num_epochs", -1e9, 1000.0),
-    ("lora_r", 1, 4096),
-    ("lora_alpha", 1, 65536),
-    ("per_device_batch_size", 1, 65536),
-    ("gradient_accumulation_steps", 1, 65536),
-    ("threads", 0, 4096),
-    ("dataloader_workers", -1, 256),
-    ("max_steps", -1, 10**8),
-    ("eval_steps", 0, 10**8),
-    ("save_steps", 0, 10**8),
-    ("save_total_limit", 1, 10**4),
+    ("num_epochs", -math.inf, 1000.0),
+    ("lora_r", -math.inf, 4096),
+    ("lora_alpha", -math.inf, 65536),
+    ("per_device_batch_size", -math.inf, 65536),
+    ("gradient_accumulation_steps", -math.inf, 65536),
+    ("threads", -math.inf, 4096),
+    ("dataloader_workers", -math.inf, 256),
+    ("max_steps", -math.inf, 10**8),
+    ("eval_steps", -math.inf, 10**8),
+    ("save_steps", -math.inf, 10**8),
+    ("save_total_limit", -math.inf, 10**4),
 )
 """(setting, lowest, highest) for the [training] numbers: wider than any real run, narrow enough that a
-typo (an extra zero or three) is caught at submit instead of as an allocator error."""
+typo (an extra zero or three) is caught at submit instead of as an allocator error. A lowest of -inf:
+problems() already says what the least is."""
 
 SPLIT_KEYS = {"per_device_batch_size", "gradient_accumulation_steps"}
 """Setting either of these yourself fixes the batch split (auto_batch_split = false)."""
