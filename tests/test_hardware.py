@@ -163,7 +163,7 @@ def _detect_with_fake_nvml(env: dict[str, str] | None = None) -> dict:
     import sys
 
     code = FAKE_NVML + (
-        "import json\nfrom tunewiz.core import hardware\nhw = hardware.detect()\n"
+        "import json\nfrom tunewiz.core.planning import hardware\nhw = hardware.detect()\n"
         "torch_loaded = 'torch' in sys.modules\n"
         "import torch\n"
         "print(json.dumps({'gpus': [g.__dict__ for g in hw.gpus], 'torch_loaded': torch_loaded,"

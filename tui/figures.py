@@ -207,7 +207,7 @@ def preset_lines(t, edited: set[str]) -> list[str]:
     effective batch, from `t`, the training that picking the card's preset gives; the values you set (`edited`,
     kept over the preset's) in yellow.
 
-    >>> from tunewiz.core import presets
+    >>> from tunewiz.core.planning import presets
     >>> t = presets.training_for("balanced")
     >>> preset_lines(t, set())
     ['rank 16, lr 0.0002', '3 epochs, batch 8']
