@@ -290,8 +290,9 @@ def test_a_full_disk_never_hides_a_crashed_run(home, tmp_path, monkeypatch, caps
 
     monkeypatch.setattr(runs, "write_toml_atomic", full)
     (r,) = runs.list_runs(home)
-    assert r.status == "crashed"
-    assert "not yet saved in run.toml: No space left on device" in r.record["run"]["failure_reason"]
+    assert r.status == "crashed"  # as a reader sees it; listing writes nothing in any case
+    reconciled = runs.reconcile(run_dir)
+    assert "not yet saved in run.toml: No space left on device" in reconciled["run"]["failure_reason"]
     assert runs.read_record(run_dir)["run"]["status"] == "running"  # nothing could be written
     assert cli.main(["--home", str(home), "runs"]) == 0
     out = capsys.readouterr().out
@@ -299,7 +300,8 @@ def test_a_full_disk_never_hides_a_crashed_run(home, tmp_path, monkeypatch, caps
     assert cli.main(["--home", str(home), "show", run_dir.name]) == 0
     assert f"run {run_dir.name}: crashed" in capsys.readouterr().out
 
-    monkeypatch.undo()  # space is back: the next look writes it
+    monkeypatch.undo()  # space is back: the next reconcile writes it
+    runs.reconcile(run_dir)
     (r,) = runs.list_runs(home)
     on_disk = runs.read_record(run_dir)["run"]
     assert r.status == on_disk["status"] == "crashed"

@@ -339,10 +339,12 @@ def test_list_runs_newest_first(home, tmp_path, monkeypatch):
     assert listed[0].preset == "balanced" and listed[0].data == "train.jsonl"
 
 
-def test_list_runs_marks_dead_runs_crashed(home, tmp_path):
+def test_list_runs_shows_dead_runs_crashed_and_only_reconcile_records_it(home, tmp_path):
     run_dir = _running_run(home, tmp_path)
     (listed,) = runs.list_runs(home)
     assert listed.status == "crashed"
+    assert runs.read_record(run_dir)["run"]["status"] == "running"  # reading never writes
+    runs.reconcile_all(home)
     assert runs.read_record(run_dir)["run"]["status"] == "crashed"
 
 
