@@ -61,6 +61,18 @@ class DataConfig:
     """Seed of the train/eval split: the same seed and file give the same split."""
     max_seq_len: int = 512
     """Tokens per example after the chat template; longer examples are cut at the end."""
+    prompt_column: str = ""
+    """For a table (CSV / TSV, Parquet, JSONL with keys of its own, a datasets folder): the column that makes
+    the user's turn, or a template naming columns, e.g. "Review: {text}". Empty: the file is chat data."""
+    answer_column: str = ""
+    """For a table: the column the model learns to answer with (a label, a category, an answer)."""
+    instruction: str = ""
+    """For a table: text put before every prompt, e.g. "Classify the intent of this banking message."."""
+    system_prompt: str = ""
+    """For a table: a system prompt for every row (it is also chat's default system prompt)."""
+    as_text: bool = False
+    """Train a table's 'text' column as plain text, every token, ignoring its other columns: the explicit
+    choice a table needs when it has no prompt and answer columns."""
 
 
 @dataclass
@@ -172,6 +184,13 @@ class RunConfig:
             p.append("[data] path is empty: give a JSONL/JSON file of examples")
         if not 0.0 < d.eval_fraction < 0.9 and not d.eval_path:
             p.append(f"[data] eval_fraction = {d.eval_fraction}: use a share between 0 and 0.9, e.g. 0.1")
+        if bool(d.prompt_column.strip()) != bool(d.answer_column.strip()):
+            p.append(
+                "[data] prompt_column and answer_column go together: give both (--prompt-column TEXT_COLUMN "
+                "--answer-column LABEL_COLUMN), or neither for chat data"
+            )
+        if d.as_text and d.prompt_column:
+            p.append("[data] as_text = true trains plain text: it cannot be combined with a prompt and answer column")
         if d.max_seq_len < 16:
             p.append(f"[data] max_seq_len = {d.max_seq_len}: use at least 16 tokens (512 fits most chat examples)")
         for name in (
@@ -247,6 +266,13 @@ class RunConfig:
                 least = f"from {low:g} to" if math.isfinite(low) else "at most"
                 p.append(f"[training] {name} = {value:g}: use a value {least} {high:g}")
         return p
+
+    def validate_data(self, source: str = "") -> RunConfig:
+        """validate() for a request that only reads data (lint, preview): the [data] mapping's problems."""
+        problems = [p for p in self.problems() if p.startswith("[data]") and "path is empty" not in p]
+        if problems:
+            raise ConfigError(problems, source)
+        return self
 
     def validate(self, source: str = "") -> RunConfig:
         problems = self.problems()

@@ -595,3 +595,55 @@ def test_first_use_names_only_what_takes_a_while(tmp_path, session_home, bundled
     assert first_use(models.DEFAULT_MODEL, session_home) == ""  # converted already
     assert first_use(str(bundled_dir), tmp_path) == ""  # a model directory on this machine
     assert first_use("someone/not-in-the-cache-xyz", tmp_path).startswith("Fetching someone/not-in-the-cache-xyz")
+
+
+def test_data_step_proposes_columns_for_a_labelled_table_and_the_keyboard_changes_one(
+    home, session_home, bundled_dir, tmp_path
+):
+    """80x24, keyboard only: the labelled CSV opens the column dialog with the proposal; Next is refused
+    until a choice is made; the user moves the answer to another column with the keyboard and accepts;
+    the preview then shows the mapped example, its answer trained (highlighted)."""
+    from textual.widgets import Select
+    from tunewiz.core.data.columns import Mapping
+    from tunewiz.tui.columns_dialog import ColumnsScreen
+
+    link_models(session_home, home)
+    table = tmp_path / "tickets.csv"
+    rows = ["text,team,category"] + [
+        f"message {i} about my {thing},{('ops', 'web')[i % 2]},{thing}s"
+        for i in range(30)
+        for thing in [("card", "loan", "app")[i % 3]]
+    ]
+    table.write_text("\n".join(rows) + "\n")
+
+    async def run() -> None:
+        app = data_step_app(home, data=str(table))
+        async with app.run_test(size=SIZE) as pilot:
+            await open_data_step(pilot)
+            await wait_until(pilot, lambda: isinstance(app.screen, ColumnsScreen), timeout=HANG_S)
+            dialog = app.screen
+            await wait_until(pilot, lambda: app.focused is dialog.query_one("#use"))  # Enter accepts it
+            assert dialog.chosen() == Mapping("text", "category")  # by its name
+            await pilot.press("escape")  # no choice: the step refuses Next, saying why
+            await wait_until(pilot, lambda: screen_name(app) == "DataStep")
+            assert "--prompt-column text --answer-column category" in app.screen.can_continue()
+            await pilot.press("ctrl+o")
+            await wait_until(pilot, lambda: isinstance(app.screen, ColumnsScreen))
+            answer = app.screen.query_one("#answer", Select)
+            while app.focused is not answer:
+                await pilot.press("tab")
+            await pilot.press("enter")  # open it
+            await pilot.press("up", "enter")  # category -> team (the columns in the file's order)
+            await wait_until(pilot, lambda: answer.value == "team")
+            app.screen.query_one("#use").focus()
+            await pilot.press("enter")
+            await wait_until(pilot, lambda: screen_name(app) == "DataStep")
+            step = app.screen
+            assert (step.wiz.cfg.data.prompt_column, step.wiz.cfg.data.answer_column) == ("text", "team")
+            await wait_until(pilot, lambda: step.ready, timeout=HANG_S)
+            assert "columns: prompt 'text' -> answer 'team'" in text_of(app, "#data-summary")
+            preview = text_of(app, "#preview")
+            assert "message 0 about my card" in preview and "ops" in preview and "trained" in preview
+            assert step.can_continue() is None
+
+    asyncio.run(run())

@@ -160,3 +160,12 @@ def test_an_unknown_status_is_damage(home, tmp_path):
     write_toml_atomic(run_dir / runs.RECORD, doc)
     (item,) = runs.list_runs(home)
     assert item.status == runs.DAMAGED and "'banana'" in item.problem
+
+
+def test_runs_reconcile_records_this_machines_dead_runs_only(home, foreign_and_dead):
+    foreign, dead, markers = foreign_and_dead
+    proc = run_cli("runs", "--reconcile", env={"TUNEWIZ_HOME": str(home)})
+    assert proc.returncode == 0 and f"recorded {dead.name} as crashed" in proc.stderr
+    assert runs.read_record(dead)["run"]["status"] == "crashed"
+    assert runs.read_record(foreign)["run"]["status"] == "running"
+    no_marker_after(markers[:1])

@@ -43,6 +43,19 @@ EXIT_USAGE = 2
 MODEL_HELP = f"model id (default {DEFAULT_MODEL}), a catalog name (see recommend), a local directory, or a hub id"
 
 
+def mapping_options(s) -> None:
+    """The column mapping of a table (core.data.columns), on every command that reads data."""
+    g = s.add_argument_group(
+        "tables (CSV / TSV, Parquet, JSONL with keys of its own, a datasets folder)",
+        "say which column is the prompt and which the answer; `tunewiz lint FILE` proposes them",
+    )
+    g.add_argument("--prompt-column", metavar="COLUMN", help='the user turn: a column, or a template "Review: {text}"')
+    g.add_argument("--answer-column", metavar="COLUMN", help="the answer the model learns (a label, a category, ...)")
+    g.add_argument("--instruction", help='put before every prompt, e.g. "Classify the intent of this message."')
+    g.add_argument("--system-prompt", help="a system prompt for every row")
+    g.add_argument("--as-text", action="store_true", help="train the 'text' column as plain text, other columns unused")
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="tunewiz",
@@ -82,6 +95,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--data", help="training data: .jsonl / .json, chat messages or Alpaca rows")
     s.add_argument("--eval-data", help="separate held-out file (default: hold out 10%% of --data)")
     s.add_argument("--preset", choices=["conservative", "balanced", "aggressive"])
+    mapping_options(s)
     s.add_argument("--method", choices=["lora", "qlora"])
     s.add_argument("--epochs", type=float)
     s.add_argument("--max-steps", type=int)
@@ -118,6 +132,7 @@ def parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--data", help="training data: .jsonl / .json, chat messages or Alpaca rows")
     s.add_argument("--model", help=MODEL_HELP)
+    mapping_options(s)
     s.add_argument("--eval-data", help="separate held-out file (default: hold out 10%% of --data)")
     s.add_argument("--method", choices=["lora", "qlora"])
     s.add_argument("--epochs", type=float, help="the same number of epochs for all three (default: each preset's)")
@@ -136,6 +151,12 @@ def parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("runs", help="list every run with its status and results")
     s.add_argument("--json", action="store_true")
+    s.add_argument(
+        "--reconcile",
+        action="store_true",
+        help="first record this machine's runs whose trainer died as crashed, and run their [notify] command "
+        "(listing alone only reads)",
+    )
     s.set_defaults(func=cmd_runs)
 
     s = sub.add_parser("show", help="show one run's record and comparison")
@@ -152,6 +173,7 @@ def parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("lint", help="check a data file for what silently ruins a fine-tune (exit 1 on errors)")
     s.add_argument("data", help="data file (.jsonl .json .csv .tsv .parquet) or a datasets folder")
+    mapping_options(s)
     s.add_argument("--model", default=DEFAULT_MODEL, help="whose tokenizer and chat template to check against")
     s.add_argument(
         "--max-seq-len",
@@ -168,6 +190,7 @@ def parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("preview", help="show an example exactly as the model is trained on it")
     s.add_argument("data")
+    mapping_options(s)
     s.add_argument("--row", type=int, help="the line (or row) number, as lint names it (default: the first)")
     s.add_argument("--model", default=DEFAULT_MODEL)
     s.add_argument("--max-seq-len", type=int, help="tokens kept (default: what training uses, 512)")
@@ -222,6 +245,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--method", choices=["lora", "qlora"], default="lora")
     s.add_argument("--preset", choices=["conservative", "balanced", "aggressive"], default="balanced")
     s.add_argument("--data", help="plan for this data file (tokenized as training does) instead of --seq-len")
+    mapping_options(s)
     s.add_argument("--batch", type=int, help="per-device batch (default: the preset's, split to fit)")
     s.add_argument("--rank", type=int, help="LoRA rank (default: the preset's)")
     s.add_argument("--dtype", choices=["float32", "bfloat16", "float16"])
@@ -231,6 +255,7 @@ def parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("probe", help="train a few steps to measure peak memory and speed against the estimate")
     s.add_argument("--data", required=True, help="training data (.jsonl / .json); the longest example is used")
+    mapping_options(s)
     s.add_argument("--model", default=DEFAULT_MODEL, help=f"model id (default {DEFAULT_MODEL})")
     s.add_argument("--method", choices=["lora", "qlora"], default="lora")
     s.add_argument("--preset", choices=["conservative", "balanced", "aggressive"], default="balanced")

@@ -17,6 +17,7 @@ from typing import Any
 from tunewiz.core.bookkeeping import repair, runs
 from tunewiz.core.bookkeeping.events import describe
 from tunewiz.core.config import RunConfig, apply_overrides
+from tunewiz.core.data.columns import Mapping
 from tunewiz.core.data.dataset import absolute
 from tunewiz.core.errors import TunewizError
 from tunewiz.core.models.resolve import DEFAULT_MODEL
@@ -53,6 +54,33 @@ def cmd_hw(ns) -> int:
     return 0
 
 
+def apply_data_args(cfg: RunConfig, ns) -> RunConfig:
+    """The data flags of any command into the request: --data, --eval-data and the column mapping
+    (--prompt-column, --answer-column, --instruction, --system-prompt, --as-text); a flag not given
+    leaves the config's value (a re-run's mapping stays)."""
+    if getattr(ns, "data", None):
+        cfg.data.path = str(absolute(ns.data))
+    if getattr(ns, "eval_data", None):
+        cfg.data.eval_path = str(absolute(ns.eval_data))
+    for flag, key in (
+        ("prompt_column", "prompt_column"),
+        ("answer_column", "answer_column"),
+        ("instruction", "instruction"),
+        ("system_prompt", "system_prompt"),
+    ):
+        value = getattr(ns, flag, None)
+        if value is not None:
+            setattr(cfg.data, key, value)
+    if getattr(ns, "as_text", False):
+        cfg.data.as_text = True
+    return cfg
+
+
+def data_request(ns) -> RunConfig:
+    """A request holding only what the data flags say (lint, preview): its [data] reads the file."""
+    return apply_data_args(RunConfig(), ns)
+
+
 def build_config(ns) -> RunConfig:
     from tunewiz.core.planning import presets
 
@@ -64,10 +92,7 @@ def build_config(ns) -> RunConfig:
         cfg = presets.build_config(ns.preset or "balanced")
     if ns.model:
         cfg.model.id = ns.model
-    if ns.data:
-        cfg.data.path = str(absolute(ns.data))
-    if ns.eval_data:
-        cfg.data.eval_path = str(absolute(ns.eval_data))
+    apply_data_args(cfg, ns)
     if ns.method:
         cfg.model.method = ns.method
     if ns.name:
@@ -214,9 +239,7 @@ def cmd_sweep(ns) -> int:
         raise UserError("give the data to try the presets on: `tunewiz sweep --data FILE` (or `tunewiz sweep show`)")
     base = presets.build_config("balanced")
     base.model.id = ns.model or DEFAULT_MODEL
-    base.data.path = str(absolute(ns.data))
-    if ns.eval_data:
-        base.data.eval_path = str(absolute(ns.eval_data))
+    apply_data_args(base, ns)
     if ns.method:
         base.model.method = ns.method
     if ns.max_seq_len is not None:
@@ -260,6 +283,9 @@ def cmd_demo(ns) -> int:
 
 
 def cmd_runs(ns) -> int:
+    if ns.reconcile:
+        for run_dir in runs.reconcile_all(runs.home(ns.home)):
+            print(f"recorded {run_dir.name} as crashed (its trainer is gone)", file=sys.stderr)
     items = runs.list_runs(runs.home(ns.home))
     if ns.json:
         print(
@@ -361,12 +387,14 @@ def cmd_lint(ns) -> int:
     from tunewiz.core.data import dataset as data
     from tunewiz.core.data import lint
 
-    loaded = data.read(ns.data)  # a file that cannot be read is said before the model is loaded
+    request = data_request(ns).validate_data()
+    loaded = data.read_for(request.data, ns.data)  # a file that cannot be read is said before the model is loaded
     tok = None if ns.no_tokens else _tokenizer(ns)
     ns.max_seq_len = max_seq_len_of(ns)
     report = lint.lint(
-        ns.data, tok, max_seq_len=ns.max_seq_len, eval_path=ns.eval_data, eval_fraction=ns.eval_fraction, loaded=loaded
-    )
+        ns.data, tok, max_seq_len=ns.max_seq_len, eval_path=ns.eval_data, eval_fraction=ns.eval_fraction,
+        loaded=loaded, mapping=Mapping.of(request.data), as_text=request.data.as_text,
+    )  # fmt: skip
     if ns.json:
         print(json.dumps(report.to_dict(), indent=2))
         return 0 if report.ok else 1
@@ -416,9 +444,15 @@ def cmd_preview(ns) -> int:
     from rich.console import Console
     from tunewiz.core.data import dataset as data
 
-    loaded = data.read(ns.data)
+    loaded = data.read_for(data_request(ns).validate_data().data, ns.data)
     if not loaded.examples:
+        unmapped = [f.message for f in loaded.findings if f.rule in ("unmapped-columns", "column-mapping")]
+        if unmapped:
+            raise UserError(f"{ns.data}: {unmapped[0]}")
         raise UserError(f"{ns.data}: no usable example to show; run `tunewiz lint {ns.data}` to see why")
+    unmapped = next((f for f in loaded.findings if f.rule == "unmapped-columns"), None)
+    if unmapped is not None:
+        raise UserError(f"{unmapped.where}: {unmapped.message}")
     if ns.row is None:
         ex = loaded.examples[0]
     else:
@@ -709,7 +743,7 @@ def cmd_fit(ns) -> int:
         cfg.model.dtype = ns.dtype
     cfg.training.gradient_checkpointing = ns.gradient_checkpointing
     if ns.data:
-        cfg.data.path = str(absolute(ns.data))
+        apply_data_args(cfg, ns)
         shape = data_shape_of(cfg, runs.home(ns.home))
     else:
         shape = DataShape(ns.seq_len, ns.tokens, 1.0, f"--seq-len {ns.seq_len}", 0) if ns.tokens else None
@@ -753,7 +787,7 @@ def cmd_probe(ns) -> int:
     cfg = presets.build_config(ns.preset)
     cfg.model.id = ns.model
     cfg.model.method = ns.method
-    cfg.data.path = str(absolute(ns.data))
+    apply_data_args(cfg, ns)
     if ns.max_seq_len is not None:
         cfg.data.max_seq_len = ns.max_seq_len
     if ns.batch is not None:

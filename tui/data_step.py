@@ -63,6 +63,7 @@ class DataStep(StepScreen):
     STEP = "Data"
     BINDINGS = [
         Binding("ctrl+b", "browse", "Browse files"),
+        Binding("ctrl+o", "columns", "Columns"),
         Binding("right_square_bracket,ctrl+right", "example(1)", "Examples", key_display="[ ]"),
         Binding("left_square_bracket,ctrl+left", "example(-1)", "Prev example", show=False),
     ]
@@ -86,6 +87,9 @@ class DataStep(StepScreen):
         self.index = 0
         self.ready = False
         self.checking: str | None = None
+        self.columns: list = []  # a table's columns (core.data.columns.Column), for the column dialog
+        self.proposal = None  # the mapping tunewiz proposes for an unmapped table
+        self.loaded_path = self.wiz.cfg.data.path
         self.query_one("#tree").display = False
         self.query_one("#findings").display = False
         if self.wiz.cfg.data.path:
@@ -118,6 +122,33 @@ class DataStep(StepScreen):
         self.query_one("#tree").display = False
         self.query_one("#data-path", Input).focus()
 
+    def action_columns(self) -> None:
+        """The column dialog for a table: the proposal (or the mapping in use) to accept or change."""
+        from tunewiz.core.data.columns import Mapping
+        from tunewiz.tui.columns_dialog import ColumnsScreen
+
+        if not self.columns:
+            self.notify("Columns apply to a table (CSV, TSV, Parquet, JSONL with keys of its own).", timeout=4)
+            return
+        current = Mapping.of(self.wiz.cfg.data)
+        names = {c.name.lower() for c in self.columns}
+        self.app.push_screen(
+            ColumnsScreen(self.columns, current if current.active else self.proposal or Mapping(), "text" in names),
+            self.columns_chosen,
+        )
+
+    def columns_chosen(self, chosen) -> None:
+        if chosen is None:  # Esc: nothing changes (an unmapped table stays refused, saying why)
+            return
+        d = self.wiz.cfg.data
+        if isinstance(chosen, str):
+            d.prompt_column = d.answer_column = d.instruction = d.system_prompt = ""
+            d.as_text = True
+        else:
+            d.prompt_column, d.answer_column = chosen.prompt, chosen.answer
+            d.instruction, d.system_prompt, d.as_text = chosen.instruction, chosen.system, False
+        self.load(d.path)
+
     def action_back(self) -> None:
         if self.query_one("#tree").display:  # Esc closes the browser first, wherever the focus is
             self.close_browser()
@@ -138,6 +169,11 @@ class DataStep(StepScreen):
         self.ready, self.checking = False, None
         path = path.strip()
         self.wiz.cfg.data.path = str(absolute(path)) if path else ""
+        if self.wiz.cfg.data.path != self.loaded_path:  # another file: its columns are not the last file's
+            d = self.wiz.cfg.data
+            d.prompt_column = d.answer_column = d.instruction = d.system_prompt = ""
+            d.as_text = False
+            self.loaded_path = self.wiz.cfg.data.path
         if not path:  # not "x .: is a directory": nothing was given yet
             self.report, self.examples = None, []
             self.query_one("#data-summary", Static).update(f"[yellow]{NO_FILE.capitalize()}.[/yellow]")
@@ -154,10 +190,11 @@ class DataStep(StepScreen):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="data")
     def inspect(self, path: str, model_id: str, max_seq_len: int, eval_path: str | None) -> None:
+        from tunewiz.core.data import columns, lint
         from tunewiz.core.data import dataset as data
-        from tunewiz.core.data import lint
         from tunewiz.core.models import resolve as models
 
+        mapping = columns.Mapping.of(self.wiz.cfg.data)
         tok, template_error = None, ""
         first = first_use(model_id, self.wiz.home)
         if first:  # a minute of nothing to see otherwise
@@ -174,10 +211,17 @@ class DataStep(StepScreen):
                 eval_path=eval_path,
                 eval_fraction=self.wiz.cfg.data.eval_fraction,
                 seed=self.wiz.cfg.data.split_seed,
+                mapping=mapping,
+                as_text=self.wiz.cfg.data.as_text,
             )
         except data.DataError as exc:
             self.post_message(DataReady({}, problems=exc.problems))
             return
+        table, proposal = [], None
+        if mapping.active or self.wiz.cfg.data.as_text or any(f.rule == "unmapped-columns" for f in report.findings):
+            sample = [r for _, r in data.read_rows(Path(path))[0][: columns.SAMPLE_ROWS]]
+            table = [c for c in columns.describe(sample) if c.filled]
+            proposal = columns.propose(sample)
         if tok is not None:  # the run's target modules against the model's layers, as submit checks them
             model_dir = models.resolve(model_id, self.wiz.home, weights=False).path
             report.findings += lint.model_targets(self.wiz.cfg, model_dir)
@@ -201,7 +245,9 @@ class DataStep(StepScreen):
             )
         if template_error:
             summary["template_error"] = template_error
-        self.post_message(DataReady(summary, report=report, tokenizer=tok))
+        self.post_message(
+            DataReady(summary, report=report, tokenizer=tok, columns=table, proposal=proposal and proposal.mapping)
+        )
 
     def waiting_for(self, text: str, path: str) -> None:
         """What the check of `path` is waiting for, in place of "Checking the data..." while it still checks it."""
@@ -220,6 +266,7 @@ class DataStep(StepScreen):
             return
         s, report = msg.summary, msg.report
         self.report, self.tokenizer = report, msg.tokenizer
+        self.columns, self.proposal = msg.columns, msg.proposal
         self.wiz.data_summary = s
         self.wiz.data_shape = report.data_shape()  # every figure from here on is planned for this shape
         fmt = ", ".join(f"{k} {v}" for k, v in s["formats"].items()) or "no usable rows"
@@ -229,6 +276,13 @@ class DataStep(StepScreen):
                 f"tokens: min {s['tokens_min']}, median {s['tokens_median']}, p95 {s['tokens_p95']}, "
                 f"max {s['tokens_max']} (limit {self.wiz.cfg.data.max_seq_len}); {s['truncated']} truncated"
             )
+        d = self.wiz.cfg.data
+        if d.prompt_column:
+            said = f"prompt {d.prompt_column!r} -> answer {d.answer_column!r}"
+            said += f", instruction {d.instruction[:24]!r}" if d.instruction else ""
+            lines.append(f"columns: {escape(said)} [dim](ctrl+o: change)[/dim]")
+        elif d.as_text and self.columns:
+            lines.append("columns: the 'text' column as plain text [dim](ctrl+o: change)[/dim]")
         if s.get("template_error"):
             lines.append(f"[red]cannot load the model's tokenizer: {escape(s['template_error'])}[/red]")
         errors = report.errors
@@ -248,6 +302,9 @@ class DataStep(StepScreen):
         self.ready = report.ok and "template_error" not in s
         self.update_refusal(self.can_continue())  # a refused Next's "not loaded yet" goes once it is
         self.show_example()
+        if self.proposal is not None and any(f.rule == "unmapped-columns" for f in report.findings):
+            self.action_columns()  # a table needs its columns said before anything else makes sense
+            return
         if isinstance(self.focused, Input) and (self.examples or report.errors):
             # Off the path field, so [ and ] browse the examples instead of typing into it.
             self.query_one("#findings" if report.errors else "#preview-box").focus()

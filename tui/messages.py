@@ -38,6 +38,8 @@ class DataReady(Message):
     report: Any = None  # core.lint.Report
     tokenizer: Any = None  # the model's tokenizer, to render the example on show
     problems: list[str] = field(default_factory=list)  # the file could not be read at all
+    columns: list[Any] = field(default_factory=list)  # a table's columns (core.data.columns.Column)
+    proposal: Any = None  # the column mapping proposed for an unmapped table (core.data.columns.Mapping)
 
 
 @dataclass

@@ -87,7 +87,7 @@ class ModelStep(StepScreen):
         from tunewiz.core.planning import memory
 
         try:
-            examples = data.load(path).examples
+            examples = data.load_for(self.wiz.cfg.data, path).examples
         except data.DataError:
             return  # the data step shows what is wrong; the list keeps the worst case
         self.post_message(DataShaped(memory.approx_data_shape(examples, self.wiz.cfg.data.max_seq_len)))

@@ -87,7 +87,7 @@ class PresetStep(StepScreen):
         from tunewiz.core.planning import memory
 
         try:
-            examples = data.load(path).examples
+            examples = data.load_for(self.wiz.cfg.data, path).examples
         except data.DataError:
             return
         self.post_message(DataShaped(memory.approx_data_shape(examples, max_seq_len)))

@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from tunewiz.core.data import columns
 from tunewiz.core.errors import TunewizError
 
 ROLES = ("system", "user", "assistant", "tool")
@@ -341,7 +342,7 @@ def _read_csv(path: Path, raw: bytes) -> tuple[list[Row], list[Finding]]:
         return [], found
     except csv.Error as exc:
         return [], [_finding("invalid-csv", "error", path, 1, f"not valid CSV ({exc})")]
-    columns = [CSV_ALIASES.get(h.strip().lower(), h.strip().lower()) for h in header]
+    columns = [h.strip() for h in header]  # as written: a mapping names them so (aliases: _csv_aliased)
     rows: list[Row] = []
     bad = RowFindings(path)
     start = reader.line_num + 1
@@ -368,6 +369,15 @@ def _read_csv(path: Path, raw: bytes) -> tuple[list[Row], list[Finding]]:
                 rows.append((start, row))
         start = reader.line_num + 1
     return rows, found + bad.findings()
+
+
+def _csv_aliased(rows: list[Row]) -> list[Row]:
+    """CSV / TSV rows with their column names lower-cased and read as the format's keys (Dolly's
+    instruction, context, response is Alpaca), as a file read without a column mapping sees them."""
+    out = []
+    for line, row in rows:
+        out.append((line, {CSV_ALIASES.get(k.lower(), k.lower()): v for k, v in row.items() if k}))
+    return out
 
 
 def _read_parquet(path: Path) -> list[Row]:
@@ -737,12 +747,85 @@ def bulk() -> Iterator[None]:
             gc.enable()
 
 
-def read(path: str | Path) -> LoadedData:
-    """Read and normalise a data file, keeping every problem as a Finding (nothing raised for bad rows)."""
+def _normalise_mapped(path: Path, rows: Sequence[Row], mapping: columns.Mapping) -> tuple[list[Example], list[Finding]]:
+    """Table rows through a column mapping (core.data.columns): a mapping that cannot apply (a column the
+    file lacks, a bad template) is one finding for the file; a bad cell is one for its row."""
+    first = next((r for _, r in rows if isinstance(r, dict)), None)
+    problems = columns.problems(mapping, [str(k) for k in first] if first else [])
+    if problems or first is None:
+        problems = problems or ["no row with columns to map"]
+        return [], [_finding("column-mapping", "error", path, None, p) for p in problems]
+    examples: list[Example] = []
+    found = RowFindings(path)
+    for line, row in rows:
+        try:
+            messages = columns.to_messages(mapping, row)
+        except ValueError as exc:
+            found.add("column-mapping", "error", line, str(exc))
+            continue
+        chars = sum(len(m["content"]) for m in messages)
+        if chars > MAX_ROW_CHARS:
+            rule, severity, message = _too_large(chars)
+            found.add(rule, severity, line, message)
+            continue
+        examples.append(Example(line, "mapped", messages))
+    return examples, found.findings()
+
+
+def _unmapped(path: Path, rows: Sequence[Row], examples: list[Example]) -> list[Finding]:
+    """A table that would train as something it is not: its rows are plain `text` beside other columns
+    (a `text,category` CSV), or no row is in a known format. One error with the mapping proposed."""
+    text_only = bool(examples) and all(ex.format == "text" for ex in examples)
+    if examples and not text_only:
+        return []
+    sample = [r for _, r in itertools.islice(rows, columns.SAMPLE_ROWS)]
+    if not all(isinstance(r, dict) for r in sample):
+        return []
+    proposal = columns.propose(sample)
+    if text_only and (proposal is None or "text" not in {c.name.lower() for c in proposal.columns}):
+        return []
+    if proposal is None:
+        return []
+    line = next((line for line, _ in rows), None)
+    unused = [c for c in proposal.columns if c.name.lower() != "text"] if text_only else []
+    said = "; ".join(f"column {c.name!r} has {c.words()}" for c in unused[:3])
+    lead = (
+        f"a table whose 'text' column alone would be trained, as plain text ({said}): "
+        if text_only
+        else "a table with columns of its own (" + ", ".join(c.name for c in proposal.columns[:8]) + "): "
+    )
+    return [
+        _finding(
+            "unmapped-columns",
+            "error",
+            path,
+            line,
+            f"{lead}say which column is the prompt and which the answer. Proposed: {'; '.join(proposal.why)}. "
+            f"Accept it with `{proposal.mapping.flags()}`"
+            + (", or train the text alone with --as-text" if text_only else ""),
+        )
+    ]
+
+
+def read(path: str | Path, mapping: columns.Mapping | None = None, as_text: bool = False) -> LoadedData:
+    """Read and normalise a data file, keeping every problem as a Finding (nothing raised for bad rows).
+
+    `mapping`: how table rows become conversations (core.data.columns); without one, a table that would
+    train as something it is not gets an `unmapped-columns` error proposing one, unless `as_text` says
+    its 'text' column is meant as plain text."""
     path = Path(path).expanduser()
     with bulk():
         rows, found, sha = read_rows(path)
-        examples, more, extra_keys = _normalise(path, rows)
+        if mapping is not None and mapping.active:
+            examples, more = _normalise_mapped(path, rows, mapping)
+            extra_keys: dict[tuple[str, ...], list[int]] = {}
+        else:
+            raw = rows  # a proposal names the columns as the file writes them
+            if path.suffix.lower() in (".csv", ".tsv"):
+                rows = _csv_aliased(rows)  # type: ignore[arg-type]
+            examples, more, extra_keys = _normalise(path, rows)
+            if not as_text:
+                more += _unmapped(path, raw, examples)
     found += more
     n_rows = len(rows)
     formats: Counter[str] = Counter(ex.format for ex in examples)
@@ -780,29 +863,77 @@ def read(path: str | Path) -> LoadedData:
     return LoadedData(absolute(path), sha, examples, dict(formats), found, n_rows)
 
 
-def load(path: str | Path) -> LoadedData:
+def load(path: str | Path, mapping: columns.Mapping | None = None, as_text: bool = False) -> LoadedData:
     """Load and normalise a data file; raises DataError listing every bad row (warnings do not stop it)."""
-    loaded = read(path)
+    loaded = read(path, mapping, as_text)
     errors = loaded.errors
     if errors:
         raise DataError([str(f) for f in errors])
     return loaded
 
 
-def split(examples: list[Example], eval_fraction: float, seed: int) -> tuple[list[Example], list[Example]]:
+def read_for(data_cfg, path: str | Path | None = None) -> LoadedData:
+    """:func:`read` of a [data] config section's file (or `path`, its held-out file), with its mapping."""
+    return read(path or data_cfg.path, columns.Mapping.of(data_cfg), data_cfg.as_text)
+
+
+def load_for(data_cfg, path: str | Path | None = None) -> LoadedData:
+    """:func:`load` of a [data] config section's file (or `path`, its held-out file), with its mapping."""
+    return load(path or data_cfg.path, columns.Mapping.of(data_cfg), data_cfg.as_text)
+
+
+def answer_labels(examples: Sequence[Example]) -> list[str] | None:
+    """Each example's answer when the answers form a set of labels (core.data.columns.label_set: a mapped
+    label column, or chat rows answered from a few labels), else None. What the held-out split is
+    stratified by and what the comparison judges as labels."""
+    if not examples or not all(ex.messages and ex.messages[-1]["role"] == "assistant" for ex in examples):
+        return None
+    answers = [ex.messages[-1]["content"].strip() for ex in examples]
+    if any(a.startswith(("{", "[")) for a in answers):
+        return None  # structured answers (JSON): judged field by field, not as labels
+    return answers if columns.label_set(answers) is not None else None
+
+
+def split(
+    examples: Sequence[Any], eval_fraction: float, seed: int, labels: Sequence[str] | None = None
+) -> tuple[list[Any], list[Any]]:
     """Deterministic train/eval split: the same seed and rows always give the same split.
+
+    Stratified when the answers are labels (`labels`, or :func:`answer_labels` of the examples): each
+    label is held out in proportion, and at least once when it has 3 rows or more, so the per-label
+    figures of the comparison speak of every label that can be learned.
 
     >>> ex = [Example(i, "messages", []) for i in range(1, 21)]
     >>> tr, ev = split(ex, 0.1, 42)
     >>> len(tr), len(ev), split(ex, 0.1, 42)[1] == ev
     (18, 2, True)
+    >>> tr, ev = split(list(range(13)), 0.1, 42, labels=["a"] * 10 + ["b"] * 3)
+    >>> sorted(x < 10 for x in ev)  # 'b' is held out too, though 10% of 13 rows is one row
+    [False, True]
     """
     if len(examples) < 2:
         raise DataError(["need at least 2 examples to hold some out for evaluation"])
-    order = list(range(len(examples)))
-    random.Random(seed).shuffle(order)
-    n_eval = min(len(examples) - 1, max(1, round(len(examples) * eval_fraction)))
-    held = set(order[:n_eval])
+    if labels is None and isinstance(examples[0], Example):
+        labels = answer_labels(examples)
+    rng = random.Random(seed)
+    if labels is None:
+        order = list(range(len(examples)))
+        rng.shuffle(order)
+        n_eval = min(len(examples) - 1, max(1, round(len(examples) * eval_fraction)))
+        held = set(order[:n_eval])
+    else:
+        groups: dict[str, list[int]] = {}
+        for i, label in enumerate(labels):
+            groups.setdefault(label, []).append(i)
+        held = set()
+        for label in sorted(groups):
+            rows = groups[label]
+            rng.shuffle(rows)
+            n = round(len(rows) * eval_fraction)
+            n = min(len(rows) - 2, max(n, 1)) if len(rows) >= 3 else min(n, len(rows) - 1)
+            held.update(rows[:n])
+        if not held:  # every label too rare to hold out: one row anyway, as an unstratified split would
+            held = {rng.randrange(len(examples))}
     train = [e for i, e in enumerate(examples) if i not in held]
     evals = [e for i, e in enumerate(examples) if i in held]
     return train, evals

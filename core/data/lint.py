@@ -30,6 +30,7 @@ from typing import Any, NamedTuple
 
 import orjson
 from tunewiz.core.config import DataConfig
+from tunewiz.core.data import columns
 from tunewiz.core.data.dataset import (
     SEVERITIES,
     DataError,
@@ -37,6 +38,7 @@ from tunewiz.core.data.dataset import (
     Finding,
     LoadedData,
     TemplateError,
+    answer_labels,
     bulk,
     read,
     render_many,
@@ -79,8 +81,16 @@ RULES: dict[str, tuple[str, str]] = {
     "too-few-to-hold-out": ("error", "one row and no eval file: nothing can be held out for evaluation"),
     "too-large": ("error", "an example of over a million characters (no max_seq_len holds it)"),
     "unknown-target-module": ("error", "a [training] target_modules name that matches no layer of the model"),
+    "unmapped-columns": ("error", "a table whose columns are not mapped: it would train as plain text, or not at all"),
+    "column-mapping": ("error", "a column mapping that names a missing column, or a row with an empty mapped cell"),
+    "labels": ("info", "the answers are labels: how many rows each has"),
+    "rare-label": ("warning", "a label with too few rows to learn or to evaluate"),
+    "label-variants": ("warning", "labels that differ only in case or spacing ('Billing' / 'billing ')"),
+    "label-imbalance": ("warning", "the commonest label has 10x the rows of the rarest or more"),
 }
 
+RARE_LABEL = 5  # rows a label needs to be learned and held out at least once
+IMBALANCE = 10  # commonest / rarest label rows from which the model may learn to answer the commonest
 SAMPLE_ROWS = 20  # rows fully rendered (mask included) besides one per conversation shape
 ENCODE_BATCH = 2048  # texts per tokenizer call: the tokenizer's per-token records of 30 MB of text take gigabytes
 DEFAULT_MAX_SEQ_LEN = DataConfig.max_seq_len  # what training uses when nothing says otherwise
@@ -675,15 +685,72 @@ def lint(
     eval_fraction: float = 0.1,
     seed: int = 42,
     loaded: LoadedData | None = None,
+    mapping: columns.Mapping | None = None,
+    as_text: bool = False,
 ) -> Report:
     """Lint a data file (and an optional held-out file). Raises DataError only when a file cannot be read.
-    `loaded`: the file as :func:`tunewiz.core.data.dataset.read` already returned it (not read again)."""
+    `loaded`: the file as :func:`tunewiz.core.data.dataset.read` already returned it (not read again);
+    `mapping`, `as_text`: how a table's columns make examples (core.data.columns)."""
     with bulk():  # see core.data.bulk: no garbage-collector passes over the rows while they are checked
-        return _lint(path, tokenizer, max_seq_len, eval_path, eval_fraction, seed, loaded)
+        return _lint(path, tokenizer, max_seq_len, eval_path, eval_fraction, seed, loaded, mapping, as_text)
 
 
-def _lint(path, tokenizer, max_seq_len, eval_path, eval_fraction, seed, loaded=None) -> Report:
-    loaded = loaded if loaded is not None else read(path)
+def _label_findings(path: Path, labels: list[str] | None) -> list[Finding]:
+    """What labelled data needs said: the label distribution, rare labels, variants that differ only
+    in case or spacing, heavy imbalance.
+
+    >>> [f.rule for f in _label_findings(Path("d.csv"), ["Billing", "billing ", "a", "a", "a", "a", "a"] * 2)]
+    ['labels', 'rare-label', 'label-variants']
+    """
+    if not labels:
+        return []
+    counts = Counter(labels)
+    n = len(labels)
+    shown = ", ".join(f"{k} {v / n:.0%}" for k, v in counts.most_common(6))
+    more = f", ... {len(counts) - 6} more" if len(counts) > 6 else ""
+    out = [Finding("labels", "info", str(path), None, f"the answers are {len(counts)} labels: {shown}{more}", n)]
+    rare = sorted((k for k, v in counts.items() if v < RARE_LABEL), key=lambda k: (counts[k], k))
+    if rare:
+        listed = ", ".join(f"{k!r} ({counts[k]})" for k in rare[:6]) + (", ..." if len(rare) > 6 else "")
+        out.append(
+            Finding(
+                "rare-label", "warning", str(path), None,
+                f"{len(rare)} label(s) with fewer than {RARE_LABEL} rows: {listed}; too few to learn, and the "
+                "held-out comparison can barely judge them: add rows (10+ per label is a good start)",
+                sum(counts[k] for k in rare),
+            )
+        )  # fmt: skip
+    variants: dict[str, list[str]] = {}
+    for k in counts:
+        variants.setdefault(" ".join(k.lower().split()), []).append(k)
+    same = [sorted(v) for v in variants.values() if len(v) > 1]
+    if same:
+        listed = "; ".join(" / ".join(repr(x) for x in group) for group in same[:4])
+        out.append(
+            Finding(
+                "label-variants", "warning", str(path), None,
+                f"labels that differ only in case or spacing: {listed}; the model learns them as different "
+                "answers: write each label one way",
+                sum(counts[x] for group in same for x in group),
+            )
+        )  # fmt: skip
+    (top, most), (low, least) = counts.most_common(1)[0], min(counts.items(), key=lambda kv: (kv[1], kv[0]))
+    if least and most >= IMBALANCE * least and len(counts) > 1:
+        out.append(
+            Finding(
+                "label-imbalance", "warning", str(path), None,
+                f"{top!r} has {most} rows, {low!r} {least} ({most // least}x): the model may learn to answer "
+                f"{top!r} when unsure; add rows of the rare labels, or drop some of {top!r}",
+                n,
+            )
+        )  # fmt: skip
+    return out
+
+
+def _lint(
+    path, tokenizer, max_seq_len, eval_path, eval_fraction, seed, loaded=None, mapping=None, as_text=False
+) -> Report:
+    loaded = loaded if loaded is not None else read(path, mapping, as_text)
     findings = list(loaded.findings)
     examples = loaded.examples
     keys = _keys(examples)
@@ -692,13 +759,13 @@ def _lint(path, tokenizer, max_seq_len, eval_path, eval_fraction, seed, loaded=N
     train_rows = eval_rows = 0
     trained = examples  # the rows training learns from
     if eval_path:
-        held_loaded = read(eval_path)
+        held_loaded = read(eval_path, mapping, as_text)
         findings += held_loaded.findings
         findings += _leakage(keys, _keys(held_loaded.examples), loaded.path, held_loaded.path)
         train_rows, eval_rows = len(examples), len(held_loaded.examples)
     elif len(examples) >= 2:
         # The same split as training (same seed), so the leakage found is the leakage trained.
-        train, held = split(keys, eval_fraction, seed)  # type: ignore[arg-type]
+        train, held = split(keys, eval_fraction, seed, answer_labels(examples))  # type: ignore[arg-type]
         findings += _leakage(train, held, loaded.path, loaded.path)
         train_rows, eval_rows = len(train), len(held)
         trained = [k.ex for k in train]
@@ -715,6 +782,7 @@ def _lint(path, tokenizer, max_seq_len, eval_path, eval_fraction, seed, loaded=N
         )
     if examples:
         findings += _size(loaded.path, len(examples))
+        findings += _label_findings(loaded.path, answer_labels(examples))
     stats: dict[str, Any] = {}
     if tokenizer is not None:
         token_found, stats = _token_findings(loaded.path, tokenizer, examples, max_seq_len)
@@ -831,7 +899,7 @@ def lint_run(cfg, tokenizer, model_dir: Path | None = None, loaded: LoadedData |
     d = cfg.data
     report = lint(
         d.path, tokenizer, max_seq_len=d.max_seq_len, eval_path=d.eval_path or None, eval_fraction=d.eval_fraction,
-        seed=d.split_seed, loaded=loaded,
+        seed=d.split_seed, loaded=loaded, mapping=columns.Mapping.of(d), as_text=d.as_text,
     )  # fmt: skip
     if model_dir is not None:
         report.findings += model_targets(cfg, model_dir)

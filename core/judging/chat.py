@@ -117,7 +117,7 @@ def training_system_prompt(cfg) -> tuple[str, str]:
     from tunewiz.core.data import dataset as data_mod
 
     try:
-        examples = data_mod.load(cfg.data.path).examples
+        examples = data_mod.load_for(cfg.data).examples
         if not cfg.data.eval_path and len(examples) >= 2:
             examples = data_mod.split(examples, cfg.data.eval_fraction, cfg.data.split_seed)[0]
     except (OSError, TunewizError) as exc:

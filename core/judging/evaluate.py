@@ -78,6 +78,7 @@ def compare(
     examples = [e for e in scored if e.is_chat]
     prompts, expected = zip(*(prompt_and_answer(e.messages) for e in examples), strict=False) if examples else ((), ())
     budget = cfg.evaluation.max_new_tokens or answer_budget(tok, expected)
+    labels = mapped_labels(cfg, expected)
     model.eval()
     results: dict[str, Any] = {}
     outputs: dict[str, list[str]] = {}
@@ -97,7 +98,7 @@ def compare(
         results[which] = {
             "eval_loss": loss,
             **summarize(scores),
-            **metrics.measure(list(expected), outputs[which], stops[which]),
+            **metrics.measure(list(expected), outputs[which], stops[which], labels),
             "seconds": round(time.time() - t0, 1),
         }
         if events:
@@ -132,6 +133,16 @@ def compare(
     return results
 
 
+def mapped_labels(cfg, expected) -> list[str] | None:
+    """The label set of a run whose answers come from a mapped column that holds labels (core.data.columns:
+    a label set by construction, whatever the length of the label names); None otherwise."""
+    from tunewiz.core.data import columns
+
+    if not cfg.data.answer_column or not expected:
+        return None
+    return columns.label_set(list(expected))
+
+
 def load_predictions(run_dir: Path) -> list[dict[str, Any]]:
     path = Path(run_dir) / PREDICTIONS
     if not path.is_file():
@@ -144,8 +155,8 @@ def held_out_examples(cfg) -> list:
     from tunewiz.core.data import dataset as data_mod
 
     if cfg.data.eval_path:
-        return data_mod.load(cfg.data.eval_path).examples
-    _, eval_ex = data_mod.split(data_mod.load(cfg.data.path).examples, cfg.data.eval_fraction, cfg.data.split_seed)
+        return data_mod.load_for(cfg.data, cfg.data.eval_path).examples
+    _, eval_ex = data_mod.split(data_mod.load_for(cfg.data).examples, cfg.data.eval_fraction, cfg.data.split_seed)
     return eval_ex
 
 

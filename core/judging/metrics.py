@@ -256,7 +256,9 @@ def wilson(p: float, n: int, z: float = 1.96) -> tuple[float, float]:
     return round(max(0.0, centre - half), 4), round(min(1.0, centre + half), 4)
 
 
-def measure(expected: list[str], outputs: list[str], stopped: list[bool] | None = None) -> dict[str, Any]:
+def measure(
+    expected: list[str], outputs: list[str], stopped: list[bool] | None = None, labels: list[str] | None = None
+) -> dict[str, Any]:
     """One model's metrics beyond summarize's (whose keys it leaves alone), for [results].
 
     ``kind``; ``headline`` (the summarize key the interval is of) and ``interval`` [low, high]; ``stop_rate``
@@ -272,10 +274,13 @@ def measure(expected: list[str], outputs: list[str], stopped: list[bool] | None 
     >>> m = measure(["yes", "no", "yes", "no"], ["yes", "no", "no", "maybe"], [True, True, True, False])
     >>> m["kind"], m["headline"], m["interval"], m["stop_rate"], m["macro_f1"], m["confusion"]
     ('labels', 'exact_match', [0.15, 0.85], 0.75, 0.5833, [[1, 0, 1], [1, 1, 0]])
+
+    `labels`: the label set when the data says it is one (a mapped answer column): the answers are judged
+    as labels whatever the length of their names.
     """
     if not expected:
         return {}
-    kind = kind_of(expected)
+    kind = "labels" if labels else kind_of(expected)
     headline = HEADLINE[kind]
     value = summarize([score(e, o) for e, o in zip(expected, outputs, strict=True)]).get(headline, 0.0)
     out: dict[str, Any] = {"kind": kind, "headline": headline, "interval": list(wilson(value, len(expected)))}
@@ -283,7 +288,7 @@ def measure(expected: list[str], outputs: list[str], stopped: list[bool] | None 
         out["stop_rate"] = round(sum(map(bool, stopped)) / len(stopped), 4)
     if kind == "labels":
         truth = [e.strip() for e in expected]
-        out.update(label_metrics(truth, [o.strip() for o in outputs], label_set(truth) or []))
+        out.update(label_metrics(truth, [o.strip() for o in outputs], labels or label_set(truth) or []))
     elif kind == "json":
         out.update(json_metrics(expected, outputs))
     else:

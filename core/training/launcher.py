@@ -68,7 +68,7 @@ def check(cfg, home_dir: Path, hw=None) -> Checked:
     if missing:  # before anything slow: a tracker or program this machine lacks
         raise ConfigError(missing)
     models.resolve(cfg.model.id, home_dir, prepare=False)
-    loaded = data.read(cfg.data.path)
+    loaded = data.read_for(cfg.data)
     if loaded.errors:
         raise data.DataError([str(f) for f in loaded.errors])
     hw = hw if hw is not None else hardware.detect(home_dir)  # after the data: detecting imports torch

@@ -516,8 +516,8 @@ def setup(cfg: RunConfig, home_dir: Path, events, hw=None, lint_first: bool = Tr
         records["data"] = report.record()
 
     events.emit("status", status="preparing", message="loading and rendering the data")
-    loaded = data_mod.load(cfg.data.path)
-    eval_loaded = data_mod.load(cfg.data.eval_path) if cfg.data.eval_path else None
+    loaded = data_mod.load_for(cfg.data)
+    eval_loaded = data_mod.load_for(cfg.data, cfg.data.eval_path) if cfg.data.eval_path else None
     if eval_loaded is not None:
         train_ex, eval_ex = loaded.examples, eval_loaded.examples
     else:
