@@ -320,12 +320,7 @@ class RunConfig:
     @classmethod
     def from_toml(cls, path: str | Path) -> RunConfig:
         path = Path(path)
-        try:
-            doc = tomllib.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ConfigError([f"no such file: {path}"], str(path)) from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError([f"not valid TOML: {exc}"], str(path)) from None
+        doc = _read_toml(path)
         cfg = cls.from_dict(doc, source=str(path))
         # Relative data paths in a config file are relative to that file.
         for attr in ("path", "eval_path"):
@@ -336,6 +331,55 @@ class RunConfig:
                     expanded = (path.parent / expanded).resolve()
                 setattr(cfg.data, attr, str(expanded))
         return cfg
+
+
+def _read_toml(path: Path) -> dict:
+    """The TOML document at `path`, or a ConfigError naming the file and what to do: a missing file, a
+    directory, an unreadable file, text that is not UTF-8 (UTF-16, a binary file) and bad TOML are each one
+    problem, never a traceback. A UTF-8 byte-order mark (Notepad writes one) is accepted."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError([f"no such file: {path}"], str(path)) from None
+    except IsADirectoryError:
+        raise ConfigError(
+            ["a directory, not a file: --config takes a TOML file (a run's run.toml)"], str(path)
+        ) from None
+    except OSError as exc:
+        raise ConfigError([f"cannot read it: {exc.strerror or exc}"], str(path)) from None
+    problem = not_text(raw)
+    if problem:
+        raise ConfigError([problem], str(path))
+    try:
+        return tomllib.loads(raw.decode("utf-8-sig"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"not valid TOML: {exc}"], str(path)) from None
+
+
+def not_text(raw: bytes) -> str | None:
+    """What is wrong with a config file's bytes that are not UTF-8 text, and what to do; None when they are.
+
+    >>> not_text("[training]\\nlearning_rate = 1e-4\\n".encode("utf-8-sig")) is None
+    True
+    >>> not_text("[training]\\n".encode("utf-16"))
+    'saved as UTF-16, not UTF-8: save it again as UTF-8 (iconv -f UTF-16 -t UTF-8 FILE > run.toml)'
+    >>> not_text(b"\\x89PNG\\r\\n")
+    "not a text file (byte 0 is not UTF-8): --config takes a TOML file saved as UTF-8 (a run's run.toml)"
+    """
+    head = raw[:200]
+    # UTF-16 without a byte-order mark decodes as UTF-8 (every other byte NUL): TOML would only say
+    # "illegal character", so say what the file is.
+    if head[:2] in (b"\xff\xfe", b"\xfe\xff") or head.count(0) * 3 >= len(head) > 0:
+        return "saved as UTF-16, not UTF-8: save it again as UTF-8 (iconv -f UTF-16 -t UTF-8 FILE > run.toml)"
+    try:
+        raw.decode("utf-8-sig")
+        bad = raw.index(0) if 0 in raw else None
+        what = "is NUL"
+    except UnicodeDecodeError as exc:
+        bad, what = exc.start, "is not UTF-8"
+    if bad is None:
+        return None
+    return f"not a text file (byte {bad} {what}): --config takes a TOML file saved as UTF-8 (a run's run.toml)"
 
 
 UPPER_BOUNDS = (

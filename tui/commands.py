@@ -354,12 +354,19 @@ def cmd_show(ns) -> int:
                 "`tunewiz queue` shows the order and what trains now"
             )
         if ns.examples:
-            from tunewiz.core.judging.evaluate import load_predictions
+            from tunewiz.core.judging.evaluate import PREDICTIONS, read_predictions
 
-            for p in load_predictions(run_dir)[: ns.examples]:
+            preds, unreadable = read_predictions(run_dir)
+            for p in preds[: ns.examples]:
+                field = {k: str(p.get(k, ""))[:200] for k in ("prompt", "base", "finetuned")}
                 print(
-                    f"\n- prompt:     {p['prompt'][:200]!r}\n  expected:   {p['expected']!r}"
-                    f"\n  base:       {p['base'][:200]!r}\n  fine-tuned: {p['finetuned'][:200]!r}"
+                    f"\n- prompt:     {field['prompt']!r}\n  expected:   {p.get('expected', '')!r}"
+                    f"\n  base:       {field['base']!r}\n  fine-tuned: {field['finetuned']!r}"
+                )
+            if unreadable:
+                warn(
+                    f"{unreadable} line(s) of {run_dir / PREDICTIONS} could not be read (damaged) and are left "
+                    f"out: `tunewiz eval {run_dir.name}` writes the comparison again"
                 )
     return 0
 

@@ -144,10 +144,41 @@ def mapped_labels(cfg, expected) -> list[str] | None:
 
 
 def load_predictions(run_dir: Path) -> list[dict[str, Any]]:
+    """The run's held-out answers (eval/predictions.jsonl), skipping lines that cannot be read."""
+    return read_predictions(run_dir)[0]
+
+
+def read_predictions(run_dir: Path) -> tuple[list[dict[str, Any]], int]:
+    """The run's held-out answers and how many lines of eval/predictions.jsonl could not be read (bytes
+    that are not UTF-8, a line torn by a full disk or a crash, anything but a JSON object): a damaged file
+    shows what it still holds instead of failing. No file: ([], 0)."""
     path = Path(run_dir) / PREDICTIONS
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    try:
+        raw = path.read_bytes()
+    except OSError:  # missing, or not a file: no answers to show
+        return [], 0
+    return parse_prediction_lines(raw)
+
+
+def parse_prediction_lines(raw: bytes) -> tuple[list[dict[str, Any]], int]:
+    """The JSON objects among the lines of `raw`, and how many non-blank lines were something else.
+
+    >>> parse_prediction_lines(b'{"line": 1}\\n{"line": 2, "exp\\n\\xff\\xfe\\n[1]\\n\\n{"line": 3}\\n')
+    ([{'line': 1}, {'line': 3}], 3)
+    """
+    rows, bad = [], 0
+    for line in raw.split(b"\n"):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError):
+            row = None
+        if isinstance(row, dict):
+            rows.append(row)
+        else:
+            bad += 1
+    return rows, bad
 
 
 def held_out_examples(cfg) -> list:
