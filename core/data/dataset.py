@@ -46,6 +46,7 @@ from typing import Any
 
 import orjson
 from tunewiz.core.data import columns
+from tunewiz.core.data.deadline import call_within
 from tunewiz.core.errors import TunewizError
 
 ROLES = ("system", "user", "assistant", "tool")
@@ -989,8 +990,44 @@ class Rendered:
         return out
 
 
+TEMPLATE_SECONDS = 5.0
+"""How long one render of a conversation through a chat template may take. Real templates take
+milliseconds; a template past this has a runaway loop, and is stopped instead of hanging tunewiz."""
+
+
+class TemplateTimeout(TemplateError):
+    """A chat template that did not finish rendering within TEMPLATE_SECONDS (a runaway loop)."""
+
+
+_RUNAWAY: set[str] = set()  # templates that overran once: refused at once after that, not waited on per row
+
+
+def bounded_render(template, fn, *args, **kwargs) -> str:
+    """fn(*args, **kwargs), a render of `template` (a tokenizer's chat_template), stopped with
+    TemplateTimeout when it takes over TEMPLATE_SECONDS; a template that overran once is refused at once."""
+    key = repr(template)
+    problem = (
+        f"the model's chat template did not finish rendering in {TEMPLATE_SECONDS:g} s (a runaway loop?), so "
+        "tunewiz stopped it: fix the template's loops (chat_template in the model's tokenizer_config.json or "
+        "chat_template.jinja) or pick another model"
+    )
+    if key in _RUNAWAY:
+        raise TemplateTimeout(problem)
+    try:
+        return call_within(TEMPLATE_SECONDS, fn, *args, **kwargs)
+    except TimeoutError:
+        _RUNAWAY.add(key)
+        raise TemplateTimeout(problem) from None
+
+
 def _template(tokenizer, messages, add_generation_prompt=False) -> str:
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+    return bounded_render(
+        tokenizer.chat_template,
+        tokenizer.apply_chat_template,
+        messages,
+        tokenize=False,
+        add_generation_prompt=add_generation_prompt,
+    )
 
 
 NO_TEMPLATE = (
@@ -1018,6 +1055,8 @@ def assistant_spans(tokenizer, messages: list[dict[str, str]]) -> tuple[str, lis
         raise TemplateError(NO_TEMPLATE)
     try:
         text = _template(tokenizer, messages)
+    except TemplateTimeout:
+        raise
     except Exception as exc:  # noqa: BLE001 - jinja's raise_exception and template bugs
         raise TemplateError(f"the model's chat template rejects this conversation: {exc}") from None
     spans = []
@@ -1030,6 +1069,8 @@ def assistant_spans(tokenizer, messages: list[dict[str, str]]) -> tuple[str, lis
                 before = _template(tokenizer, messages[:i], add_generation_prompt=True)
             else:  # nothing before it to render: the answer starts where its content does
                 before = upto[: upto.rfind(m["content"])]
+        except TemplateTimeout:
+            raise
         except Exception:  # noqa: BLE001 - a template that rejects a prefix: fall back below
             spans = []
             break
@@ -1042,6 +1083,8 @@ def assistant_spans(tokenizer, messages: list[dict[str, str]]) -> tuple[str, lis
         # still let us find the final answer.
         try:
             before = _template(tokenizer, messages[:-1], add_generation_prompt=True)
+        except TemplateTimeout:
+            raise
         except Exception as exc:  # noqa: BLE001
             raise TemplateError(f"the model's chat template rejects this conversation: {exc}") from None
         if not text.startswith(before):

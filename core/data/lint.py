@@ -38,7 +38,9 @@ from tunewiz.core.data.dataset import (
     Finding,
     LoadedData,
     TemplateError,
+    TemplateTimeout,
     answer_labels,
+    bounded_render,
     bulk,
     read,
     render_many,
@@ -378,19 +380,29 @@ class TokenCounter:
 def _template_renderer(tokenizer):
     """A fast renderer of whole conversations: the compiled template, checked against apply_chat_template."""
 
-    def slow(messages):
-        return tokenizer.apply_chat_template(messages, tokenize=False)
+    template = tokenizer.chat_template
+
+    def slow(messages):  # each render is stopped if the template runs away (dataset.bounded_render)
+        return bounded_render(template, tokenizer.apply_chat_template, messages, tokenize=False)
 
     try:
         from transformers.utils.chat_template_utils import _compile_jinja_template
 
-        compiled = _compile_jinja_template(tokenizer.chat_template)
+        compiled = _compile_jinja_template(template)
         extra = dict(tokenizer.special_tokens_map)
     except Exception:  # noqa: BLE001 - a private helper; the public path always works
         return slow
 
     def fast(messages):
-        return compiled.render(messages=messages, add_generation_prompt=False, tools=None, documents=None, **extra)
+        return bounded_render(
+            template,
+            compiled.render,
+            messages=messages,
+            add_generation_prompt=False,
+            tools=None,
+            documents=None,
+            **extra,
+        )
 
     return fast
 
@@ -654,6 +666,8 @@ def _lengths(tokenizer, examples: list[Example]):
 
 
 def _template_finding(f: str, ex: Example, exc: Exception) -> Finding:
+    if isinstance(exc, TemplateTimeout):  # the template's fault, not the row's: its message says the fix
+        return Finding("template-error", "error", f, ex.line, str(exc))
     msg = str(exc)
     if "rejects this conversation: " in msg:
         msg = msg.split("rejects this conversation: ", 1)[1]
