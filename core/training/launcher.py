@@ -35,6 +35,8 @@ class Checked:
     warnings: list[str] = field(default_factory=list)
     busy: dict[str, str] = field(default_factory=dict)
     """Device -> the run on this machine training on it (:func:`busy_devices`), as the plan saw it."""
+    examples: list = field(default_factory=list, repr=False)
+    """The data's examples as read, to plan again when the devices taken changed since (:func:`create`)."""
 
 
 def remote_code_warning(cfg) -> str | None:
@@ -83,7 +85,7 @@ def check(cfg, home_dir: Path, hw=None) -> Checked:
         raise ConfigError(settings, lint.TARGETS_WHERE)
     if report.errors:
         raise data.DataError([str(f) for f in report.errors])
-    return Checked(plan, report, tok is not None, hw, sharing(plan, busy), busy)
+    return Checked(plan, report, tok is not None, hw, sharing(plan, busy), busy, loaded.examples)
 
 
 def device_name(place: str) -> str:
@@ -138,12 +140,33 @@ def submit(cfg, home_dir: Path, hw=None, warn: Callable[[str], None] | None = No
     Raises ModelError / DataError / ConfigError / RunError before anything is written.
     """
     checked = check(cfg, home_dir, hw)
-    for line in checked.warnings:
+    run_dir, warnings = create(cfg, home_dir, checked)
+    for line in warnings:
         if warn is not None:
             warn(line)
-    run_dir = runs.create_run(cfg, home_dir, extra=plan_sections(cfg, checked.plan))
     start(run_dir)
     return run_dir
+
+
+SUBMIT_LOCK = ".submit.lock"
+"""In the runs directory: held from reading which devices are taken to the new run's record existing."""
+
+
+def create(cfg, home_dir: Path, checked: Checked) -> tuple[Path, list[str]]:
+    """The checked run's record, and the warnings to say (another run on the same device). The devices
+    other runs train on are read again under a lock that is held until the record exists, so two submits
+    at the same moment see each other: the second is planned onto a free GPU, or told it shares."""
+    root = runs.runs_root(home_dir)
+    runs.ensure_writable(root)
+    with runs.locked(root / SUBMIT_LOCK):
+        busy = busy_devices(home_dir)
+        plan = checked.plan
+        if busy != checked.busy:  # a run started since the check: plan around it
+            plan = first_plan(cfg, home_dir, checked.examples, checked.hw, busy)
+            if plan.problems:
+                raise runs.RunError("this run cannot start on this machine: " + "; ".join(plan.problems))
+        run_dir = runs.create_run(cfg, home_dir, extra=plan_sections(cfg, plan))
+    return run_dir, sharing(plan, busy)
 
 
 def plan_sections(cfg, plan) -> dict[str, dict[str, Any]]:
