@@ -5,15 +5,20 @@ Run directories are made by hand: no model, no training."""
 
 from __future__ import annotations
 
+import json
+import shutil
 import threading
 import time
+from pathlib import Path
 
 import pytest
-from tunewiz.core.bookkeeping import runs
+from tunewiz.core.bookkeeping import checkpoints, repair, runs
+from tunewiz.core.config import RunConfig
 from tunewiz.core.data import dataset as data
 from tunewiz.core.planning import presets
 from tunewiz.core.planning.hardware import GPU, Hardware
 from tunewiz.core.training import launcher
+from tunewiz.tui import cli
 
 from tests.conftest import chat_row, write_jsonl
 
@@ -68,3 +73,76 @@ def test_two_submits_at_the_same_moment_see_each_other(home, tmp_path, monkeypat
     if warned:
         assert said == [f"another run ({first[0].name}) is training on this GPU 0: both will run at about half speed"]
         assert not first[1] and second[1] == said
+
+
+# -- b. a completed run whose adapter was deleted ---------------------------------------------------
+
+
+def completed_run(home: Path, tmp_path: Path, checkpoint: bool = False) -> Path:
+    """A completed run whose adapter/ was then deleted (and, with `checkpoint`, whose checkpoint-8 is kept)."""
+    cfg = RunConfig(name="tickets")
+    cfg.data.path = str(tmp_path / "tickets.jsonl")
+    run_dir = runs.create_run(cfg, home)
+    runs.update_record(run_dir, {"artifacts": {"adapter": str(run_dir / runs.ADAPTER)}})
+    runs.set_status(run_dir, "completed")
+    if checkpoint:
+        ckpt = run_dir / runs.CHECKPOINTS / "checkpoint-8"
+        ckpt.mkdir(parents=True)
+        (ckpt / "adapter_config.json").write_text(json.dumps({"r": 16}), encoding="utf-8")
+        (ckpt / "adapter_model.safetensors").write_bytes(b"\0" * 64)
+        (ckpt / "trainer_state.json").write_text(json.dumps({"global_step": 8}), encoding="utf-8")
+        checkpoints.mark_complete(ckpt, 8)
+    (run_dir / runs.ADAPTER).mkdir()
+    (run_dir / runs.ADAPTER / "adapter_config.json").write_text("{}", encoding="utf-8")
+    shutil.rmtree(run_dir / runs.ADAPTER)  # the user tidied up
+    return run_dir
+
+
+def snapshot(run_dir: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(run_dir)): p.read_bytes() for p in sorted(run_dir.rglob("*")) if p.is_file()}
+
+
+def test_listing_and_show_flag_a_completed_run_whose_adapter_was_deleted_and_write_nothing(home, tmp_path, capsys):
+    run_dir = completed_run(home, tmp_path)
+    before = snapshot(run_dir)
+    [summary] = runs.list_runs(home)
+    assert summary.status == "completed"
+    assert summary.note.startswith(f"the adapter is missing: {run_dir / runs.ADAPTER} is gone (deleted?)")
+    assert f"train again with `tunewiz train --config {run_dir / runs.RECORD}`" in summary.note
+    assert cli.main(["runs"]) == 0
+    assert f"{run_dir.name}: the adapter is missing" in capsys.readouterr().out
+    assert cli.main(["show", run_dir.name]) == 0
+    assert f"  problem: the adapter is missing: {run_dir / runs.ADAPTER}" in capsys.readouterr().out
+    assert snapshot(run_dir) == before  # looking never writes
+
+
+def test_a_kept_checkpoint_is_named_as_where_the_adapter_still_is(home, tmp_path):
+    run_dir = completed_run(home, tmp_path, checkpoint=True)
+    note = runs.summary_of(run_dir).note
+    assert "checkpoints/checkpoint-8 still holds it as of step 8: copy its adapter_config.json" in note
+
+
+def test_a_run_with_its_adapter_or_one_that_never_saved_one_has_no_note(home, tmp_path):
+    run_dir = completed_run(home, tmp_path)
+    (run_dir / runs.ADAPTER).mkdir()
+    (run_dir / runs.ADAPTER / "adapter_config.json").write_text("{}", encoding="utf-8")
+    assert runs.summary_of(run_dir).note == ""
+    crashed = runs.create_run(RunConfig(name="crashed"), home)
+    runs.set_status(crashed, "failed")
+    assert runs.summary_of(crashed).note == ""
+
+
+def test_repair_says_the_adapter_is_missing_instead_of_reads_fine(home, tmp_path, capsys):
+    run_dir = completed_run(home, tmp_path)
+    assert cli.main(["repair", run_dir.name]) == 1
+    out = capsys.readouterr().out
+    assert f"{run_dir.name}: run.toml reads fine, but the adapter is missing" in out and "nothing to repair" not in out
+
+
+def test_a_rebuilt_record_of_a_completed_run_says_its_adapter_is_missing(home, tmp_path):
+    run_dir = completed_run(home, tmp_path)
+    (run_dir / runs.EVENTS).write_text(json.dumps({"t": 1.0, "event": "status", "status": "completed"}) + "\n")
+    (run_dir / runs.RECORD).unlink()
+    doc, done = repair.repair(run_dir)
+    assert doc["run"]["status"] == "completed"
+    assert any(line.startswith("the adapter is missing") for line in done)

@@ -310,6 +310,9 @@ def cmd_runs(ns) -> int:
             f"{len(bad)} runs' records are damaged ({', '.join(r.id for r in bad)}): "
             "`tunewiz show ID` says what is left; `tunewiz repair ID` rebuilds it"
         )
+    for r in items:
+        if r.note:
+            print(f"{r.id}: {r.note}")
     return 0
 
 
@@ -345,6 +348,9 @@ def cmd_show(ns) -> int:
         print(json.dumps(doc, indent=2, default=str))
     else:
         print_record_summary(doc)
+        lost = runs.missing_adapter(run_dir, doc)
+        if lost:
+            print(f"  problem: {lost}")
         if doc.get("run", {}).get("status") == runs.WAITING:
             from tunewiz.core.training import queue
 
@@ -861,6 +867,10 @@ def cmd_repair(ns) -> int:
     run_dir = runs.find_run(runs.home(ns.home), ns.run)
     doc, done = repair.repair(run_dir)  # RunError (a TunewizError) when it cannot be written
     if not done:
+        lost = runs.missing_adapter(run_dir, doc)
+        if lost:  # repair rebuilds a record, not an adapter: say what is wrong and what to do instead
+            print(f"{run_dir.name}: {runs.RECORD} reads fine, but {lost}")
+            return 1
         print(f"{run_dir.name}: {runs.RECORD} reads fine; nothing to repair")
         return 0
     print(f"repaired {run_dir.name}:")

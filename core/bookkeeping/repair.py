@@ -236,6 +236,9 @@ def rebuild_record(run_dir: Path) -> tuple[dict[str, Any], list[str]]:
         run.update(runs.crash_fields(run_dir, int(run.get("last_step") or 0), unknown_end))
     else:
         run["status"] = status
+    lost = runs.missing_adapter(run_dir, doc)
+    if lost:
+        done.append(lost)
 
     unknown = [f"{s}.{k}" for s, k in [("model", "id"), *KNOWN_BY_RECORD_ONLY] if k not in doc.get(s, {})]
     unknown += [s for s in FACT_SECTIONS if s not in doc]

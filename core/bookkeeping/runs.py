@@ -515,6 +515,8 @@ class RunSummary:
     """A damaged run: what its directory still holds, one phrase each."""
     queue_place: int = 0
     """A waiting run: its place in the run queue (1 starts next); 0 for every other run."""
+    note: str = ""
+    """What a run whose record reads fine has lost (:func:`missing_adapter`), in a sentence; '' when nothing."""
 
     @property
     def label(self) -> str:
@@ -562,6 +564,31 @@ def summarize(run_dir: Path, doc: dict) -> RunSummary:
         metric=metric,
         duration_s=res.get("wall_time_s"),
         record=doc,
+        note=missing_adapter(run_dir, doc),
+    )
+
+
+def missing_adapter(run_dir: Path, doc: dict) -> str:
+    """'' when the run's adapter is there or it never saved one; else that it is missing and what to do: a
+    completed run (or a stopped one whose record names its adapter) without adapter/adapter_config.json
+    (deleted, or moved) has nothing to chat with, evaluate or export. Only reads."""
+    run = doc.get("run", {}) if isinstance(doc.get("run"), dict) else {}
+    artifacts = doc.get("artifacts") if isinstance(doc.get("artifacts"), dict) else {}
+    status = run.get("status")
+    if not (status == "completed" or (status == "stopped" and artifacts.get("adapter"))) or has_adapter(run_dir):
+        return ""
+    adapter = run_dir / ADAPTER
+    what = "has no adapter_config.json" if adapter.is_dir() else "is gone"
+    ckpt, _ = checkpoints.newest_complete(run_dir / CHECKPOINTS)
+    again = f"train again with `tunewiz train --config {run_dir / RECORD}`"
+    if ckpt is not None and (ckpt / "adapter_config.json").is_file():
+        again = (
+            f"{CHECKPOINTS}/{ckpt.name} still holds it as of step {checkpoints.step_of(ckpt)}: copy its "
+            f"adapter_config.json and adapter_model.* into {adapter}, or {again}"
+        )
+    return (
+        f"the adapter is missing: {adapter} {what} (deleted?), so there is nothing to chat with, evaluate or "
+        f"export; {again}"
     )
 
 
