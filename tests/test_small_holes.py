@@ -146,3 +146,50 @@ def test_a_rebuilt_record_of_a_completed_run_says_its_adapter_is_missing(home, t
     doc, done = repair.repair(run_dir)
     assert doc["run"]["status"] == "completed"
     assert any(line.startswith("the adapter is missing") for line in done)
+
+
+# -- c. resuming a record that does not say what to train ---------------------------------------------
+
+
+def crashed_run(home: Path, tmp_path: Path, drop: list[tuple[str, str]]) -> Path:
+    data_file = write_jsonl(tmp_path / "tickets.jsonl", [chat_row("q", "a")])
+    cfg = RunConfig(name="repaired")
+    cfg.data.path = str(data_file)
+    run_dir = runs.create_run(cfg, home)
+
+    def forget(doc: dict) -> None:
+        doc["run"]["status"] = "crashed"
+        for section, key in drop:
+            doc[section].pop(key, None)
+
+    runs.update_record(run_dir, forget)
+    return run_dir
+
+
+@pytest.mark.parametrize(
+    ("drop", "says"),
+    [
+        ([("model", "id")], "its record does not say [model] id (a repaired record may not know them)"),
+        ([("data", "path")], "its record does not say [data] path"),
+        ([("model", "id"), ("data", "path")], "does not say [model] id or [data] path"),
+    ],
+)
+def test_resume_of_a_record_without_model_or_data_refuses_before_launching(
+    home, tmp_path, capsys, monkeypatch, drop, says
+):
+    run_dir = crashed_run(home, tmp_path, drop)
+    monkeypatch.setattr(launcher, "start", lambda *a, **k: pytest.fail("launched a run that cannot train"))
+    before = (run_dir / runs.RECORD).read_bytes()
+    assert cli.main(["resume", run_dir.name]) == 2
+    err = capsys.readouterr().err
+    assert f"{run_dir.name} cannot be resumed: " in err and says in err
+    assert f"to {run_dir / runs.RECORD} by hand" in err and f"`tunewiz resume {run_dir.name}` again" in err
+    assert (run_dir / runs.RECORD).read_bytes() == before  # still crashed, not queued
+
+
+def test_resume_when_the_data_file_is_gone_refuses_and_says_where_it_was(home, tmp_path, capsys, monkeypatch):
+    run_dir = crashed_run(home, tmp_path, [])
+    (tmp_path / "tickets.jsonl").unlink()
+    monkeypatch.setattr(launcher, "start", lambda *a, **k: pytest.fail("launched a run that cannot train"))
+    assert cli.main(["resume", run_dir.name]) == 2
+    assert f"its data {tmp_path / 'tickets.jsonl'} is gone. Put the file back" in capsys.readouterr().err

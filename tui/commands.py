@@ -566,6 +566,19 @@ def cmd_resume(ns) -> int:
     status = doc["run"].get("status")
     if status not in ("stopped", "crashed", "failed"):
         raise UserError(f"{run_dir.name} is {status}; only a stopped, crashed or failed run can be resumed")
+    missing = repair.unnamed(doc)
+    if missing:  # a repaired record may not know them: the trainer would fail on its first line
+        raise UserError(
+            f"{run_dir.name} cannot be resumed: its record does not say {' or '.join(missing)} (a repaired "
+            f"record may not know them). Add {' and '.join(missing)} to {run_dir / runs.RECORD} by hand (the "
+            f"model and the data file the run trained on), then `tunewiz resume {run_dir.name}` again"
+        )
+    data_path = Path(str(doc["data"]["path"])).expanduser()
+    if data_path.is_absolute() and not data_path.exists():  # records keep absolute paths
+        raise UserError(
+            f"{run_dir.name} cannot be resumed: its data {data_path} is gone. Put the file back there, or set "
+            f"[data] path in {run_dir / runs.RECORD} to where it is now, then `tunewiz resume {run_dir.name}` again"
+        )
     from tunewiz.core.bookkeeping import checkpoints
 
     ckpt, skipped = checkpoints.newest_complete(run_dir / "checkpoints")

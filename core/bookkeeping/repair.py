@@ -263,7 +263,22 @@ def rebuild_record(run_dir: Path) -> tuple[dict[str, Any], list[str]]:
 
 def rerunnable(doc: dict[str, Any]) -> bool:
     """Whether a record says what to train on (a rebuilt one may not): its [model] id and [data] path."""
-    return bool(doc.get("model", {}).get("id")) and bool(doc.get("data", {}).get("path"))
+    return not unnamed(doc)
+
+
+def unnamed(doc: dict[str, Any]) -> list[str]:
+    """What a record must name to be re-run or resumed and does not, as its TOML keys.
+
+    >>> unnamed({"model": {"id": "m"}, "data": {"path": "d.jsonl"}})
+    []
+    >>> unnamed({"model": {"id": ""}, "run": {}})
+    ['[model] id', '[data] path']
+    """
+    return [
+        f"[{section}] {key}"
+        for section, key in (("model", "id"), ("data", "path"))
+        if not (doc.get(section) if isinstance(doc.get(section), dict) else {}).get(key)
+    ]
 
 
 def repair(run_dir: str | Path) -> tuple[dict[str, Any], list[str]]:
