@@ -193,3 +193,84 @@ def test_resume_when_the_data_file_is_gone_refuses_and_says_where_it_was(home, t
     monkeypatch.setattr(launcher, "start", lambda *a, **k: pytest.fail("launched a run that cannot train"))
     assert cli.main(["resume", run_dir.name]) == 2
     assert f"its data {tmp_path / 'tickets.jsonl'} is gone. Put the file back" in capsys.readouterr().err
+
+
+# -- d. resume while the disk is still full ---------------------------------------------------------
+
+
+def full_disk_run(home: Path, tmp_path: Path) -> Path:
+    run_dir = crashed_run(home, tmp_path, [])
+    runs.update_record(run_dir, {"run": {"failure_reason": "the disk was full: ... Free some space"}})
+    return run_dir
+
+
+def no_spawn(monkeypatch, exc: OSError | None = None) -> None:
+    from tunewiz.core import detach
+
+    def spawn(*args, **kwargs):
+        if exc is None:
+            pytest.fail("started a trainer on a full disk")
+        raise exc
+
+    monkeypatch.setattr(detach, "spawn", spawn)
+
+
+def test_resume_on_a_still_full_disk_refuses_and_changes_nothing(home, tmp_path, capsys, monkeypatch):
+    run_dir = full_disk_run(home, tmp_path)
+    before = snapshot(run_dir)
+    monkeypatch.setattr(checkpoints, "free_bytes", lambda path: 3 << 20)
+    no_spawn(monkeypatch)
+    assert cli.main(["resume", run_dir.name]) == 2
+    err = capsys.readouterr().err
+    assert f"the disk of {run_dir} is still full: 3 MiB free, and resuming needs at least 16 MiB" in err
+    assert f"then `tunewiz resume {run_dir.name}` again; nothing was changed" in err and "Traceback" not in err
+    assert snapshot(run_dir) == before and runs.read_record(run_dir)["run"]["status"] == "crashed"
+
+
+def test_a_record_that_cannot_be_written_is_an_error_not_a_traceback(home, tmp_path, capsys, monkeypatch):
+    run_dir = full_disk_run(home, tmp_path)
+    before = (run_dir / runs.RECORD).read_bytes()
+    no_spawn(monkeypatch)
+
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(runs, "write_toml_atomic", full)
+    assert cli.main(["resume", run_dir.name]) == 2
+    err = capsys.readouterr().err
+    assert f"could not resume {run_dir.name}: the disk is full (No space left on device)" in err
+    assert (run_dir / runs.RECORD).read_bytes() == before
+    assert not (run_dir / launcher.BEFORE_RESUME).exists()
+
+
+def test_a_trainer_that_cannot_start_leaves_the_reason_not_a_queued_run(home, tmp_path, capsys, monkeypatch):
+    run_dir = full_disk_run(home, tmp_path)
+    no_spawn(monkeypatch, OSError(28, "No space left on device"))
+    assert cli.main(["resume", run_dir.name]) == 2
+    assert "the trainer could not start: the disk is full" in capsys.readouterr().err
+    run = runs.read_record(run_dir)["run"]
+    assert run["status"] == "failed" and run["failure_reason"].startswith("the trainer could not start: the disk is")
+    assert f"`tunewiz resume {run_dir.name}` continues" in run["failure_reason"]
+
+
+def test_when_not_even_the_failure_can_be_written_the_record_is_put_back(home, tmp_path, capsys, monkeypatch):
+    """The disk is too full to record why the trainer did not start: the record goes back to how it was
+    before the resume (a rename needs no space): crashed, with its reason, never queued with nothing running."""
+    run_dir = full_disk_run(home, tmp_path)
+    before = (run_dir / runs.RECORD).read_bytes()
+    no_spawn(monkeypatch, OSError(28, "No space left on device"))
+    real = runs.write_toml_atomic
+    writes: list[int] = []
+
+    def fills_up(*args, **kwargs):  # the resume's own write fits; the next one does not
+        writes.append(1)
+        if len(writes) > 1:
+            raise OSError(28, "No space left on device")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(runs, "write_toml_atomic", fills_up)
+    assert cli.main(["resume", run_dir.name]) == 2
+    assert "run.toml is as it was before the resume: it could not be updated" in capsys.readouterr().err
+    assert (run_dir / runs.RECORD).read_bytes() == before
+    assert runs.read_record(run_dir)["run"]["status"] == "crashed"
+    assert not (run_dir / launcher.BEFORE_RESUME).exists()

@@ -201,10 +201,20 @@ def first_plan(cfg, home_dir: Path, examples, hw=None, busy: Collection[str] = (
 
 
 def start(run_dir: Path, resume: bool = False) -> int:
-    """Spawn the detached trainer for `run_dir`; returns its pid."""
+    """Spawn the detached trainer for `run_dir`; returns its pid. Raises RunError, saying what to do, when
+    a resumed run's disk has no room for its next checkpoint (nothing is written then), or when the record
+    cannot be written or the trainer cannot start: the record then says why (status failed), as far as
+    the disk lets it, never a run left queued with nothing starting it."""
     run_dir = Path(run_dir).resolve()
+    before = run_dir / BEFORE_RESUME
     if resume:
-        runs.update_record(run_dir, runs.mark_resumed)
+        room_to_resume(run_dir)
+        keep_record(run_dir, before)
+        try:
+            runs.update_record(run_dir, runs.mark_resumed)
+        except OSError as exc:  # written atomically: the record is as it was
+            before.unlink(missing_ok=True)
+            raise runs.RunError(f"could not resume {run_dir.name}: {not_started_reason(run_dir, exc)}") from None
     args = [str(run_dir)] + (["--resume"] if resume else [])
     doc = runs.read_record(run_dir)
     # How many processes and how they share the model: the plan's decision (a record from before
@@ -219,9 +229,81 @@ def start(run_dir: Path, resume: bool = False) -> int:
     else:
         cmd = [sys.executable, "-m", "tunewiz.core.training.trainer", *args]
     env = trainer_env(os.environ, (plan.get("placement") or ["cpu"]) if processes == 1 else None)
-    proc = detach.spawn(cmd, run_dir / runs.LOG, run_dir, env)
-    runs.update_record(run_dir, {"run": {"launcher_pid": proc.pid}})
+    try:
+        proc = detach.spawn(cmd, run_dir / runs.LOG, run_dir, env)
+    except OSError as exc:
+        reason = f"the trainer could not start: {not_started_reason(run_dir, exc)}"
+        try:
+            runs.update_record(
+                run_dir, {"run": {"status": "failed", "finished": runs.now_iso(), "failure_reason": reason}}
+            )
+        except OSError:  # the disk is full: put back the record as it was before the resume (a rename)
+            try:
+                if not resume:
+                    raise
+                os.replace(before, run_dir / runs.RECORD)
+                reason += f" ({runs.RECORD} is as it was before the resume: it could not be updated)"
+            except OSError:  # a new run: the next look records it crashed
+                reason += f" ({runs.RECORD} could not be updated either)"
+        raise runs.RunError(f"{run_dir.name}: {reason}") from None
+    finally:
+        if resume:
+            before.unlink(missing_ok=True)
+    try:
+        runs.update_record(run_dir, {"run": {"launcher_pid": proc.pid}})
+    except OSError:
+        pass  # only a convenience: the trainer records its own pid
     return proc.pid
+
+
+BEFORE_RESUME = ".run.toml.before-resume"
+"""A hard link to the record as it was before `resume` marked it queued (no space needed): put back if
+the trainer cannot start and the disk is too full to record why, so the run is never left queued."""
+
+
+def keep_record(run_dir: Path, link: Path) -> None:
+    try:
+        link.unlink(missing_ok=True)
+        os.link(run_dir / runs.RECORD, link)
+    except OSError:
+        pass  # a file system without hard links: only the put-back is lost
+
+
+RESUME_FLOOR = 16 << 20
+"""Free bytes a resumed run needs at least, checkpoint or not: its record, its log and the trainer's reserve."""
+
+
+def room_to_resume(run_dir: Path) -> None:
+    """Raise RunError when the disk of `run_dir` has no room for the run's next checkpoint (the size of
+    its newest whole one and a margin) or for RESUME_FLOOR: resuming on a still-full disk would fail at
+    its first save, or before it could record why. Only reads."""
+    from tunewiz.core.bookkeeping import checkpoints
+
+    newest, _ = checkpoints.newest_complete(run_dir / runs.CHECKPOINTS)
+    need = max(int(checkpoints.size_of(newest) * checkpoints.MARGIN) if newest else 0, RESUME_FLOOR)
+    try:
+        free = checkpoints.free_bytes(run_dir)
+    except OSError:
+        return  # cannot tell: let the trainer find out
+    if free < need:
+        what = f"its next checkpoint (like {newest.name}) needs about" if newest else "resuming needs at least"
+        raise runs.RunError(
+            f"the disk of {run_dir} is still full: {checkpoints.mib(free)} free, and {what} "
+            f"{checkpoints.mib(need)}. Free some space (other runs' checkpoints/ folders are often the largest), "
+            f"then `tunewiz resume {run_dir.name}` again; nothing was changed"
+        )
+
+
+def not_started_reason(run_dir: Path, exc: OSError) -> str:
+    """Why a trainer could not be started or its record written, and what to do."""
+    from tunewiz.core.bookkeeping import checkpoints
+
+    if checkpoints.is_disk_full(exc, run_dir):
+        return (
+            f"the disk is full ({exc.strerror or exc}). Free some space, then `tunewiz resume {run_dir.name}` "
+            "continues from the newest complete checkpoint"
+        )
+    return f"{exc.strerror or exc}"
 
 
 PLACEMENT_ENV = "TUNEWIZ_PLACEMENT"
