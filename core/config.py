@@ -124,6 +124,10 @@ class TrainingConfig:
     fsdp: bool = False
     """Shard weights, gradients and optimizer states over the processes (FSDP 2) instead of a full copy
     per GPU (DDP): for a model that does not fit one GPU. GPUs only; needs processes >= 2."""
+    allow_over_memory: bool = False
+    """Start a run whose planned peak memory is over what this machine has (refused otherwise, with what to
+    change): it will likely fail out of memory, or swap until it crawls. For when you know the estimate
+    is wrong for your setup."""
     report_to: str = "none"
     """Experiment tracker: none, tensorboard (event files in RUN_DIR/tensorboard), wandb, mlflow or trackio
     (each as its own package and environment variables configure it). Nothing leaves the machine unless
@@ -285,9 +289,9 @@ class RunConfig:
         """Sections as they appear in run.toml."""
         return {
             "model": dataclasses.asdict(self.model),
-            "data": dataclasses.asdict(self.data),
+            "data": _when_set(self.data, MAPPING_KEYS),
             "preset": {"name": self.preset},
-            "training": dataclasses.asdict(self.training),
+            "training": _when_set(self.training, ("allow_over_memory",)),
             "evaluation": dataclasses.asdict(self.evaluation),
             # only when set: a record without [notify] reads back the same, and one section less to compare
             **({"notify": dataclasses.asdict(self.notify)} if self.notify.command else {}),
@@ -400,6 +404,16 @@ UPPER_BOUNDS = (
 """(setting, lowest, highest) for the [training] numbers: wider than any real run, narrow enough that a
 typo (an extra zero or three) is caught at submit instead of as an allocator error. A lowest of -inf:
 problems() already says what the least is."""
+
+
+def _when_set(section: Any, optional: tuple[str, ...]) -> dict[str, Any]:
+    """A section as a record writes it: the `optional` settings only when set, so a record of a run that
+    does not use them reads as records always have."""
+    return {k: v for k, v in dataclasses.asdict(section).items() if v or k not in optional}
+
+
+MAPPING_KEYS = ("prompt_column", "answer_column", "instruction", "system_prompt", "as_text")
+"""[data] settings of a table's column mapping (core.data.columns); written into a record only when set."""
 
 SPLIT_KEYS = {"per_device_batch_size", "gradient_accumulation_steps"}
 """Setting either of these yourself fixes the batch split (auto_batch_split = false)."""

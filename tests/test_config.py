@@ -364,3 +364,24 @@ def test_a_setting_that_would_ruin_a_run_is_refused_naming_it(setting):
     with pytest.raises(ConfigError) as exc:
         apply_overrides(cfg, [setting]).validate()
     assert setting.split("=")[0] in str(exc.value)
+
+
+def test_a_plan_over_the_machines_memory_is_refused_at_submit_unless_overridden(home, tmp_path, monkeypatch):
+    """lora_r=4000 on a tiny machine: refused like every other problem, with what to change; the
+    explicit override starts it (here the check is all that runs)."""
+    from tunewiz.core.bookkeeping import runs
+    from tunewiz.core.planning.hardware import Hardware
+    from tunewiz.core.training import launcher
+
+    from tests.conftest import sample_tickets
+
+    cfg = RunConfig()
+    cfg.data.path = str(sample_tickets(tmp_path / "t.jsonl", rows=40))
+    cfg.training.lora_r = 4000
+    hw = Hardware(cpu_model="Tiny", cpu_physical_cores=2, ram_total_gb=2, ram_available_gb=1)
+    with pytest.raises(runs.RunError) as exc:
+        launcher.check(cfg, home, hw=hw)
+    said = str(exc.value)
+    assert "does not fit this machine's memory" in said and "too big" in said
+    assert "gradient_checkpointing" in said and "allow_over_memory=true" in said
+    assert not (home / "runs").exists() or not any((home / "runs").iterdir())

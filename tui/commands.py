@@ -547,7 +547,16 @@ def cmd_stop(ns) -> int:
     if runs.read_record(run_dir).get("run", {}).get("status") == runs.WAITING:
         raise UserError(f"{run_dir.name} is waiting in the queue: `tunewiz queue cancel {run_dir.name}` takes it out")
     if launcher.stop(run_dir, now=ns.now):
-        print(f"asked {run_dir.name} to stop; it saves a checkpoint and the adapter first")
+        if ns.now:
+            print(
+                f"stopped {run_dir.name} now, without a last checkpoint: `tunewiz show {run_dir.name}` says what "
+                "it had saved (a run stopped during its comparison keeps its adapter and reads completed)"
+            )
+        else:
+            print(
+                f"asked {run_dir.name} to stop; it saves a checkpoint and the adapter first "
+                "(during the comparison it ends it at the next batch, keeping the adapter)"
+            )
         return 0
     print(f"{run_dir.name} is not running ({runs.observe(run_dir)['run'].get('status')})")
     return 1

@@ -122,6 +122,12 @@ class DataStep(StepScreen):
         self.query_one("#tree").display = False
         self.query_one("#data-path", Input).focus()
 
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Columns is a key (and in the footer) only for a table."""
+        if action == "columns":
+            return bool(getattr(self, "columns", None))
+        return super().check_action(action, parameters)
+
     def action_columns(self) -> None:
         """The column dialog for a table: the proposal (or the mapping in use) to accept or change."""
         from tunewiz.core.data.columns import Mapping
@@ -267,6 +273,7 @@ class DataStep(StepScreen):
         s, report = msg.summary, msg.report
         self.report, self.tokenizer = report, msg.tokenizer
         self.columns, self.proposal = msg.columns, msg.proposal
+        self.refresh_bindings()  # the Columns key shows for a table only
         self.wiz.data_summary = s
         self.wiz.data_shape = report.data_shape()  # every figure from here on is planned for this shape
         fmt = ", ".join(f"{k} {v}" for k, v in s["formats"].items()) or "no usable rows"

@@ -281,14 +281,19 @@ def confusion_lines(m: dict[str, Any], title: str, width: int = WIDTH) -> list[s
     col = max(cells, 5, *(len(n) for n in names)) + 1
     columns = [*names, "other"]
     if head + col * len(columns) > width:  # numbered columns: "1 negative" rows, "1" headers
-        col = max(cells, len(str(len(labels))), 5) + 1
-        names = [f"{i} {n}" for i, n in enumerate(names, 1)]
-        head = max(len(n) for n in names)
-        columns = [*(str(i) for i in range(1, len(labels) + 1)), "other"]
-        if head + col * len(columns) > width:
+        col = max(cells, len(str(len(labels))), 2) + 1
+        columns = [*(str(i) for i in range(1, len(labels) + 1)), "x"]
+        room = width - col * len(columns)  # what is left for the row names, cut to fit (8 at least)
+        if room < 8:
             return [f"{title}: {len(labels)} labels, too many for {width + 2} columns (run.toml has the matrix)"]
+        digits = len(str(len(labels)))
+        numbered = [f"{i:>{digits}} {n}" for i, n in enumerate(labels, 1)]
+        names = [n if len(n) <= room else n[: room - 1] + "…" for n in numbered]
+        head = max(len(n) for n in names)
     out = [f"{title}: rows expected, columns answered", " " * head + "".join(f"{c:>{col}}" for c in columns)]
     out += [f"{n:<{head}}" + "".join(f"{c:>{col}}" for c in row) for n, row in zip(names, matrix, strict=True)]
+    if columns[-1] == "x":
+        out.append("columns: the rows' numbers; x: an answer that is none of the labels")
     return out
 
 

@@ -28,17 +28,29 @@ from tunewiz.core.judging.metrics import score, summarize
 PREDICTIONS = "eval/predictions.jsonl"
 
 
-def generate(model, tok, prompts: list[list[dict]], max_new_tokens: int) -> tuple[list[str], list[bool]]:
+class Stopped(Exception):
+    """A stop was asked for during the comparison: it ends at the batch it was in (the caller says so)."""
+
+
+def check(should_stop) -> None:
+    if should_stop is not None and should_stop():
+        raise Stopped()
+
+
+def generate(
+    model, tok, prompts: list[list[dict]], max_new_tokens: int, should_stop=None
+) -> tuple[list[str], list[bool]]:
     """Greedy answers for chat prompts, stopping at the end of the turn (the generation shared with export),
-    and whether each one stopped there rather than at the token budget (greedy keeps the end token)."""
+    and whether each one stopped there rather than at the token budget (greedy keeps the end token).
+    `should_stop`: asked before each batch; True raises Stopped."""
     from tunewiz.core.models.loading import end_of_turn_ids, greedy
 
     stop = end_of_turn_ids(model, tok)
-    rows = greedy(model, tok, prompts, max_new_tokens, stop)
+    rows = greedy(model, tok, prompts, max_new_tokens, stop, before_batch=lambda: check(should_stop))
     return [tok.decode(row, skip_special_tokens=True) for row in rows], [bool(row) and row[-1] in stop for row in rows]
 
 
-def mean_loss(model, tok, examples: list[Example], max_seq_len: int, batch: int = 32) -> float:
+def mean_loss(model, tok, examples: list[Example], max_seq_len: int, batch: int = 32, should_stop=None) -> float:
     """Mean cross-entropy per trained token (the same mask as training), in padded batches."""
     import torch
 
@@ -47,6 +59,7 @@ def mean_loss(model, tok, examples: list[Example], max_seq_len: int, batch: int 
     total, count = 0.0, 0
     with torch.no_grad():
         for i in range(0, len(rendered), batch):
+            check(should_stop)
             chunk = rendered[i : i + batch]
             width = max(len(r.input_ids) for r in chunk)
             ids = torch.full((len(chunk), width), tok.pad_token_id, dtype=torch.long)
@@ -66,10 +79,11 @@ def mean_loss(model, tok, examples: list[Example], max_seq_len: int, batch: int 
 
 
 def compare(
-    model, tok, examples: list[Example], cfg, run_dir: Path, events=None, precision: str = ""
+    model, tok, examples: list[Example], cfg, run_dir: Path, events=None, precision: str = "", should_stop=None
 ) -> dict[str, Any]:
     """Evaluate base (adapter off) and fine-tuned (adapter on); write predictions; return the summary:
-    per model summarize's figures, core.metrics.measure's (kind, interval, per label / per field), the loss."""
+    per model summarize's figures, core.metrics.measure's (kind, interval, per label / per field), the loss.
+    `should_stop`: asked before every batch; True raises Stopped (nothing is written)."""
     from tunewiz.core.judging import metrics
     from tunewiz.core.models.loading import answer_budget
 
@@ -89,11 +103,11 @@ def compare(
             events.emit("status", status="evaluating", message=f"generating with the {which} model")
         if which == "base":
             with model.disable_adapter():
-                outputs[which], stops[which] = generate(model, tok, list(prompts), budget)
-                loss = mean_loss(model, tok, scored, cfg.data.max_seq_len)
+                outputs[which], stops[which] = generate(model, tok, list(prompts), budget, should_stop)
+                loss = mean_loss(model, tok, scored, cfg.data.max_seq_len, should_stop=should_stop)
         else:
-            outputs[which], stops[which] = generate(model, tok, list(prompts), budget)
-            loss = mean_loss(model, tok, scored, cfg.data.max_seq_len)
+            outputs[which], stops[which] = generate(model, tok, list(prompts), budget, should_stop)
+            loss = mean_loss(model, tok, scored, cfg.data.max_seq_len, should_stop=should_stop)
         scores = [score(e, o) for e, o in zip(expected, outputs[which], strict=False)]
         results[which] = {
             "eval_loss": loss,

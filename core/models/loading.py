@@ -156,7 +156,9 @@ def end_of_turn_ids(model, tok) -> list[int]:
     return ids
 
 
-def greedy(model, tok, prompts: list[list[dict]], max_new_tokens: int, stop_ids: list[int]) -> list[list[int]]:
+def greedy(
+    model, tok, prompts: list[list[dict]], max_new_tokens: int, stop_ids: list[int], before_batch=None
+) -> list[list[int]]:
     """Greedy answers to chat prompts as token ids, in left-padded batches, each cut after its first
     end token (kept, so whether it stopped shows)."""
     import torch
@@ -172,6 +174,8 @@ def greedy(model, tok, prompts: list[list[dict]], max_new_tokens: int, stop_ids:
     out: list[list[int]] = []
     try:
         for i in range(0, len(texts), GEN_BATCH):
+            if before_batch is not None:
+                before_batch()  # a stop asked for during the comparison raises here, between batches
             chunk = [texts[j] for j in order[i : i + GEN_BATCH]]
             enc = tok(chunk, return_tensors="pt", padding=True, add_special_tokens=False)
             enc = {k: v.to(device) for k, v in enc.items()}

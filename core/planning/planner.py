@@ -34,6 +34,12 @@ MPS_GPU_SHARE = 0.75
 """macOS lets the GPU wire about 75% of unified memory by default (iogpu.wired_limit_mb)."""
 
 
+OOM_ADVICE = (
+    "Out of memory. Try, in this order: a smaller per_device_batch_size with more "
+    "gradient_accumulation_steps (same effective batch), gradient_checkpointing = true, "
+    "method = qlora, a shorter max_seq_len, or a smaller model."
+)
+
 FSDP_NEEDS_GPUS = (
     "training.fsdp = true needs GPUs (accelerate shards over GPUs, not CPU processes): "
     "set fsdp = false to train data-parallel on this machine"

@@ -63,7 +63,7 @@ def check(cfg, home_dir: Path, hw=None) -> Checked:
     from tunewiz.core.data import dataset as data
     from tunewiz.core.data import lint
     from tunewiz.core.models import resolve as models
-    from tunewiz.core.planning import hardware
+    from tunewiz.core.planning import hardware, planner
 
     runs.ensure_writable(runs.runs_root(home_dir))
     missing = [x for x in (tracking_problem(cfg.training.report_to), notify_problem(cfg.notify.command)) if x]
@@ -78,6 +78,13 @@ def check(cfg, home_dir: Path, hw=None) -> Checked:
     plan = first_plan(cfg, home_dir, loaded.examples, hw, busy)
     if plan.problems:
         raise runs.RunError("this run cannot start on this machine: " + "; ".join(plan.problems))
+    if plan.fits is False and not cfg.training.allow_over_memory:
+        raise runs.RunError(
+            f"this run does not fit this machine's memory ({plan.memory_line()}, "
+            f"budget {planner.memory.gib(plan.budget_mb)}): "
+            + planner.OOM_ADVICE.removeprefix("Out of memory. ")
+            + " `tunewiz fit` shows the breakdown; --set allow_over_memory=true starts it anyway, at that risk"
+        )
     tok, model_dir = lint.tokenizer_here(cfg.model.id, home_dir, cfg.model.trust_remote_code)
     report = lint.lint_run(cfg, tok, model_dir=model_dir, loaded=loaded)
     settings = [f.message for f in report.errors if f.file == lint.TARGETS_WHERE]

@@ -49,18 +49,15 @@ from tunewiz.core.training import distributed, launcher
 
 log = logging.getLogger("tunewiz.trainer")
 
-OOM_ADVICE = (
-    "Out of memory. Try, in this order: a smaller per_device_batch_size with more "
-    "gradient_accumulation_steps (same effective batch), gradient_checkpointing = true, "
-    "method = qlora, a shorter max_seq_len, or a smaller model."
-)
-
 
 class StopFlag:
     """Set by SIGTERM/SIGINT; the second signal exits immediately."""
 
     def __init__(self) -> None:
         self.requested = False
+        self.last_words = None
+        """Called before a second signal exits: once the adapter is saved, it records the run as what it
+        is (completed, its comparison cut short), so `stop --now` never leaves a saved run `crashed`."""
 
     def install(self) -> None:
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
@@ -70,6 +67,11 @@ class StopFlag:
     def _handle(self, signum, frame) -> None:
         if self.requested:
             log.warning("second stop signal: exiting now without saving")
+            if self.last_words is not None:
+                try:
+                    self.last_words()
+                except Exception:  # noqa: BLE001 - exiting regardless; the record says what it could
+                    log.exception("could not record the stop")
             os._exit(130)
         self.requested = True
         log.warning("stop requested: finishing the current step, then saving a checkpoint and the adapter")
@@ -655,7 +657,8 @@ def build(
                     log.info("removed %s (save_total_limit = %d)", gone.name, keep)
 
     rows = p.train_rows if train_rows is None else train_rows
-    eval_rows = p.eval_rows if with_eval else []
+    asked = cfg.evaluation.enabled or cfg.training.eval_steps > 0  # --no-eval: no epoch-end held-out pass
+    eval_rows = loss_sample(p.eval_rows, cfg.data.split_seed) if with_eval and asked else []
     trainer = CountingTrainer(
         model=model,
         args=sft_args(cfg, plan, output_dir, has_eval=bool(eval_rows)),
@@ -668,6 +671,25 @@ def build(
     for cb in callbacks:
         trainer.add_callback(cb)
     return trainer, model, counter
+
+
+MAX_LOSS_ROWS = 1000
+"""Held-out rows the in-training held-out loss is computed on, at most: a fixed sample of many held-out
+rows (10,000 took over 8 minutes on 2 cores, and a stop waited for it)."""
+
+
+def loss_sample(rows: list[dict], seed: int, limit: int = MAX_LOSS_ROWS) -> list[dict]:
+    """`rows`, or a fixed seeded sample of `limit` of them in their order.
+
+    >>> len(loss_sample([{}] * 5000, 42)), loss_sample([{"a": 1}], 42)
+    (1000, [{'a': 1}])
+    """
+    if len(rows) <= limit:
+        return rows
+    import random
+
+    keep = sorted(random.Random(seed).sample(range(len(rows)), limit))
+    return [rows[i] for i in keep]
 
 
 def fit(trainer, checkpoint: Path | None):
@@ -739,7 +761,9 @@ def evaluation_model(p: Prepared, trainer) -> tuple[str, str, bool]:
     return dtype, why, bool(getattr(trainer, "is_fsdp_enabled", False)) or dtype != p.plan.dtype
 
 
-def evaluate(p: Prepared, model, dtype: str, why: str, adapter_dir: Path, run_dir: Path, events) -> dict[str, Any]:
+def evaluate(
+    p: Prepared, model, dtype: str, why: str, adapter_dir: Path, run_dir: Path, events, stop: StopFlag | None = None
+) -> dict[str, Any]:
     """Base vs fine-tuned on the held-out rows in `dtype` (`model` None: the saved adapter, loaded
     afresh); returns the summary for [results]."""
     import torch
@@ -754,7 +778,10 @@ def evaluate(p: Prepared, model, dtype: str, why: str, adapter_dir: Path, run_di
             p.resolved.path, adapter_dir, dtype, p.cfg.model.trust_remote_code, p.plan.placement[0]
         )
     log.info("evaluating in %s", why)
-    return evaluation.compare(model, p.tok, p.eval_ex, p.cfg, run_dir, events=events, precision=dtype)
+    should_stop = (lambda: stop.requested) if stop is not None else None
+    return evaluation.compare(
+        model, p.tok, p.eval_ex, p.cfg, run_dir, events=events, precision=dtype, should_stop=should_stop
+    )
 
 
 def train(run_dir: Path, resume: bool, events: EventWriter, stop: StopFlag, callbacks=()) -> None:
@@ -791,6 +818,16 @@ def train(run_dir: Path, resume: bool, events: EventWriter, stop: StopFlag, call
             events.emit("checkpoint_skipped", path=str(s.path), reason=s.why)
         log.info("resuming from %s", ckpt.name if ckpt else "the start: no complete checkpoint")
     start_step = checkpoints.step_of(ckpt) if ckpt else 0
+    if resume and primary and start_step >= p.total_steps > 0 and runs.has_adapter(run_dir):
+        # It crashed after training ended (in the comparison): no step past the end, only the comparison.
+        log.info("training had ended at step %d of %d: resuming runs only the comparison", start_step, p.total_steps)
+        set_status(run_dir, "running", pid=os.getpid())
+        events.emit("status", status="running", message="training had ended: only the comparison is left")
+        results = {k: v for k, v in (doc.get("results") or {}).items() if k not in ("base", "finetuned")}
+        artifacts = {**(doc.get("artifacts") or {}), "adapter": str(run_dir / runs.ADAPTER)}
+        evaluation_dtype = evaluation_model(p, None)[:2]
+        compare_and_finish(p, run_dir, events, stop, results, artifacts, None, evaluation_dtype, t_start)
+        return
     watch = RunWatch(run_dir)
     if primary:
         checkpoints.make_reserve(run_dir)  # room for the final record if the disk fills
@@ -829,12 +866,12 @@ def train(run_dir: Path, resume: bool, events: EventWriter, stop: StopFlag, call
 
     result, train_time = fit(trainer, ckpt)
     watch.check()
-    adapter_dir = run_dir / "adapter"
+    adapter_dir = run_dir / runs.ADAPTER
     save(p, trainer, model, adapter_dir, primary)
     if not primary:
         return
     results = results_of(p, trainer, result, counter, train_time, distributed.world_size())
-    artifacts = {"adapter": str(adapter_dir), "checkpoints": str(run_dir / "checkpoints")}
+    artifacts = {"adapter": str(adapter_dir), "checkpoints": str(run_dir / runs.CHECKPOINTS)}
     if tracks_tensorboard(cfg):
         artifacts["tensorboard"] = str(run_dir / TENSORBOARD_DIR)
     state = trainer.state
@@ -847,24 +884,49 @@ def train(run_dir: Path, resume: bool, events: EventWriter, stop: StopFlag, call
         return
 
     record(run_dir, {"results": results, "artifacts": artifacts})
-    if cfg.evaluation.enabled and p.eval_ex:
-        from tunewiz.core.judging import evaluate as evaluation
+    dtype, why, reload = evaluation_model(p, trainer)
+    if reload:
+        del trainer, model  # this frame held the last references
+        model = None
+    compare_and_finish(p, run_dir, events, stop, results, artifacts, model, (dtype, why), t_start)
 
+
+def compare_and_finish(p: Prepared, run_dir: Path, events, stop: StopFlag, results, artifacts, model, serving, t_start):
+    """The base-vs-fine-tuned comparison, then `completed` (the adapter is saved: the run is done).
+
+    A stop during the comparison ends it at the next batch: the run is completed with [results]
+    comparison saying it was skipped and how to run it (`tunewiz eval`), never claiming answers it did
+    not compare; a second signal (`stop --now`) records the same before the process exits."""
+    from tunewiz.core.judging import evaluate as evaluation
+
+    cfg = p.cfg
+
+    def complete(note: str = "") -> None:
+        if note:
+            results["comparison"] = note
+            for key in ("base", "finetuned", "max_new_tokens", "precision"):
+                results.pop(key, None)
+        results["wall_time_s"] = round(time.time() - t_start, 1)
+        runs.update_record(run_dir, {"results": results, "artifacts": artifacts})
+        runs.set_status(run_dir, "completed")
+
+    skipped = f"skipped: stopped before the comparison ended; `tunewiz eval {run_dir.name}` runs it"
+    stop.last_words = lambda: complete(skipped)
+    if cfg.evaluation.enabled and p.eval_ex and not stop.requested:
         compared = min(len(p.eval_ex), cfg.evaluation.max_examples)
         of = "" if compared == len(p.eval_ex) else f" of the {len(p.eval_ex)}"
         events.emit("status", status="evaluating", message=f"base vs fine-tuned on {compared}{of} held-out rows")
         log.info("evaluating base vs fine-tuned on held-out rows")
-        dtype, why, reload = evaluation_model(p, trainer)
-        if reload:
-            del trainer, model  # this frame held the last references
-            model = None
-        results.update(evaluate(p, model, dtype, why, adapter_dir, run_dir, events))
-        artifacts["predictions"] = str(run_dir / evaluation.PREDICTIONS)
-    results["wall_time_s"] = round(time.time() - t_start, 1)
-    record(run_dir, {"results": results, "artifacts": artifacts})
-    set_status(run_dir, "completed")
+        try:
+            results.update(evaluate(p, model, *serving, run_dir / runs.ADAPTER, run_dir, events, stop))
+            artifacts["predictions"] = str(run_dir / evaluation.PREDICTIONS)
+        except evaluation.Stopped:
+            log.info("stop requested during the comparison: the run is completed without it")
+    stop.last_words = None
+    note = skipped if stop.requested and "finetuned" not in results and cfg.evaluation.enabled else ""
+    complete(note)
     events.emit("status", status="completed", results=results)
-    log.info("completed in %.0fs", results["wall_time_s"])
+    log.info("completed in %.0fs%s", results["wall_time_s"], f" ({note})" if note else "")
 
 
 def tracks_tensorboard(cfg: RunConfig) -> bool:
@@ -877,7 +939,7 @@ def classify_failure(exc: BaseException, run_dir: Path | None = None) -> str:
     name = type(exc).__name__
     text = str(exc)
     if "OutOfMemoryError" in name or "out of memory" in text.lower() or isinstance(exc, MemoryError):
-        return f"{text or name}. {OOM_ADVICE}"
+        return f"{text or name}. {planner.OOM_ADVICE}"
     if checkpoints.is_disk_full(exc, run_dir):
         return checkpoints.disk_full_reason(exc, run_dir or Path(getattr(exc, "filename", "") or "."))
     return f"{name}: {text}" if text else name
