@@ -1,7 +1,7 @@
-"""Stop always stops, and says what it kept (issue 24): a stop in training, in the held-out loss pass
-and in the comparison; a resume after a kill in the comparison runs only the comparison. Each stop is
-a real SIGTERM, sent from inside the real training process by code the test adds at the phase it
-names (no test hook in the trainer)."""
+"""Stop always stops, and says what it kept (issue 24): a stop in the held-out loss pass and in the
+comparison (a stop in training: tests/test_training.py); a resume after a kill in the comparison runs
+only the comparison. Each stop is a real SIGTERM, sent from inside the real training process by code
+the test adds at the phase it names (no test hook in the trainer)."""
 
 from __future__ import annotations
 
@@ -80,22 +80,6 @@ def test_a_stop_in_the_held_out_loss_pass_stops_the_run(home, tiny_model_dir, tm
     doc = runs.read_record(run_dir)
     assert doc["run"]["status"] == "stopped" and doc["run"]["stopped_at_step"] <= 3
     assert runs.has_adapter(run_dir) and max(steps_of(run_dir)) <= 3
-
-
-def test_a_stop_in_training_saves_and_records_stopped(home, tiny_model_dir, tmp_path):
-    setup = """
-    class StopAtStep2(TrainerCallback):
-        def on_step_begin(self, args, state, control, **kw):
-            if state.global_step + 1 == 2:
-                os.kill(os.getpid(), signal.SIGTERM)
-    callbacks.append(StopAtStep2())
-    """
-    run_dir = compared_run(home, tiny_model_dir, tmp_path, max_steps=8)
-    proc = run_trainer(run_dir, setup)
-    assert proc.returncode == 0, proc.stdout[-3000:]
-    doc = runs.read_record(run_dir)
-    assert doc["run"]["status"] == "stopped" and doc["run"]["stopped_at_step"] == 2
-    assert runs.has_adapter(run_dir) and checkpoints.newest_complete(run_dir / runs.CHECKPOINTS)[0] is not None
 
 
 def test_resume_after_a_kill_in_the_comparison_only_compares(home, tiny_model_dir, tmp_path):

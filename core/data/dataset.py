@@ -770,7 +770,18 @@ def _normalise_mapped(path: Path, rows: Sequence[Row], mapping: columns.Mapping)
             found.add(rule, severity, line, message)
             continue
         examples.append(Example(line, "mapped", messages))
-    return examples, found.findings()
+    unused = [str(k) for k in first if str(k) not in mapping.columns()]
+    said = []
+    if unused:  # what the other columns look like, so a wrong choice shows
+        described = {c.name: c for c in columns.describe([r for _, r in itertools.islice(rows, columns.SAMPLE_ROWS)])}
+        said = [f"{k!r} ({described[k].words()})" if k in described else repr(k) for k in unused[:4]]
+    extra = [
+        _finding(
+            "unknown-keys", "info", path, None,
+            f"column(s) not used by the mapping: {', '.join(said)}{', ...' if len(unused) > 4 else ''}",
+        )
+    ] if unused else []  # fmt: skip
+    return examples, found.findings() + extra
 
 
 def _unmapped(path: Path, rows: Sequence[Row], examples: list[Example]) -> list[Finding]:
