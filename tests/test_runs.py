@@ -429,3 +429,13 @@ def test_write_toml_atomic_cleans_up_when_the_rename_fails(tmp_path, monkeypatch
     monkeypatch.undo()
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["run.toml"]
+
+
+def test_the_failure_kind_is_a_field_and_an_older_record_reads_the_same():
+    reason = "CUDA out of memory. Out of memory. Try, in this order: a smaller per_device_batch_size ..."
+    assert runs.failure_kind({"status": "failed", "failure_kind": runs.OUT_OF_MEMORY}) == runs.OUT_OF_MEMORY
+    assert runs.failure_kind({"status": "failed", "failure_reason": reason}) == runs.OUT_OF_MEMORY  # older record
+    assert runs.failure_kind({"status": "failed", "failure_reason": "Disk full: checkpoint-3 needs"}) == runs.DISK_FULL
+    assert runs.failure_kind({"status": "failed", "failure_reason": "ValueError: Out of memory? no"}) == ""
+    assert runs.failure_kind({"status": "crashed", "failure_reason": reason}) == ""
+    assert set(runs.RESUMABLE) <= set(runs.FINAL) and set(runs.COLOURS) >= {*runs.ACTIVE, *runs.RESUMABLE}

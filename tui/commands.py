@@ -573,7 +573,7 @@ def cmd_resume(ns) -> int:
             f"start it here afresh with `tunewiz train --config {run_dir / runs.RECORD}`"
         )
     status = doc["run"].get("status")
-    if status not in ("stopped", "crashed", "failed"):
+    if status not in runs.RESUMABLE:
         raise UserError(f"{run_dir.name} is {status}; only a stopped, crashed or failed run can be resumed")
     missing = repair.unnamed(doc)
     if missing:  # a repaired record may not know them: the trainer would fail on its first line
@@ -590,7 +590,7 @@ def cmd_resume(ns) -> int:
         )
     from tunewiz.core.bookkeeping import checkpoints
 
-    ckpt, skipped = checkpoints.newest_complete(run_dir / "checkpoints")
+    ckpt, skipped = checkpoints.newest_complete(run_dir / runs.CHECKPOINTS)
     for s in skipped:
         print(f"skipping {s.path.name}: {s.why}")
     start = ckpt.name if ckpt else "the start (no complete checkpoint was saved)"

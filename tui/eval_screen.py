@@ -187,7 +187,7 @@ class EvalScreen(ReportsWorkerErrors, Screen):
         import subprocess
         import sys
 
-        home = self.run_dir.parent.parent
+        home = runs.home_of(self.run_dir)
         cmd = [
             sys.executable,
             "-m",

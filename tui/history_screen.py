@@ -154,16 +154,7 @@ class HistoryScreen(ReportsWorkerErrors, Screen):
         cursor = table.cursor_row
         table.clear()
         for r in items:
-            colour = {
-                "completed": "green",
-                "failed": "red",
-                "crashed": "red",
-                "running": "cyan",
-                "stopped": "yellow",
-                "queued": "cyan",
-                runs.WAITING: "cyan",
-                runs.DAMAGED: "red",
-            }.get(r.status, "")
+            colour = runs.COLOURS.get(r.status, "")
             table.add_row(
                 "*" if r.id in self.marked else " ",
                 f"[{colour}]{status_cell(r)}[/{colour}]" if colour else status_cell(r),
@@ -285,7 +276,7 @@ class HistoryScreen(ReportsWorkerErrors, Screen):
         if action == "chat":
             return r is not None and r.status != runs.DAMAGED and runs.has_adapter(r.path)
         if action == "resume":  # offered where it can be done (the footer has no room for the rest)
-            return r is not None and r.status in ("stopped", "crashed", "failed")
+            return r is not None and r.status in runs.RESUMABLE
         return r is not None and r.status == runs.DAMAGED
 
     def action_repair(self) -> None:
@@ -384,7 +375,7 @@ class HistoryScreen(ReportsWorkerErrors, Screen):
         r = self.current()
         if not r or self.refuse_damaged(r):
             return
-        if r.status not in ("stopped", "crashed", "failed"):
+        if r.status not in runs.RESUMABLE:
             self.notify(f"Only stopped, crashed or failed runs resume ({r.id} is {r.status}).", severity="warning")
             return
         self.app.resume_run(r.path)  # type: ignore[attr-defined]

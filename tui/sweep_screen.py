@@ -14,6 +14,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Label, Static
+from tunewiz.core.bookkeeping import runs
 from tunewiz.core.planning import presets
 from tunewiz.core.units import fmt_duration
 from tunewiz.tui.record_text import HEADLINE_WORDS, num, overfit_text, peak_text, sweep_figure
@@ -94,7 +95,7 @@ class SweepScreen(ReportsWorkerErrors, Screen):
         cursor = table.cursor_row
         table.clear()
         for e in sweep.entries:
-            colour = {"completed": "green", "failed": "red", "crashed": "red", "running": "cyan"}.get(e.status, "")
+            colour = runs.COLOURS.get(e.status, "") if e.status in ("completed", "failed", "crashed", "running") else ""
             label = f"[{colour}]{escape(e.label)}[/{colour}]" if colour else escape(e.label)
             table.add_row(
                 f"[b]*{e.rank}[/b]" if e.best else f" {e.rank}",

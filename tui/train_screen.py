@@ -125,12 +125,12 @@ class TrainScreen(ReportsWorkerErrors, Screen):
             )
             self.last_step = last
         last = getattr(self, "last_step", None)
-        if last and self.status in ("stopped", "crashed", "failed"):  # no time left to wait for: no ETA
+        if last and self.status in runs.RESUMABLE:  # no time left to wait for: no ETA
             self.query_one("#train-stats", Static).update(
                 f"{self.status} at step {last.get('step')}/{last.get('max_steps')}  loss {last.get('loss') or 0:.4f}"
                 + ("  - resume: u in history" if self.status != "failed" else "")
             )
-        colour = {"completed": "green", "failed": "red", "crashed": "red", "stopped": "yellow"}.get(self.status, "")
+        colour = runs.COLOURS.get(self.status, "") if self.status not in runs.ACTIVE else ""
         text = f"[{colour}]{self.status}[/{colour}]" if colour else self.status
         if self.status == "completed":
             res = self.record.get("results", {})
@@ -145,7 +145,7 @@ class TrainScreen(ReportsWorkerErrors, Screen):
         elif self.status in ("failed", "crashed"):
             reason = run.get("failure_reason", "")
             text += f": {escape(reason[:200])}"
-            if "Out of memory" in reason:
+            if runs.failure_kind(run) == runs.OUT_OF_MEMORY:
                 text += "  - press [b]r[/b] to retry with half the batch"
         self.query_one("#train-status", Label).update(text)
 
@@ -158,7 +158,7 @@ class TrainScreen(ReportsWorkerErrors, Screen):
         if action == "evaluate":
             return self.status == "completed"
         if action == "retry":
-            return self.status == "failed" and "Out of memory" in self.record.get("run", {}).get("failure_reason", "")
+            return runs.failure_kind(self.record.get("run", {})) == runs.OUT_OF_MEMORY
         return True
 
     def action_stop(self) -> None:
@@ -189,8 +189,7 @@ class TrainScreen(ReportsWorkerErrors, Screen):
 
     def action_retry(self) -> None:
         """One-key retry after out-of-memory: same effective batch, half the per-device batch."""
-        reason = self.record.get("run", {}).get("failure_reason", "")
-        if self.status != "failed" or "Out of memory" not in reason:
+        if runs.failure_kind(self.record.get("run", {})) != runs.OUT_OF_MEMORY:
             return
         from tunewiz.core.config import RunConfig
 

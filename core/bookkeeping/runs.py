@@ -40,6 +40,21 @@ FINAL = ("completed", "stopped", "failed", "crashed", "cancelled")
 """cancelled: taken out of the run queue before it started (core.queue); nothing was trained."""
 WAITING = "waiting"
 """In the run queue (core.queue), waiting its turn: neither ACTIVE nor FINAL, never marked crashed."""
+RESUMABLE = ("stopped", "crashed", "failed")
+"""What `tunewiz resume` continues from its newest complete checkpoint."""
+COLOURS = {
+    "completed": "green",
+    "failed": "red",
+    "crashed": "red",
+    "running": "cyan",
+    "stopped": "yellow",
+    "queued": "cyan",
+    "waiting": "cyan",
+    "damaged": "red",
+}
+"""A status's colour wherever one is shown (history, train screen, sweep)."""
+OUT_OF_MEMORY, DISK_FULL = "out_of_memory", "disk_full"
+"""[run] failure_kind of a failed run: what the screens offer a one-key way out of (the reason says it)."""
 DAMAGED = "damaged"
 """Never written into a record: the status a listing gives a run whose run.toml is missing or unreadable.
 It is neither ACTIVE nor FINAL; `tunewiz repair` rebuilds the record and the run gets a real status."""
@@ -79,6 +94,25 @@ def now_iso() -> str:
 
 def slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:40] or "run"
+
+
+def home_of(run_dir: str | Path) -> Path:
+    """The tunewiz home a run directory belongs to: runs live in $TUNEWIZ_HOME/runs/<id>."""
+    return Path(run_dir).parent.parent
+
+
+def failure_kind(run: dict[str, Any]) -> str:
+    """OUT_OF_MEMORY, DISK_FULL or '' for a record's [run]: its failure_kind, or for a record written
+    before tunewiz recorded one, what its reason says (the one place that reads the words)."""
+    kind = run.get("failure_kind")
+    if isinstance(kind, str):
+        return kind
+    reason = str(run.get("failure_reason", ""))
+    if run.get("status") != "failed":
+        return ""
+    if reason.startswith("Out of memory") or "Out of memory. Try" in reason:
+        return OUT_OF_MEMORY
+    return DISK_FULL if reason.startswith("Disk full") else ""
 
 
 def has_adapter(run_dir: str | Path) -> bool:
@@ -267,7 +301,7 @@ def mark_resumed(doc: dict) -> None:
     run["previous_status"] = run.get("status", "")
     run["status"] = "queued"
     run["queued_unix"] = time.time()
-    for key in ("failure_reason", "finished", "log_tail", "stopped_at_step", "notified"):
+    for key in ("failure_reason", "failure_kind", "finished", "log_tail", "stopped_at_step", "notified"):
         run.pop(key, None)
 
 

@@ -208,7 +208,7 @@ class ChatSession:
         hf_logging.disable_progress_bar()  # no "Loading weights" bar over the chat screen or the answers
         adapter = run_dir / runs.ADAPTER
         cfg = RunConfig.from_dict(doc, source=str(run_dir / runs.RECORD))
-        resolved = models.resolve(cfg.model.id, run_dir.parent.parent)
+        resolved = models.resolve(cfg.model.id, runs.home_of(run_dir))
         device, dtype = run_placement(cfg, run_dir)
         # The tokenizer training saved beside the adapter: the chat template the model learnt.
         tok_dir = adapter if (adapter / "tokenizer_config.json").is_file() else resolved.path

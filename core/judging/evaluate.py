@@ -239,10 +239,10 @@ def evaluate_run(run_dir: Path) -> dict[str, Any]:
     run_dir = Path(run_dir)
     doc = runs.read_record(run_dir)
     cfg = RunConfig.from_dict(doc, source=str(run_dir / runs.RECORD))
-    adapter = run_dir / "adapter"
+    adapter = run_dir / runs.ADAPTER
     if not runs.has_adapter(run_dir):
         raise runs.RunError(f"{run_dir.name} has no saved adapter yet (status {doc['run'].get('status')})")
-    resolved = models.resolve(cfg.model.id, run_dir.parent.parent)
+    resolved = models.resolve(cfg.model.id, runs.home_of(run_dir))
     device, dtype = run_placement(cfg, run_dir)
     tok = load_tokenizer(resolved.path, cfg.model.trust_remote_code)
     model = adapter_model(resolved.path, adapter, dtype, cfg.model.trust_remote_code, device)

@@ -55,11 +55,11 @@ def open_run(run_dir: Path) -> RunModel:
     run_dir = Path(run_dir)
     doc = runs.read_record(run_dir)
     cfg = RunConfig.from_dict(doc, source=str(run_dir / runs.RECORD))
-    adapter = run_dir / "adapter"
+    adapter = run_dir / runs.ADAPTER
     if not runs.has_adapter(run_dir):
         status = doc.get("run", {}).get("status")
         raise ExportError(f"{run_dir.name} has no saved adapter (status {status}): export a completed or stopped run")
-    resolved = models.resolve(cfg.model.id, run_dir.parent.parent)
+    resolved = models.resolve(cfg.model.id, runs.home_of(run_dir))
     return RunModel(run_dir, cfg, Path(resolved.path), adapter)
 
 

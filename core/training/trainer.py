@@ -798,7 +798,7 @@ def train(run_dir: Path, resume: bool, events: EventWriter, stop: StopFlag, call
     t_start = time.time()
     doc = runs.read_record(run_dir)
     cfg = RunConfig.from_dict(doc, source=str(run_dir / runs.RECORD)).validate(str(run_dir / runs.RECORD))
-    home_dir = run_dir.parent.parent  # runs live in $TUNEWIZ_HOME/runs/<id>
+    home_dir = runs.home_of(run_dir)
     # Every rank plans from rank 0's view of the machine: the same inputs give the same plan.
     hw = distributed.from_primary(hardware.detect(run_dir) if primary else None)
     p = setup(cfg, home_dir, events, hw=hw)
@@ -812,7 +812,7 @@ def train(run_dir: Path, resume: bool, events: EventWriter, stop: StopFlag, call
     events.emit("status", status="preparing", message=f"loading {cfg.model.id} ({cfg.model.method})")
     ckpt = None
     if resume:
-        ckpt, skipped = checkpoints.newest_complete(run_dir / "checkpoints")
+        ckpt, skipped = checkpoints.newest_complete(run_dir / runs.CHECKPOINTS)
         for s in skipped:  # newer than the one resumed from, and not whole
             log.warning("skipping %s: %s", s.path.name, s.why)
             events.emit("checkpoint_skipped", path=str(s.path), reason=s.why)
@@ -831,7 +831,7 @@ def train(run_dir: Path, resume: bool, events: EventWriter, stop: StopFlag, call
     watch = RunWatch(run_dir)
     if primary:
         checkpoints.make_reserve(run_dir)  # room for the final record if the disk fills
-    trainer, model, counter = build(p, run_dir / "checkpoints", watch=watch)
+    trainer, model, counter = build(p, run_dir / runs.CHECKPOINTS, watch=watch)
     trainer.add_callback(make_callback(events, stop, counter, start_step, on_cpu=p.plan.device == "cpu", watch=watch))
     for cb in callbacks:
         trainer.add_callback(cb)
@@ -988,8 +988,10 @@ def main(argv: list[str] | None = None, callbacks=()) -> int:
             log.error("failed: %s", reason)
             if reason.startswith("Disk full"):
                 checkpoints.release_reserve(run_dir)  # the record is small: this makes room for it
+            kind = runs.OUT_OF_MEMORY if "Out of memory. Try" in reason else ""
+            kind = runs.DISK_FULL if reason.startswith("Disk full") else kind
             try:
-                runs.set_status(run_dir, "failed", failure_reason=reason)
+                runs.set_status(run_dir, "failed", failure_reason=reason, failure_kind=kind)
                 events.emit("status", status="failed", reason=reason)
             except Exception:  # noqa: BLE001 - a disk still full: `tunewiz runs` records it later from the log
                 traceback.print_exc()
