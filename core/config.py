@@ -312,8 +312,12 @@ class RunConfig:
             if section == "training" and "auto_batch_split" not in raw and SPLIT_KEYS & set(raw):
                 sections[section].auto_batch_split = False  # a split written by hand is kept as written
         preset = doc.get("preset", {})
-        preset_name = preset.get("name", "balanced") if isinstance(preset, dict) else str(preset)
+        preset_name = preset.get("name", "balanced") if isinstance(preset, dict) else preset
+        if not isinstance(preset_name, str):
+            problems.append(f"[preset] name = {preset_name!r}: give conservative, balanced or aggressive")
         run = doc.get("run", {}) if isinstance(doc.get("run", {}), dict) else {}
+        if not isinstance(run.get("name", ""), str):
+            problems.append(f'[run] name = {run["name"]!r}: a run\'s name is text, e.g. "support-tickets"')
         if problems:
             raise ConfigError(problems, source)
         from tunewiz.core.models.catalog import canonical_id

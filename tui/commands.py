@@ -90,7 +90,7 @@ def build_config(ns) -> RunConfig:
             raise UserError("--preset cannot be combined with --config; use --set to change single fields")
     else:
         cfg = presets.build_config(ns.preset or "balanced")
-    if ns.model:
+    if ns.model is not None:  # --model "" is an empty id (said so), not the default
         cfg.model.id = ns.model
     apply_data_args(cfg, ns)
     if ns.method:
