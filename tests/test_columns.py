@@ -210,3 +210,19 @@ def test_the_sample_table_is_proposed_as_its_readme_says(capsys):
     loaded = data.read(path, proposal.mapping)
     assert len(loaded.examples) == 268 and not loaded.errors
     assert json.dumps(sorted(columns.label_set([e.messages[-1]["content"] for e in loaded.examples])))
+
+
+def test_a_mapped_label_column_is_judged_as_labels_from_the_whole_column(tmp_path):
+    """12 labels and 23 held-out rows (fewer than two each): the column, not the held-out rows, says
+    they are labels; every label of the column is in the set."""
+    from tunewiz.core.judging.evaluate import mapped_labels
+
+    cfg = RunConfig()
+    cfg.data.path = str(SAMPLE / "bank_intents.csv")
+    cfg.data.prompt_column, cfg.data.answer_column = "text", "category"
+    held = [e.messages[-1]["content"] for e in data.split(data.load_for(cfg.data).examples, 0.1, 42)[1]]
+    assert len(held) < 2 * 12 and columns.label_set(held) is None
+    labels = mapped_labels(cfg, held)
+    assert labels is not None and len(labels) == 12 and set(held) <= set(labels)
+    cfg.data.answer_column = ""
+    assert mapped_labels(cfg, held) is None

@@ -151,10 +151,17 @@ def mapped_labels(cfg, expected) -> list[str] | None:
     """The label set of a run whose answers come from a mapped column that holds labels (core.data.columns:
     a label set by construction, whatever the length of the label names); None otherwise."""
     from tunewiz.core.data import columns
+    from tunewiz.core.data import dataset as data_mod
 
     if not cfg.data.answer_column or not expected:
         return None
-    return columns.label_set(list(expected))
+    try:  # the whole column decides, not the held-out rows alone (a few per label: too few to tell)
+        answers = [ex.messages[-1]["content"].strip() for ex in data_mod.load_for(cfg.data).examples]
+    except (OSError, data_mod.DataError):
+        answers = list(expected)
+    if columns.label_set(answers) is None:
+        return None
+    return sorted({*answers, *(e.strip() for e in expected)})
 
 
 def load_predictions(run_dir: Path) -> list[dict[str, Any]]:
