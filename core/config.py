@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import math
 import shlex
 from dataclasses import dataclass, field
@@ -60,7 +61,7 @@ class DataConfig:
     split_seed: int = 42
     """Seed of the train/eval split: the same seed and file give the same split."""
     max_seq_len: int = 512
-    """Tokens per example after the chat template; longer examples are cut at the end."""
+    """tokens per example; longer examples are cut at the end. Counted after the chat template."""
     prompt_column: str = ""
     """For a table (CSV / TSV, Parquet, JSONL with keys of its own, a datasets folder): the column that makes
     the user's turn, or a template naming columns, e.g. "Review: {text}". Empty: the file is chat data."""
@@ -78,33 +79,43 @@ class DataConfig:
 @dataclass
 class TrainingConfig:
     lora_r: int = 16
-    """LoRA rank: 8-16 suits most tasks; 64+ only for complex stylistic targets."""
+    """the adapters' capacity: 8-16 suits most tasks, 64 only hard targets"""
     lora_alpha: int = 32
-    """LoRA scaling; usually 2 x rank."""
+    """the adapters' scale: 2 x rank (it follows the rank until you set it)"""
     lora_dropout: float = 0.0
     """0 lets PEFT skip a dropout copy in every adapted layer (1.4x faster on CPU, measured)."""
     target_modules: list[str] = field(default_factory=lambda: ["all-linear"])
     """Which linear layers get adapters; all-linear is the robust default."""
     learning_rate: float = 2e-4
+    """step size of each update: 1e-4 to 5e-4 suits LoRA; too high and the loss jumps"""
     num_epochs: float = 3.0
+    """passes over the training rows (1.5 is allowed). 1-5 is the usual range."""
     max_steps: int = -1
-    """Stop after this many optimizer steps; -1: run `num_epochs`."""
+    """-1 trains all the epochs; N stops after N optimizer steps (a quick trial)"""
     per_device_batch_size: int = 4
+    """examples per step on each device: fewer needs less memory"""
     gradient_accumulation_steps: int = 2
-    """Effective batch = per_device_batch_size x gradient_accumulation_steps (x processes)."""
+    """steps summed into one update: effective batch = batch x this. With several processes, x processes
+    too."""
     auto_batch_split: bool = True
     """Let the plan split the effective batch for this machine (more per device on a big GPU, fewer when
     memory is short; the effective batch stays). Setting per_device_batch_size or
     gradient_accumulation_steps yourself turns it off: the split is kept as you gave it (made smaller only
     when memory needs it, keeping the effective batch)."""
     lr_scheduler: str = "cosine"
+    """how the learning rate falls over the run: cosine (smooth), linear, constant, constant_with_warmup"""
     warmup_ratio: float = 0.05
+    """share of the steps over which the learning rate climbs to its value (0.03-0.1 is usual)"""
     weight_decay: float = 0.0
+    """pull of the adapter weights toward zero each step; 0 is usual for LoRA, 0.01-0.1 regularises"""
     max_grad_norm: float = 1.0
+    """gradients longer than this are scaled down (clipping): a bad batch cannot blow up the weights"""
     gradient_checkpointing: bool = False
     """~60% less activation memory for ~20% more time; on when memory is tight."""
     seed: int = 42
+    """seed of the weights' initialisation and the batch order: the same seed repeats a run"""
     logging_steps: int = 1
+    """a training-loss point every N steps (events.jsonl, the live plot)"""
     eval_steps: int = 0
     """Evaluate the held-out loss every N steps; 0: once per epoch."""
     save_steps: int = 0
@@ -129,9 +140,9 @@ class TrainingConfig:
     change): it will likely fail out of memory, or swap until it crawls. For when you know the estimate
     is wrong for your setup."""
     report_to: str = "none"
-    """Experiment tracker: none, tensorboard (event files in RUN_DIR/tensorboard), wandb, mlflow or trackio
-    (each as its own package and environment variables configure it). Nothing leaves the machine unless
-    you choose a tracker that sends it."""
+    """none keeps everything on this machine; or tensorboard, wandb, mlflow, trackio. tensorboard writes
+    event files in RUN_DIR/tensorboard; each other tracker as its own package and environment variables
+    configure it. Nothing leaves the machine unless you choose a tracker that sends it."""
 
     @property
     def effective_batch(self) -> int:
@@ -143,8 +154,8 @@ class EvaluationConfig:
     enabled: bool = True
     """Compare base and fine-tuned models on the held-out rows when training ends."""
     max_examples: int = 200
-    """At most this many held-out rows are generated for the comparison (every one, up to this: at 60
-    answers an 80% result reads 68-88%, at 200 about 74-85%)."""
+    """held-out rows both models answer when training ends. Every one, up to this: at 60 answers an 80%
+    result reads 68-88%, at 200 about 74-85%."""
     max_new_tokens: int = 0
     """Generation budget; 0: the longest expected answer plus a margin."""
 
@@ -408,6 +419,92 @@ UPPER_BOUNDS = (
 """(setting, lowest, highest) for the [training] numbers: wider than any real run, narrow enough that a
 typo (an extra zero or three) is caught at submit instead of as an allocator error. A lowest of -inf:
 problems() already says what the least is."""
+
+
+@functools.cache
+def setting_help() -> dict[str, str]:
+    """'section.name' -> the setting's help: the docstring under its field in this file (one place, read
+    back with ast: the CLI's `tunewiz settings`, the wizard's field hints and the docs say the same).
+
+    >>> setting_help()["training.learning_rate"].split(":")[0]
+    'step size of each update'
+    """
+    import ast
+    import inspect
+    import sys
+
+    tree = ast.parse(inspect.getsource(sys.modules[__name__]))
+    names = {klass.__name__: section for section, klass in _SECTIONS.items()}
+    out: dict[str, str] = {}
+    for node in tree.body:
+        if isinstance(node, ast.ClassDef) and node.name in names:
+            body = node.body
+            for field_node, doc in zip(body, body[1:], strict=False):
+                if (
+                    isinstance(field_node, ast.AnnAssign)
+                    and isinstance(field_node.target, ast.Name)
+                    and isinstance(doc, ast.Expr)
+                    and isinstance(doc.value, ast.Constant)
+                    and isinstance(doc.value.value, str)
+                ):
+                    out[f"{names[node.name]}.{field_node.target.id}"] = " ".join(doc.value.value.split())
+    return out
+
+
+def hint(key: str) -> str:
+    """A setting's help in one line (its first sentence), for a field's hint: 'training.lora_r' or a bare
+    [training] name ('lora_r').
+
+    >>> hint("lora_r")
+    "the adapters' capacity: 8-16 suits most tasks, 64 only hard targets"
+    >>> hint("data.max_seq_len")
+    'tokens per example; longer examples are cut at the end'
+    """
+    text = setting_help().get(key if "." in key else f"training.{key}", "")
+    return text.split(". ")[0].rstrip(".")
+
+
+def valid_values(section: str, name: str) -> str:
+    """What a setting takes, in a few words ('cosine, linear, ...', 'at most 4096', 'true or false').
+
+    >>> valid_values("training", "lr_scheduler"), valid_values("training", "lora_r"), valid_values("model", "id")
+    ('cosine, linear, constant, constant_with_warmup', '1 to 4096', 'text')
+    """
+    choices = {
+        ("model", "method"): METHODS,
+        ("model", "dtype"): DTYPES,
+        ("training", "lr_scheduler"): SCHEDULERS,
+        ("training", "report_to"): REPORT_TO,
+    }.get((section, name))
+    if choices:
+        return ", ".join(choices)
+    ranges = {
+        "learning_rate": "between 0 and 1",
+        "lora_dropout": "0 to below 1",
+        "warmup_ratio": "0 to below 1",
+        "eval_fraction": "between 0 and 0.9",
+        "max_seq_len": "16 or more",
+        "max_examples": "1 or more",
+        "max_new_tokens": "0 (automatic) or more",
+    }
+    if name in ranges:
+        return ranges[name]
+    default = getattr(_SECTIONS[section](), name)
+    bound = next(((lo, hi) for n, lo, hi in UPPER_BOUNDS if n == name and section == "training"), None)
+    if isinstance(default, bool):
+        return "true or false"
+    if isinstance(default, list):
+        return "a list of text"
+    if bound is not None:
+        low = {"lora_r": 1, "lora_alpha": 1, "per_device_batch_size": 1, "gradient_accumulation_steps": 1}.get(
+            name, bound[0]
+        )
+        return f"{low:g} to {bound[1]:g}" if math.isfinite(low) else f"at most {bound[1]:g}"
+    if isinstance(default, float):
+        return "a finite number"
+    if isinstance(default, int):
+        return "a whole number"
+    return "text"
 
 
 def _when_set(section: Any, optional: tuple[str, ...]) -> dict[str, Any]:

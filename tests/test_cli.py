@@ -146,3 +146,19 @@ def test_plans_and_listings_fit_80_columns(args, home, monkeypatch, capsys):
     assert cli.main(args) in (0, 1)
     out = capsys.readouterr().out
     assert out.strip() and _widest(out) <= 79, out
+
+
+def test_settings_lists_every_setting_with_its_help_within_80_columns(capsys):
+    import dataclasses
+
+    from tunewiz.core.config import _SECTIONS
+
+    assert cli.main(["settings"]) == 0
+    out = capsys.readouterr().out
+    assert max(len(line) for line in out.splitlines()) < 80
+    for section, klass in _SECTIONS.items():
+        assert f"[{section}]" in out
+        for f in dataclasses.fields(klass):
+            assert f"  {f.name} = " in out, f"{section}.{f.name} is not listed"
+    assert "  learning_rate = 0.0002  (between 0 and 1)\n      step size of each update" in out
+    assert cli.main(["settings", "nosuch"]) == 2

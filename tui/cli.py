@@ -30,6 +30,7 @@ from tunewiz.tui.commands import (
     cmd_resume,
     cmd_review,
     cmd_runs,
+    cmd_settings,
     cmd_show,
     cmd_stop,
     cmd_sweep,
@@ -148,6 +149,10 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("demo", help="the whole job on the bundled model and sample data, start to finish")
     s.add_argument("--epochs", type=float, help="override the number of epochs")
     s.set_defaults(func=cmd_demo)
+
+    s = sub.add_parser("settings", help="every setting (--set KEY=VALUE, a config's sections): default, values, help")
+    s.add_argument("section", nargs="?", help="only this section: model, data, training, evaluation, notify")
+    s.set_defaults(func=cmd_settings)
 
     s = sub.add_parser("runs", help="list every run with its status and results")
     s.add_argument("--json", action="store_true")

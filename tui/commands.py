@@ -282,6 +282,51 @@ def cmd_demo(ns) -> int:
     return follow_run(run_dir, started_here=True)
 
 
+def settings_lines(section: str | None = None, width: int = 79) -> list[str]:
+    """Every setting grouped by section: `name = default  (valid values)`, then its help wrapped to
+    `width` columns (core.config: the help under each field, read once for the CLI and the wizard).
+
+    >>> lines = settings_lines("training")
+    >>> lines[0], lines[1]
+    ('[training]', '  lora_r = 16  (1 to 4096)')
+    >>> max(map(len, settings_lines())) <= 79
+    True
+    """
+    import dataclasses
+    import textwrap
+
+    from tunewiz.core.config import _SECTIONS, setting_help, valid_values
+    from tunewiz.core.toml import dumps
+
+    helps = setting_help()
+    out: list[str] = []
+    for name, klass in _SECTIONS.items():
+        if section and name != section:
+            continue
+        out.append(f"[{name}]")
+        default = klass()
+        for f in dataclasses.fields(klass):
+            value = dumps({"v": getattr(default, f.name)}).strip().removeprefix("v = ")
+            line = f"  {f.name} = {value}  ({valid_values(name, f.name)})"
+            out.append(line if len(line) <= width else line[: width - 4] + "...)")
+            indent = " " * 6
+            out += textwrap.wrap(
+                helps.get(f"{name}.{f.name}", ""), width, initial_indent=indent, subsequent_indent=indent
+            )
+        out.append("")
+    return out[:-1]
+
+
+def cmd_settings(ns) -> int:
+    from tunewiz.core.config import _SECTIONS
+
+    if ns.section and ns.section not in _SECTIONS:
+        raise UserError(f"no section {ns.section!r}: use one of {', '.join(_SECTIONS)}")
+    print("\n".join(settings_lines(ns.section)))
+    print("\nSet one with --set NAME=VALUE (or SECTION.NAME=VALUE),\n  or under [SECTION] in a config.")
+    return 0
+
+
 def cmd_runs(ns) -> int:
     if ns.reconcile:
         for run_dir in runs.reconcile_all(runs.home(ns.home)):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 
 from rich.text import Text
+from tunewiz.core.config import hint
 from tunewiz.core.planning.planner import catalog_id
 
 # Licences as a person reads them, at most 10 columns.
@@ -38,19 +39,8 @@ ADVANCED = [
     ("evaluation.max_examples", "examples compared"),
     ("report_to", "experiment tracker"),
 ]
-# What a field means, on the line above the fields while it has focus (76 columns at most).
-HINTS = {
-    "learning_rate": "step size of each update: 1e-4 to 5e-4 suits LoRA; too high and the loss jumps",
-    "num_epochs": "passes over the training rows (1.5 is allowed)",
-    "max_steps": "-1 trains all the epochs; N stops after N optimizer steps (a quick trial)",
-    "lora_r": "the adapters' capacity: 8-16 suits most tasks, 64 only hard targets",
-    "lora_alpha": "the adapters' scale: 2 x rank (it follows the rank until you set it)",
-    "per_device_batch_size": "examples per step on each device: fewer needs less memory",
-    "gradient_accumulation_steps": "steps summed into one update: effective batch = batch x this",
-    "data.max_seq_len": "tokens per example; longer examples are cut at the end",
-    "evaluation.max_examples": "held-out rows both models answer when training ends",
-    "report_to": "none keeps everything on this machine; or tensorboard, wandb, mlflow, trackio",
-}
+# What a field means, on the line above the fields while it has focus: its setting's help (core.config).
+HINTS = {key: hint(key) for key, _ in ADVANCED}
 # The same fields in a word or two, for the preset card's "kept:" line (24 columns inside a card).
 SHORT = {
     "learning_rate": "lr",
