@@ -99,7 +99,7 @@ def test_wizard_end_to_end_with_the_keyboard(home, session_home, bundled_dir):
             assert metrics.row_count >= 2 and app.screen.query_one("#preds", DataTable).row_count == 2
 
     asyncio.run(run())
-    (run_dir,) = list(runs.runs_root(home).iterdir())
+    (run_dir,) = [p for p in runs.runs_root(home).iterdir() if not p.name.startswith(".")]  # no lock files
     doc = read_toml(run_dir / runs.RECORD)
     assert doc["run"]["status"] == "completed"
     assert doc["preset"]["name"] == "balanced" and doc["training"]["max_steps"] == 2
@@ -237,7 +237,7 @@ def test_history_shows_each_status_and_compares_two(home, tmp_path):
 
     asyncio.run(run())
     assert done.exists() and live.exists()
-    assert len(list(runs.runs_root(home).iterdir())) == 3
+    assert len([p for p in runs.runs_root(home).iterdir() if not p.name.startswith(".")]) == 3
 
 
 def test_wizard_refuses_bad_data_with_the_line(home, tmp_path):

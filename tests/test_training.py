@@ -150,7 +150,7 @@ def test_config_flag_repeats_the_effective_settings(home, tiny_model_dir, small_
     cfg = tiny_config(tiny_model_dir, small_data, learning_rate=3e-4, lora_r=4, lora_alpha=8)
     first = runs.create_run(cfg, home)
     assert cli.main(["train", "--config", str(first / runs.RECORD), "--no-eval"]) == 0
-    second = [p for p in runs.runs_root(home).iterdir() if p != first][0]
+    second = [p for p in runs.runs_root(home).iterdir() if p != first and not p.name.startswith(".")][0]
     a, b = read_toml(first / runs.RECORD), read_toml(second / runs.RECORD)
     assert a["training"] == b["training"] and a["model"] == b["model"] and a["data"]["path"] == b["data"]["path"]
     launcher.wait(second, timeout=HANG_S)
