@@ -226,3 +226,9 @@ def test_a_mapped_label_column_is_judged_as_labels_from_the_whole_column(tmp_pat
     assert labels is not None and len(labels) == 12 and set(held) <= set(labels)
     cfg.data.answer_column = ""
     assert mapped_labels(cfg, held) is None
+
+
+def test_the_sample_table_mapped_has_no_errors_or_warnings(tokenizer):
+    report = lint.lint(SAMPLE / "bank_intents.csv", tokenizer, mapping=Mapping("text", "category"))
+    assert report.ok and not report.warnings, report.findings
+    assert any(f.rule == "labels" and "12 labels" in f.message for f in report.findings)

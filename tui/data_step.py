@@ -63,7 +63,7 @@ class DataStep(StepScreen):
     STEP = "Data"
     BINDINGS = [
         Binding("ctrl+b", "browse", "Browse files"),
-        Binding("ctrl+o", "columns", "Columns"),
+        Binding("ctrl+o", "columns", "Columns", show=False),  # the summary's columns line names it
         Binding("right_square_bracket,ctrl+right", "example(1)", "Examples", key_display="[ ]"),
         Binding("left_square_bracket,ctrl+left", "example(-1)", "Prev example", show=False),
     ]
