@@ -71,6 +71,20 @@ class ColumnsScreen(ModalScreen["Mapping | str | None"]):
                 yield Button("Cancel (Esc)", id="cancel")
             yield Static("", id="columns-problem")
 
+    @property
+    def focus_chain(self):
+        """Tab from "Use these columns" goes to the roles first (what a user changes), then the other
+        buttons: one Tab never lands on "Plain text", where Enter would drop the mapping."""
+        chain = super().focus_chain
+        try:
+            use = self.query_one("#use")
+        except Exception:  # noqa: BLE001 - asked before compose
+            return chain
+        if use in chain:
+            chain.remove(use)
+            chain.insert(0, use)
+        return chain
+
     def chosen(self) -> Mapping:
         def value(widget_id: str) -> str:
             v = self.query_one(f"#{widget_id}", Select).value

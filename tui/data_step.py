@@ -286,7 +286,8 @@ class DataStep(StepScreen):
         d = self.wiz.cfg.data
         if d.prompt_column:
             said = f"prompt {d.prompt_column!r} -> answer {d.answer_column!r}"
-            said += f", instruction {d.instruction[:24]!r}" if d.instruction else ""
+            said += " + instruction" if d.instruction else ""
+            said += " + system prompt" if d.system_prompt else ""
             lines.append(f"columns: {escape(said)} [dim](ctrl+o: change)[/dim]")
         elif d.as_text and self.columns:
             lines.append("columns: the 'text' column as plain text [dim](ctrl+o: change)[/dim]")

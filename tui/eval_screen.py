@@ -46,6 +46,28 @@ class ExampleScreen(ModalScreen[None]):
                 yield Static(escape(p.get(key, "")))
 
 
+TEXT_WIDTH = 74
+"""What TextScreen shows of a line at 80 columns: its border and its scrollbar take the rest."""
+
+
+def own_text(prompts: list[str]) -> list[str]:
+    """Each prompt without the text every prompt starts with (a mapped table's instruction), so the
+    examples' column shows what differs.
+
+    >>> own_text(["Classify it.\\n\\nmy card is lost", "Classify it.\\n\\nwhere is my refund"])
+    ['my card is lost', 'where is my refund']
+    >>> own_text(["a question", "another one"])
+    ['a question', 'another one']
+    """
+    import os
+
+    prefix = os.path.commonprefix(prompts) if len(prompts) > 1 else ""
+    cut = max(prefix.rfind("\n"), prefix.rfind(". "))
+    if cut < 8:
+        return prompts
+    return [p[cut + 1 :].strip() or p for p in prompts]
+
+
 class TextScreen(ModalScreen[None]):
     """Preformatted text (all the metrics, as `tunewiz show` prints them), scrolled with the keys."""
 
@@ -148,11 +170,11 @@ class EvalScreen(ReportsWorkerErrors, Screen):
         self.preds = load_predictions(self.run_dir)
         table = self.query_one("#preds", DataTable)
         table.add_columns("ok base", "ok tuned", "prompt", "expected", "fine-tuned")
-        for p in self.preds:
+        for p, own in zip(self.preds, own_text([p["prompt"] for p in self.preds]), strict=True):
             table.add_row(
                 mark(p["base_score"]),
                 mark(p["finetuned_score"]),
-                p["prompt"][:22].replace("\n", " "),
+                own[:22].replace("\n", " "),
                 p["expected"][:16],
                 p["finetuned"][:16],
             )
@@ -231,7 +253,7 @@ class EvalScreen(ReportsWorkerErrors, Screen):
 
     @on(DataTable.RowSelected, "#metrics")
     def _all_metrics(self, event: DataTable.RowSelected) -> None:
-        self.app.push_screen(TextScreen(comparison_table(self.results)))
+        self.app.push_screen(TextScreen(comparison_table(self.results, width=TEXT_WIDTH)))
 
     def action_history(self) -> None:
         self.app.show_history()  # type: ignore[attr-defined]

@@ -293,11 +293,11 @@ def confusion_lines(m: dict[str, Any], title: str, width: int = WIDTH) -> list[s
     out = [f"{title}: rows expected, columns answered", " " * head + "".join(f"{c:>{col}}" for c in columns)]
     out += [f"{n:<{head}}" + "".join(f"{c:>{col}}" for c in row) for n, row in zip(names, matrix, strict=True)]
     if columns[-1] == "x":
-        out.append("columns: the rows' numbers; x: an answer that is none of the labels")
+        out.append("columns: the rows' numbers; x: an answer none of the labels")
     return out
 
 
-def comparison_table(results: dict[str, Any]) -> str:
+def comparison_table(results: dict[str, Any], width: int = WIDTH) -> str:
     """The held-out metrics of the base and the fine-tuned model side by side, as a fixed-width table
     of at most WIDTH columns: the headline with its interval, the rest of its kind, per label or per
     field, then the fine-tuned model's confusion matrices."""
@@ -315,11 +315,11 @@ def comparison_table(results: dict[str, Any]) -> str:
     if details:
         lines += ["", *(_row(r) for r in details)]
     if kind == "labels":
-        lines += ["", *confusion_lines(ft, "fine-tuned answers")]
+        lines += ["", *confusion_lines(ft, "fine-tuned answers", width)]
     elif kind == "json":
         for name, f in ft.get("fields", {}).items():
             if "label_order" in f:
-                lines += ["", *confusion_lines(f, f"fine-tuned {name}")]
+                lines += ["", *confusion_lines(f, f"fine-tuned {name}", width)]
     return "\n".join(lines)
 
 
