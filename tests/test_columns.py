@@ -232,3 +232,20 @@ def test_the_sample_table_mapped_has_no_errors_or_warnings(tokenizer):
     report = lint.lint(SAMPLE / "bank_intents.csv", tokenizer, mapping=Mapping("text", "category"))
     assert report.ok and not report.warnings, report.findings
     assert any(f.rule == "labels" and "12 labels" in f.message for f in report.findings)
+
+
+def test_twenty_long_labels_fit_80_columns_in_the_per_label_table_and_the_matrix():
+    from tunewiz.core.judging import metrics
+    from tunewiz.tui.eval_screen import TEXT_WIDTH
+    from tunewiz.tui.record_text import comparison_table, confusion_lines
+
+    labels = [f"intent_number_{i:02d}_with_a_rather_long_descriptive_name" for i in range(20)]
+    truth = [label for label in labels for _ in range(3)]
+    answers = truth[1:] + truth[:1]
+    ft = {**metrics.measure(truth, answers, labels=labels), "examples": len(truth)}
+    base = {**metrics.measure(truth, ["?"] * len(truth), labels=labels), "examples": len(truth)}
+    table = comparison_table({"base": base, "finetuned": ft})
+    assert "20 labels" in table and max(len(line) for line in table.splitlines()) <= 78
+    matrix = confusion_lines(ft, "fine-tuned answers", TEXT_WIDTH)
+    assert len(matrix) == 2 + 20 + 1 and max(map(len, matrix)) <= TEXT_WIDTH
+    assert matrix[2].startswith(" 1 intent_") and matrix[-1].startswith("columns: the rows' numbers")
