@@ -112,15 +112,12 @@ def devices(doc: dict[str, Any]) -> set[str]:
     return {str(p) for p in placement}
 
 
-here = runs.here
-
-
 def busy_devices(home_dir: Path) -> dict[str, str]:
     """Device -> the run using it: every run on this machine that is starting or training, or whose
     trainer is still alive (a finished run's process may still hold its GPU memory for a moment)."""
     out: dict[str, str] = {}
     for r in runs.list_runs(home_dir):  # observed: a dead trainer's run reads as crashed, not busy
-        if r.status in (runs.DAMAGED, runs.WAITING) or not here(r.record):
+        if r.status in (runs.DAMAGED, runs.WAITING) or not runs.here(r.record):
             continue
         if r.status in runs.ACTIVE or runs.trainer_alive(r.path):
             for d in devices(r.record):

@@ -61,7 +61,7 @@ def waiting(home_dir: Path, this_host: bool = True) -> list[tuple[Path, dict[str
         doc, _ = runs.record_problem(run_dir / runs.RECORD)
         if doc is None or doc.get("run", {}).get("status") != runs.WAITING:
             continue
-        if this_host and not launcher.here(doc):
+        if this_host and not runs.here(doc):
             continue
         out.append((run_dir, doc))
     out.sort(key=lambda item: runs.queue_key(item[1]))
