@@ -90,10 +90,11 @@ def test_a_mapped_row_renders_as_the_same_row_written_by_hand(tmp_path, tokenize
     assert a.input_ids == b.input_ids and a.labels == b.labels
 
 
-def test_the_mapping_is_recorded_and_train_config_applies_it_again(home, tmp_path):
-    path = write_csv(tmp_path / "t.csv", table())
+@pytest.mark.parametrize("shape", SHAPES)
+def test_the_mapping_is_recorded_and_train_config_applies_it_again(home, tmp_path, shape):
+    path, prompt, answer = shapes(tmp_path)[shape]
     ns = cli.parser().parse_args(
-        ["train", "--data", str(path), "--prompt-column", "text", "--answer-column", "category",
+        ["train", "--data", str(path), "--prompt-column", prompt, "--answer-column", answer,
          "--instruction", "Classify it.", "--system-prompt", "Be brief."]
     )  # fmt: skip
     from tunewiz.tui.commands import build_config
@@ -101,9 +102,9 @@ def test_the_mapping_is_recorded_and_train_config_applies_it_again(home, tmp_pat
     cfg = build_config(ns)
     run_dir = runs.create_run(cfg, home)
     record = runs.read_record(run_dir)["data"]
-    assert (record["prompt_column"], record["answer_column"]) == ("text", "category")
+    assert (record["prompt_column"], record["answer_column"]) == (prompt, answer)
     again = build_config(cli.parser().parse_args(["train", "--config", str(run_dir / runs.RECORD)]))
-    assert Mapping.of(again.data) == Mapping("text", "category", "Classify it.", "Be brief.")
+    assert Mapping.of(again.data) == Mapping(prompt, answer, "Classify it.", "Be brief.")
     first, second = data.load_for(cfg.data), data.load_for(again.data)
     assert [e.messages for e in first.examples] == [e.messages for e in second.examples]
     assert second.examples[0].messages[0] == {"role": "system", "content": "Be brief."}
