@@ -49,6 +49,8 @@ def make_run(home: Path, rows: list[dict] | None, name: str = "tickets") -> Path
     run_dir = runs.create_run(cfg, home)
     runs.update_record(run_dir, {"results": {"train_loss": 0.42}})
     runs.set_status(run_dir, "completed")
+    (run_dir / runs.ADAPTER).mkdir()  # a completed run has its adapter (else `show` says it is missing)
+    (run_dir / runs.ADAPTER / "adapter_config.json").write_text("{}")
     if rows is not None:
         (run_dir / "eval").mkdir(exist_ok=True)
         (run_dir / "eval" / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))

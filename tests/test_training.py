@@ -165,7 +165,7 @@ def test_training_survives_the_terminal_closing(home, tiny_model_dir, small_data
     write_toml_atomic(config_file, cfg.to_dict())
     train = [sys.executable, "-m", "tunewiz.tui.cli", "train", "--config", str(config_file), "--follow", "--no-eval"]
     terminal = open_terminal(train, {**os.environ, "PYTHONPATH": str(ROOT)})
-    # A run directory, not the writability probe (runs/.write-test-PID) submit makes and removes first.
+    # A run directory, not the writability probe (runs/.write-test-*) submit makes and removes first.
     wait_for(lambda: runs._run_dirs(runs.runs_root(home)))
     (run_dir,) = runs._run_dirs(runs.runs_root(home))
     wait_for(lambda: len(steps_seen(run_dir)) >= 1, timeout=HANG_S)

@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import socket
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -124,9 +125,11 @@ def ensure_writable(directory: Path) -> None:
     """Create `directory` (owner-only) or raise a RunError that says what to do."""
     try:
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-        probe = directory / f".write-test-{os.getpid()}"
-        probe.write_text("")
-        probe.unlink()
+        # A probe of its own (two submits in one process, e.g. the wizard's worker threads, must not
+        # remove each other's): mkstemp picks a name no one else holds.
+        fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=directory)
+        os.close(fd)
+        os.unlink(probe)
     except OSError as exc:
         raise RunError(
             f"cannot write to the runs directory {directory}: {exc.strerror or exc}. "
