@@ -235,7 +235,7 @@ def chat(line: int, answer: str) -> Example:
 def fake_compare(tmp_path, monkeypatch, expected, base, tuned, stopped=None):
     model = FakeModel()
 
-    def generate(m, tok, prompts, max_new_tokens):
+    def generate(m, tok, prompts, max_new_tokens, should_stop=None):
         out = tuned if m.adapter else base
         return list(out), list(stopped or [True] * len(out))
 

@@ -293,8 +293,9 @@ def test_tensorboard_events_hold_the_loss_curve_and_the_run_is_told_once(
     (line,) = wait_lines(out, 1)
     env = line["env"]
     assert env["TUNEWIZ_STATUS"] == "completed" and env["TUNEWIZ_RUN_ID"] == run_dir.name
-    assert env["TUNEWIZ_METRIC"] == "eval_loss"  # no base-vs-fine-tuned comparison: the held-out loss
-    assert float(env["TUNEWIZ_METRIC_VALUE"]) == read_toml(run_dir / runs.RECORD)["results"]["eval_loss"]
+    # evaluation off (tiny): no comparison and no held-out loss pass (#24: --no-eval skips it): the train loss
+    assert env["TUNEWIZ_METRIC"] == "train_loss"
+    assert float(env["TUNEWIZ_METRIC_VALUE"]) == read_toml(run_dir / runs.RECORD)["results"]["train_loss"]
 
 
 KILLED_AFTER_STEP_1 = """

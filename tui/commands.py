@@ -395,7 +395,7 @@ def cmd_show(ns) -> int:
         print_record_summary(doc)
         lost = runs.missing_adapter(run_dir, doc)
         if lost:
-            print(f"  problem: {lost}")
+            print(hang_all([f"  problem: {lost}"]))
         if doc.get("run", {}).get("status") == runs.WAITING:
             from tunewiz.core.training import queue
 

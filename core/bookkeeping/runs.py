@@ -617,14 +617,15 @@ def missing_adapter(run_dir: Path, doc: dict) -> str:
     adapter = run_dir / ADAPTER
     what = "has no adapter_config.json" if adapter.is_dir() else "is gone"
     ckpt, _ = checkpoints.newest_complete(run_dir / CHECKPOINTS)
-    again = f"train again with `tunewiz train --config {run_dir / RECORD}`"
+    again = f"train again with `tunewiz train --config` and this run's {RECORD}"
     if ckpt is not None and (ckpt / "adapter_config.json").is_file():
         again = (
             f"{CHECKPOINTS}/{ckpt.name} still holds it as of step {checkpoints.step_of(ckpt)}: copy its "
-            f"adapter_config.json and adapter_model.* into {adapter}, or {again}"
+            f"adapter_config.json and adapter_model.* into {ADAPTER}/, or {again}"
         )
+    # Paths relative to the run directory: the line wraps at words within 80 columns wherever the home is.
     return (
-        f"the adapter is missing: {adapter} {what} (deleted?), so there is nothing to chat with, evaluate or "
+        f"the adapter is missing: {ADAPTER}/ {what} (deleted?), so there is nothing to chat with, evaluate or "
         f"export; {again}"
     )
 
