@@ -221,6 +221,8 @@ def test_killed_trainer_is_reported_crashed(home, tiny_model_dir, small_data, ca
     wait_for(lambda: not runs.trainer_alive(run_dir), timeout=600)
     assert cli.main(["runs"]) == 0
     assert "crashed" in capsys.readouterr().out
+    assert runs.read_record(run_dir)["run"]["status"] == "running"  # listing reads; it never writes (#24)
+    assert cli.main(["runs", "--reconcile"]) == 0
     doc = runs.read_record(run_dir)
     assert doc["run"]["status"] == "crashed" and doc["run"]["last_step"] >= 1
     assert "step" in doc["run"]["log_tail"]
