@@ -106,7 +106,7 @@ def rss():
     return int(next(l for l in open("/proc/self/status") if l.startswith("VmRSS")).split()[1]) // 1024
 for i, length in enumerate(range(40, 440, 10)):  # 40 sequence lengths, as length grouping brings them
     for lin in layers:
-        x = torch.randn(4, length, lin.in_features, dtype=torch.bfloat16, requires_grad=True)
+        x = torch.randn(1, length, lin.in_features, dtype=torch.bfloat16, requires_grad=True)  # a shape each
         lin(x).sum().backward()
     trainer.release_freed_memory()
     if i == 4:
