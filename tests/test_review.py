@@ -313,9 +313,9 @@ def test_the_review_opens_from_the_evaluation_and_history_screens(home):
             await wait_until(pilot, lambda: table.row_count == 2)
             row = next(i for i in range(2) if table.get_row_at(i)[2] == "tickets")
             table.move_cursor(row=row)
-            await pilot.pause()
-            assert "v: read its held-out answers blind" in "\n".join(screen_lines(app))
-            assert " v Review " in screen_lines(app)[-1]
+            # the row's hint and footer follow the cursor a moment later (on a loaded machine, a while)
+            await wait_until(pilot, lambda: "v: read its held-out answers blind" in "\n".join(screen_lines(app)))
+            await wait_until(pilot, lambda: " v Review " in screen_lines(app)[-1])
             await pilot.press("v")
             await wait_until(pilot, lambda: screen_name(app) == "ReviewScreen")
             await pilot.press("a")
