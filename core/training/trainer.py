@@ -988,8 +988,7 @@ def main(argv: list[str] | None = None, callbacks=()) -> int:
             log.error("failed: %s", reason)
             if reason.startswith("Disk full"):
                 checkpoints.release_reserve(run_dir)  # the record is small: this makes room for it
-            kind = runs.OUT_OF_MEMORY if "Out of memory. Try" in reason else ""
-            kind = runs.DISK_FULL if reason.startswith("Disk full") else kind
+            kind = runs.failure_kind({"status": "failed", "failure_reason": reason})  # the one reader of the words
             try:
                 runs.set_status(run_dir, "failed", failure_reason=reason, failure_kind=kind)
                 events.emit("status", status="failed", reason=reason)
