@@ -213,27 +213,21 @@ def held_out_examples(cfg) -> list:
 
 
 def serving_dtype(device: str, train_dtype: str) -> tuple[str, str]:
-    """The precision a finished model answers in (the comparison, chat), and why: on the CPU float32,
-    where 16-bit answers change with how rows are batched (benchmarks/eval_speed.py, 40 SST-2-like rows:
-    29 of 40 bf16 answers batched equal one-row-at-a-time, 40 of 40 in float32) and which a CPU serves in;
-    on a GPU the precision it trained in."""
-    if device == "cpu" and train_dtype != "float32":
-        return (
-            "float32",
-            f"float32: on the CPU {train_dtype} answers change with batching; float32 is what it serves in",
-        )
-    return train_dtype, f"{train_dtype}: the precision it trained in on this device"
+    """The precision a finished model answers in (the comparison, chat), and why ('float32: ...'): the
+    planner's decision (planner.choose_serving_dtype), kept here for its callers."""
+    from tunewiz.core.planning import planner
+
+    d = planner.choose_serving_dtype(device, train_dtype)
+    return d.value, f"{d.value}: {d.reason}"
 
 
 def run_placement(cfg, run_dir: Path) -> tuple[str, str]:
     """Where and in what precision a finished run's model answers on this machine (evaluation, chat):
-    the plan's device for one process (the GPU of a GPU box, not its CPU) and :func:`serving_dtype`."""
+    the planner's serving decisions (planner.choose_serving) for the hardware found here."""
     from tunewiz.core.planning import hardware, planner
 
-    hw = hardware.detect(run_dir)
-    where = planner.choose_device(hw).value
-    device = planner.placement(where, 1, planner.choose_gpu(hw).value if where == "cuda" else 0)[0]
-    return device, serving_dtype(device.split(":")[0], planner.choose_dtype(cfg.model.dtype, hw).value)[0]
+    device, dtype = planner.choose_serving(hardware.detect(run_dir), cfg.model.dtype)
+    return device.value, dtype.value
 
 
 def evaluate_run(run_dir: Path) -> dict[str, Any]:

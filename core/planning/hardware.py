@@ -105,28 +105,10 @@ class Hardware:
         return lines
 
     def advice(self) -> list[str]:
-        """What the hardware means for fine-tuning (rules of thumb)."""
-        out = []
-        g = self.best_gpu
-        if g is None:
-            out.append(
-                "No GPU: CPU training suits only very small models (like the bundled "
-                "SmolLM2-135M) and quick experiments."
-            )
-        # Cards report a little under their nominal size (a 24 GB card ~23.6 GiB).
-        elif g.total_gb >= 22:
-            out.append("24 GB+: 13B models with LoRA in 16-bit, larger ones with QLoRA.")
-        elif g.total_gb >= 15:
-            out.append("16 GB: 7B models comfortably, 13B with QLoRA.")
-        elif g.total_gb >= 7.5:
-            out.append("8 GB: QLoRA (4-bit) on models up to about 7B.")
-        else:
-            out.append(f"{g.total_gb:.0f} GB GPU: stick to models of 1-3B parameters with QLoRA.")
-        if self.gpus and not all(x.bf16 for x in self.gpus):
-            out.append("This GPU has no bf16: training uses fp16 mixed precision.")
-        if self.disk_free_gb < 10:
-            out.append(f"Only {self.disk_free_gb:.1f} GB of disk free: checkpoints and merged models need room.")
-        return out
+        """What the hardware means for fine-tuning (rules of thumb): the planner's advice (planner.advise)."""
+        from tunewiz.core.planning.planner import advise
+
+        return [d.reason for d in advise(self)]
 
 
 def _cpu_model() -> str:

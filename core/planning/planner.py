@@ -20,6 +20,7 @@ from collections.abc import Collection
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from tunewiz.core.config import TrainingConfig
 from tunewiz.core.models.catalog import ModelSpec
 from tunewiz.core.planning import memory
 
@@ -305,6 +306,129 @@ def memory_available(hw, device: str, processes: int = 1, places: Collection[str
     return hw.ram_available_gb * 1024 / max(processes, 1)
 
 
+def split_batch(effective_batch: int, max_per_device: int) -> tuple[int, int]:
+    """(per-device batch, accumulation): the largest per-device batch <= max_per_device that divides the
+    effective batch.
+
+    >>> split_batch(8, 4)
+    (4, 2)
+    >>> split_batch(16, 3)
+    (2, 8)
+    """
+    per_device = max(1, min(effective_batch, max_per_device))
+    while effective_batch % per_device:
+        per_device -= 1
+    return per_device, effective_batch // per_device
+
+
+def choose_request_split(effective_batch: int) -> Decision:
+    """The (per-device batch, accumulation) a preset writes into its request: the CPU's split (at most
+    CPU_MAX_PER_DEVICE), a starting point :func:`choose_split` re-splits for the machine.
+
+    >>> choose_request_split(16).value
+    (4, 4)
+    """
+    per, acc = split_batch(effective_batch, CPU_MAX_PER_DEVICE)
+    return Decision(
+        (per, acc),
+        f"{per} x {acc}: up to {CPU_MAX_PER_DEVICE} per device (the CPU's split); the plan re-splits it here",
+    )
+
+
+def choose_lora_alpha(rank: int) -> Decision:
+    """LoRA alpha for rank `rank`: 2 x rank, in every preset and wherever the rank changes and alpha
+    was not set.
+
+    >>> choose_lora_alpha(16)
+    Decision(value=32, reason='2 x rank 16: the usual LoRA scale; it follows the rank until you set it')
+    """
+    return Decision(2 * rank, f"2 x rank {rank}: the usual LoRA scale; it follows the rank until you set it")
+
+
+def preset_request(p) -> TrainingConfig:
+    """A preset's training request (core.planning.presets.training_for): its rank, learning rate and
+    epochs, alpha by :func:`choose_lora_alpha`, its effective batch split by :func:`choose_request_split`."""
+    per_device, accum = choose_request_split(p.effective_batch).value
+    return TrainingConfig(
+        lora_r=p.lora_r,
+        lora_alpha=choose_lora_alpha(p.lora_r).value,
+        learning_rate=p.learning_rate,
+        num_epochs=float(p.num_epochs),
+        per_device_batch_size=per_device,
+        gradient_accumulation_steps=accum,
+    )
+
+
+# -- serving a finished model (evaluation, chat) ---------------------------------------------------
+
+
+def choose_serving_device(hw) -> Decision:
+    """Where a finished run's model answers on this machine (the comparison, chat): the training
+    device for one process, on a GPU box the GPU with the most free memory (not its CPU)."""
+    where = choose_device(hw)
+    if where.value != "cuda":
+        return Decision(where.value, where.reason)
+    gpu = choose_gpu(hw)
+    return Decision(placement("cuda", 1, gpu.value)[0], gpu.reason)
+
+
+def choose_serving_dtype(device: str, train_dtype: str) -> Decision:
+    """The precision a finished model answers in (the comparison, chat) on `device` (cpu, cuda:0 ...):
+    on the CPU float32, where 16-bit answers change with how rows are batched (benchmarks/eval_speed.py,
+    40 SST-2-like rows: 29 of 40 bf16 answers batched equal one-row-at-a-time, 40 of 40 in float32) and
+    which a CPU serves in; on a GPU the precision it trained in.
+
+    >>> choose_serving_dtype("cpu", "bfloat16").value, choose_serving_dtype("cuda:0", "bfloat16").value
+    ('float32', 'bfloat16')
+    """
+    if device.split(":")[0] == "cpu" and train_dtype != "float32":
+        return Decision(
+            "float32", f"on the CPU {train_dtype} answers change with batching; float32 is what it serves in"
+        )
+    return Decision(train_dtype, "the precision it trained in on this device")
+
+
+def choose_serving(hw, requested_dtype: str) -> tuple[Decision, Decision]:
+    """(device, dtype) a finished run whose [model] asked for `requested_dtype` answers in on `hw`."""
+    device = choose_serving_device(hw)
+    trained = choose_dtype(requested_dtype, hw).value
+    return device, choose_serving_dtype(device.value, trained)
+
+
+# -- what the hardware means (the hardware step, `tunewiz hardware`) ------------------------------
+
+
+def advise(hw) -> list[Decision]:
+    """What this machine means for fine-tuning, one rule of thumb per topic (models, precision, disk):
+    each Decision's value is the topic, its reason the advice."""
+    out = [Decision("models", _model_size_advice(hw))]
+    if choose_dtype("auto", hw).value == "float16":
+        out.append(Decision("precision", "This GPU has no bf16: training uses fp16 mixed precision."))
+    if hw.disk_free_gb < 10:
+        out.append(
+            Decision("disk", f"Only {hw.disk_free_gb:.1f} GB of disk free: checkpoints and merged models need room.")
+        )
+    return out
+
+
+def _model_size_advice(hw) -> str:
+    """The models the GPU with the most free memory suits, by its size."""
+    gpus = getattr(hw, "gpus", None) or []
+    if not gpus:
+        return (
+            "No GPU: CPU training suits only very small models (like the bundled SmolLM2-135M) and quick experiments."
+        )
+    g = max(gpus, key=lambda g: g.free_gb)
+    # Cards report a little under their nominal size (a 24 GB card ~23.6 GiB).
+    if g.total_gb >= 22:
+        return "24 GB+: 13B models with LoRA in 16-bit, larger ones with QLoRA."
+    if g.total_gb >= 15:
+        return "16 GB: 7B models comfortably, 13B with QLoRA."
+    if g.total_gb >= 7.5:
+        return "8 GB: QLoRA (4-bit) on models up to about 7B."
+    return f"{g.total_gb:.0f} GB GPU: stick to models of 1-3B parameters with QLoRA."
+
+
 # -- the plan ------------------------------------------------------------------------------------
 
 
@@ -480,14 +604,13 @@ def choose_split(t, device: str, spec: ModelSpec | None, setup: memory.Setup, bu
     if not getattr(t, "auto_batch_split", True):
         return per, acc, "as set in the config"
     total = per * acc
-    divisors = [d for d in range(total, 0, -1) if total % d == 0]
     if device != "cuda":
-        best = next(d for d in divisors if d <= CPU_MAX_PER_DEVICE)
+        best, accumulation = split_batch(total, CPU_MAX_PER_DEVICE)
         why = (
             f"up to {CPU_MAX_PER_DEVICE} per device on the {'CPU' if device == 'cpu' else 'MPS GPU'} (faster per token)"
         )
-        return best, total // best, why
-    capped = [d for d in divisors if d <= GPU_MAX_PER_DEVICE]
+        return best, accumulation, why
+    capped = [d for d in range(total, 0, -1) if total % d == 0 and d <= GPU_MAX_PER_DEVICE]
     if spec is not None:
         for d in capped:
             if memory.breakdown(spec, replace(setup, batch=d, gradient_checkpointing=False)).total <= budget:
@@ -592,7 +715,7 @@ def recommend(
     import copy
 
     from tunewiz.core.models import catalog
-    from tunewiz.core.planning import presets as preset_mod
+    from tunewiz.core.planning import preset_table
 
     out = []
     for spec in models or catalog.MODELS:
@@ -601,9 +724,9 @@ def recommend(
             c.model.id, c.model.method = catalog_id(spec), method
             choice = Choice(spec, method, plan(c, hw, spec, shape, busy=busy))
             if presets:
-                for name in preset_mod.PRESETS:
+                for name, preset in preset_table.PRESETS.items():
                     pc = copy.deepcopy(c)
-                    pc.training = preset_mod.training_for(name)
+                    pc.training = preset_request(preset)
                     pp = plan(pc, hw, spec, shape, busy=busy)
                     if pp.fits:
                         choice.batches[name] = (pp.per_device_batch, pp.accumulation, pp.gradient_checkpointing)

@@ -1,6 +1,6 @@
 """Conservative / balanced / aggressive presets, and the plan that turns one into a config.
 
-The numbers are the usual cheat sheet for LoRA fine-tuning of small models:
+The numbers (core.planning.preset_table) are the usual cheat sheet for LoRA fine-tuning of small models:
 
 | | conservative | balanced | aggressive |
 |---|---|---|---|
@@ -10,95 +10,27 @@ The numbers are the usual cheat sheet for LoRA fine-tuning of small models:
 | effective batch | 4 | 8 | 16 |
 | dataset size it suits | 200-500 | 500-2,000 | 2,000+ |
 
-lora_alpha is 2 x rank; the schedule is cosine with a short warm-up.
+lora_alpha is 2 x rank (planner.choose_lora_alpha); the schedule is cosine with a short warm-up.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from tunewiz.core.config import RunConfig, TrainingConfig
+from tunewiz.core.planning import planner
+from tunewiz.core.planning.preset_table import PRESETS, Preset, get
 
-from tunewiz.core.config import ConfigError, RunConfig, TrainingConfig
+__all__ = ["PRESETS", "Preset", "build_config", "get", "split_batch", "training_for"]
 
-
-@dataclass(frozen=True)
-class Preset:
-    name: str
-    lora_r: int
-    learning_rate: float
-    num_epochs: int
-    effective_batch: int
-    suits: str
-    summary: str
-
-
-PRESETS: dict[str, Preset] = {
-    p.name: p
-    for p in (
-        Preset(
-            "conservative",
-            8,
-            1e-4,
-            2,
-            4,
-            "200-500 examples",
-            "Small, careful updates: least risk of forgetting what the model already knew.",
-        ),
-        Preset(
-            "balanced",
-            16,
-            2e-4,
-            3,
-            8,
-            "500-2,000 examples",
-            "The usual starting point: learns a format or style without overdoing it.",
-        ),
-        Preset(
-            "aggressive",
-            64,
-            5e-4,
-            5,
-            16,
-            "2,000+ examples",
-            "Big updates for big datasets or hard targets; watch the eval loss for overfitting.",
-        ),
-    )
-}
-
-
-def get(name: str) -> Preset:
-    try:
-        return PRESETS[name]
-    except KeyError:
-        raise ConfigError([f"unknown preset {name!r}: use one of {', '.join(PRESETS)}"]) from None
-
-
-def split_batch(effective_batch: int, max_per_device: int) -> tuple[int, int]:
-    """Largest per-device batch <= max_per_device that divides the effective batch.
-
-    >>> split_batch(8, 4)
-    (4, 2)
-    >>> split_batch(16, 3)
-    (2, 8)
-    """
-    per_device = max(1, min(effective_batch, max_per_device))
-    while effective_batch % per_device:
-        per_device -= 1
-    return per_device, effective_batch // per_device
+split_batch = planner.split_batch
+"""The planner's rule (kept here for its callers): the largest per-device batch <= max_per_device that
+divides the effective batch."""
 
 
 def training_for(preset: str) -> TrainingConfig:
     """A preset's training request. Its batch is the effective batch; the split written here (at most 4
-    per device) is a starting point the planner re-splits for the machine (auto_batch_split)."""
-    p = get(preset)
-    per_device, accum = split_batch(p.effective_batch, 4)
-    return TrainingConfig(
-        lora_r=p.lora_r,
-        lora_alpha=2 * p.lora_r,
-        learning_rate=p.learning_rate,
-        num_epochs=float(p.num_epochs),
-        per_device_batch_size=per_device,
-        gradient_accumulation_steps=accum,
-    )
+    per device, planner.choose_request_split) is a starting point the planner re-splits for the machine
+    (auto_batch_split)."""
+    return planner.preset_request(get(preset))
 
 
 def build_config(preset: str = "balanced", split: tuple[int, int] | None = None, **sections) -> RunConfig:
