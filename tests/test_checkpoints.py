@@ -147,7 +147,6 @@ import os, sys
 from pathlib import Path
 from transformers import TrainerCallback
 from tunewiz.core.bookkeeping import checkpoints
-from tunewiz.core.training import trainer
 
 run_dir = Path({run_dir!r})
 if {bypass_check!r}:  # as when another process fills the disk during the save itself
@@ -164,8 +163,6 @@ class FillTheDisk(TrainerCallback):
                 while checkpoints.free_bytes(run_dir) > leave:
                     fh.write(b"x" * 4096)
                     fh.flush()
-
-sys.exit(trainer.main([str(run_dir)], callbacks=[FillTheDisk()]))
 """
 
 
@@ -174,12 +171,15 @@ sys.exit(trainer.main([str(run_dir)], callbacks=[FillTheDisk()]))
 def test_a_full_disk_is_recorded_listed_and_resumed_from_the_newest_whole_checkpoint(
     small_disk, tiny_model_dir, tmp_path, monkeypatch, capsys, bypass_check
 ):
+    from tests.test_trainer_phases import with_callbacks
+
     home = small_disk / "home"
     monkeypatch.setenv("TUNEWIZ_HOME", str(home))
     cfg = tiny(tiny_model_dir, sample_tickets(tmp_path / "t.jsonl", rows=20), max_steps=8, save_steps=2)
     run_dir = runs.create_run(cfg, home)
     filler = small_disk / "filler"
     code = FILL_AT_STEP_4.format(run_dir=str(run_dir), bypass_check=bypass_check, filler=str(filler))
+    code += with_callbacks([str(run_dir)], "[FillTheDisk()]")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=HANG_S)
     log = (run_dir / runs.LOG).read_text() if (run_dir / runs.LOG).exists() else proc.stdout + proc.stderr
     assert proc.returncode == 1, log[-3000:]

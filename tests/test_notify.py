@@ -10,7 +10,6 @@ import asyncio
 import json
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -301,26 +300,23 @@ def test_tensorboard_events_hold_the_loss_curve_and_the_run_is_told_once(
 KILLED_AFTER_STEP_1 = """
 import os, signal, sys
 from transformers import TrainerCallback
-from tunewiz.core.training import trainer
 
 class KilledAfterStep1(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kw):  # after the trainer's own (step 1 is in events.jsonl)
-        if state.global_step == 1 and "loss" in (logs or {{}}):
+        if state.global_step == 1 and "loss" in (logs or {}):
             os.kill(os.getpid(), signal.SIGKILL)  # no handler, no last words: a trainer killed from outside
-
-sys.exit(trainer.main([{run_dir!r}], callbacks=[KilledAfterStep1()]))
 """
 
 
 @pytest.mark.slow
 def test_a_killed_trainer_is_told_once_by_refresh(home, tiny_model_dir, tmp_path, recorder):
-    from tests.test_trainer_phases import tiny
+    from tests.test_trainer_phases import tiny, with_callbacks
 
     command, out = recorder
     cfg = tiny(tiny_model_dir, sample_tickets(tmp_path / "t.jsonl", rows=20), max_steps=50)
     cfg.notify.command = command
     run_dir = runs.create_run(cfg, home)
-    code = textwrap.dedent(KILLED_AFTER_STEP_1.format(run_dir=str(run_dir)))
+    code = KILLED_AFTER_STEP_1 + with_callbacks([str(run_dir)], "[KilledAfterStep1()]")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=HANG_S)
     assert proc.returncode == -9, proc.stderr[-3000:]
     assert runs.read_record(run_dir)["run"]["status"] == "running" and lines_of(out) == []

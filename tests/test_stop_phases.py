@@ -14,7 +14,7 @@ from tunewiz.core.bookkeeping import checkpoints, runs
 from tunewiz.core.bookkeeping.events import read_events
 
 from tests.conftest import HANG_S, sample_tickets
-from tests.test_trainer_phases import tiny
+from tests.test_trainer_phases import tiny, with_callbacks
 
 pytestmark = pytest.mark.slow
 
@@ -26,11 +26,10 @@ def run_trainer(run_dir, setup: str, resume: bool = False) -> subprocess.Complet
         import os, signal, sys
         from transformers import TrainerCallback
         from tunewiz.core.judging import evaluate
-        from tunewiz.core.training import trainer
         callbacks = []
         """
     )
-    code = head + textwrap.dedent(setup) + f"\nsys.exit(trainer.main({argv!r}, callbacks=callbacks))\n"
+    code = head + textwrap.dedent(setup) + with_callbacks(argv, "callbacks")
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=HANG_S)
 
 

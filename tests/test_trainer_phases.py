@@ -1,5 +1,5 @@
 """The training process through its phases: honest token counting with loader workers, a failure
-injected by a callback the test adds (no test hook in the trainer), the plan in the record."""
+injected by a callback the test adds (no test hook in the trainer: see `with_callbacks`), the plan in the record."""
 
 from __future__ import annotations
 
@@ -31,6 +31,29 @@ def tiny(model_dir, data, **training):
     return cfg.validate()
 
 
+def with_callbacks(argv: list[str], callbacks: str) -> str:
+    """The end of a script that runs the real training process, ``trainer.main(argv)``, with the
+    TrainerCallbacks that the expression `callbacks` gives (read when training starts), added after the
+    trainer's own. The script wraps the fit phase: the trainer's signatures carry no test hook."""
+    return textwrap.dedent(
+        f"""
+        import sys
+
+        from tunewiz.core.training import trainer as _trainer
+
+        _fit = _trainer.fit
+
+        def _fit_with_the_tests_callbacks(hf_trainer, *args, **kwargs):
+            for cb in {callbacks}:
+                hf_trainer.add_callback(cb)
+            return _fit(hf_trainer, *args, **kwargs)
+
+        _trainer.fit = _fit_with_the_tests_callbacks
+        sys.exit(_trainer.main({argv!r}))
+        """
+    )
+
+
 def test_two_loader_workers_count_every_trained_token_and_no_held_out_one(home, tiny_model_dir, tmp_path):
     data = sample_tickets(tmp_path / "t.jsonl", rows=40)
     cfg = tiny(tiny_model_dir, data, dataloader_workers=2, num_epochs=1.0, max_steps=-1, eval_steps=2)
@@ -52,19 +75,16 @@ def test_out_of_memory_in_a_step_fails_with_what_to_change(home, tiny_model_dir,
     cfg = tiny(tiny_model_dir, sample_tickets(tmp_path / "t.jsonl", rows=20), max_steps=4)
     run_dir = runs.create_run(cfg, home)
     code = textwrap.dedent(
-        f"""
+        """
         import sys, torch
         from transformers import TrainerCallback
-        from tunewiz.core.training import trainer
 
         class OutOfMemoryAtStep2(TrainerCallback):
             def on_step_begin(self, args, state, control, **kw):
                 if state.global_step + 1 == 2:
                     raise torch.OutOfMemoryError("CUDA out of memory (raised by the test)")
-
-        sys.exit(trainer.main([{str(run_dir)!r}], callbacks=[OutOfMemoryAtStep2()]))
         """
-    )
+    ) + with_callbacks([str(run_dir)], "[OutOfMemoryAtStep2()]")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=HANG_S)
     assert proc.returncode == 1
     doc = runs.read_record(run_dir)
@@ -92,20 +112,17 @@ def test_weights_that_turn_nan_fail_the_run_and_keep_the_last_good_checkpoint(ho
     cfg = tiny(tiny_model_dir, sample_tickets(tmp_path / "t.jsonl", rows=20), max_steps=6, save_steps=1)
     run_dir = runs.create_run(cfg, home)
     code = textwrap.dedent(
-        f"""
+        """
         import sys, torch
         from transformers import TrainerCallback
-        from tunewiz.core.training import trainer
 
         class PoisonAtStep3(TrainerCallback):
             def on_step_begin(self, args, state, control, model=None, **kw):
                 if state.global_step + 1 == 3:
                     with torch.no_grad():
                         next(p for p in model.parameters() if p.requires_grad).fill_(float("nan"))
-
-        sys.exit(trainer.main([{str(run_dir)!r}], callbacks=[PoisonAtStep3()]))
         """
-    )
+    ) + with_callbacks([str(run_dir)], "[PoisonAtStep3()]")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=HANG_S)
     assert proc.returncode == 1, proc.stdout[-3000:]
     doc = runs.read_record(run_dir)
