@@ -31,7 +31,6 @@ import logging
 import os
 import platform
 import shutil
-import signal
 import sys
 import time
 import traceback
@@ -46,35 +45,20 @@ from tunewiz.core.bookkeeping.events import EventWriter
 from tunewiz.core.config import RunConfig
 from tunewiz.core.planning import planner
 from tunewiz.core.training import distributed, launcher
+from tunewiz.core.training.process_memory import (
+    gpu_memory_figures,
+    memory_mb,
+    peak_memory_mb,
+    release_freed_memory,
+    steady_cpu_memory,
+)
+from tunewiz.core.training.stopping import RunRemoved, RunWatch, StopFlag
+
+# Named here too for tests/test_speed_defaults.py and benchmarks/kernel_cache.py (they live in process_memory).
+from tunewiz.core.training.process_memory import KERNEL_CACHE_CAPACITY as KERNEL_CACHE_CAPACITY  # isort: skip
+from tunewiz.core.training.process_memory import KERNEL_CACHE_ENV as KERNEL_CACHE_ENV  # isort: skip
 
 log = logging.getLogger("tunewiz.trainer")
-
-
-class StopFlag:
-    """Set by SIGTERM/SIGINT; the second signal exits immediately."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        self.last_words = None
-        """Called before a second signal exits: once the adapter is saved, it records the run as what it
-        is (completed, its comparison cut short), so `stop --now` never leaves a saved run `crashed`."""
-
-    def install(self) -> None:
-        signal.signal(signal.SIGHUP, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, self._handle)
-        signal.signal(signal.SIGINT, self._handle)
-
-    def _handle(self, signum, frame) -> None:
-        if self.requested:
-            log.warning("second stop signal: exiting now without saving")
-            if self.last_words is not None:
-                try:
-                    self.last_words()
-                except Exception:  # noqa: BLE001 - exiting regardless; the record says what it could
-                    log.exception("could not record the stop")
-            os._exit(130)
-        self.requested = True
-        log.warning("stop requested: finishing the current step, then saving a checkpoint and the adapter")
 
 
 def library_versions() -> dict[str, str]:
@@ -86,53 +70,6 @@ def library_versions() -> dict[str, str]:
             out[dist] = md.version(dist)
         except md.PackageNotFoundError:
             out[dist] = "not installed"
-    return out
-
-
-def memory_mb() -> float:
-    """Memory in use now: allocated on the GPU, resident on the CPU."""
-    import torch
-
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        return round(torch.cuda.max_memory_allocated() / 2**20, 1)
-    import psutil
-
-    return round(psutil.Process().memory_info().rss / 2**20, 1)
-
-
-def peak_memory_mb() -> float:
-    import torch
-
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        return round(torch.cuda.max_memory_allocated() / 2**20, 1)
-    from tunewiz.core.planning.hardware import peak_rss_bytes
-
-    return round(peak_rss_bytes() / 2**20, 1)
-
-
-def gpu_memory_figures() -> dict[str, float]:
-    """On a GPU, beside max_memory_allocated: what torch's allocator reserved at its peak and what NVML
-    sees used on this process's GPU now (the CUDA context included); nothing on other devices."""
-    import torch
-
-    if not (torch.cuda.is_available() and torch.cuda.is_initialized()):
-        return {}
-    out = {"peak_memory_reserved_mb": round(torch.cuda.max_memory_reserved() / 2**20, 1)}
-    try:
-        import pynvml
-
-        pynvml.nvmlInit()
-        try:
-            index = torch.cuda.current_device()
-            visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-            if visible:
-                index = int(visible.split(",")[index])
-            used = pynvml.nvmlDeviceGetMemoryInfo(pynvml.nvmlDeviceGetHandleByIndex(index)).used
-            out["nvml_used_mb"] = round(used / 2**20, 1)
-        finally:
-            pynvml.nvmlShutdown()
-    except Exception:  # noqa: BLE001 - a figure for the record, never a reason to fail the run
-        pass
     return out
 
 
@@ -264,58 +201,6 @@ class Counter:
         return round(1 - self.tokens / max(self.padded, 1), 4)
 
 
-def _libc():
-    import ctypes
-    import ctypes.util
-
-    name = ctypes.util.find_library("c")
-    try:
-        return ctypes.CDLL(name) if name else None
-    except OSError:
-        return None
-
-
-M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number
-MMAP_THRESHOLD_BYTES = 1 << 20
-
-
-KERNEL_CACHE_ENV = ("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "LRU_CACHE_CAPACITY")
-"""oneDNN's primitive cache and PyTorch's ideep cache (the bf16 matmuls on the CPU), 1024 entries each."""
-KERNEL_CACHE_CAPACITY = 128
-
-
-def steady_cpu_memory() -> bool:
-    """Keep the CPU trainer's resident size where the estimate puts it, step after step.
-
-    1. Every CPU tensor of 1 MiB or more gets its own mapping, returned to the kernel when freed.
-       glibc raises its mmap threshold each time a large block is freed (up to 32 MiB), after which
-       activations of each new batch shape come from its heap arenas, and the blocks freed there are
-       kept: measured here, the resident size grew by 0.6-1.1 GiB over one to three epochs of the
-       sample data while one step needs far less. A fixed threshold (mallopt) stops that; it costs a
-       mapping and page faults per large tensor, small against CPU steps of seconds.
-    2. The bf16 matmuls' kernel caches hold at most KERNEL_CACHE_CAPACITY entries. oneDNN and ideep
-       keep a compiled kernel and its buffers per input shape (1024 of each by default), and with
-       length grouping nearly every batch brings a new sequence length: the heap grew ~19 MiB a step
-       through the first epoch of the sample tickets (benchmarks/RESULTS.md, session 6). The caches
-       read their capacity from the environment at their first use, which is after this call; a
-       value the user set is kept.
-    True when the mmap threshold is set (glibc only).
-    """
-    for name in KERNEL_CACHE_ENV:
-        os.environ.setdefault(name, str(KERNEL_CACHE_CAPACITY))
-    libc = _libc()
-    if libc is None or not hasattr(libc, "mallopt"):
-        return False
-    return bool(libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES))
-
-
-def release_freed_memory() -> None:
-    """Hand the heap's freed small blocks back to the kernel (glibc's malloc_trim) between steps."""
-    libc = _libc()
-    if libc is not None and hasattr(libc, "malloc_trim"):
-        libc.malloc_trim(0)
-
-
 def make_callback(
     events: EventWriter, stop: StopFlag, counter: Counter, start_step: int, on_cpu: bool = False, watch=None
 ):
@@ -428,30 +313,6 @@ def non_finite_weights(model) -> str:
         if param.requires_grad and not bool(torch.isfinite(param.detach()).all()):
             return name
     return ""
-
-
-class RunRemoved(Exception):
-    """The run's directory was deleted (or replaced) under the trainer: stop, and write nothing."""
-
-
-class RunWatch:
-    """Whether the run directory the trainer started in is still there (the same directory, not a new one
-    made under the same name): checked at every step and before every save, so deleting a run stops its
-    trainer and nothing re-creates the directory."""
-
-    def __init__(self, run_dir: Path) -> None:
-        self.run_dir = run_dir
-        self.ino = os.stat(run_dir).st_ino
-
-    def gone(self) -> bool:
-        try:
-            return os.stat(self.run_dir).st_ino != self.ino or not (self.run_dir / runs.TRAINER_LOCK).exists()
-        except OSError:
-            return True
-
-    def check(self) -> None:
-        if self.gone():
-            raise RunRemoved(f"{self.run_dir} was removed while training: stopping, writing nothing")
 
 
 # -- the phases ------------------------------------------------------------------------------------
