@@ -8,8 +8,9 @@ import asyncio
 import re
 
 from tunewiz.core.planning import hardware
-from tunewiz.tui import cli, commands
+from tunewiz.tui import cli
 from tunewiz.tui.app import create_app
+from tunewiz.tui.commands import planning as planning_commands
 
 from tests.conftest import SAMPLE
 from tests.test_app import SIZE, link_models, screen_name, text_of, wait_until
@@ -28,7 +29,7 @@ def test_model_step_preset_card_review_and_fit_show_the_same_peak(home, session_
     data = str(SAMPLE / "support_tickets.jsonl")
     hw = hardware.detect(home)
     hw.ram_available_gb = hw.ram_total_gb = 16.0  # the same machine for the wizard and for `fit`
-    monkeypatch.setattr(commands, "_fit_hardware", lambda ns: hw)
+    monkeypatch.setattr(planning_commands, "_fit_hardware", lambda ns: hw)
     seen: dict[str, str] = {}
 
     async def run() -> None:
