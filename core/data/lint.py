@@ -466,12 +466,56 @@ def _eot_findings(tokenizer, ex: Example, r, f: str) -> list[Finding]:
 def _token_findings(
     path: Path, tokenizer, examples: list[Example], max_seq_len: int | None
 ) -> tuple[list[Finding], dict[str, Any]]:
+    """The findings that need the model's tokenizer (its template and pad token, special tokens in the
+    text, every row's length, the full mask of a sample and of every long row) and the token statistics."""
     f = str(path)
-    found: list[Finding] = []
-    stats: dict[str, Any] = {}
-    chat = [e for e in examples if e.is_chat]
     has_template = bool(getattr(tokenizer, "chat_template", None))
-    if chat and not has_template:
+    found = _tokenizer_findings(f, tokenizer, any(e.is_chat for e in examples) and not has_template)
+    usable = [e for e in examples if e.is_chat and has_template or not e.is_chat]
+    if not usable:
+        return found, {}
+    found += _special_token_findings(f, tokenizer, usable)
+
+    # Every row's token count (see _lengths), then a sample and every long row in full.
+    counted, lengths, failed, firsts = _lengths(tokenizer, usable)
+    found += [_template_finding(f, ex, exc) for ex, exc in failed]
+    index = {id(ex): i for i, ex in enumerate(counted)}
+    to_render = _rows_to_render(counted, lengths, firsts, max_seq_len)
+    said: set[str] = set()  # rules said once per file: the first row shows what every row has
+    truncated = 0
+    dropped: dict[int, int] = {}  # line -> tokens of a row truncation leaves with nothing trained
+    for ex, r in zip(to_render, render_many(tokenizer, to_render, max_seq_len), strict=True):
+        if isinstance(r, TemplateError):
+            found.append(_template_finding(f, ex, r))
+            continue
+        lengths[index[id(ex)]] = r.total_tokens
+        row = _eot_findings(tokenizer, ex, r, f)
+        if _template_drops_system(ex, r):
+            row.append(_system_dropped(f, ex.line))
+        for finding in row:
+            if finding.rule in ONCE_PER_FILE and finding.rule in said:
+                continue
+            said.add(finding.rule)
+            found.append(finding)
+        if r.truncated:
+            truncated += 1
+            if r.trained_tokens == 0:
+                dropped[ex.line] = r.total_tokens
+            found.append(_truncation_finding(f, ex.line, r, max_seq_len))
+    stats = _length_stats(lengths, truncated, len(dropped)) if lengths else {}
+    stats["dropped_lines"] = dropped
+    return found, stats
+
+
+ONCE_PER_FILE = ("eot-not-trained", "system-unsupported")
+"""Rules of the sampled rows said for the first row only: the template does the same to every row."""
+
+
+def _tokenizer_findings(f: str, tokenizer, chat_without_template: bool) -> list[Finding]:
+    """What the tokenizer itself means for the file: no chat template for its chat rows, a pad token that
+    is the end-of-sequence token."""
+    found = []
+    if chat_without_template:
         found.append(
             Finding(
                 "no-chat-template",
@@ -494,116 +538,112 @@ def _token_findings(
                 "the labels itself and trains it; elsewhere, set a distinct pad token",
             )
         )
-    usable = [e for e in examples if e.is_chat and has_template or not e.is_chat]
-    if not usable:
-        return found, stats
+    return found
 
-    # Special tokens written inside messages become control tokens once tokenised.
+
+def _special_token_findings(f: str, tokenizer, examples: list[Example]) -> list[Finding]:
+    """Rows whose text holds one of the tokenizer's special tokens: it becomes a control token once
+    tokenised."""
     specials = _special_strings(tokenizer)
-    if specials:
-        pattern = re.compile("|".join(re.escape(s) for s in specials))
-        everything = "\x00".join(m["content"] for ex in usable for m in ex.messages)
-        everything += "\x00".join(ex.text for ex in usable if not ex.messages)
-        # One search over all the text first: the usual answer is "nowhere", then no row needs a look.
-        for ex in usable if pattern.search(everything) else []:
-            parts = [m["content"] for m in ex.messages] if ex.is_chat else [ex.text]
-            hit = next((m for m in (pattern.search(p) for p in parts) if m), None)
-            if hit:
-                found.append(
-                    Finding(
-                        "special-token-in-content",
-                        "warning",
-                        f,
-                        ex.line,
-                        f"the text contains {hit.group(0)!r}, which the tokenizer turns into a control token; "
-                        "remove it (the chat template adds the special tokens itself)",
-                    )
+    if not specials:
+        return []
+    pattern = re.compile("|".join(re.escape(s) for s in specials))
+    everything = "\x00".join(m["content"] for ex in examples for m in ex.messages)
+    everything += "\x00".join(ex.text for ex in examples if not ex.messages)
+    found = []
+    # One search over all the text first: the usual answer is "nowhere", then no row needs a look.
+    for ex in examples if pattern.search(everything) else []:
+        parts = [m["content"] for m in ex.messages] if ex.is_chat else [ex.text]
+        hit = next((m for m in (pattern.search(p) for p in parts) if m), None)
+        if hit:
+            found.append(
+                Finding(
+                    "special-token-in-content",
+                    "warning",
+                    f,
+                    ex.line,
+                    f"the text contains {hit.group(0)!r}, which the tokenizer turns into a control token; "
+                    "remove it (the chat template adds the special tokens itself)",
                 )
+            )
+    return found
 
-    # Every row's token count (see _lengths), then a sample and every long row in full.
-    counted, lengths, failed, firsts = _lengths(tokenizer, usable)
-    found += [_template_finding(f, ex, exc) for ex, exc in failed]
 
-    # A sample, one per conversation shape, and every over-long row: the full mask.
+def _rows_to_render(
+    counted: list[Example], lengths: list[int], firsts: list[Example], max_seq_len: int | None
+) -> list[Example]:
+    """The rows rendered whole, mask included: a sample (the first SAMPLE_ROWS and one per conversation
+    shape) and every row near or over max_seq_len, each once."""
     sample = {id(e): e for e in [*counted[:SAMPLE_ROWS], *firsts]}
     margin = 8  # counts from the sum of parts are checked, but a row near the limit is rendered whole anyway
     long_rows = [ex for ex, n in zip(counted, lengths, strict=True) if max_seq_len and n > max_seq_len - margin]
-    index = {id(ex): i for i, ex in enumerate(counted)}
     sample.update({id(e): e for e in long_rows})
-    eot_reported = system_reported = False
-    truncated = 0
-    dropped: dict[int, int] = {}  # line -> tokens of a row truncation leaves with nothing trained
-    to_render = list(sample.values())
-    for ex, r in zip(to_render, render_many(tokenizer, to_render, max_seq_len), strict=True):
-        if isinstance(r, TemplateError):
-            found.append(_template_finding(f, ex, r))
-            continue
-        lengths[index[id(ex)]] = r.total_tokens
-        for finding in _eot_findings(tokenizer, ex, r, f):
-            if finding.rule == "eot-not-trained":
-                if eot_reported:
-                    continue
-                eot_reported = True
-            found.append(finding)
-        system = ex.messages[0]["content"].strip() if ex.is_chat and ex.messages[0]["role"] == "system" else ""
-        if system and system not in r.text and not system_reported:
-            system_reported = True
-            found.append(
-                Finding(
-                    "system-unsupported",
-                    "error",
-                    f,
-                    ex.line,
-                    "the model's chat template drops the system message (it never reaches the model); "
-                    "fold it into the first user message",
-                )
-            )
-        if r.truncated:
-            truncated += 1
-            if r.trained_tokens == 0:
-                dropped[ex.line] = r.total_tokens
-                found.append(
-                    Finding(
-                        "no-trained-tokens",
-                        "warning",
-                        f,
-                        ex.line,
-                        f"{r.total_tokens} tokens, max_seq_len {max_seq_len}: truncation cuts the whole answer, "
-                        f"so the row is dropped from training; raise max_seq_len to at least {r.total_tokens} "
-                        "or shorten the prompt",
-                    )
-                )
-            else:
-                total_trained = r.trained_tokens + r.cut_trained_tokens
-                cut = (
-                    f"cuts {r.cut_trained_tokens} of the answer's {total_trained} trained tokens"
-                    if r.cut_trained_tokens
-                    else "cuts no answer tokens"
-                )
-                found.append(
-                    Finding(
-                        "too-long",
-                        "warning",
-                        f,
-                        ex.line,
-                        f"{r.total_tokens} tokens, longer than max_seq_len {max_seq_len}: truncation {cut}; "
-                        f"raise max_seq_len to {r.total_tokens} or shorten the example",
-                    )
-                )
-    if lengths:
-        ordered = sorted(lengths)
-        stats = {
-            "counted": len(ordered),
-            "min": ordered[0],
-            "median": int(statistics.median(ordered)),
-            "p95": ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))],
-            "max": ordered[-1],
-            "total": sum(ordered),
-            "truncated": truncated,
-            "dropped": len(dropped),
-        }
-    stats["dropped_lines"] = dropped
-    return found, stats
+    return list(sample.values())
+
+
+def _template_drops_system(ex: Example, r) -> bool:
+    """Whether the rendered row `r` lacks the system message `ex` begins with."""
+    system = ex.messages[0]["content"].strip() if ex.is_chat and ex.messages[0]["role"] == "system" else ""
+    return bool(system) and system not in r.text
+
+
+def _system_dropped(f: str, line: int) -> Finding:
+    return Finding(
+        "system-unsupported",
+        "error",
+        f,
+        line,
+        "the model's chat template drops the system message (it never reaches the model); "
+        "fold it into the first user message",
+    )
+
+
+def _truncation_finding(f: str, line: int, r, max_seq_len: int | None) -> Finding:
+    """A row longer than max_seq_len: dropped from training when truncation cuts its whole answer, else
+    how many of the answer's tokens it cuts."""
+    if r.trained_tokens == 0:
+        return Finding(
+            "no-trained-tokens",
+            "warning",
+            f,
+            line,
+            f"{r.total_tokens} tokens, max_seq_len {max_seq_len}: truncation cuts the whole answer, "
+            f"so the row is dropped from training; raise max_seq_len to at least {r.total_tokens} "
+            "or shorten the prompt",
+        )
+    total_trained = r.trained_tokens + r.cut_trained_tokens
+    cut = (
+        f"cuts {r.cut_trained_tokens} of the answer's {total_trained} trained tokens"
+        if r.cut_trained_tokens
+        else "cuts no answer tokens"
+    )
+    return Finding(
+        "too-long",
+        "warning",
+        f,
+        line,
+        f"{r.total_tokens} tokens, longer than max_seq_len {max_seq_len}: truncation {cut}; "
+        f"raise max_seq_len to {r.total_tokens} or shorten the example",
+    )
+
+
+def _length_stats(lengths: list[int], truncated: int, dropped: int) -> dict[str, Any]:
+    """The token statistics of the counted rows.
+
+    >>> _length_stats([3, 1, 2], 0, 0)["median"]
+    2
+    """
+    ordered = sorted(lengths)
+    return {
+        "counted": len(ordered),
+        "min": ordered[0],
+        "median": int(statistics.median(ordered)),
+        "p95": ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))],
+        "max": ordered[-1],
+        "total": sum(ordered),
+        "truncated": truncated,
+        "dropped": dropped,
+    }
 
 
 def _lengths(tokenizer, examples: list[Example]):

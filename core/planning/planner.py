@@ -41,6 +41,8 @@ OOM_ADVICE = (
     "method = qlora, a shorter max_seq_len, or a smaller model."
 )
 
+QLORA_NEEDS_CUDA = "QLoRA needs bitsandbytes' 4-bit kernels, which do not run on Apple's MPS: use method = lora"
+
 FSDP_NEEDS_GPUS = (
     "training.fsdp = true needs GPUs (accelerate shards over GPUs, not CPU processes): "
     "set fsdp = false to train data-parallel on this machine"
@@ -450,141 +452,60 @@ def plan(
     positions (the trainer checks; elsewhere it is assumed). `busy`: the devices other runs on this
     machine train on ('cuda:0'): a one-process run goes to a GPU none of them uses.
     """
-    from tunewiz.core.models import catalog
-
     t, m = cfg.training, cfg.model
-    if spec is None:
-        try:
-            spec = catalog.lookup(m.id)
-        except catalog.CatalogError:
-            spec = None
-    reasons: dict[str, str] = {}
-    problems: list[str] = []
-
-    dev = choose_device(hw)
-    device = dev.value
-    reasons["device"] = f"{device}: {dev.reason}"
-    cores = getattr(hw, "cpu_physical_cores", 1) or 1
-    processes = max(t.processes, 1)
-    par, par_problems = choose_parallelism(t, device, len(getattr(hw, "gpus", []) or []))
-    problems += par_problems
-    if device == "cuda" and processes > len(hw.gpus):  # planned for the GPUs there are (and said so)
-        processes = len(hw.gpus)
-        par = Decision(par.value if processes > 1 else "single", f"{processes} process(es): one per GPU here")
-    reasons["parallelism"] = par.reason
-    if device == "cuda" and processes == 1:
-        gpu = choose_gpu(hw, busy)
-        places = placement(device, 1, gpu.value)
-        reasons["placement"] = gpu.reason
-    else:
-        places = placement(device, processes)
-        reasons["placement"] = ", ".join(places) + (" (one GPU per rank)" if processes > 1 and device == "cuda" else "")
-    if m.method == "qlora" and device == "mps":
-        problems.append("QLoRA needs bitsandbytes' 4-bit kernels, which do not run on Apple's MPS: use method = lora")
-
+    spec = spec if spec is not None else catalog_spec(m.id)
+    dev, processes, par, places, problems = choose_where(cfg, hw, busy)
+    device, cores = dev.value, getattr(hw, "cpu_physical_cores", 1) or 1
     dt = choose_dtype(m.dtype, hw)
-    reasons["dtype"] = f"{dt.value}: {dt.reason}"
-    mixed = {"bfloat16": "bf16", "float16": "fp16"}.get(dt.value, "no") if device == "cuda" else "no"
-    reasons["mixed_precision"] = (
-        f"{mixed}: autocast on the GPU" if mixed != "no" else "no: the weights are trained in their own dtype"
-    )
+    mixed = choose_mixed_precision(dt.value, device)
     att = choose_attention(hw, dt.value, device, model_type)
-    reasons["attention"] = f"{att.value}: {att.reason}"
     opt = choose_optimizer(device)
-    reasons["optimizer"] = f"{opt.value}: {opt.reason}"
     wk = choose_workers(getattr(t, "dataloader_workers", -1), device, cores, processes)
-    reasons["dataloader_workers"] = wk.reason
     th = choose_threads(t.threads, device, cores, processes)
-    reasons["threads"] = th.reason
-    trained_only = t.lm_head_trained_only and trained_only_available
-    if t.lm_head_trained_only and not trained_only_available:
-        reasons["score_trained_only"] = (
-            "False: this trl has no hook for it; every position goes through the output layer"
-        )
-    else:
-        reasons["score_trained_only"] = f"{trained_only}: " + (
-            "only assistant positions go through the output layer"
-            if trained_only
-            else "every position (set in the config)"
-        )
-    reasons["lora_dropout"] = f"{t.lora_dropout}: " + (
-        "no dropout lets PEFT skip a copy per adapted layer" if t.lora_dropout == 0 else "set in the config"
-    )
-
+    trained = choose_score_trained_only(t.lm_head_trained_only, trained_only_available)
+    reasons = {
+        "device": f"{device}: {dev.reason}",
+        "parallelism": par.reason,
+        "placement": places.reason,
+        "dtype": f"{dt.value}: {dt.reason}",
+        "mixed_precision": f"{mixed.value}: {mixed.reason}",
+        "attention": f"{att.value}: {att.reason}",
+        "optimizer": f"{opt.value}: {opt.reason}",
+        "dataloader_workers": wk.reason,
+        "threads": th.reason,
+        "score_trained_only": f"{trained.value}: {trained.reason}",
+        "lora_dropout": f"{t.lora_dropout}: {choose_lora_dropout(t.lora_dropout).reason}",
+    }
     seq_len = max(min(shape.longest, cfg.data.max_seq_len) if shape else cfg.data.max_seq_len, 1)
-    avail = memory_available(hw, device, processes, places)
+    avail = memory_available(hw, device, processes, places.value)
     budget = avail * (1 - headroom)
-    setup = memory.Setup(
-        method=m.method,
-        dtype=dt.value,
-        lora_r=t.lora_r,
-        target_modules=tuple(t.target_modules),
-        batch=t.per_device_batch_size,
-        seq_len=seq_len,
-        gradient_checkpointing=t.gradient_checkpointing,
-        trained_fraction=shape.trained_fraction if shape and trained_only else 1.0,
-        lora_dropout=t.lora_dropout,
-        device=device,
-        attention="eager" if att.value == "eager" else "",
-        shards=processes if t.fsdp else 1,
-    )
-    per, acc, split_reason = choose_split(t, device, spec, setup, budget)
-    gc = t.gradient_checkpointing
-    if spec is None:
-        gc_reason = "set in the config" if gc else "off: no estimate for this model; turn it on if memory runs out"
-        batch_reason = f"{split_reason} (no estimate for this model)"
-    else:
-        per, acc, gc, gc_reason, batch_reason = _fit_batch(
-            spec, setup, budget, replace(t, per_device_batch_size=per, gradient_accumulation_steps=acc), split_reason
-        )
+    setup = memory_setup(cfg, device, dt.value, att.value, processes, seq_len, shape, trained.value)
+    per, acc, gc, gc_reason, batch_reason = choose_batch(t, device, spec, setup, budget)
     setup = replace(setup, batch=per, gradient_checkpointing=gc)
-    reasons["gradient_checkpointing"] = f"{gc}: {gc_reason}"
-    reasons["batch"] = (
-        f"{per} per device x {acc} accumulation x {processes} process{'es' if processes > 1 else ''} "
-        f"= {per * acc * processes} sequences per step; {batch_reason}"
-    )
     pf = choose_padding_free(att.value, per)
+    grouped = choose_group_by_length(t.group_by_length, pf.value)
+    reasons["gradient_checkpointing"] = f"{gc}: {gc_reason}"
+    reasons["batch"] = batch_line(per, acc, processes, batch_reason)
     reasons["padding_free"] = pf.reason
-    grouped = t.group_by_length and not pf.value
-    reasons["group_by_length"] = f"{grouped}: " + (
-        "batches of similar lengths pad less"
-        if grouped
-        else ("padding-free batches have no padding to save" if pf.value else "random batches (set in the config)")
-    )
-
-    est, memory_advice = None, ""
-    if spec is not None:
-        threads = th.value
-        tokens = memory.run_tokens(cfg, shape) // processes if shape else 0
-        est = memory.estimate(spec, setup, hw=hw if device == "cuda" else None, threads=threads, train_tokens=tokens)
-        if device == "mps":  # no measured speed model for Apple GPUs: no time rather than a guess
-            est.tokens_per_s, est.train_time_s, est.speed_source = None, None, ""
-        est.source = f"planner; data: {shape.source if shape else f'worst case, every example {seq_len} tokens'}"
-        if est.peak_memory_mb > budget:
-            where = "RAM" if device == "cpu" else "GPU memory"
-            fixes = memory.fixes(spec, setup, budget)
-            memory_advice = (
-                f"needs {memory.gib(est.peak_memory_mb)} per process, {memory.gib(budget)} of {where} is the budget: "
-                + "; ".join(fixes)
-            )
-
+    reasons["group_by_length"] = f"{grouped.value}: {grouped.reason}"
+    est, memory_advice = estimate_run(cfg, hw, spec, setup, shape, processes, th.value, budget)
     return Plan(
         device=device,
-        placement=places,
+        placement=places.value,
         processes=processes,
         parallelism=par.value,
         dtype=dt.value,
-        mixed_precision=mixed,
+        mixed_precision=mixed.value,
         attention=att.value,
         padding_free=pf.value,
-        group_by_length=grouped,
+        group_by_length=grouped.value,
         per_device_batch=per,
         accumulation=acc,
         gradient_checkpointing=gc,
         optimizer=opt.value,
         workers=wk.value,
         threads=th.value,
-        score_trained_only=trained_only,
+        score_trained_only=trained.value,
         seq_len=seq_len,
         reasons=reasons,
         estimate=est,
@@ -593,6 +514,161 @@ def plan(
         problems=problems,
         memory_advice=memory_advice,
     )
+
+
+def catalog_spec(model_id: str) -> ModelSpec | None:
+    """The architecture of a catalog model named by `model_id`; None for a model the catalog does not know."""
+    from tunewiz.core.models import catalog
+
+    try:
+        return catalog.lookup(model_id)
+    except catalog.CatalogError:
+        return None
+
+
+def choose_where(cfg, hw, busy: Collection[str] = ()) -> tuple[Decision, int, Decision, Decision, list[str]]:
+    """(device, processes, parallelism, placement, problems): where the request trains on this machine,
+    and why it cannot (a request the machine has no kernels or GPUs for)."""
+    dev = choose_device(hw)
+    processes, par, problems = choose_processes(cfg.training, dev.value, hw)
+    places = choose_placement(hw, dev.value, processes, busy)
+    if cfg.model.method == "qlora" and dev.value == "mps":
+        problems.append(QLORA_NEEDS_CUDA)
+    return dev, processes, par, places, problems
+
+
+def choose_processes(t, device: str, hw) -> tuple[int, Decision, list[str]]:
+    """(processes, parallelism, problems): the request's processes and :func:`choose_parallelism`, planned
+    for the GPUs there are when it asks for more (and the problem says so)."""
+    processes = max(t.processes, 1)
+    par, problems = choose_parallelism(t, device, len(getattr(hw, "gpus", []) or []))
+    if device == "cuda" and processes > len(hw.gpus):
+        processes = len(hw.gpus)
+        par = Decision(par.value if processes > 1 else "single", f"{processes} process(es): one per GPU here")
+    return processes, par, problems
+
+
+def choose_placement(hw, device: str, processes: int, busy: Collection[str] = ()) -> Decision:
+    """Where each rank's model lives (the value: one device per rank): one process on the GPU
+    :func:`choose_gpu` picks, several one GPU each (:func:`placement`).
+
+    >>> choose_placement(None, "cpu", 2)
+    Decision(value=['cpu', 'cpu'], reason='cpu, cpu')
+    """
+    if device == "cuda" and processes == 1:
+        gpu = choose_gpu(hw, busy)
+        return Decision(placement(device, 1, gpu.value), gpu.reason)
+    places = placement(device, processes)
+    return Decision(places, ", ".join(places) + (" (one GPU per rank)" if processes > 1 and device == "cuda" else ""))
+
+
+def choose_mixed_precision(dtype: str, device: str) -> Decision:
+    """The Trainer's autocast: bf16 or fp16 on a GPU training in 16 bit, else no.
+
+    >>> choose_mixed_precision("bfloat16", "cuda").value, choose_mixed_precision("bfloat16", "cpu").value
+    ('bf16', 'no')
+    """
+    mixed = {"bfloat16": "bf16", "float16": "fp16"}.get(dtype, "no") if device == "cuda" else "no"
+    return Decision(mixed, "autocast on the GPU" if mixed != "no" else "the weights are trained in their own dtype")
+
+
+def choose_score_trained_only(requested: bool, available: bool) -> Decision:
+    """Whether only the trained (assistant) positions go through the output layer: as requested, where
+    the installed trl has the hook for it."""
+    if requested and not available:
+        return Decision(False, "this trl has no hook for it; every position goes through the output layer")
+    if requested:
+        return Decision(True, "only assistant positions go through the output layer")
+    return Decision(False, "every position (set in the config)")
+
+
+def choose_lora_dropout(dropout: float) -> Decision:
+    """The request's LoRA dropout, and what it costs."""
+    return Decision(
+        dropout, "no dropout lets PEFT skip a copy per adapted layer" if dropout == 0 else "set in the config"
+    )
+
+
+def choose_group_by_length(requested: bool, padding_free: bool) -> Decision:
+    """Length-grouped batches, as requested, except where padding-free batches leave no padding to save."""
+    grouped = requested and not padding_free
+    if grouped:
+        return Decision(True, "batches of similar lengths pad less")
+    if padding_free:
+        return Decision(False, "padding-free batches have no padding to save")
+    return Decision(False, "random batches (set in the config)")
+
+
+def memory_setup(
+    cfg, device: str, dtype: str, attention: str, processes: int, seq_len: int, shape, trained_only: bool
+) -> memory.Setup:
+    """What the memory arithmetic needs of the request and the decisions made so far (the batch as asked)."""
+    t, m = cfg.training, cfg.model
+    return memory.Setup(
+        method=m.method,
+        dtype=dtype,
+        lora_r=t.lora_r,
+        target_modules=tuple(t.target_modules),
+        batch=t.per_device_batch_size,
+        seq_len=seq_len,
+        gradient_checkpointing=t.gradient_checkpointing,
+        trained_fraction=shape.trained_fraction if shape and trained_only else 1.0,
+        lora_dropout=t.lora_dropout,
+        device=device,
+        attention="eager" if attention == "eager" else "",
+        shards=processes if t.fsdp else 1,
+    )
+
+
+def choose_batch(
+    t, device: str, spec: ModelSpec | None, setup: memory.Setup, budget: float
+) -> tuple[int, int, bool, str, str]:
+    """(per-device batch, accumulation, checkpointing, checkpointing reason, batch reason): the split
+    :func:`choose_split` makes, then made to fit the budget (:func:`_fit_batch`) when the model is known."""
+    per, acc, split_reason = choose_split(t, device, spec, setup, budget)
+    if spec is None:
+        gc = t.gradient_checkpointing
+        gc_reason = "set in the config" if gc else "off: no estimate for this model; turn it on if memory runs out"
+        return per, acc, gc, gc_reason, f"{split_reason} (no estimate for this model)"
+    return _fit_batch(
+        spec, setup, budget, replace(t, per_device_batch_size=per, gradient_accumulation_steps=acc), split_reason
+    )
+
+
+def batch_line(per: int, acc: int, processes: int, why: str) -> str:
+    """The batch's reason, with nanoGPT's arithmetic.
+
+    >>> batch_line(4, 2, 1, "as set in the config")
+    '4 per device x 2 accumulation x 1 process = 8 sequences per step; as set in the config'
+    """
+    return (
+        f"{per} per device x {acc} accumulation x {processes} process{'es' if processes > 1 else ''} "
+        f"= {per * acc * processes} sequences per step; {why}"
+    )
+
+
+def estimate_run(
+    cfg, hw, spec: ModelSpec | None, setup: memory.Setup, shape, processes: int, threads: int, budget: float
+) -> tuple[memory.Estimate | None, str]:
+    """(estimate, memory advice) of the planned run: its peak memory and time, and when the peak is over
+    the budget, by how much and the single changes that would fit. (None, '') for an unknown model."""
+    if spec is None:
+        return None, ""
+    device = setup.device
+    tokens = memory.run_tokens(cfg, shape) // processes if shape else 0
+    est = memory.estimate(spec, setup, hw=hw if device == "cuda" else None, threads=threads, train_tokens=tokens)
+    if device == "mps":  # no measured speed model for Apple GPUs: no time rather than a guess
+        est.tokens_per_s, est.train_time_s, est.speed_source = None, None, ""
+    est.source = f"planner; data: {shape.source if shape else f'worst case, every example {setup.seq_len} tokens'}"
+    if est.peak_memory_mb <= budget:
+        return est, ""
+    where = "RAM" if device == "cpu" else "GPU memory"
+    fixes = memory.fixes(spec, setup, budget)
+    advice = (
+        f"needs {memory.gib(est.peak_memory_mb)} per process, {memory.gib(budget)} of {where} is the budget: "
+        + "; ".join(fixes)
+    )
+    return est, advice
 
 
 def choose_split(t, device: str, spec: ModelSpec | None, setup: memory.Setup, budget: float) -> tuple[int, int, str]:

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from tunewiz.core.config import RunConfig
-from tunewiz.core.planning.memory import Estimate, gib
+from tunewiz.core.planning.memory import DataShape, Estimate, gib
 
 MiB = 2**20
 
@@ -176,53 +176,71 @@ def probe(cfg: RunConfig, home_dir: Path, steps: int = 3, hw=None) -> ProbeResul
     """
     import dataclasses
 
-    import torch
-    from transformers import TrainerCallback
-    from transformers.utils import logging as hf_logging
     from tunewiz.core.planning import hardware, planner
-    from tunewiz.core.planning.memory import DataShape, fixes
     from tunewiz.core.training import distributed
     from tunewiz.core.training import trainer as tr
 
-    hf_logging.disable_progress_bar()
-    hf_logging.set_verbosity_error()
-    from datasets.utils.logging import disable_progress_bar as datasets_quiet
-
-    datasets_quiet()  # SFTTrainer's dataset preparation would print bars
+    _quiet_libraries()
     hw = hw or hardware.detect(home_dir)
     p = tr.setup(cfg, home_dir, distributed.NullEvents(), hw=hw, lint_first=False)
-    longest = max(p.train_rows, key=lambda r: len(r["input_ids"]))
-    seq_len = len(longest["input_ids"])
-    trained = sum(1 for x in longest["labels"] if x != -100) / seq_len
+    longest, shape = longest_row(p.train_rows)
     pcfg = probe_config(cfg, steps)
-    shape = DataShape(
-        seq_len, seq_len * len(p.train_rows), max(trained, 0.01), "the longest example", len(p.train_rows)
-    )
     pplan = planner.plan(
         pcfg, hw, p.spec, shape, model_type=p.model_type, trained_only_available=tr.trained_only_available()
     )
     est = pplan.estimate
     if est is None:
         raise RuntimeError(f"{cfg.model.id}: no estimate for this architecture, so nothing to compare with")
-    full = p.plan.estimate
-    train_tokens = int(full.train_time_s * full.tokens_per_s) if full and full.train_time_s else 0
-    est.train_time_s = train_tokens / est.tokens_per_s if est.tokens_per_s and train_tokens else None
+    train_tokens = time_the_whole_run(est, p.plan.estimate)
     on_gpu = pplan.device == "cuda"
-    batch = pplan.per_device_batch
     result = ProbeResult(
         est,
         steps,
-        batch,
-        seq_len,
+        pplan.per_device_batch,
+        shape.longest,
         "torch.cuda.max_memory_allocated" if on_gpu else "peak RSS",
         train_tokens=train_tokens,
     )
+    _measure(result, dataclasses.replace(p, cfg=pcfg, plan=pplan), longest, on_gpu)
+    return result
 
-    import psutil
 
-    gc.collect()
-    result.baseline_mb = 0.0 if on_gpu else psutil.Process().memory_info().rss / MiB
-    times: list[float] = []
+def _quiet_libraries() -> None:
+    """No progress bars or warnings from transformers and datasets (SFTTrainer's dataset preparation
+    would print bars)."""
+    from datasets.utils.logging import disable_progress_bar as datasets_quiet
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+    datasets_quiet()
+
+
+def longest_row(rows: list[dict[str, Any]]) -> tuple[dict[str, Any], DataShape]:
+    """The longest tokenised row, and the data shape of a run whose every row were that long.
+
+    >>> row, shape = longest_row([{"input_ids": [1, 2], "labels": [-100, 2]}, {"input_ids": [1], "labels": [1]}])
+    >>> shape.longest, shape.train_tokens, shape.trained_fraction
+    (2, 4, 0.5)
+    """
+    longest = max(rows, key=lambda r: len(r["input_ids"]))
+    seq_len = len(longest["input_ids"])
+    trained = sum(1 for x in longest["labels"] if x != -100) / seq_len
+    return longest, DataShape(seq_len, seq_len * len(rows), max(trained, 0.01), "the longest example", len(rows))
+
+
+def time_the_whole_run(est: Estimate, full: Estimate | None) -> int:
+    """The tokens the whole run trains (from its own estimate `full`), and `est`'s time for them at the
+    probe's predicted speed (set in place; None without either figure)."""
+    train_tokens = int(full.train_time_s * full.tokens_per_s) if full and full.train_time_s else 0
+    est.train_time_s = train_tokens / est.tokens_per_s if est.tokens_per_s and train_tokens else None
+    return train_tokens
+
+
+def _step_timer(times: list[float], on_gpu: bool):
+    """A TrainerCallback that appends each step's wall time to `times` (the GPU synchronised first)."""
+    import torch
+    from transformers import TrainerCallback
 
     class Timer(TrainerCallback):
         def on_step_begin(self, args, state, control, **kw):
@@ -235,14 +253,29 @@ def probe(cfg: RunConfig, home_dir: Path, steps: int = 3, hw=None) -> ProbeResul
                 torch.cuda.synchronize()
             times.append(time.perf_counter() - self.t0)
 
+    return Timer()
+
+
+def _measure(result: ProbeResult, run, longest: dict[str, Any], on_gpu: bool) -> None:
+    """Train `run` (the probe's Prepared) on `longest` repeated, filling `result`'s memory and step times;
+    an out-of-memory is kept in `result` with the changes that would fit."""
+    import psutil
+    import torch
+    from tunewiz.core.planning.memory import fixes
+    from tunewiz.core.training import trainer as tr
+
+    gc.collect()
+    result.baseline_mb = 0.0 if on_gpu else psutil.Process().memory_info().rss / MiB
+    est = result.estimate
+    times: list[float] = []
     model = trainer = None
-    probe_run = dataclasses.replace(p, cfg=pcfg, plan=pplan)
+    rows = [longest] * (result.batch * result.steps)
     with tempfile.TemporaryDirectory(prefix="tunewiz-probe-") as tmp, _PeakRss() as rss:
         try:
             if on_gpu:
                 torch.cuda.reset_peak_memory_stats()
             trainer, model, _ = tr.build(
-                probe_run, Path(tmp), callbacks=[Timer()], train_rows=[longest] * (batch * steps), with_eval=False
+                run, Path(tmp), callbacks=[_step_timer(times, on_gpu)], train_rows=rows, with_eval=False
             )
             trainer.args.save_strategy = type(trainer.args.save_strategy)("no")
             trainable, _ = model.get_nb_trainable_parameters()
@@ -252,7 +285,7 @@ def probe(cfg: RunConfig, home_dir: Path, steps: int = 3, hw=None) -> ProbeResul
             if not isinstance(exc, (torch.OutOfMemoryError, MemoryError)) and "out of memory" not in str(exc):
                 raise
             result.oom = str(exc).splitlines()[0][:200]
-            result.fixes = fixes(p.spec, est.setup, pplan.budget_mb)
+            result.fixes = fixes(run.spec, est.setup, run.plan.budget_mb)
         finally:
             del trainer, model
             gc.collect()
@@ -262,4 +295,3 @@ def probe(cfg: RunConfig, home_dir: Path, steps: int = 3, hw=None) -> ProbeResul
     if not on_gpu:
         result.measured_mb = rss.peak / MiB
     result.step_times_s = times
-    return result
