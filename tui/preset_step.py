@@ -113,7 +113,9 @@ class PresetStep(StepScreen):
     def follow_rank(self, t) -> None:
         """LoRA alpha is 2 x rank in every preset: an alpha you did not set follows the rank."""
         if "lora_alpha" not in self.edits:
-            t.lora_alpha = 2 * t.lora_r
+            from tunewiz.core.planning.planner import choose_lora_alpha
+
+            t.lora_alpha = choose_lora_alpha(t.lora_r).value
 
     def sync_alpha(self) -> None:
         """The alpha field shows the alpha that follows the rank (filled, not an edit)."""
@@ -159,8 +161,10 @@ class PresetStep(StepScreen):
 
     def preset_text(self, key: str) -> str:
         """The field text of `key` as the chosen preset (and the defaults) give it, before any edit."""
-        if key == "lora_alpha":  # 2 x rank, the presets' rule, for the rank as it is now
-            return str(2 * self.wiz.cfg.training.lora_r)
+        if key == "lora_alpha":  # the planner's rule (2 x rank), for the rank as it is now
+            from tunewiz.core.planning.planner import choose_lora_alpha
+
+            return str(choose_lora_alpha(self.wiz.cfg.training.lora_r).value)
         fresh = RunConfig(training=presets.training_for(self.wiz.cfg.preset))
         return self.text_of(fresh, key)
 

@@ -107,7 +107,7 @@ def fit_request(ns, spec) -> RunConfig:
     if ns.batch:
         cfg.training.per_device_batch_size, cfg.training.auto_batch_split = ns.batch, False
     if ns.rank:
-        cfg.training.lora_r, cfg.training.lora_alpha = ns.rank, 2 * ns.rank
+        cfg.training.lora_r, cfg.training.lora_alpha = ns.rank, planner.choose_lora_alpha(ns.rank).value
     if ns.dtype:
         cfg.model.dtype = ns.dtype
     cfg.training.gradient_checkpointing = ns.gradient_checkpointing
