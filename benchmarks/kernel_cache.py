@@ -4,7 +4,7 @@ Run: python benchmarks/kernel_cache.py [--rows 324] [--rounds 2] [--home H]
 
 oneDNN's primitive cache and PyTorch's ideep cache keep a compiled kernel (and its buffers) per input
 shape, 1024 entries each; length-grouped batches bring a new sequence length nearly every step, so the
-resident size climbs. The trainer bounds both at core.trainer.KERNEL_CACHE_CAPACITY (steady_cpu_memory);
+resident size climbs. The trainer bounds both at core.process_memory.KERNEL_CACHE_CAPACITY (steady_cpu_memory);
 "library" sets them back to 1024 through the environment. Same model, data, preset (balanced, one epoch,
 no held-out comparison), through the real trainer process, alternating (a b a b) so drift in machine load
 hits both. Printed per run: tokens/s, peak RSS (VmHWM), the plan's estimate and their ratio.
@@ -27,7 +27,7 @@ from train_speed import make_config  # noqa: E402
 from tunewiz.core.bookkeeping import runs
 from tunewiz.core.models import resolve as models
 from tunewiz.core.toml import read_toml  # noqa: E402
-from tunewiz.core.training import trainer
+from tunewiz.core.training import process_memory
 
 LIBRARY_DEFAULT = "1024"
 
@@ -45,16 +45,17 @@ def main() -> None:
     data = Path(tmp) / "rows.jsonl"
     lines = (ROOT / "sample_data" / "support_tickets.jsonl").read_text(encoding="utf-8").splitlines()[: ns.rows]
     data.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    print(f"bundled SmolLM2-135M, balanced preset, {ns.rows} rows, 1 epoch; bounded = {trainer.KERNEL_CACHE_CAPACITY}")
+    bound = process_memory.KERNEL_CACHE_CAPACITY
+    print(f"bundled SmolLM2-135M, balanced preset, {ns.rows} rows, 1 epoch; bounded = {bound}")
     print(f"{'caches':<8} {'tok/s':>7} {'peak MB':>8} {'estimate':>8} {'vs est.':>8}")
     results: dict[str, list[dict]] = {"bounded": [], "library": []}
     for _ in range(ns.rounds):
         for side in results:
             cfg = make_config(data, "tunewiz", "cpu")
             run_dir = runs.create_run(cfg, home)
-            env = {k: v for k, v in os.environ.items() if k not in trainer.KERNEL_CACHE_ENV}
+            env = {k: v for k, v in os.environ.items() if k not in process_memory.KERNEL_CACHE_ENV}
             if side == "library":
-                env.update(dict.fromkeys(trainer.KERNEL_CACHE_ENV, LIBRARY_DEFAULT))
+                env.update(dict.fromkeys(process_memory.KERNEL_CACHE_ENV, LIBRARY_DEFAULT))
             subprocess.run(
                 [sys.executable, "-m", "tunewiz.core.training.trainer", str(run_dir)],
                 env=env, check=False, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from tunewiz.core.planning import planner
 from tunewiz.core.planning.hardware import GPU, Hardware
 from tunewiz.core.planning.presets import build_config
-from tunewiz.core.training import trainer
+from tunewiz.core.training import process_memory, trainer
 
 CPU = Hardware(cpu_physical_cores=2, cpu_logical_cores=2, ram_total_gb=24, ram_available_gb=20)
 
@@ -95,9 +95,9 @@ def test_peak_memory_is_the_trainers_own_not_its_parents():
 
 BF16_SHAPES = """
 import sys, torch
-from tunewiz.core.training import trainer
+from tunewiz.core.training import process_memory
 if sys.argv[1] == "steady":
-    trainer.steady_cpu_memory()
+    process_memory.steady_cpu_memory()
 torch.set_num_threads(1)
 # a decoder block's linear shapes (SmolLM2-135M: q/o, k/v, gate/up, down, LoRA A and B)
 shapes = [(576, 576), (576, 192), (576, 1536), (1536, 576), (576, 16), (16, 576)]
@@ -108,7 +108,7 @@ for i, length in enumerate(range(40, 440, 10)):  # 40 sequence lengths, as lengt
     for lin in layers:
         x = torch.randn(1, length, lin.in_features, dtype=torch.bfloat16, requires_grad=True)  # a shape each
         lin(x).sum().backward()
-    trainer.release_freed_memory()
+    process_memory.release_freed_memory()
     if i == 4:
         start = rss()
 print(rss() - start)
@@ -125,7 +125,7 @@ def test_the_cpu_trainers_kernel_caches_stay_small_as_batch_shapes_change():
 
     import pytest
 
-    env = {k: v for k, v in os.environ.items() if k not in trainer.KERNEL_CACHE_ENV}
+    env = {k: v for k, v in os.environ.items() if k not in process_memory.KERNEL_CACHE_ENV}
 
     def growth(mode: str) -> int:
         out = subprocess.run([sys.executable, "-c", BF16_SHAPES, mode], capture_output=True, text=True, env=env)

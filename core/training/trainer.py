@@ -51,11 +51,6 @@ from tunewiz.core.training.callbacks import Counter, EventsCallback, NonFinite, 
 from tunewiz.core.training.process_memory import gpu_memory_figures, peak_memory_mb, steady_cpu_memory
 from tunewiz.core.training.stopping import RunRemoved, RunWatch, StopFlag
 
-# Named here too for tests/test_speed_defaults.py and benchmarks/kernel_cache.py (they live in process_memory).
-from tunewiz.core.training.process_memory import KERNEL_CACHE_CAPACITY as KERNEL_CACHE_CAPACITY  # isort: skip
-from tunewiz.core.training.process_memory import KERNEL_CACHE_ENV as KERNEL_CACHE_ENV  # isort: skip
-from tunewiz.core.training.process_memory import release_freed_memory as release_freed_memory  # isort: skip
-
 log = logging.getLogger("tunewiz.trainer")
 
 
