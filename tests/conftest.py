@@ -41,7 +41,7 @@ def kill_trainers(h: Path) -> None:
 
     for run_dir in runs._run_dirs(runs.runs_root(h)):
         if runs.trainer_alive(run_dir):
-            pid = runs.read_record(run_dir).get("run", {}).get("pid")
+            pid = runs.read_record(run_dir).run.pid
             if pid:
                 try:
                     os.kill(int(pid), signal.SIGKILL)

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from textual.widgets import DataTable, Input, Static
 from tunewiz.core.bookkeeping import runs
+from tunewiz.core.bookkeeping.record import Record
 from tunewiz.core.config import RunConfig
 from tunewiz.core.toml import read_toml
 from tunewiz.tui.app import create_app
@@ -182,9 +183,10 @@ def make_run(home: Path, tmp_path: Path, name: str, status: str, **results) -> P
     cfg = RunConfig(name=name)
     cfg.data.path = str(tmp_path / f"{name}.jsonl")
     run_dir = runs.create_run(cfg, home)
-    runs.update_record(run_dir, {"results": results} if results else {})
+    runs.update_record(run_dir, lambda rec: rec.results.update(results))
     if status != "queued":
-        runs.set_status(run_dir, status, **({"failure_reason": "Out of memory. Try ..."} if status == "failed" else {}))
+        oom = {"failure_reason": "Out of memory. Try ...", "failure_kind": runs.OUT_OF_MEMORY.value}
+        runs.set_status(run_dir, status, **(oom if status == "failed" else {}))
     return run_dir
 
 
@@ -202,7 +204,7 @@ def test_history_shows_each_status_and_compares_two(home, tmp_path):
     make_run(home, tmp_path, "oom-run", "failed")
     live = make_run(home, tmp_path, "live-run", "running")
     other = make_run(home, tmp_path, "other-run", "completed", train_loss=0.5)
-    runs.update_record(other, {"training": {"learning_rate": 5e-4}})
+    runs.update_record(other, lambda rec: rec.merge({"training": {"learning_rate": 5e-4}}))
 
     async def run() -> None:
         app = create_app(home, start="history")
@@ -310,7 +312,7 @@ def test_evaluation_screen_warns_about_an_export_that_does_not_stop(home, tmp_pa
     bad = {"format": "gguf", "type": "q4_0", "path": "/x/model.gguf", "examples": 4, "agreement": 0.0,
            "token_agreement": 0.3, "stops_at_end_of_turn": False, "checked_by": "llama.cpp",
            "warning": warning}  # fmt: skip
-    runs.update_record(done, {"artifacts": {"gguf_q4_0": bad}})
+    runs.update_record(done, lambda rec: rec.artifacts.update({"gguf_q4_0": bad}))
 
     async def run() -> None:
         app = create_app(home, start="history")
@@ -333,8 +335,8 @@ def test_history_rerun_asks_first_saying_what_will_run(home, tmp_path, monkeypat
     from tunewiz.tui.widgets import ConfirmScreen
 
     long_run = make_run(home, tmp_path, "long-run", "completed", train_loss=0.24, wall_time_s=3504.8)
-    runs.update_record(long_run, {"data": {"path": str(SAMPLE / "support_tickets.jsonl")}})
-    runs.update_record(long_run, {"estimate": {"train_time_s": 673.0}})
+    runs.update_record(long_run, lambda rec: rec.data.update({"path": str(SAMPLE / "support_tickets.jsonl")}))
+    runs.update_record(long_run, lambda rec: rec.estimate.update({"train_time_s": 673.0}))
     started = make_run(home, tmp_path, "started", "queued")
     calls: list[RunConfig] = []
 
@@ -378,7 +380,9 @@ def test_rerun_question_names_max_steps_and_a_record_without_times():
     cfg = RunConfig(preset="aggressive")
     cfg.data.path = "/data/tickets.jsonl"
     cfg.training.max_steps = 40
-    r = runs.RunSummary("20261201-120000-x", Path("/x"), "failed", "x", "", "", "", "", "", None, None, "", None, {})
+    r = runs.RunSummary(
+        "20261201-120000-x", Path("/x"), "failed", "x", "", "", "", "", "", None, None, "", None, Record()
+    )
     text = rerun_question(r, cfg)
     assert "preset  aggressive, at most 40 steps" in text and "data    tickets.jsonl" in text
     assert "time    no estimate in its record" in text
@@ -402,7 +406,8 @@ def test_history_escape_goes_back_home_and_end_jump_and_runs_of_one_name_differ(
         )
     ):
         run_dir = make_run(home, tmp_path, f"{name}-{n}", "completed")
-        runs.update_record(run_dir, {"run": {"name": name, "created": created, "created_unix": 1796148000.0 + n}})
+        when = {"name": name, "created": created, "created_unix": 1796148000.0 + n}
+        runs.update_record(run_dir, lambda rec, when=when: rec.run.update(when))
         made.append(run_dir)
 
     async def run() -> None:

@@ -308,7 +308,7 @@ def test_sharing_names_the_gpu_and_ignores_other_devices_and_hosts(home, tmp_pat
 
     def record(name: str, placement: list[str], host: str = "") -> Path:
         run_dir = runs.create_run(RunConfig(name=name), home, extra={"plan": {"placement": placement}})
-        runs.update_record(run_dir, {"run": {"host": host or socket.gethostname()}})
+        runs.update_record(run_dir, lambda rec: rec.run.update({"host": host or socket.gethostname()}))
         return run_dir
 
     same = record("same", ["cuda:0"])

@@ -40,7 +40,7 @@ def trained(tmp_path_factory, tiny_model_dir) -> Path:
     cfg = tiny_config(tiny_model_dir, data, max_steps=30, learning_rate=1e-2, warmup_ratio=0.0)
     cfg.evaluation.enabled = False
     run_dir = commands.launch(cfg.validate(), home)
-    doc = launcher.wait(run_dir, timeout=HANG_S)
+    doc = launcher.wait(run_dir, timeout=HANG_S).to_dict()
     assert doc["run"]["status"] == "completed", (run_dir / runs.LOG).read_text()[-3000:]
     return run_dir
 

@@ -185,7 +185,7 @@ def test_a_full_disk_is_recorded_listed_and_resumed_from_the_newest_whole_checkp
     assert proc.returncode == 1, log[-3000:]
 
     # The record says disk full, whichever layer noticed, though the disk was full when it was written.
-    doc = runs.read_record(run_dir)
+    doc = runs.read_record(run_dir).to_dict()
     assert doc["run"]["status"] == "failed", doc["run"]
     reason = doc["run"]["failure_reason"]
     assert reason.startswith("Disk full") and "tunewiz resume" in reason, reason
@@ -211,7 +211,7 @@ def test_a_full_disk_is_recorded_listed_and_resumed_from_the_newest_whole_checkp
     assert "from checkpoint-2" in out, out
     if bypass_check:
         assert "skipping checkpoint-4" in out
-    doc = launcher.wait(run_dir, timeout=HANG_S)
+    doc = launcher.wait(run_dir, timeout=HANG_S).to_dict()
     assert doc["run"]["status"] == "completed", (run_dir / runs.LOG).read_text()[-3000:]
     assert doc["results"]["steps"] == 8
     steps = [json.loads(line).get("step") for line in (run_dir / "events.jsonl").read_text().splitlines()]
@@ -239,7 +239,7 @@ def test_a_checkpoint_torn_after_a_kill_is_skipped_on_resume(home, tiny_model_di
     run_dir = launcher.submit(cfg, home)
     ckpts = run_dir / "checkpoints"
     wait_for(lambda: len([c for c in checkpoints.all_checkpoints(ckpts) if not checkpoints.why_incomplete(c)]) >= 2)
-    pid = int(runs.read_record(run_dir)["run"]["pid"])
+    pid = int(runs.read_record(run_dir).to_dict()["run"]["pid"])
     os.kill(pid, signal.SIGKILL)
     wait_for(lambda: not runs.trainer_alive(run_dir), timeout=600)
     whole = [c for c in checkpoints.all_checkpoints(ckpts) if not checkpoints.why_incomplete(c)]
@@ -249,7 +249,7 @@ def test_a_checkpoint_torn_after_a_kill_is_skipped_on_resume(home, tiny_model_di
             shutil.rmtree(c)
     with open(newest / "optimizer.pt", "r+b") as fh:  # as a power cut during its save would leave it
         fh.truncate(fh.seek(0, os.SEEK_END) // 2)
-    assert runs.reconcile(run_dir)["run"]["status"] == "crashed"
+    assert runs.reconcile(run_dir).to_dict()["run"]["status"] == "crashed"
 
     capsys.readouterr()
     assert cli.main(["resume", run_dir.name]) == 0
@@ -258,7 +258,7 @@ def test_a_checkpoint_torn_after_a_kill_is_skipped_on_resume(home, tiny_model_di
     resumed_step = checkpoints.step_of(previous) + 1
     wait_for(lambda: steps_seen(run_dir).count(resumed_step) == 2)  # trained again from the previous one
     launcher.stop(run_dir)
-    doc = launcher.wait(run_dir, timeout=HANG_S)
+    doc = launcher.wait(run_dir, timeout=HANG_S).to_dict()
     log = (run_dir / runs.LOG).read_text()
     assert f"skipping {newest.name}" in log and f"resuming from {previous.name}" in log, log[-3000:]
     assert doc["run"]["status"] == "stopped"
@@ -269,7 +269,7 @@ def test_removing_a_run_stops_its_trainer_and_leaves_nothing(home, tiny_model_di
     cfg = tiny(tiny_model_dir, sample_tickets(tmp_path / "t.jsonl", rows=20), max_steps=400, save_steps=3)
     run_dir = launcher.submit(cfg, home)
     wait_for(lambda: len(steps_seen(run_dir)) >= 2)
-    pid = int(runs.read_record(run_dir)["run"]["pid"])
+    pid = int(runs.read_record(run_dir).to_dict()["run"]["pid"])
     while run_dir.exists():
         shutil.rmtree(run_dir, ignore_errors=True)
 

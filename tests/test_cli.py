@@ -120,7 +120,10 @@ def test_runs_listing_fits_80_columns_and_a_cut_id_still_finds_its_run(home, tmp
         cfg = RunConfig(name=name)
         cfg.data.path = str(tmp_path / "train.jsonl")
         made.append(runs.create_run(cfg, home))
-    runs.update_record(made[0], {"run": {"status": "completed"}, "results": {"train_loss": 0.355, "wall_time_s": 3504}})
+    runs.update_record(
+        made[0],
+        lambda rec: rec.merge({"run": {"status": "completed"}, "results": {"train_loss": 0.355, "wall_time_s": 3504}}),
+    )
     assert cli.main(["runs"]) == 0
     out = capsys.readouterr().out
     assert _widest(out) <= 79, out

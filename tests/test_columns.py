@@ -101,7 +101,7 @@ def test_the_mapping_is_recorded_and_train_config_applies_it_again(home, tmp_pat
 
     cfg = build_config(ns)
     run_dir = runs.create_run(cfg, home)
-    record = runs.read_record(run_dir)["data"]
+    record = runs.read_record(run_dir).to_dict()["data"]
     assert (record["prompt_column"], record["answer_column"]) == (prompt, answer)
     again = build_config(cli.parser().parse_args(["train", "--config", str(run_dir / runs.RECORD)]))
     assert Mapping.of(again.data) == Mapping(prompt, answer, "Classify it.", "Be brief.")

@@ -188,7 +188,8 @@ def test_repair_rebuilds_a_record_that_reads_and_lists_normally(home, tmp_path, 
     assert f"repaired {run_dir.name}:" in out and "wrote run.toml" in out
     assert f"run {run_dir.name}: crashed" in out  # the record's summary, as `show` prints it
 
-    doc = runs.read_record(run_dir)
+    rec = runs.read_record(run_dir)
+    doc = rec.to_dict()
     run = doc["run"]
     assert run["status"] == "crashed"  # it was running and its trainer is gone
     assert run["last_step"] == 8 and run["repaired"]
@@ -210,12 +211,12 @@ def test_repair_rebuilds_a_record_that_reads_and_lists_normally(home, tmp_path, 
         assert doc["model"]["id"] == "bundled:smollm2-135m-instruct"
         if kind == "invalid":  # one bad line: everything else is read back
             assert doc["training"]["learning_rate"] == 1e-4
-            assert doc["data"]["path"] == str(tmp_path / "tickets.jsonl") and repair.rerunnable(doc)
+            assert doc["data"]["path"] == str(tmp_path / "tickets.jsonl") and repair.rerunnable(rec)
         else:  # cut off in [data]: what came after it is not known, and says so
             assert "data.path" in run["repair_unknown"] and "training.learning_rate" in run["repair_unknown"]
     else:  # nothing but what the run left: the adapter names its base; the data is not known
         assert doc["model"]["id"] == BASE
-        assert "data.path" in run["repair_unknown"] and not repair.rerunnable(doc)
+        assert "data.path" in run["repair_unknown"] and not repair.rerunnable(rec)
         assert "it cannot be re-run or resumed until run.toml names the model and the data" in out
 
     assert cli.main(["--home", str(home), "repair", run_dir.name]) == 0  # twice: nothing more to do
@@ -226,8 +227,8 @@ def test_repair_rebuilds_a_record_that_reads_and_lists_normally(home, tmp_path, 
 def test_repair_of_a_completed_run_takes_its_results_from_the_events(home, tmp_path):
     results = {"train_loss": 0.42, "wall_time_s": 300.0}
     run_dir = make_run(home, tmp_path, "missing", end={"status": "completed", "results": results})
-    doc, done = repair.repair(run_dir)
-    assert doc["run"]["status"] == "completed" and doc["results"] == results
+    rec, done = repair.repair(run_dir)
+    assert rec.run.status == "completed" and rec.to_dict()["results"] == results
     assert "status completed: the last status event in events.jsonl is 'completed'" in done
     (r,) = runs.list_runs(home)
     assert r.status == "completed" and r.train_loss == 0.42
@@ -236,9 +237,9 @@ def test_repair_of_a_completed_run_takes_its_results_from_the_events(home, tmp_p
 def test_repair_keeps_a_live_trainer_running(home, tmp_path):
     run_dir = make_run(home, tmp_path, "empty")
     with runs.hold_trainer_lock(run_dir):
-        doc, _ = repair.repair(run_dir)
-        assert doc["run"]["status"] == "running"
-    assert runs.reconcile(run_dir)["run"]["status"] == "crashed"  # once it is gone, as for any run
+        rec, _ = repair.repair(run_dir)
+        assert rec.run.status == "running"
+    assert runs.reconcile(run_dir).to_dict()["run"]["status"] == "crashed"  # once it is gone, as for any run
 
 
 def test_repair_takes_an_unfinished_write_of_the_record(home, tmp_path):
@@ -247,9 +248,10 @@ def test_repair_takes_an_unfinished_write_of_the_record(home, tmp_path):
     (run_dir / ".run.toml.x1y2.tmp").write_text(text, encoding="utf-8")  # a writer killed before its rename
     damage_record(run_dir, "missing")
     assert ".run.toml.x1y2.tmp (an unfinished write of the record)" in runs.list_runs(home)[0].left
-    doc, _ = repair.repair(run_dir)
+    rec, _ = repair.repair(run_dir)
+    doc = rec.to_dict()
     assert ".run.toml.x1y2.tmp" in doc["run"]["repaired_from"]
-    assert doc["data"]["path"] == str(tmp_path / "tickets.jsonl") and repair.rerunnable(doc)
+    assert doc["data"]["path"] == str(tmp_path / "tickets.jsonl") and repair.rerunnable(rec)
     assert RunConfig.from_dict(doc).training.learning_rate == 1e-4
     assert (run_dir / ".run.toml.x1y2.tmp").exists()  # nothing of the user's is deleted
 
@@ -292,8 +294,8 @@ def test_a_full_disk_never_hides_a_crashed_run(home, tmp_path, monkeypatch, caps
     (r,) = runs.list_runs(home)
     assert r.status == "crashed"  # as a reader sees it; listing writes nothing in any case
     reconciled = runs.reconcile(run_dir)
-    assert "not yet saved in run.toml: No space left on device" in reconciled["run"]["failure_reason"]
-    assert runs.read_record(run_dir)["run"]["status"] == "running"  # nothing could be written
+    assert "not yet saved in run.toml: No space left on device" in reconciled.run.failure_reason
+    assert runs.read_record(run_dir).to_dict()["run"]["status"] == "running"  # nothing could be written
     assert cli.main(["--home", str(home), "runs"]) == 0
     out = capsys.readouterr().out
     assert "no runs yet" not in out and "crashed" in out
@@ -303,7 +305,7 @@ def test_a_full_disk_never_hides_a_crashed_run(home, tmp_path, monkeypatch, caps
     monkeypatch.undo()  # space is back: the next reconcile writes it
     runs.reconcile(run_dir)
     (r,) = runs.list_runs(home)
-    on_disk = runs.read_record(run_dir)["run"]
+    on_disk = runs.read_record(run_dir).to_dict()["run"]
     assert r.status == on_disk["status"] == "crashed"
     assert "not yet saved" not in on_disk["failure_reason"]
 
@@ -317,7 +319,7 @@ def test_a_full_disk_never_hides_a_crashed_run(home, tmp_path, monkeypatch, caps
 )
 def test_a_crash_on_a_full_disk_says_so_and_what_to_do(home, tmp_path, line):
     run_dir = _running(home, tmp_path, f"step 8/12 loss 0.25\nTraceback (most recent call last):\n{line}\n")
-    reason = runs.reconcile(run_dir)["run"]["failure_reason"]
+    reason = runs.reconcile(run_dir).to_dict()["run"]["failure_reason"]
     assert reason.startswith("the disk was full: the training process ended at step 8")
     assert f"Free some space, then `tunewiz resume {run_dir.name}` continues from the newest complete checkpoint" in (
         reason
@@ -328,10 +330,10 @@ def test_torchs_short_write_counts_as_a_full_disk_only_when_space_is_short(home,
     torn = "RuntimeError: [enforce fail at inline_container.cc:626] . unexpected pos 1536 vs 1432\n"
     monkeypatch.setattr(checkpoints, "free_bytes", lambda path: 50 << 30)
     roomy = _running(home, tmp_path, torn)
-    assert "disk was full" not in runs.reconcile(roomy)["run"]["failure_reason"]
+    assert "disk was full" not in runs.reconcile(roomy).to_dict()["run"]["failure_reason"]
     monkeypatch.setattr(checkpoints, "free_bytes", lambda path: 1 << 20)
     full = _running(home, tmp_path, torn)
-    assert "the disk was full" in runs.reconcile(full)["run"]["failure_reason"]
+    assert "the disk was full" in runs.reconcile(full).to_dict()["run"]["failure_reason"]
 
 
 # -- the history screen -----------------------------------------------------------------
@@ -376,6 +378,6 @@ def test_history_lists_a_damaged_run_and_repairs_it(home, tmp_path):
             await wait_until(pilot, lambda: type(app.screen).__name__ == "RunScreen")
 
     asyncio.run(run())
-    assert runs.read_record(run_dir)["run"]["repaired"]
+    assert runs.read_record(run_dir).to_dict()["run"]["repaired"]
     assert len(damaged_copies(run_dir)) == 1
     assert read_toml(run_dir / runs.RECORD)["run"]["status"] == "crashed"

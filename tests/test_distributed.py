@@ -150,7 +150,7 @@ def test_two_process_data_parallel_run_on_cpu(home, tiny_model_dir, tmp_path):
     cfg.training.gradient_accumulation_steps = 1
     cfg.evaluation.max_examples = 2
     run_dir = commands.launch(cfg, home)
-    doc = launcher.wait(run_dir, timeout=HANG_S)
+    doc = launcher.wait(run_dir, timeout=HANG_S).to_dict()
     log = (run_dir / runs.LOG).read_text()
     assert doc["run"]["status"] == "completed", log[-4000:]
 
@@ -183,7 +183,7 @@ def test_a_two_process_run_stops_every_rank_after_the_same_step_and_resumes(home
     run_dir = commands.launch(cfg, home)
     wait_for(lambda: len(steps_seen(run_dir)) >= 2, timeout=HANG_S)
     assert launcher.stop(run_dir)
-    doc = launcher.wait(run_dir, timeout=HANG_S)
+    doc = launcher.wait(run_dir, timeout=HANG_S).to_dict()
     log = (run_dir / runs.LOG).read_text()
     assert doc["run"]["status"] == "stopped", log[-4000:]
     reached = doc["run"]["stopped_at_step"]
@@ -195,7 +195,7 @@ def test_a_two_process_run_stops_every_rank_after_the_same_step_and_resumes(home
     assert (run_dir / "checkpoints" / f"checkpoint-{reached}").is_dir()
 
     launcher.start(run_dir, resume=True)
-    doc = launcher.wait(run_dir, timeout=HANG_S)
+    doc = launcher.wait(run_dir, timeout=HANG_S).to_dict()
     assert doc["run"]["status"] == "completed" and doc["run"]["resumed"] == 1
     steps = steps_seen(run_dir)
     assert steps[-1] == 60 and steps.count(reached + 1) == 1  # continued from the checkpoint, once

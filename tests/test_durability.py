@@ -19,7 +19,7 @@ run_dir = sys.argv[1]
 i = 0
 while True:
     i += 1
-    runs.update_record(run_dir, {"results": {"counter": i, "blob": "x" * (i % 5000)}})
+    runs.update_record(run_dir, lambda rec: rec.results.update({"counter": i, "blob": "x" * (i % 5000)}))
 """
 
 

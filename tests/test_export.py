@@ -325,7 +325,7 @@ def trained_run(tmp_path_factory, bundled_dir) -> Path:
     cfg.evaluation.enabled = False  # the export runs its own comparison
     cfg.evaluation.max_examples = 4
     run_dir = commands.launch(cfg.validate(), home)
-    doc = launcher.wait(run_dir, timeout=HANG_S)
+    doc = launcher.wait(run_dir, timeout=HANG_S).to_dict()
     assert doc["run"]["status"] == "completed", (run_dir / runs.LOG).read_text()[-3000:]
     return run_dir
 

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from tunewiz.core.bookkeeping import runs
+from tunewiz.core.bookkeeping.record import Record
 from tunewiz.core.config import RunConfig
 from tunewiz.core.data.dataset import Example
 from tunewiz.core.judging import evaluate, metrics
@@ -284,7 +285,9 @@ def record_run(home, tmp_path, monkeypatch, expected, base, tuned, name) -> str:
     cfg.data.path = f"/srv/data/{name}.jsonl"  # a path of ordinary length: the summary's lines fit with it
     run_dir = runs.create_run(cfg, home)
     summary = fake_compare(run_dir, monkeypatch, expected, base, tuned)
-    runs.update_record(run_dir, {"results": {"train_loss": 0.3, "eval_loss": 0.25, "wall_time_s": 60.0, **summary}})
+    runs.update_record(
+        run_dir, lambda rec: rec.results.update({"train_loss": 0.3, "eval_loss": 0.25, "wall_time_s": 60.0, **summary})
+    )
     runs.set_status(run_dir, "completed")
     assert (run_dir / evaluate.PREDICTIONS).is_file()
     return run_dir.name
@@ -340,8 +343,8 @@ def test_the_table_of_a_record_from_before_the_metrics_by_kind():
 
 
 def test_history_metric_is_macro_f1_for_labels_and_field_accuracy_for_json(tmp_path):
-    labels = {"results": {"finetuned": {"kind": "labels", "macro_f1": 0.7912, "exact_match": 0.81}}}
-    fields = {"results": {"finetuned": {"kind": "json", "field_match": 0.574, "exact_match": 0.1}}}
+    labels = Record.from_dict({"results": {"finetuned": {"kind": "labels", "macro_f1": 0.7912, "exact_match": 0.81}}})
+    fields = Record.from_dict({"results": {"finetuned": {"kind": "json", "field_match": 0.574, "exact_match": 0.1}}})
     assert runs.summarize(tmp_path, labels).metric == "F1 0.79"
     assert runs.summarize(tmp_path, fields).metric == "fields 57%"
 
@@ -378,18 +381,20 @@ def test_show_says_which_eval_loss_is_which():
     the answers ran in, the rows compared) may differ in the third decimal: each says what it is."""
     from tunewiz.tui.record_text import record_summary_lines
 
-    doc = {
-        "run": {"id": "r1", "status": "completed"},
-        "model": {"id": "bundled:smollm2-135m-instruct", "method": "lora", "effective_dtype": "bfloat16"},
-        "data": {"path": "d.jsonl", "train_rows": 324, "eval_rows": 36},
-        "results": {
-            "train_loss": 0.2422,
-            "eval_loss": 0.0775,
-            "precision": "float32",
-            "base": {"examples": 36, "eval_loss": 1.5276, "kind": "json"},
-            "finetuned": {"examples": 36, "eval_loss": 0.0763, "kind": "json"},
-        },
-    }
+    doc = Record.from_dict(
+        {
+            "run": {"id": "r1", "status": "completed"},
+            "model": {"id": "bundled:smollm2-135m-instruct", "method": "lora", "effective_dtype": "bfloat16"},
+            "data": {"path": "d.jsonl", "train_rows": 324, "eval_rows": 36},
+            "results": {
+                "train_loss": 0.2422,
+                "eval_loss": 0.0775,
+                "precision": "float32",
+                "base": {"examples": 36, "eval_loss": 1.5276, "kind": "json"},
+                "finetuned": {"examples": 36, "eval_loss": 0.0763, "kind": "json"},
+            },
+        }
+    )
     text = "\n".join(record_summary_lines(doc))
     assert "eval loss 0.0775 (in training, bfloat16, all 36 held-out rows)" in " ".join(text.split())
     assert "eval loss, float32 (lower better)" in text and "0.0763" in text

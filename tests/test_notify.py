@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from tunewiz.core.bookkeeping import notify, runs
 from tunewiz.core.bookkeeping.events import EventWriter, read_events
+from tunewiz.core.bookkeeping.record import Record
 from tunewiz.core.config import ConfigError, RunConfig, apply_overrides
 from tunewiz.core.toml import read_toml
 from tunewiz.core.training import launcher
@@ -135,13 +136,13 @@ def test_the_command_runs_once_per_end_with_the_documented_environment(home, tmp
     run_dir = run_with(home, tmp_path, command, name="tiny; $(touch pwned)")
     runs.update_record(
         run_dir,
-        {
-            "results": {
+        lambda rec: rec.results.update(
+            {
                 "train_loss": 0.61,
                 "base": {"kind": "json", "headline": "field_match", "field_match": 0.1},
                 "finetuned": {"kind": "json", "headline": "field_match", "field_match": 0.875, "interval": [0.7, 0.95]},
             }
-        },
+        ),
     )
     assert runs.notify_end(run_dir) is None  # still queued: no end to tell
     runs.set_status(run_dir, "completed")
@@ -160,7 +161,7 @@ def test_the_command_runs_once_per_end_with_the_documented_environment(home, tmp
     assert env["TUNEWIZ_REASON"] == "" and env["TUNEWIZ_SUMMARY"] == env["TUNEWIZ_HEADLINE"]
     assert line["cwd"] == str(run_dir) and line["stdin"] == ""
     assert not (run_dir / "pwned").exists() and not Path("pwned").exists()
-    assert runs.read_record(run_dir)["run"]["notified"]
+    assert runs.read_record(run_dir).to_dict()["run"]["notified"]
     assert "notify: running" in (run_dir / runs.LOG).read_text()
 
     # resumed, it ends again: told again, once
@@ -179,7 +180,7 @@ def test_a_dead_trainer_is_told_once_by_the_look_that_finds_it_crashed(home, tmp
     w.emit("step", step=1, loss=2.5)
     w.close()
     with runs.hold_trainer_lock(run_dir):
-        assert runs.reconcile(run_dir)["run"]["status"] == "running"  # alive: nothing to tell
+        assert runs.reconcile(run_dir).to_dict()["run"]["status"] == "running"  # alive: nothing to tell
     for _ in range(3):
         runs.list_runs(home)
         runs.reconcile(run_dir)
@@ -194,7 +195,7 @@ def test_a_program_that_cannot_start_is_one_line_in_the_log(home, tmp_path):
     assert runs.notify_end(run_dir) is None
     log = (run_dir / runs.LOG).read_text()
     assert "could not start: No such file or directory" in log and "missing-notifier" in log
-    assert runs.read_record(run_dir)["run"]["status"] == "failed"
+    assert runs.read_record(run_dir).to_dict()["run"]["status"] == "failed"
 
 
 def test_a_run_without_a_command_is_not_written_to(home, tmp_path):
@@ -222,7 +223,7 @@ def test_the_train_screen_alerts_once_when_it_sees_the_run_end(home, tmp_path, m
 
     from tests.test_app import SIZE, wait_until
 
-    alerts: list[dict] = []
+    alerts: list[Record] = []
     monkeypatch.setattr("tunewiz.tui.train_screen.alert_terminal", lambda app, record: alerts.append(record))
     live = run_with(home, tmp_path, [], name="live")
     runs.set_status(live, "running", pid=999999)
@@ -241,7 +242,7 @@ def test_the_train_screen_alerts_once_when_it_sees_the_run_end(home, tmp_path, m
         assert got
         asyncio.run(watch(live, lambda: runs.set_status(live, "completed")))
     asyncio.run(watch(done, lambda: None))  # found ended: nothing to tell
-    assert [a["run"]["name"] for a in alerts] == ["live"]
+    assert [a.run.name for a in alerts] == ["live"]
 
 
 def test_attach_plain_rings_the_terminal_when_the_run_it_follows_ends(home, tmp_path, monkeypatch, capsys):
@@ -273,7 +274,7 @@ def test_tensorboard_events_hold_the_loss_curve_and_the_run_is_told_once(
     cfg.training.report_to = "tensorboard"
     cfg.notify.command = command
     run_dir = launcher.submit(cfg, home)
-    doc = launcher.wait(run_dir, timeout=HANG_S)
+    doc = launcher.wait(run_dir, timeout=HANG_S).to_dict()
     assert doc["run"]["status"] == "completed", (run_dir / runs.LOG).read_text()[-3000:]
 
     logdir = run_dir / "tensorboard"
@@ -319,7 +320,7 @@ def test_a_killed_trainer_is_told_once_by_refresh(home, tiny_model_dir, tmp_path
     code = KILLED_AFTER_STEP_1 + with_callbacks([str(run_dir)], "[KilledAfterStep1()]")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=HANG_S)
     assert proc.returncode == -9, proc.stderr[-3000:]
-    assert runs.read_record(run_dir)["run"]["status"] == "running" and lines_of(out) == []
+    assert runs.read_record(run_dir).to_dict()["run"]["status"] == "running" and lines_of(out) == []
     for _ in range(3):
         runs.reconcile(run_dir)
     (line,) = wait_lines(out, 1)

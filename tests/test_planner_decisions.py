@@ -4,8 +4,9 @@ give the planner's answer."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
-from tunewiz.core.judging import evaluate
 from tunewiz.core.planning import planner, presets
 from tunewiz.core.planning.hardware import GPU, Hardware
 from tunewiz.core.planning.preset_table import PRESETS
@@ -36,13 +37,14 @@ def test_a_finished_model_is_served_where_and_in_what_the_planner_says(hw, asked
     where, precision = planner.choose_serving(hw, asked)
     assert (where.value, precision.value) == (device, dtype)
     assert where.reason and precision.reason
-    # evaluation and chat (evaluate.run_placement) give the planner's answer for the hardware found
+    # evaluation, chat and export open a finished run one way, and it gives the planner's answer here
+    from tunewiz.core.bookkeeping.finished import Finished
     from tunewiz.core.planning import hardware
 
     monkeypatch.setattr(hardware, "detect", lambda *a, **k: hw)
     cfg = presets.build_config()
     cfg.model.dtype = asked
-    assert evaluate.run_placement(cfg, "unused") == (device, dtype)
+    assert Finished(Path("unused"), None, cfg, Path("base"), Path("adapter")).placement() == (device, dtype)
 
 
 def test_the_serving_precision_and_its_reason_are_the_planners():
@@ -50,8 +52,6 @@ def test_the_serving_precision_and_its_reason_are_the_planners():
     assert cpu.value == "float32" and "batching" in cpu.reason
     assert planner.choose_serving_dtype("cuda:0", "bfloat16").value == "bfloat16"
     assert planner.choose_serving_dtype("cpu", "float32").value == "float32"
-    # the trainer's name for it keeps its (dtype, 'dtype: reason') form
-    assert evaluate.serving_dtype("cpu", "bfloat16") == ("float32", f"float32: {cpu.reason}")
 
 
 @pytest.mark.parametrize("name", list(PRESETS))

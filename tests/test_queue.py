@@ -34,13 +34,13 @@ def waiting_run(home: Path, name: str, order: float, placement=("cpu",)) -> Path
 
 
 def order(home: Path) -> list[str]:
-    return [runs.read_record(d)["run"]["name"] for d, _ in queue.waiting(home)]
+    return [runs.read_record(d).to_dict()["run"]["name"] for d, _ in queue.waiting(home)]
 
 
 def test_a_waiting_run_is_never_crashed_and_is_listed_by_its_place(home, capsys):
     first, second = waiting_run(home, "first", 1), waiting_run(home, "second", 2)
     # an hour old and no trainer: a queued run would be crashed by now; a waiting one waits
-    assert runs.reconcile(first)["run"]["status"] == runs.WAITING
+    assert runs.reconcile(first).to_dict()["run"]["status"] == runs.WAITING
     listed = {r.name: r for r in runs.list_runs(home)}
     assert listed["first"].label == "queued #1" and listed["second"].label == "queued #2"
     assert not launcher.is_finished(first)
@@ -55,7 +55,7 @@ def test_a_waiting_run_is_never_crashed_and_is_listed_by_its_place(home, capsys)
 def test_move_and_cancel_keep_the_order_and_the_directory(home, capsys):
     for n, name in enumerate(["a", "b", "c"], 1):
         waiting_run(home, name, n)
-    c = next(d for d, doc in queue.waiting(home) if doc["run"]["name"] == "c")
+    c = next(d for d, rec in queue.waiting(home) if rec.run.name == "c")
     assert queue.move(home, c, 1) == 1
     assert order(home) == ["c", "a", "b"]
     assert cli.main(["queue", "move", c.name, "9"]) == 0  # past the end: last
@@ -63,7 +63,7 @@ def test_move_and_cancel_keep_the_order_and_the_directory(home, capsys):
     assert "is now #3" in capsys.readouterr().out
     a = queue.waiting(home)[0][0]
     assert cli.main(["queue", "cancel", a.name]) == 0
-    doc = runs.read_record(a)
+    doc = runs.read_record(a).to_dict()
     assert doc["run"]["status"] == "cancelled" and "nothing was trained" in doc["run"]["failure_reason"]
     assert doc["run"]["finished"] and a.is_dir() and launcher.is_finished(a)
     assert order(home) == ["b", "c"] and queue.place_of(home, queue.waiting(home)[1][0]) == 2
@@ -89,7 +89,7 @@ def test_the_runner_starts_one_run_per_device_in_queue_order(home, monkeypatch):
         assert launcher.busy_devices(home) == {"cuda:0": busy.name}
         assert queue.start_ready(home) == [cpu]
     assert started == [cpu.name]
-    assert runs.read_record(cpu)["run"]["status"] == "queued"  # its trainer is starting
+    assert runs.read_record(cpu).to_dict()["run"]["status"] == "queued"  # its trainer is starting
     assert [d for d, _ in queue.waiting(home)] == [gpu0, both, gpu1, cpu2]
     # the busy run ended; the CPU run is still starting (queued): GPU 0 takes its first run only
     runs.set_status(busy, "completed")
@@ -113,14 +113,14 @@ def test_a_one_gpu_run_starts_on_a_free_gpu_when_its_own_is_in_use(home, monkeyp
     ddp = waiting_run(home, "ddp", 3, ["cuda:0", "cuda:1"])
     with runs.hold_trainer_lock(busy):
         assert queue.start_ready(home) == [first]
-        plan = runs.read_record(first)["plan"]
+        plan = runs.read_record(first).to_dict()["plan"]
         assert plan["placement"] == ["cuda:1"]
         assert plan["reasons"]["placement"] == f"cuda:1: the queue started it on a free GPU; GPU 0 trains {busy.name}"
         assert queue.start_ready(home) == []  # both GPUs in use: second waits, ddp waits behind it
     assert [d for d, _ in queue.waiting(home)] == [second, ddp]
     runs.set_status(busy, "completed")
     assert queue.start_ready(home) == [second]  # GPU 0 is free again: its own GPU
-    assert runs.read_record(second)["plan"]["placement"] == ["cuda:0"]
+    assert runs.read_record(second).to_dict()["plan"]["placement"] == ["cuda:0"]
     assert started == [first.name, second.name]
 
 
@@ -130,9 +130,9 @@ def test_the_runner_starts_the_runs_one_after_another_then_exits(home, monkeypat
     started: list[str] = []
 
     def start(run_dir, resume=False):
-        assert runs.read_record(run_dir)["run"]["status"] == "queued"  # starting; no other run is
+        assert runs.read_record(run_dir).to_dict()["run"]["status"] == "queued"  # starting; no other run is
         assert not [r for r in runs.list_runs(home) if r.status in runs.ACTIVE and r.path != run_dir]
-        started.append(runs.read_record(run_dir)["run"]["name"])
+        started.append(runs.read_record(run_dir).to_dict()["run"]["name"])
         runs.set_status(run_dir, "running")
         runs.set_status(run_dir, "completed")
         return 1
@@ -209,13 +209,13 @@ def test_a_queue_of_three_survives_the_terminal_and_runs_one_at_a_time(home, tin
     terminal = open_terminal(["/bin/sh", "-c", script], {**os.environ, "TUNEWIZ_HOME": str(home)})
 
     def named() -> dict[str, Path]:
-        return {runs.read_record(d)["run"]["name"]: d for d in runs._run_dirs(runs.runs_root(home))}
+        return {runs.read_record(d).to_dict()["run"]["name"]: d for d in runs._run_dirs(runs.runs_root(home))}
 
     try:
         wait_for(lambda: len(named()) == 3, timeout=HANG_S)  # all three queued (each submit checks the data)
         q1 = named()["q1"]
-        wait_for(lambda: runs.read_record(q1)["run"]["status"] in ("running", *runs.FINAL), timeout=HANG_S)
-        assert runs.read_record(named()["q3"])["run"]["status"] == runs.WAITING
+        wait_for(lambda: runs.read_record(q1).to_dict()["run"]["status"] in ("running", *runs.FINAL), timeout=HANG_S)
+        assert runs.read_record(named()["q3"]).to_dict()["run"]["status"] == runs.WAITING
     finally:
         hang_up(terminal)  # the SSH connection drops
     assert terminal.returncode != 0  # the terminal is gone; the queue is not

@@ -32,7 +32,7 @@ def planted(home: Path, tmp_path: Path, host: str | None, name: str) -> tuple[Pa
         f"import os; open({str(marker)!r}, 'w').write(os.environ.get('HF_TOKEN', ''))",
     ]
     run_dir = runs.create_run(cfg, home)
-    doc = runs.read_record(run_dir)
+    doc = runs.read_record(run_dir).to_dict()
     doc["run"]["status"] = "running"
     doc["run"]["pid"] = 999999
     if host is not None:
@@ -78,7 +78,7 @@ def test_show_and_runs_run_nothing_and_write_nothing(home, foreign_and_dead):
     listed = run_cli("runs", env=env).stdout
     assert "on other-gpu" in listed  # another machine's run: where it runs, not 'crashed'
     assert "crashed" in listed  # this machine's dead trainer reads as crashed, unwritten
-    assert runs.read_record(dead)["run"]["status"] == "running"
+    assert runs.read_record(dead).to_dict()["run"]["status"] == "running"
 
 
 def test_the_history_and_the_wizards_start_run_nothing_and_write_nothing(home, foreign_and_dead):
@@ -109,12 +109,12 @@ def test_the_history_and_the_wizards_start_run_nothing_and_write_nothing(home, f
 def test_only_reconcile_records_a_dead_trainer_and_only_for_this_machine(home, foreign_and_dead, monkeypatch):
     foreign, dead, markers = foreign_and_dead
     monkeypatch.setenv("HF_TOKEN", "s3cret")
-    assert runs.observe(foreign)["run"]["status"] == "running"
-    assert runs.observe(dead)["run"]["status"] == "crashed"  # as a reader sees it; not written
-    assert runs.reconcile(foreign)["run"]["status"] == "running"
+    assert runs.observe(foreign).to_dict()["run"]["status"] == "running"
+    assert runs.observe(dead).to_dict()["run"]["status"] == "crashed"  # as a reader sees it; not written
+    assert runs.reconcile(foreign).to_dict()["run"]["status"] == "running"
     assert runs.reconcile_all(home) == [dead]
-    assert runs.read_record(dead)["run"]["status"] == "crashed"
-    assert runs.read_record(foreign)["run"]["status"] == "running"
+    assert runs.read_record(dead).to_dict()["run"]["status"] == "crashed"
+    assert runs.read_record(foreign).to_dict()["run"]["status"] == "running"
     deadline = time.time() + HANG_S
     while not markers[1].exists() and time.time() < deadline:
         time.sleep(0.1)
@@ -155,7 +155,7 @@ def test_an_unknown_status_is_damage(home, tmp_path):
     cfg = RunConfig(name="banana")
     cfg.data.path = str(tmp_path / "d.jsonl")
     run_dir = runs.create_run(cfg, home)
-    doc = runs.read_record(run_dir)
+    doc = runs.read_record(run_dir).to_dict()
     doc["run"]["status"] = "banana"
     write_toml_atomic(run_dir / runs.RECORD, doc)
     (item,) = runs.list_runs(home)
@@ -166,6 +166,6 @@ def test_runs_reconcile_records_this_machines_dead_runs_only(home, foreign_and_d
     foreign, dead, markers = foreign_and_dead
     proc = run_cli("runs", "--reconcile", env={"TUNEWIZ_HOME": str(home)})
     assert proc.returncode == 0 and f"recorded {dead.name} as crashed" in proc.stderr
-    assert runs.read_record(dead)["run"]["status"] == "crashed"
-    assert runs.read_record(foreign)["run"]["status"] == "running"
+    assert runs.read_record(dead).to_dict()["run"]["status"] == "crashed"
+    assert runs.read_record(foreign).to_dict()["run"]["status"] == "running"
     no_marker_after(markers[:1])

@@ -47,7 +47,7 @@ def make_run(home: Path, rows: list[dict] | None, name: str = "tickets") -> Path
     cfg = RunConfig(name=name)
     cfg.data.path = "/nowhere/tickets.jsonl"
     run_dir = runs.create_run(cfg, home)
-    runs.update_record(run_dir, {"results": {"train_loss": 0.42}})
+    runs.update_record(run_dir, lambda rec: rec.results.update({"train_loss": 0.42}))
     runs.set_status(run_dir, "completed")
     (run_dir / runs.ADAPTER).mkdir()  # a completed run has its adapter (else `show` says it is missing)
     (run_dir / runs.ADAPTER / "adapter_config.json").write_text("{}")

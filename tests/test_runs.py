@@ -10,6 +10,7 @@ import pytest
 import tomli_w
 from tunewiz.core.bookkeeping import runs
 from tunewiz.core.bookkeeping.events import EventWriter
+from tunewiz.core.bookkeeping.record import Record
 from tunewiz.core.config import RunConfig
 from tunewiz.core.toml import read_toml, write_toml_atomic
 
@@ -63,15 +64,15 @@ def test_create_run_without_a_name_is_named_by_its_data_and_preset(home, tmp_pat
     cfg = _cfg(tmp_path)
     run_dir = runs.create_run(cfg, home)
     assert run_dir.name.endswith("-balanced")
-    assert runs.read_record(run_dir)["run"]["name"] == f"{Path(cfg.data.path).stem}-balanced"
+    assert runs.read_record(run_dir).to_dict()["run"]["name"] == f"{Path(cfg.data.path).stem}-balanced"
     cfg.data.path = ""
     second = runs.create_run(cfg, home)
-    assert runs.read_record(second)["run"]["name"] == second.name  # no data to name it by: its id
+    assert runs.read_record(second).to_dict()["run"]["name"] == second.name  # no data to name it by: its id
 
 
 def test_create_run_merges_extra_sections(home, tmp_path):
     run_dir = runs.create_run(_cfg(tmp_path), home, extra={"run": {"note": "hi"}, "custom": {"a": 1}})
-    doc = runs.read_record(run_dir)
+    doc = runs.read_record(run_dir).to_dict()
     assert doc["run"]["note"] == "hi" and doc["run"]["status"] == "queued"
     assert doc["custom"] == {"a": 1}
 
@@ -146,10 +147,10 @@ def test_failure_writing_the_record_leaves_no_run_directory(home, tmp_path, monk
 
 def test_update_record_merges_sections(home, tmp_path):
     run_dir = runs.create_run(_cfg(tmp_path), home)
-    doc = runs.update_record(run_dir, {"run": {"pid": 123}, "results": {"train_loss": 1.5}})
-    assert doc["run"]["pid"] == 123 and doc["run"]["status"] == "queued"
-    runs.update_record(run_dir, {"results": {"eval_loss": 2.0}, "data": {"train_rows": 9}})
-    on_disk = runs.read_record(run_dir)
+    rec = runs.update_record(run_dir, lambda rec: rec.merge({"run": {"pid": 123}, "results": {"train_loss": 1.5}}))
+    assert rec.run.pid == 123 and rec.run.status == "queued"
+    runs.update_record(run_dir, lambda rec: rec.merge({"results": {"eval_loss": 2.0}, "data": {"train_rows": 9}}))
+    on_disk = runs.read_record(run_dir).to_dict()
     assert on_disk["results"] == {"train_loss": 1.5, "eval_loss": 2.0}
     assert on_disk["data"]["train_rows"] == 9 and on_disk["data"]["path"].endswith("train.jsonl")
     assert on_disk["run"]["pid"] == 123
@@ -159,23 +160,23 @@ def test_update_record_merges_sections(home, tmp_path):
 
 def test_update_record_with_a_function(home, tmp_path):
     run_dir = runs.create_run(_cfg(tmp_path), home)
-    runs.update_record(run_dir, lambda d: d["run"].update(resumed=d["run"].get("resumed", 0) + 1))
-    runs.update_record(run_dir, lambda d: d["run"].update(resumed=d["run"].get("resumed", 0) + 1))
-    assert runs.read_record(run_dir)["run"]["resumed"] == 2
+    runs.update_record(run_dir, lambda rec: rec.run.update({"resumed": (rec.run.resumed or 0) + 1}))
+    runs.update_record(run_dir, lambda rec: rec.run.update({"resumed": (rec.run.resumed or 0) + 1}))
+    assert runs.read_record(run_dir).run.resumed == 2
 
 
 def test_update_record_drops_none_values(home, tmp_path):
     run_dir = runs.create_run(_cfg(tmp_path), home)
-    runs.update_record(run_dir, {"results": {"a": None, "b": 1}})
-    assert runs.read_record(run_dir)["results"] == {"b": 1}
+    runs.update_record(run_dir, lambda rec: rec.results.update({"a": None, "b": 1}))
+    assert runs.read_record(run_dir).to_dict()["results"] == {"b": 1}
 
 
 def test_set_status_stamps_the_time(home, tmp_path):
     run_dir = runs.create_run(_cfg(tmp_path), home)
-    doc = runs.set_status(run_dir, "running", pid=42)
+    doc = runs.set_status(run_dir, "running", pid=42).to_dict()
     assert doc["run"]["status"] == "running" and doc["run"]["pid"] == 42 and doc["run"]["started"]
     assert "finished" not in doc["run"]
-    doc = runs.set_status(run_dir, "completed")
+    doc = runs.set_status(run_dir, "completed").to_dict()
     assert doc["run"]["status"] == "completed" and doc["run"]["finished"]
 
 
@@ -221,19 +222,19 @@ def test_dead_running_trainer_is_marked_crashed(home, tmp_path):
     run_dir = _running_run(home, tmp_path, steps=7, log_lines=30)
     with runs.hold_trainer_lock(run_dir):
         pass  # the trainer took the lock and died
-    doc = runs.reconcile(run_dir)
+    doc = runs.reconcile(run_dir).to_dict()
     run = doc["run"]
     assert run["status"] == "crashed"
     assert run["last_step"] == 7
     assert "last step 7" in run["failure_reason"]
     assert run["finished"]
     assert run["log_tail"].splitlines() == [f"log line {i}" for i in range(16, 31)]
-    assert runs.read_record(run_dir)["run"]["status"] == "crashed"  # written, not only returned
+    assert runs.read_record(run_dir).to_dict()["run"]["status"] == "crashed"  # written, not only returned
 
 
 def test_crash_without_events_or_log(home, tmp_path):
     run_dir = _running_run(home, tmp_path)
-    run = runs.reconcile(run_dir)["run"]
+    run = runs.reconcile(run_dir).to_dict()["run"]
     assert run["status"] == "crashed"
     assert run["last_step"] == 0
     assert run["log_tail"] == ""
@@ -243,32 +244,32 @@ def test_crash_ignores_a_half_written_last_event(home, tmp_path):
     run_dir = _running_run(home, tmp_path, steps=3)
     with open(run_dir / "events.jsonl", "a", encoding="utf-8") as fh:
         fh.write('{"t": 1, "event": "step", "step": 4')  # died mid-line
-    assert runs.reconcile(run_dir)["run"]["last_step"] == 3
+    assert runs.reconcile(run_dir).to_dict()["run"]["last_step"] == 3
 
 
 def test_running_trainer_holding_the_lock_stays_running(home, tmp_path):
     run_dir = _running_run(home, tmp_path, steps=2)
     with runs.hold_trainer_lock(run_dir) as got:
         assert got
-        doc = runs.reconcile(run_dir)
+        doc = runs.reconcile(run_dir).to_dict()
         assert doc["run"]["status"] == "running"
         assert "failure_reason" not in doc["run"]
-        assert runs.read_record(run_dir)["run"]["status"] == "running"
+        assert runs.read_record(run_dir).to_dict()["run"]["status"] == "running"
     # once the lock is released, the next refresh notices
-    assert runs.reconcile(run_dir)["run"]["status"] == "crashed"
+    assert runs.reconcile(run_dir).to_dict()["run"]["status"] == "crashed"
 
 
 def test_queued_run_gets_a_grace_period_to_start(home, tmp_path):
     run_dir = runs.create_run(_cfg(tmp_path), home)
-    assert runs.reconcile(run_dir, grace_s=60)["run"]["status"] == "queued"
-    assert runs.reconcile(run_dir, grace_s=0)["run"]["status"] == "crashed"
+    assert runs.reconcile(run_dir, grace_s=60).to_dict()["run"]["status"] == "queued"
+    assert runs.reconcile(run_dir, grace_s=0).to_dict()["run"]["status"] == "crashed"
 
 
 def test_queued_run_whose_trainer_took_the_lock_and_died_is_crashed(home, tmp_path):
     run_dir = runs.create_run(_cfg(tmp_path), home)
     with runs.hold_trainer_lock(run_dir):
-        assert runs.reconcile(run_dir, grace_s=60)["run"]["status"] == "queued"
-    assert runs.reconcile(run_dir, grace_s=60)["run"]["status"] == "crashed"
+        assert runs.reconcile(run_dir, grace_s=60).to_dict()["run"]["status"] == "queued"
+    assert runs.reconcile(run_dir, grace_s=60).to_dict()["run"]["status"] == "crashed"
 
 
 @pytest.mark.parametrize("status", ["completed", "stopped", "failed"])
@@ -276,7 +277,7 @@ def test_final_runs_are_left_alone(home, tmp_path, status):
     run_dir = runs.create_run(_cfg(tmp_path), home)
     runs.set_status(run_dir, status)
     before = (run_dir / runs.RECORD).read_bytes()
-    assert runs.reconcile(run_dir, grace_s=0)["run"]["status"] == status
+    assert runs.reconcile(run_dir, grace_s=0).to_dict()["run"]["status"] == status
     assert (run_dir / runs.RECORD).read_bytes() == before
 
 
@@ -343,9 +344,9 @@ def test_list_runs_shows_dead_runs_crashed_and_only_reconcile_records_it(home, t
     run_dir = _running_run(home, tmp_path)
     (listed,) = runs.list_runs(home)
     assert listed.status == "crashed"
-    assert runs.read_record(run_dir)["run"]["status"] == "running"  # reading never writes
+    assert runs.read_record(run_dir).to_dict()["run"]["status"] == "running"  # reading never writes
     runs.reconcile_all(home)
-    assert runs.read_record(run_dir)["run"]["status"] == "crashed"
+    assert runs.read_record(run_dir).to_dict()["run"]["status"] == "crashed"
 
 
 def test_list_runs_with_no_runs_directory(home):
@@ -361,10 +362,10 @@ def test_runs_in_the_same_second_are_still_newest_first(home, tmp_path, monkeypa
 
 
 def test_summarize_metric(tmp_path):
-    doc = {"run": {"id": "r"}, "results": {"finetuned": {"field_match": 0.75, "eval_loss": 1.25}}}
+    doc = Record.from_dict({"run": {"id": "r"}, "results": {"finetuned": {"field_match": 0.75, "eval_loss": 1.25}}})
     s = runs.summarize(tmp_path, doc)
     assert s.metric == "fields 75%" and s.eval_loss == 1.25
-    s = runs.summarize(tmp_path, {"results": {"finetuned": {"exact_match": 0.5}}})
+    s = runs.summarize(tmp_path, Record.from_dict({"results": {"finetuned": {"exact_match": 0.5}}}))
     assert s.metric == "exact 50%" and s.id == tmp_path.name and s.status == "?"
 
 
@@ -431,11 +432,16 @@ def test_write_toml_atomic_cleans_up_when_the_rename_fails(tmp_path, monkeypatch
     assert [p.name for p in tmp_path.iterdir()] == ["run.toml"]
 
 
+def _failed_run(run: dict, schema: int = 0) -> Record:
+    return Record.from_dict({"schema": schema, "run": run})
+
+
 def test_the_failure_kind_is_a_field_and_an_older_record_reads_the_same():
     reason = "CUDA out of memory. Out of memory. Try, in this order: a smaller per_device_batch_size ..."
-    assert runs.failure_kind({"status": "failed", "failure_kind": runs.OUT_OF_MEMORY}) == runs.OUT_OF_MEMORY
-    assert runs.failure_kind({"status": "failed", "failure_reason": reason}) == runs.OUT_OF_MEMORY  # older record
-    assert runs.failure_kind({"status": "failed", "failure_reason": "Disk full: checkpoint-3 needs"}) == runs.DISK_FULL
-    assert runs.failure_kind({"status": "failed", "failure_reason": "ValueError: Out of memory? no"}) == ""
-    assert runs.failure_kind({"status": "crashed", "failure_reason": reason}) == ""
+    kind = runs.failure_kind
+    assert kind(_failed_run({"status": "failed", "failure_kind": runs.OUT_OF_MEMORY}, schema=1)) == runs.OUT_OF_MEMORY
+    assert kind(_failed_run({"status": "failed", "failure_reason": reason})) == runs.OUT_OF_MEMORY  # older record
+    assert kind(_failed_run({"status": "failed", "failure_reason": "Disk full: checkpoint-3 needs"})) == runs.DISK_FULL
+    assert kind(_failed_run({"status": "failed", "failure_reason": "ValueError: Out of memory? no"})) == ""
+    assert kind(_failed_run({"status": "crashed", "failure_reason": reason})) == ""
     assert set(runs.RESUMABLE) <= set(runs.FINAL) and set(runs.COLOURS) >= {*runs.ACTIVE, *runs.RESUMABLE}

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from tunewiz.core.bookkeeping import checkpoints, repair, runs
+from tunewiz.core.bookkeeping.record import Record
 from tunewiz.core.config import RunConfig
 from tunewiz.core.data import dataset as data
 from tunewiz.core.planning import presets
@@ -65,7 +66,7 @@ def test_two_submits_at_the_same_moment_see_each_other(home, tmp_path, monkeypat
     for t in threads:
         t.join(60)
     assert len(made) == 2
-    placements = sorted(runs.read_record(run_dir)["plan"]["placement"][0] for run_dir, _ in made)
+    placements = sorted(runs.read_record(run_dir).to_dict()["plan"]["placement"][0] for run_dir, _ in made)
     assert placements == places
     first, second = made
     said = [line for _, lines in made for line in lines]
@@ -83,7 +84,7 @@ def completed_run(home: Path, tmp_path: Path, checkpoint: bool = False) -> Path:
     cfg = RunConfig(name="tickets")
     cfg.data.path = str(tmp_path / "tickets.jsonl")
     run_dir = runs.create_run(cfg, home)
-    runs.update_record(run_dir, {"artifacts": {"adapter": str(run_dir / runs.ADAPTER)}})
+    runs.update_record(run_dir, lambda rec: rec.artifacts.update({"adapter": str(run_dir / runs.ADAPTER)}))
     runs.set_status(run_dir, "completed")
     if checkpoint:
         ckpt = run_dir / runs.CHECKPOINTS / "checkpoint-8"
@@ -143,8 +144,8 @@ def test_a_rebuilt_record_of_a_completed_run_says_its_adapter_is_missing(home, t
     run_dir = completed_run(home, tmp_path)
     (run_dir / runs.EVENTS).write_text(json.dumps({"t": 1.0, "event": "status", "status": "completed"}) + "\n")
     (run_dir / runs.RECORD).unlink()
-    doc, done = repair.repair(run_dir)
-    assert doc["run"]["status"] == "completed"
+    rec, done = repair.repair(run_dir)
+    assert rec.run.status == "completed"
     assert any(line.startswith("the adapter is missing") for line in done)
 
 
@@ -157,10 +158,10 @@ def crashed_run(home: Path, tmp_path: Path, drop: list[tuple[str, str]]) -> Path
     cfg.data.path = str(data_file)
     run_dir = runs.create_run(cfg, home)
 
-    def forget(doc: dict) -> None:
-        doc["run"]["status"] = "crashed"
+    def forget(rec: Record) -> None:
+        rec.run.update({"status": "crashed"})
         for section, key in drop:
-            doc[section].pop(key, None)
+            getattr(rec, section).drop(key)
 
     runs.update_record(run_dir, forget)
     return run_dir
@@ -200,7 +201,9 @@ def test_resume_when_the_data_file_is_gone_refuses_and_says_where_it_was(home, t
 
 def full_disk_run(home: Path, tmp_path: Path) -> Path:
     run_dir = crashed_run(home, tmp_path, [])
-    runs.update_record(run_dir, {"run": {"failure_reason": "the disk was full: ... Free some space"}})
+    runs.update_record(
+        run_dir, lambda rec: rec.run.update({"failure_reason": "the disk was full: ... Free some space"})
+    )
     return run_dir
 
 
@@ -224,7 +227,7 @@ def test_resume_on_a_still_full_disk_refuses_and_changes_nothing(home, tmp_path,
     err = capsys.readouterr().err
     assert f"the disk of {run_dir} is still full: 3 MiB free, and resuming needs at least 16 MiB" in err
     assert f"then `tunewiz resume {run_dir.name}` again; nothing was changed" in err and "Traceback" not in err
-    assert snapshot(run_dir) == before and runs.read_record(run_dir)["run"]["status"] == "crashed"
+    assert snapshot(run_dir) == before and runs.read_record(run_dir).to_dict()["run"]["status"] == "crashed"
 
 
 def test_a_record_that_cannot_be_written_is_an_error_not_a_traceback(home, tmp_path, capsys, monkeypatch):
@@ -248,7 +251,7 @@ def test_a_trainer_that_cannot_start_leaves_the_reason_not_a_queued_run(home, tm
     no_spawn(monkeypatch, OSError(28, "No space left on device"))
     assert cli.main(["resume", run_dir.name]) == 2
     assert "the trainer could not start: the disk is full" in capsys.readouterr().err
-    run = runs.read_record(run_dir)["run"]
+    run = runs.read_record(run_dir).to_dict()["run"]
     assert run["status"] == "failed" and run["failure_reason"].startswith("the trainer could not start: the disk is")
     assert f"`tunewiz resume {run_dir.name}` continues" in run["failure_reason"]
 
@@ -272,5 +275,5 @@ def test_when_not_even_the_failure_can_be_written_the_record_is_put_back(home, t
     assert cli.main(["resume", run_dir.name]) == 2
     assert "run.toml is as it was before the resume: it could not be updated" in capsys.readouterr().err
     assert (run_dir / runs.RECORD).read_bytes() == before
-    assert runs.read_record(run_dir)["run"]["status"] == "crashed"
+    assert runs.read_record(run_dir).to_dict()["run"]["status"] == "crashed"
     assert not (run_dir / launcher.BEFORE_RESUME).exists()

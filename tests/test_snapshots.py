@@ -168,7 +168,7 @@ def labels_home(snap_home) -> Path:
     run_dir = write_run(home, LABELS_RUN, "completed", loss=0.31, field_match=0.0, created="2026-01-02T09:00:00+00:00")
     tuned = SENTIMENT[:30] + ["neutral", "positive", "Neutral.", "positive", "negative", "negative"]
     base = ["The review sounds positive to me."] * 12 + SENTIMENT[12:24] + ["positive"] * 12
-    doc = runs.read_record(run_dir)
+    doc = runs.read_record(run_dir).to_dict()
     for which, answers in (("base", base), ("finetuned", tuned)):
         scores = [score(e, a) for e, a in zip(SENTIMENT, answers, strict=True)]
         stopped = [not a.startswith("The review") for a in answers]

@@ -58,7 +58,7 @@ def test_a_stop_in_the_comparison_completes_the_run_without_claiming_a_compariso
     run_dir = compared_run(home, tiny_model_dir, tmp_path, max_steps=2)
     proc = run_trainer(run_dir, SIGTERM_IN_COMPARISON)
     assert proc.returncode == 0, proc.stdout[-3000:]
-    doc = runs.read_record(run_dir)
+    doc = runs.read_record(run_dir).to_dict()
     assert doc["run"]["status"] == "completed" and runs.has_adapter(run_dir)
     assert doc["results"]["comparison"].startswith("skipped: stopped before the comparison ended")
     assert "finetuned" not in doc["results"] and "base" not in doc["results"]
@@ -76,7 +76,7 @@ def test_a_stop_in_the_held_out_loss_pass_stops_the_run(home, tiny_model_dir, tm
     run_dir = compared_run(home, tiny_model_dir, tmp_path, max_steps=8, eval_steps=2)
     proc = run_trainer(run_dir, setup)
     assert proc.returncode == 0, proc.stdout[-3000:]
-    doc = runs.read_record(run_dir)
+    doc = runs.read_record(run_dir).to_dict()
     assert doc["run"]["status"] == "stopped" and doc["run"]["stopped_at_step"] <= 3
     assert runs.has_adapter(run_dir) and max(steps_of(run_dir)) <= 3
 
@@ -90,11 +90,11 @@ def test_resume_after_a_kill_in_the_comparison_only_compares(home, tiny_model_di
     run_dir = compared_run(home, tiny_model_dir, tmp_path, max_steps=3, save_steps=1)
     proc = run_trainer(run_dir, killed)
     assert proc.returncode == -9
-    assert runs.reconcile(run_dir)["run"]["status"] == "crashed"
+    assert runs.reconcile(run_dir).to_dict()["run"]["status"] == "crashed"
     runs.update_record(run_dir, runs.mark_resumed)
     proc = run_trainer(run_dir, "", resume=True)
     assert proc.returncode == 0, proc.stdout[-3000:]
-    doc = runs.read_record(run_dir)
+    doc = runs.read_record(run_dir).to_dict()
     assert doc["run"]["status"] == "completed" and "finetuned" in doc["results"]
     assert max(steps_of(run_dir)) == 3  # no step past max_steps
     assert checkpoints.newest_complete(run_dir / runs.CHECKPOINTS)[0].name == "checkpoint-3"

@@ -129,8 +129,8 @@ def test_ranking_by_the_held_out_metric_then_loss_marks_the_best_and_warns_of_ov
 def test_without_a_comparison_the_held_out_loss_ranks(home):
     dirs = write_sweep(home, SAMPLE / "support_tickets.jsonl")
     for d in dirs:
-        runs.update_record(d, lambda doc: doc["results"].pop("finetuned"))
-    runs.update_record(dirs[0], {"run": {"status": "failed"}})
+        runs.update_record(d, lambda rec: rec.results.drop("finetuned"))
+    runs.update_record(dirs[0], lambda rec: rec.run.update({"status": "failed"}))
     s = sweep.load(home, SWEEP)
     assert s.basis == "eval_loss"
     assert [e.preset for e in s.entries] == ["balanced", "aggressive", "conservative"]  # 0.50, 0.75; failed last
@@ -216,9 +216,9 @@ def test_a_sweep_on_the_sample_tickets_queues_three_runs_and_ranks_them(home, ti
     assert len(dirs) == 3
     deadline = time.time() + 3 * HANG_S  # three runs one after another; a hang guard, not a speed check
     while not all(launcher.is_finished(d) for d in dirs):
-        assert time.time() < deadline, [runs.read_record(d)["run"]["status"] for d in dirs]
+        assert time.time() < deadline, [runs.read_record(d).to_dict()["run"]["status"] for d in dirs]
         time.sleep(2)
-    docs = [runs.read_record(d) for d in dirs]
+    docs = [runs.read_record(d).to_dict() for d in dirs]
     assert all(doc["run"]["status"] == "completed" for doc in docs), [(d / runs.LOG).read_text()[-1500:] for d in dirs]
     # the same data and held-out rows for all three: the same file, seed and fraction, the same prompts
     assert len({(doc["data"]["sha256"], doc["data"]["eval_rows"], doc["data"]["split_seed"]) for doc in docs}) == 1

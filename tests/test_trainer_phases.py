@@ -58,7 +58,7 @@ def test_two_loader_workers_count_every_trained_token_and_no_held_out_one(home, 
     data = sample_tickets(tmp_path / "t.jsonl", rows=40)
     cfg = tiny(tiny_model_dir, data, dataloader_workers=2, num_epochs=1.0, max_steps=-1, eval_steps=2)
     run_dir = launcher.submit(cfg, home)
-    doc = launcher.wait(run_dir, timeout=HANG_S)
+    doc = launcher.wait(run_dir, timeout=HANG_S).to_dict()
     assert doc["run"]["status"] == "completed", (run_dir / runs.LOG).read_text()[-3000:]
     res, dat, plan = doc["results"], doc["data"], doc["plan"]
     assert plan["dataloader_workers"] == 2 and "set in the config" in plan["reasons"]["dataloader_workers"]
@@ -87,7 +87,7 @@ def test_out_of_memory_in_a_step_fails_with_what_to_change(home, tiny_model_dir,
     ) + with_callbacks([str(run_dir)], "[OutOfMemoryAtStep2()]")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=HANG_S)
     assert proc.returncode == 1
-    doc = runs.read_record(run_dir)
+    doc = runs.read_record(run_dir).to_dict()
     assert doc["run"]["status"] == "failed"
     assert "Out of memory" in doc["run"]["failure_reason"]
     assert "gradient_accumulation_steps" in doc["run"]["failure_reason"]
@@ -125,7 +125,7 @@ def test_weights_that_turn_nan_fail_the_run_and_keep_the_last_good_checkpoint(ho
     ) + with_callbacks([str(run_dir)], "[PoisonAtStep3()]")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=HANG_S)
     assert proc.returncode == 1, proc.stdout[-3000:]
-    doc = runs.read_record(run_dir)
+    doc = runs.read_record(run_dir).to_dict()
     reason = doc["run"]["failure_reason"]
     assert doc["run"]["status"] == "failed" and "NaN or Inf at step 3" in reason
     assert "checkpoint-2" in reason

@@ -80,7 +80,7 @@ def steps_seen(run_dir: Path) -> list[int]:
 def test_tiny_training_end_to_end(home, tiny_model_dir, small_data):
     cfg = tiny_config(tiny_model_dir, small_data)
     run_dir = commands.launch(cfg, home)
-    doc = launcher.wait(run_dir, timeout=HANG_S)
+    doc = launcher.wait(run_dir, timeout=HANG_S).to_dict()
     assert doc["run"]["status"] == "completed", (run_dir / runs.LOG).read_text()[-3000:]
 
     # The record parses, has every section, and says what happened.
@@ -140,7 +140,7 @@ def test_the_same_request_and_seed_train_the_same_losses(home, tiny_model_dir, s
     losses = []
     for _ in range(2):
         run_dir = commands.launch(cfg, home)
-        doc = launcher.wait(run_dir, timeout=HANG_S)
+        doc = launcher.wait(run_dir, timeout=HANG_S).to_dict()
         assert doc["run"]["status"] == "completed", (run_dir / runs.LOG).read_text()[-3000:]
         losses.append([e["loss"] for e in read_events(run_dir)[0] if e.get("event") == "step"])
     assert len(losses[0]) == 4 and losses[0] == losses[1], losses
@@ -170,7 +170,7 @@ def test_training_survives_the_terminal_closing(home, tiny_model_dir, small_data
     (run_dir,) = runs._run_dirs(runs.runs_root(home))
     wait_for(lambda: len(steps_seen(run_dir)) >= 1, timeout=HANG_S)
     hang_up(terminal, wait_s=30)  # the SSH connection drops
-    doc = launcher.wait(run_dir, timeout=HANG_S)
+    doc = launcher.wait(run_dir, timeout=HANG_S).to_dict()
     assert doc["run"]["status"] == "completed"
     assert steps_seen(run_dir)[-1] == 30
 
@@ -180,7 +180,7 @@ def test_stop_saves_adapter_and_resume_finishes(home, tiny_model_dir, small_data
     run_dir = commands.launch(cfg, home)
     wait_for(lambda: len(steps_seen(run_dir)) >= 2, timeout=HANG_S)
     assert launcher.stop(run_dir)
-    doc = launcher.wait(run_dir, timeout=HANG_S)
+    doc = launcher.wait(run_dir, timeout=HANG_S).to_dict()
     assert doc["run"]["status"] == "stopped"
     reached = doc["run"]["stopped_at_step"]
     assert 2 <= reached < 100
@@ -188,7 +188,7 @@ def test_stop_saves_adapter_and_resume_finishes(home, tiny_model_dir, small_data
     assert (run_dir / "checkpoints" / f"checkpoint-{reached}").is_dir()
 
     launcher.start(run_dir, resume=True)
-    doc = launcher.wait(run_dir, timeout=HANG_S)
+    doc = launcher.wait(run_dir, timeout=HANG_S).to_dict()
     assert doc["run"]["status"] == "completed" and doc["run"]["resumed"] == 1
     assert doc["run"]["previous_status"] == "stopped" and doc["run"]["started"] < doc["run"]["resumed_at"][0]
     steps = steps_seen(run_dir)
@@ -216,20 +216,20 @@ def test_killed_trainer_is_reported_crashed(home, tiny_model_dir, small_data, ca
         timeout=HANG_S,
     )
     assert second.returncode == 3 and "already running" in second.stderr
-    pid = runs.read_record(run_dir)["run"]["pid"]
+    pid = runs.read_record(run_dir).to_dict()["run"]["pid"]
     os.kill(pid, signal.SIGKILL)
     wait_for(lambda: not runs.trainer_alive(run_dir), timeout=600)
     assert cli.main(["runs"]) == 0
     assert "crashed" in capsys.readouterr().out
-    assert runs.read_record(run_dir)["run"]["status"] == "running"  # listing reads; it never writes (#24)
+    assert runs.read_record(run_dir).to_dict()["run"]["status"] == "running"  # listing reads; it never writes (#24)
     assert cli.main(["runs", "--reconcile"]) == 0
-    doc = runs.read_record(run_dir)
+    doc = runs.read_record(run_dir).to_dict()
     assert doc["run"]["status"] == "crashed" and doc["run"]["last_step"] >= 1
     assert "step" in doc["run"]["log_tail"]
 
     # resume continues from the last checkpoint and finishes
     assert cli.main(["resume", run_dir.name]) == 0
-    doc = launcher.wait(run_dir, timeout=HANG_S)
+    doc = launcher.wait(run_dir, timeout=HANG_S).to_dict()
     assert doc["run"]["status"] == "completed" and doc["run"]["previous_status"] == "crashed"
     assert steps_seen(run_dir)[-1] == 100
 
@@ -239,7 +239,7 @@ def test_qlora_trains_on_cpu(home, tiny_model_dir, small_data):
     cfg.model.method = "qlora"
     cfg.evaluation.enabled = False
     run_dir = commands.launch(cfg, home)
-    doc = launcher.wait(run_dir, timeout=HANG_S)
+    doc = launcher.wait(run_dir, timeout=HANG_S).to_dict()
     assert doc["run"]["status"] == "completed", (run_dir / runs.LOG).read_text()[-3000:]
     assert (run_dir / "adapter" / "adapter_model.safetensors").is_file()
 
@@ -256,7 +256,7 @@ def test_bundled_model_trains_and_is_compared_with_base(home, session_home, bund
     for d in (session_home / "models").iterdir():
         (home / "models" / d.name).symlink_to(d)
     run_dir = commands.launch(cfg.validate(), home)
-    doc = launcher.wait(run_dir, timeout=HANG_S)
+    doc = launcher.wait(run_dir, timeout=HANG_S).to_dict()
     assert doc["run"]["status"] == "completed", (run_dir / runs.LOG).read_text()[-3000:]
     assert doc["model"]["source"] == "bundled" and doc["model"]["revision"].startswith("sha256:")
     # The adapter names its base by hub id, not this machine's cache path: it loads anywhere.

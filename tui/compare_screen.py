@@ -31,7 +31,8 @@ class CompareScreen(Screen):
         yield Footer()
 
     def on_mount(self) -> None:
-        ra, rb = runs.read_record(self.a), runs.read_record(self.b)
+        rec_a, rec_b = runs.read_record(self.a), runs.read_record(self.b)
+        ra, rb = rec_a.to_dict(), rec_b.to_dict()  # compared table by table, setting by setting
         table = self.query_one(DataTable)
         table.add_columns("setting / result", "A", "B")
         for section in ("model", "data", "preset", "training"):
@@ -39,7 +40,7 @@ class CompareScreen(Screen):
             for key in sorted(set(fa) | set(fb)):
                 if fa.get(key) != fb.get(key) and not key.startswith(("training.reasons", "plan.reasons", "data.sha")):
                     table.add_row(*self.cells(key, fa.get(key, "-"), fb.get(key, "-")))
-        res_a, res_b = ra.get("results", {}), rb.get("results", {})
+        res_a, res_b = rec_a.results.to_dict(), rec_b.results.to_dict()
         fa, fb = flatten(res_a, "results."), flatten(res_b, "results.")
         for key in sorted(set(fa) | set(fb)):
             # per label / per field come next, in words; raw they are dozens of rows and a matrix

@@ -153,7 +153,7 @@ class EvalScreen(ReportsWorkerErrors, Screen):
     def on_mount(self) -> None:
         from tunewiz.core.judging.evaluate import load_predictions
 
-        res = runs.read_record(self.run_dir).get("results", {})
+        res = runs.read_record(self.run_dir).results.to_dict()
         base, ft = res.get("base", {}), res.get("finetuned", {})
         self.results = res
         metrics = self.query_one("#metrics", DataTable)
@@ -187,7 +187,7 @@ class EvalScreen(ReportsWorkerErrors, Screen):
     def show_exports(self, extra: str = "") -> None:
         from tunewiz.core.shipping.export import summary_lines
 
-        arts = runs.read_record(self.run_dir).get("artifacts", {})
+        arts = runs.read_record(self.run_dir).artifacts.to_dict()
         lines = [escape(line.strip()) for line in summary_lines(arts)]
         lines = [f"[b red]{line}[/b red]" if line.startswith("WARNING ") else line for line in lines]
         self.query_one("#next-steps", Static).update("\n".join([self.advice, *lines, *([extra] if extra else [])]))
@@ -222,7 +222,7 @@ class EvalScreen(ReportsWorkerErrors, Screen):
             fmt,
         ]
         proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False)
-        arts = runs.read_record(self.run_dir).get("artifacts", {})
+        arts = runs.read_record(self.run_dir).artifacts.to_dict()
         name = "merged" if fmt == "merged" else "gguf_q8_0"
         if proc.returncode != 0:
             tail = (proc.stderr or proc.stdout).strip().splitlines()

@@ -33,7 +33,7 @@ from tunewiz.tui.widgets import ConfirmScreen
 from tunewiz.tui.worker_errors import ReportsWorkerErrors
 
 SORTS = [
-    ("date", lambda r: r.record.get("run", {}).get("created_unix", 0.0)),
+    ("date", lambda r: r.record.run.created_unix or 0.0),
     ("status", lambda r: r.status),
     ("eval loss", lambda r: r.eval_loss if r.eval_loss is not None else 1e9),
     ("metric", lambda r: r.metric),
@@ -65,8 +65,8 @@ def rerun_question(r, cfg: RunConfig) -> str:
     t = cfg.training
     epochs = f"{t.num_epochs:g} epoch" + ("" if t.num_epochs == 1 else "s")
     length = f"at most {t.max_steps} steps" if t.max_steps > 0 else epochs
-    estimate = r.record.get("estimate", {}).get("train_time_s")
-    took = r.record.get("results", {}).get("wall_time_s")
+    estimate = r.record.estimate.train_time_s
+    took = r.record.results.wall_time_s
     times = [f"~{fmt_duration(estimate)} estimated" if estimate else ""]
     times.append(f"this run took {fmt_duration(took)}" if took else "")
     lines = [
@@ -201,10 +201,10 @@ class HistoryScreen(ReportsWorkerErrors, Screen):
             )
             return
         rec = r.record
-        reason = rec.get("run", {}).get("failure_reason", "")
-        result = headline_text(rec.get("results", {}))
-        human = human_text(rec.get("results", {}).get("human") or {})
-        sweep = rec.get("run", {}).get("sweep")
+        reason = rec.run.failure_reason or ""
+        result = headline_text(rec.results.to_dict())
+        human = human_text(rec.results.human or {})
+        sweep = rec.run.sweep
         if not human and self.reviewable(r):
             human = "v: read its held-out answers blind, A against B, and say which is better"
             if sweep:
@@ -229,7 +229,7 @@ class HistoryScreen(ReportsWorkerErrors, Screen):
 
     def action_sweep(self) -> None:
         r = self.current()
-        sweep_id = r.record.get("run", {}).get("sweep") if r is not None else None
+        sweep_id = r.record.run.sweep if r is not None else None
         if not sweep_id:
             self.notify("This run is not part of a sweep (the preset step's Ctrl+T makes one).", severity="warning")
             return
@@ -288,14 +288,14 @@ class HistoryScreen(ReportsWorkerErrors, Screen):
     @work(thread=True, exclusive=True, exit_on_error=False, group="repair", name="Rebuilding the run's record")
     def repair_run(self, path: Path) -> None:
         """Reads events, the adapter and the checkpoints and writes run.toml: never on the event loop."""
-        doc, done = repair.repair(path)
-        self.app.call_from_thread(self.repaired, path.name, doc, done)
+        rec, done = repair.repair(path)
+        self.app.call_from_thread(self.repaired, path.name, rec, done)
 
-    def repaired(self, run_id: str, doc: dict, done: list[str]) -> None:
+    def repaired(self, run_id: str, rec: runs.Record, done: list[str]) -> None:
         kept = next((line for line in done if line.startswith("kept ")), "")
-        status = doc.get("run", {}).get("status", "?")
+        status = rec.run.status or "?"
         text = f"Rebuilt the record of {run_id}: {status}" + (f"; {kept}" if kept else "")
-        if not repair.rerunnable(doc):
+        if not repair.rerunnable(rec):
             text += ". Its model or data is not known: add them to run.toml to re-run or resume it"
         self.notify(text, title="Repaired", markup=False, timeout=8)
         self.reload()
@@ -359,7 +359,7 @@ class HistoryScreen(ReportsWorkerErrors, Screen):
             self.notify(f"{r.id}'s record does not say which model and data: add them to run.toml first.")
             return
         try:
-            cfg = RunConfig.from_dict(r.record)
+            cfg = r.record.request(strict=True)
         except ConfigError as exc:
             self.notify(f"{r.id}'s record cannot be re-run: {exc}", severity="error", markup=False)
             return

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from textual.message import Message
+
+if TYPE_CHECKING:
+    from tunewiz.core.bookkeeping.record import Record
 
 
 @dataclass
@@ -47,7 +50,8 @@ class RunEvents(Message):
     """New events of the followed run, batched (one message per poll, never one per event)."""
 
     events: list[dict[str, Any]]
-    record: dict[str, Any]
+    record: Record | None
+    """The run's record as observed (None when it could not be read)."""
 
 
 @dataclass

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from tunewiz.core.bookkeeping.record import Record
 from tunewiz.core.bookkeeping.runs import FINAL
 
 # The headline in words is the engine's too (a run's notification says it): defined in core.metrics,
@@ -328,43 +329,45 @@ def _row(r: Row) -> str:
     return f"{what[:34]:<34}{b:>16}{f:>16}{n:>6}".rstrip()
 
 
-def tracking_lines(doc: dict[str, Any]) -> list[str]:
+def tracking_lines(rec: Record) -> list[str]:
     """Where the run's training curves were reported ([training] report_to), for `tunewiz show`.
 
-    >>> tracking_lines({"training": {"report_to": "tensorboard"}, "artifacts": {"tensorboard": "/r/tensorboard"}})
+    >>> R = Record.from_dict
+    >>> tracking_lines(R({"training": {"report_to": "tensorboard"}, "artifacts": {"tensorboard": "/r/tensorboard"}}))
     ['  tracked tensorboard --logdir /r/tensorboard']
-    >>> tracking_lines({"training": {"report_to": "wandb"}}), tracking_lines({"training": {"report_to": "none"}})
+    >>> tracking_lines(R({"training": {"report_to": "wandb"}})), tracking_lines(R({"training": {"report_to": "none"}}))
     (['  tracked reported to wandb'], [])
     """
-    tb = (doc.get("artifacts") or {}).get("tensorboard")
-    if isinstance(tb, str) and tb:
+    tb = rec.artifacts.tensorboard
+    if tb:
         return [f"  tracked tensorboard --logdir {tb}"]
-    report = (doc.get("training") or {}).get("report_to")
+    report = rec.training.get("report_to")
     return [f"  tracked reported to {report}"] if report and report != "none" else []
 
 
-def record_summary_lines(doc: dict[str, Any]) -> list[str]:
+def record_summary_lines(rec: Record) -> list[str]:
     """A run record (run.toml) as the lines `tunewiz show` prints and the run screen shows."""
-    run, res = doc.get("run", {}), doc.get("results", {})
-    out = [f"run {run.get('id')}: {run.get('status')}"]
-    if run.get("failure_reason"):
-        out.append(f"  reason: {run['failure_reason']}")
-    if run.get("log_tail"):
-        out.append("  last lines of train.log:\n    " + "\n    ".join(run["log_tail"].splitlines()[-8:]))
-    m, d, t = doc.get("model", {}), doc.get("data", {}), doc.get("training", {})
-    out.append(f"  model   {m.get('id')} ({m.get('method')}, {m.get('effective_dtype', m.get('dtype'))})")
-    out.append(f"  data    {d.get('path')}  train {d.get('train_rows', '?')} / eval {d.get('eval_rows', '?')} rows")
+    run, res = rec.run, rec.results.to_dict()
+    out = [f"run {run.id}: {run.status}"]
+    if run.failure_reason:
+        out.append(f"  reason: {run.failure_reason}")
+    if run.log_tail:
+        out.append("  last lines of train.log:\n    " + "\n    ".join(run.log_tail.splitlines()[-8:]))
+    m, d, t = rec.model, rec.data, rec.training
+    out.append(f"  model   {m.id} ({m.method}, {m.effective_dtype or m.dtype})")
+    out.append(f"  data    {d.path}  train {d.train_rows or '?'} / eval {d.eval_rows or '?'} rows")
+    processes = t.get("processes")
     out.append(
-        f"  preset  {doc.get('preset', {}).get('name')}: rank {t.get('lora_r')}, lr {t.get('learning_rate')}, "
+        f"  preset  {rec.preset}: rank {t.get('lora_r')}, lr {t.get('learning_rate')}, "
         f"epochs {t.get('num_epochs')}, batch {t.get('per_device_batch_size')} x {t.get('gradient_accumulation_steps')}"
-        + (f" x {t['processes']} processes" if t.get("processes", 1) > 1 else "")
+        + (f" x {processes} processes" if isinstance(processes, int) and processes > 1 else "")
     )
     if res:
         # The trainer's eval loss, in the precision it trained in; the comparison's (below) is in the one it
         # answers in (float32 on a CPU), on the rows compared: the two may differ in the third decimal.
-        where = [f"in training, {m['effective_dtype']}"] if m.get("effective_dtype") else []
-        if isinstance(d.get("eval_rows"), int):
-            where.append(f"all {d['eval_rows']} held-out rows")
+        where = [f"in training, {m.effective_dtype}"] if m.effective_dtype else []
+        if d.eval_rows is not None:
+            where.append(f"all {d.eval_rows} held-out rows")
         out.append(
             f"  result  train loss {num(res.get('train_loss'))}, eval loss {num(res.get('eval_loss'))}"
             + (f" ({', '.join(where)}), " if where and "eval_loss" in res else ", ")
@@ -379,10 +382,10 @@ def record_summary_lines(doc: dict[str, Any]) -> list[str]:
             f"ties {human.get('ties', 0)}, skipped {human.get('skipped', 0)}, identical answers "
             f"{human.get('identical', 0)}, {review_progress(human).split(';')[0]}"
         )
-    out += tracking_lines(doc)
+    out += tracking_lines(rec)
     from tunewiz.core.shipping.export import summary_lines
 
-    out += summary_lines(doc.get("artifacts", {}))
+    out += summary_lines(rec.artifacts.to_dict())
     out = [piece for text in out for line in text.split("\n") for piece in fit(line)]
     if "finetuned" in res:
         out += ["", *comparison_table(res).splitlines()]
@@ -417,7 +420,7 @@ def sweep_figure(sweep, e) -> str:
         return "-"
     if sweep.basis == "eval_loss":
         return num(e.eval_loss)
-    return with_interval(e.results.get("finetuned") or {})
+    return with_interval(e.results.finetuned or {})
 
 
 def peak_text(mb: Any) -> str:

@@ -47,9 +47,9 @@ class RunScreen(Screen):
         yield Footer()
 
     def on_mount(self) -> None:
-        doc = runs.observe(self.run_dir)
-        self.status = doc.get("run", {}).get("status")
-        self.query_one("#record", Static).update(escape("\n".join(record_summary_lines(doc))))
+        rec = runs.observe(self.run_dir)
+        self.status = rec.run.status
+        self.query_one("#record", Static).update(escape("\n".join(record_summary_lines(rec))))
         self.query_one("#run-plot", LossPlot).add(read_events(self.run_dir)[0])
         self.query_one("#run-record").focus()  # the arrow keys and page keys scroll the record
 

@@ -38,7 +38,7 @@ def compact(ev: dict) -> str | None:
     return describe(ev)
 
 
-def alert_terminal(app, record: dict) -> None:
+def alert_terminal(app, record: runs.Record) -> None:
     """Tell the terminal the app runs in that the run ended: the app's bell, then a desktop notification
     (core.notify: OSC 9 and OSC 777, through tmux's passthrough inside tmux), written through the app's
     driver as Textual writes its own escape sequences. Nothing in a headless app (tests, no terminal)."""
@@ -66,7 +66,7 @@ class TrainScreen(ReportsWorkerErrors, Screen):
         self.run_dir = Path(run_dir)
         self.events_offset = 0
         self.status = ""
-        self.record: dict = {}
+        self.record: runs.Record | None = None
 
     def compose(self) -> ComposeResult:
         yield Label(f"[b]Training[/b] {escape(self.run_dir.name)}", id="train-title")
@@ -89,7 +89,7 @@ class TrainScreen(ReportsWorkerErrors, Screen):
         try:
             record = runs.observe(self.run_dir)
         except runs.RunError:
-            record = {}
+            record = None
         self.post_message(RunEvents(events, record))
 
     def worker_failed(self, group: str, text: str) -> None:
@@ -100,8 +100,10 @@ class TrainScreen(ReportsWorkerErrors, Screen):
         if not msg.events and msg.record == self.record:
             return  # nothing new: no repaint (the trainer shares the CPU with this screen)
         self.record = msg.record or self.record
-        run = self.record.get("run", {})
-        was, self.status = self.status, run.get("status", "?")
+        if self.record is None:
+            return
+        run = self.record.run
+        was, self.status = self.status, run.status or "?"
         if was != self.status:
             self.refresh_bindings()  # the footer offers what this status allows (check_action)
         if was in runs.ACTIVE and self.status in runs.FINAL:  # seen ending here, not found ended
@@ -133,19 +135,19 @@ class TrainScreen(ReportsWorkerErrors, Screen):
         colour = runs.COLOURS.get(self.status, "") if self.status not in runs.ACTIVE else ""
         text = f"[{colour}]{self.status}[/{colour}]" if colour else self.status
         if self.status == "completed":
-            res = self.record.get("results", {})
+            res = self.record.results
             text += "  - press [b]e[/b] for the evaluation"
-            ft = res.get("finetuned", {})
+            ft = res.finetuned or {}
             if ft:
                 bar.update(total=1, progress=1)
                 self.query_one("#train-stats", Static).update(
-                    f"done in {fmt_duration(res.get('wall_time_s'))}: held-out loss "
-                    f"{res.get('base', {}).get('eval_loss', 0):.3f} (base) -> {ft.get('eval_loss', 0):.3f}"
+                    f"done in {fmt_duration(res.wall_time_s)}: held-out loss "
+                    f"{(res.base or {}).get('eval_loss', 0):.3f} (base) -> {ft.get('eval_loss', 0):.3f}"
                 )
         elif self.status in ("failed", "crashed"):
-            reason = run.get("failure_reason", "")
+            reason = run.failure_reason or ""
             text += f": {escape(reason[:200])}"
-            if runs.failure_kind(run) == runs.OUT_OF_MEMORY:
+            if runs.failure_kind(self.record) == runs.OUT_OF_MEMORY:
                 text += "  - press [b]r[/b] to retry with half the batch"
         self.query_one("#train-status", Label).update(text)
 
@@ -158,7 +160,7 @@ class TrainScreen(ReportsWorkerErrors, Screen):
         if action == "evaluate":
             return self.status == "completed"
         if action == "retry":
-            return runs.failure_kind(self.record.get("run", {})) == runs.OUT_OF_MEMORY
+            return self.record is not None and runs.failure_kind(self.record) == runs.OUT_OF_MEMORY
         return True
 
     def action_stop(self) -> None:
@@ -189,16 +191,14 @@ class TrainScreen(ReportsWorkerErrors, Screen):
 
     def action_retry(self) -> None:
         """One-key retry after out-of-memory: same effective batch, half the per-device batch."""
-        if runs.failure_kind(self.record.get("run", {})) != runs.OUT_OF_MEMORY:
+        if self.record is None or runs.failure_kind(self.record) != runs.OUT_OF_MEMORY:
             return
-        from tunewiz.core.config import RunConfig
-
-        cfg = RunConfig.from_dict(self.record)
-        t, plan = cfg.training, self.record.get("plan", {})
+        cfg = self.record.request(strict=True)
+        t, plan = cfg.training, self.record.plan
         # From what the failed run did (its plan may already have split the batch or turned
         # checkpointing on), not from what was asked: asking the same again would fail the same way.
-        per = int(plan.get("per_device_batch_size", t.per_device_batch_size))
-        acc = int(plan.get("gradient_accumulation_steps", t.gradient_accumulation_steps))
+        per = plan.per_device_batch_size or t.per_device_batch_size
+        acc = plan.gradient_accumulation_steps or t.gradient_accumulation_steps
         if per > 1:
             t.per_device_batch_size, t.gradient_accumulation_steps = per // 2, acc * 2
             t.auto_batch_split = False  # the halved split, not one the plan would grow again

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from tunewiz.core import detach
+from tunewiz.core.bookkeeping.record import Record
 from tunewiz.core.judging.metrics import headline_text
 
 ENV_VARS = (
@@ -93,20 +94,21 @@ def metric(results: dict[str, Any]) -> tuple[str, str]:
     return "", ""
 
 
-def summary(doc: dict[str, Any]) -> str:
+def summary(rec: Record) -> str:
     """The end of a run in one line: the held-out headline, else the losses; for a failed or crashed run,
     why; for a stopped one, where.
 
-    >>> summary({"run": {"status": "completed"}, "results": {"train_loss": 0.51234, "eval_loss": 0.61}})
+    >>> R = Record.from_dict
+    >>> summary(R({"run": {"status": "completed"}, "results": {"train_loss": 0.51234, "eval_loss": 0.61}}))
     'train loss 0.5123, eval loss 0.6100'
-    >>> summary({"run": {"status": "crashed", "failure_reason": "the training process ended (last step 3)"}})
+    >>> summary(R({"run": {"status": "crashed", "failure_reason": "the training process ended (last step 3)"}}))
     'the training process ended (last step 3)'
-    >>> summary({"run": {"status": "stopped", "stopped_at_step": 7}, "results": {"train_loss": 2.0}})
+    >>> summary(R({"run": {"status": "stopped", "stopped_at_step": 7}, "results": {"train_loss": 2.0}}))
     'stopped at step 7; train loss 2.0000'
     """
-    run, res = doc.get("run", {}), doc.get("results", {}) or {}
-    if run.get("status") in ("failed", "crashed"):
-        return one_line(run.get("failure_reason") or run.get("status", ""))
+    run, res = rec.run, rec.results.to_dict()
+    if run.status in ("failed", "crashed"):
+        return one_line(run.failure_reason or run.status or "")
     text = headline_text(res)
     if not text:
         losses = [
@@ -115,42 +117,42 @@ def summary(doc: dict[str, Any]) -> str:
             if isinstance(res.get(k), (int, float))
         ]
         text = ", ".join(losses)
-    if run.get("status") == "stopped":
-        where = f"stopped at step {run['stopped_at_step']}" if run.get("stopped_at_step") is not None else "stopped"
+    if run.status == "stopped":
+        where = f"stopped at step {run.stopped_at_step}" if run.stopped_at_step is not None else "stopped"
         text = f"{where}; {text}" if text else where
     return one_line(text)
 
 
-def title(doc: dict[str, Any]) -> str:
+def title(rec: Record) -> str:
     """The notification's title: 'tunewiz: NAME completed'.
 
-    >>> title({"run": {"id": "20300101-000000-tiny", "name": "tiny", "status": "failed"}})
+    >>> title(Record.from_dict({"run": {"id": "20300101-000000-tiny", "name": "tiny", "status": "failed"}}))
     'tunewiz: tiny failed'
     """
-    run = doc.get("run", {})
-    return one_line(f"tunewiz: {run.get('name') or run.get('id', '?')} {run.get('status', '?')}", 80)
+    run = rec.run
+    return one_line(f"tunewiz: {run.name or run.id or '?'} {run.status or '?'}", 80)
 
 
-def environment(doc: dict[str, Any], run_dir: str | Path) -> dict[str, str]:
+def environment(rec: Record, run_dir: str | Path) -> dict[str, str]:
     """The TUNEWIZ_* variables a notify command gets (ENV_VARS), from the run's final record.
 
-    >>> env = environment({"run": {"id": "r1", "name": "tiny", "status": "completed"},
-    ...                    "results": {"train_loss": 0.5}}, "/runs/r1")
+    >>> env = environment(Record.from_dict({"run": {"id": "r1", "name": "tiny", "status": "completed"},
+    ...                    "results": {"train_loss": 0.5}}), "/runs/r1")
     >>> env["TUNEWIZ_STATUS"], env["TUNEWIZ_METRIC"], env["TUNEWIZ_METRIC_VALUE"], env["TUNEWIZ_HEADLINE"]
     ('completed', 'train_loss', '0.5', '')
     """
-    run, res = doc.get("run", {}), doc.get("results", {}) or {}
+    run, res = rec.run, rec.results.to_dict()
     name, value = metric(res)
     return {
-        "TUNEWIZ_RUN_ID": str(run.get("id", Path(run_dir).name)),
-        "TUNEWIZ_RUN_NAME": str(run.get("name", "")),
+        "TUNEWIZ_RUN_ID": run.id or Path(run_dir).name,
+        "TUNEWIZ_RUN_NAME": run.name or "",
         "TUNEWIZ_RUN_DIR": str(run_dir),
-        "TUNEWIZ_STATUS": str(run.get("status", "")),
+        "TUNEWIZ_STATUS": run.status or "",
         "TUNEWIZ_HEADLINE": headline_text(res),
         "TUNEWIZ_METRIC": name,
         "TUNEWIZ_METRIC_VALUE": value,
-        "TUNEWIZ_REASON": one_line(run.get("failure_reason", ""), 1000),
-        "TUNEWIZ_SUMMARY": summary(doc),
+        "TUNEWIZ_REASON": one_line(run.failure_reason or "", 1000),
+        "TUNEWIZ_SUMMARY": summary(rec),
     }
 
 

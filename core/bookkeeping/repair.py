@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from tunewiz.core.bookkeeping import checkpoints, runs
-from tunewiz.core.config import ConfigError, RunConfig
+from tunewiz.core.config import ConfigError
 from tunewiz.core.toml import tomllib, write_toml_atomic
 
 EVENT_STATUS = {
@@ -111,15 +111,15 @@ def _salvaged(run_dir: Path, done: list[str], sources: list[str]) -> dict[str, A
     return out
 
 
-def _put(doc: dict[str, Any], section: str, key: str, value: Any, origin: str, done: list[str]) -> None:
+def _put(rec: runs.Record, section: str, key: str, value: Any, origin: str, done: list[str]) -> None:
     """Set `section.key` from a derived source unless a readable copy of the record had it."""
-    if value is None or key in doc.setdefault(section, {}):
+    if value is None or rec.has(section, key):
         return
-    doc[section][key] = value
+    rec.merge({section: {key: value}})
     done.append(f"{section}.{key} = {value!r:.80} from {origin}")
 
 
-def rebuild_record(run_dir: Path) -> tuple[dict[str, Any], list[str]]:
+def rebuild_record(run_dir: Path) -> tuple[runs.Record, list[str]]:
     """The record `repair` would write for `run_dir`, and how each part was found; reads, writes nothing.
 
     Sources: the readable lines of the damaged run.toml and of unfinished writes of it
@@ -131,72 +131,98 @@ def rebuild_record(run_dir: Path) -> tuple[dict[str, Any], list[str]]:
     run_dir = Path(run_dir)
     done: list[str] = []
     sources: list[str] = []
-    doc = _salvaged(run_dir, done, sources)
-    run = doc.setdefault("run", {})
-    for key in ("status", "failure_reason", "finished", "log_tail", "stopped_at_step"):
-        run.pop(key, None)  # decided again below, from what happened last
+    rec = runs.Record.from_dict(_salvaged(run_dir, done, sources))
+    rec.run.drop("status", "failure_reason", "finished", "log_tail", "stopped_at_step")  # decided again below
+    _from_directory(run_dir, rec, done, sources)
+    status, ended = _from_events(run_dir, rec, done, sources)
+    _from_adapter(run_dir, rec, done, sources)
+    ckpts = _from_checkpoints(run_dir, rec, done, sources)
+    _artifacts(run_dir, rec, ckpts)
+    _ending(run_dir, rec, status, ended, done)
+    _unknowns(rec, done, sources)
+    try:
+        rec.request(strict=True)
+    except ConfigError as exc:  # a readable line of the old record with a value no config takes
+        done.append(f"as a config it needs a hand edit: {'; '.join(exc.problems)}")
+    return rec, done
+
+
+def _from_directory(run_dir: Path, rec: runs.Record, done: list[str], sources: list[str]) -> None:
+    """The id, and the name and creation time the directory's name gives when the record lost them."""
+    run = rec.run
     name_match = re.match(r"\d{8}-\d{6}-(.+)$", run_dir.name)
     created_unix = runs.id_time(run_dir.name)
-    run["id"] = run_dir.name
-    if "name" not in run:
-        run["name"] = name_match.group(1) if name_match else run_dir.name
-        done.append(f"run.name = {run['name']!r} from the directory name (the name as typed is not known)")
-    if "created" not in run and created_unix is not None:
-        run.update(created=runs.iso_time(created_unix), created_unix=created_unix)
-        done.append(f"run.created = {run['created']} from the directory name")
+    run.id = run_dir.name
+    if run.name is None:
+        run.name = name_match.group(1) if name_match else run_dir.name
+        done.append(f"run.name = {run.name!r} from the directory name (the name as typed is not known)")
+    if run.created is None and created_unix is not None:
+        run.created, run.created_unix = runs.iso_time(created_unix), created_unix
+        done.append(f"run.created = {run.created} from the directory name")
     sources.append("directory name")
 
+
+def _from_events(run_dir: Path, rec: runs.Record, done: list[str], sources: list[str]) -> tuple[str, bool]:
+    """What events.jsonl says: the status its last status event implies (''), whether it says how the
+    run ended, the start and end times, the steps, and the results of a completed run."""
+    run = rec.run
     d = runs.events_digest(run_dir)
-    status = ""
-    if d:
-        sources.append(runs.EVENTS)
-        if d.get("first_t") is not None and "started" not in run:
-            run["started"] = runs.iso_time(d["first_t"])
-        last = d.get("status_event", {})
-        status = EVENT_STATUS.get(d.get("status", ""), "")
-        if status:
-            done.append(f"status {status}: the last status event in {runs.EVENTS} is {d['status']!r}")
-        if status in runs.FINAL and isinstance(d.get("status_t"), (int, float)):
-            run["finished"] = runs.iso_time(d["status_t"])
-        if status == "failed" and last.get("reason"):
-            run["failure_reason"] = str(last["reason"])
-        if status == "stopped" and last.get("step") is not None:
-            run["stopped_at_step"] = last["step"]
-        if d.get("last_step") is not None:
-            run["last_step"] = d["last_step"]
-        _put(doc, "training", "total_steps", d.get("total_steps") or d.get("max_steps"), runs.EVENTS, done)
-        _put(doc, "training", "num_epochs", d.get("epochs"), f"the train_begin event in {runs.EVENTS}", done)
-        if d.get("results") and "results" not in doc:
-            doc["results"] = dict(d["results"])
-            done.append(f"[results] from the completed status event in {runs.EVENTS}")
+    if not d:
+        return "", False
+    sources.append(runs.EVENTS)
+    if d.get("first_t") is not None and run.started is None:
+        run.started = runs.iso_time(d["first_t"])
+    last = d.get("status_event", {})
+    status = EVENT_STATUS.get(d.get("status", ""), "")
+    if status:
+        done.append(f"status {status}: the last status event in {runs.EVENTS} is {d['status']!r}")
+    if status in runs.FINAL and isinstance(d.get("status_t"), (int, float)):
+        run.finished = runs.iso_time(d["status_t"])
+    if status == "failed" and last.get("reason"):
+        run.failure_reason = str(last["reason"])
+    if status == "stopped" and last.get("step") is not None:
+        run.update({"stopped_at_step": last["step"]})
+    if d.get("last_step") is not None:
+        run.update({"last_step": d["last_step"]})
+    _put(rec, "training", "total_steps", d.get("total_steps") or d.get("max_steps"), runs.EVENTS, done)
+    _put(rec, "training", "num_epochs", d.get("epochs"), f"the train_begin event in {runs.EVENTS}", done)
+    if d.get("results") and not rec.results.to_dict():  # noqa: record (the completed event's)
+        rec.results.update(d["results"])  # noqa: record (the completed event's)
+        done.append(f"[results] from the completed status event in {runs.EVENTS}")
+    return status, bool(d.get("status"))
 
+
+def _from_adapter(run_dir: Path, rec: runs.Record, done: list[str], sources: list[str]) -> None:
+    """The base model, revision and LoRA settings the adapter's adapter_config.json names."""
     conf, where = runs.adapter_config(run_dir)
-    if conf is not None:
-        sources.append(where)
-        if conf.get("base_model_name_or_path"):
-            _put(
-                doc, "model", "id", str(conf["base_model_name_or_path"]), f"{where} (the base the adapter names)", done
-            )
-        if conf.get("revision"):
-            _put(doc, "model", "revision", str(conf["revision"]), where, done)
-        for ours, theirs, kind in (
-            ("lora_r", "r", int),
-            ("lora_alpha", "lora_alpha", int),
-            ("lora_dropout", "lora_dropout", float),
+    if conf is None:
+        return
+    sources.append(where)
+    if conf.get("base_model_name_or_path"):
+        _put(rec, "model", "id", str(conf["base_model_name_or_path"]), f"{where} (the base the adapter names)", done)
+    if conf.get("revision"):
+        _put(rec, "model", "revision", str(conf["revision"]), where, done)
+    for ours, theirs, kind in (
+        ("lora_r", "r", int),
+        ("lora_alpha", "lora_alpha", int),
+        ("lora_dropout", "lora_dropout", float),
+    ):
+        value = conf.get(theirs)
+        if (
+            isinstance(value, (int, float))
+            and not isinstance(value, bool)
+            and (kind is float or float(value).is_integer())
         ):
-            value = conf.get(theirs)
-            if (
-                isinstance(value, (int, float))
-                and not isinstance(value, bool)
-                and (kind is float or float(value).is_integer())
-            ):
-                _put(doc, "training", ours, kind(value), where, done)
-        modules = conf.get("target_modules")
-        if isinstance(modules, str):
-            modules = [modules]
-        if isinstance(modules, list) and modules and all(isinstance(m, str) for m in modules):
-            _put(doc, "training", "target_modules", sorted(modules), where, done)
+            _put(rec, "training", ours, kind(value), where, done)
+    modules = conf.get("target_modules")
+    if isinstance(modules, str):
+        modules = [modules]
+    if isinstance(modules, list) and modules and all(isinstance(m, str) for m in modules):
+        _put(rec, "training", "target_modules", sorted(modules), where, done)
 
+
+def _from_checkpoints(run_dir: Path, rec: runs.Record, done: list[str], sources: list[str]) -> list[Path]:
+    """The last step and total steps the newest readable trainer_state.json says; the checkpoints."""
     ckpts = checkpoints.all_checkpoints(run_dir / runs.CHECKPOINTS)
     newest, _ = checkpoints.newest_complete(run_dir / runs.CHECKPOINTS)
     for ckpt in [c for c in [newest, *ckpts] if c is not None]:
@@ -205,23 +231,29 @@ def rebuild_record(run_dir: Path) -> tuple[dict[str, Any], list[str]]:
             continue
         where = f"{runs.CHECKPOINTS}/{ckpt.name}/trainer_state.json"
         sources.append(where)
-        if "last_step" not in run and isinstance(state.get("global_step"), int):
-            run["last_step"] = state["global_step"]
+        if rec.run.last_step is None and isinstance(state.get("global_step"), int):
+            rec.run.last_step = state["global_step"]
             done.append(f"run.last_step = {state['global_step']} from {where}")
         if isinstance(state.get("max_steps"), int) and state["max_steps"] > 0:
-            _put(doc, "training", "total_steps", state["max_steps"], where, done)
+            _put(rec, "training", "total_steps", state["max_steps"], where, done)
         break
+    return ckpts
 
-    artifacts = doc.setdefault("artifacts", {})
-    if runs.has_adapter(run_dir):
-        artifacts.setdefault("adapter", str(run_dir / runs.ADAPTER))
-    if ckpts:
-        artifacts.setdefault("checkpoints", str(run_dir / runs.CHECKPOINTS))
-    if (run_dir / "eval" / "predictions.jsonl").is_file():
-        artifacts.setdefault("predictions", str(run_dir / "eval" / "predictions.jsonl"))
-    if not artifacts:
-        doc.pop("artifacts")
 
+def _artifacts(run_dir: Path, rec: runs.Record, ckpts: list[Path]) -> None:
+    arts = rec.artifacts
+    if runs.has_adapter(run_dir) and arts.adapter is None:
+        arts.adapter = str(run_dir / runs.ADAPTER)
+    if ckpts and arts.checkpoints is None:
+        arts.checkpoints = str(run_dir / runs.CHECKPOINTS)
+    predictions = run_dir / runs.EVAL / "predictions.jsonl"
+    if predictions.is_file() and arts.predictions is None:
+        arts.predictions = str(predictions)
+
+
+def _ending(run_dir: Path, rec: runs.Record, status: str, ended: bool, done: list[str]) -> None:
+    """The status: the events' (a run still going whose trainer is gone: crashed), else running while a
+    trainer holds its lock, else crashed."""
     alive = runs.trainer_alive(run_dir)
     if not status:
         status = "running" if alive else "crashed"
@@ -232,56 +264,52 @@ def rebuild_record(run_dir: Path) -> tuple[dict[str, Any], list[str]]:
     if status == "crashed" or (status in runs.ACTIVE and not alive):
         if status != "crashed":
             done.append("status crashed: the run was still going and its trainer is gone")
-        unknown_end = None if d.get("status") else "not known how the run ended: nothing left in the directory says"
-        run.update(runs.crash_fields(run_dir, int(run.get("last_step") or 0), unknown_end))
+        unknown_end = None if ended else "not known how the run ended: nothing left in the directory says"
+        rec.run.update(runs.crash_fields(run_dir, rec.run.last_step or 0, unknown_end))
     else:
-        run["status"] = status
-    lost = runs.missing_adapter(run_dir, doc)
+        rec.run.status = status
+    lost = runs.missing_adapter(run_dir, rec)
     if lost:
         done.append(lost)
 
-    unknown = [f"{s}.{k}" for s, k in [("model", "id"), *KNOWN_BY_RECORD_ONLY] if k not in doc.get(s, {})]
-    unknown += [s for s in FACT_SECTIONS if s not in doc]
-    if "evaluation" not in doc:
+
+def _unknowns(rec: runs.Record, done: list[str], sources: list[str]) -> None:
+    """[run] repaired, where from, and what no source held (repair_unknown)."""
+    unknown = [f"{s}.{k}" for s, k in [("model", "id"), *KNOWN_BY_RECORD_ONLY] if not rec.has(s, k)]
+    unknown += [s for s in FACT_SECTIONS if not rec.has(s)]
+    if not rec.has("evaluation"):
         unknown.append("evaluation")
-    if "results" not in doc and run["status"] in ("completed", "stopped"):  # the others have none to lose
+    if not rec.has("results") and rec.run.status in ("completed", "stopped"):  # the others have none to lose
         unknown.append("results")
-    run.update(repaired=runs.now_iso(), repaired_from=list(dict.fromkeys(sources)), repair_unknown=unknown)
+    rec.run.update(
+        {"repaired": runs.now_iso(), "repaired_from": list(dict.fromkeys(sources)), "repair_unknown": unknown}
+    )
     if unknown:
         done.append("not known, left out: " + ", ".join(unknown))
-    if not rerunnable(doc):
+    if unnamed(rec):
         done.append(
             "it cannot be re-run or resumed until run.toml names the model and the data: "
             "add [model] id and [data] path by hand"
         )
-    try:
-        RunConfig.from_dict(doc)
-    except ConfigError as exc:  # a readable line of the old record with a value no config takes
-        done.append(f"as a config it needs a hand edit: {'; '.join(exc.problems)}")
-    return doc, done
 
 
-def rerunnable(doc: dict[str, Any]) -> bool:
+def rerunnable(rec: runs.Record) -> bool:
     """Whether a record says what to train on (a rebuilt one may not): its [model] id and [data] path."""
-    return not unnamed(doc)
+    return not unnamed(rec)
 
 
-def unnamed(doc: dict[str, Any]) -> list[str]:
+def unnamed(rec: runs.Record) -> list[str]:
     """What a record must name to be re-run or resumed and does not, as its TOML keys.
 
-    >>> unnamed({"model": {"id": "m"}, "data": {"path": "d.jsonl"}})
+    >>> unnamed(runs.Record.from_dict({"model": {"id": "m"}, "data": {"path": "d.jsonl"}}))
     []
-    >>> unnamed({"model": {"id": ""}, "run": {}})
+    >>> unnamed(runs.Record.from_dict({"model": {"id": ""}, "run": {}}))
     ['[model] id', '[data] path']
     """
-    return [
-        f"[{section}] {key}"
-        for section, key in (("model", "id"), ("data", "path"))
-        if not (doc.get(section) if isinstance(doc.get(section), dict) else {}).get(key)
-    ]
+    return [name for name, value in (("[model] id", rec.model.id), ("[data] path", rec.data.path)) if not value]
 
 
-def repair(run_dir: str | Path) -> tuple[dict[str, Any], list[str]]:
+def repair(run_dir: str | Path) -> tuple[runs.Record, list[str]]:
     """Rebuild a run's missing or damaged run.toml from what its directory holds (rebuild_record).
 
     The damaged file is kept as run.toml.damaged-<time> (nothing of the user's is deleted); the new record
@@ -296,10 +324,10 @@ def repair(run_dir: str | Path) -> tuple[dict[str, Any], list[str]]:
         )
     try:
         with runs.locked(run_dir / runs.RECORD_LOCK):
-            doc, problem = runs.usable_record(run_dir)
-            if doc is not None:
-                return doc, []
-            doc, done = rebuild_record(run_dir)
+            rec, problem = runs.usable_record(run_dir)
+            if rec is not None:
+                return rec, []
+            rec, done = rebuild_record(run_dir)
             done.insert(0, f"what was wrong: {problem}")
             record, kept = run_dir / runs.RECORD, None
             if record.exists() or record.is_symlink():
@@ -311,7 +339,7 @@ def repair(run_dir: str | Path) -> tuple[dict[str, Any], list[str]]:
                 os.replace(record, kept)  # a rename: it needs no free space
                 done.insert(1, f"kept the damaged record as {kept.name}")
             try:
-                write_toml_atomic(record, doc)
+                write_toml_atomic(record, rec.to_dict())
             except BaseException:
                 if kept is not None:
                     os.replace(kept, record)
@@ -322,4 +350,4 @@ def repair(run_dir: str | Path) -> tuple[dict[str, Any], list[str]]:
             f"free some space (or fix the permissions of {run_dir}), then run `tunewiz repair {run_dir.name}` again"
         ) from None
     done.append(f"wrote {runs.RECORD}")
-    return doc, done
+    return rec, done

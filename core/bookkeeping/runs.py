@@ -23,7 +23,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from tunewiz.core.bookkeeping import checkpoints
+from tunewiz.core.bookkeeping import checkpoints, record
+from tunewiz.core.bookkeeping.record import id_time
 from tunewiz.core.config import RunConfig
 from tunewiz.core.errors import TunewizError
 from tunewiz.core.toml import tomllib, write_toml_atomic
@@ -35,33 +36,17 @@ LOG = "train.log"
 EVENTS = "events.jsonl"
 ADAPTER = "adapter"
 CHECKPOINTS = "checkpoints"
-ACTIVE = ("queued", "running")
-"""queued: created, its trainer starting (crashed if none appears within a grace period); running: training."""
-FINAL = ("completed", "stopped", "failed", "crashed", "cancelled")
-"""cancelled: taken out of the run queue before it started (core.queue); nothing was trained."""
-WAITING = "waiting"
-"""In the run queue (core.queue), waiting its turn: neither ACTIVE nor FINAL, never marked crashed."""
-RESUMABLE = ("stopped", "crashed", "failed")
-"""What `tunewiz resume` continues from its newest complete checkpoint."""
-COLOURS = {
-    "completed": "green",
-    "failed": "red",
-    "crashed": "red",
-    "running": "cyan",
-    "stopped": "yellow",
-    "queued": "cyan",
-    "waiting": "cyan",
-    "damaged": "red",
-}
+EVAL = "eval"
+# The statuses and their sets live with the record's type (core.bookkeeping.record.Status).
+ACTIVE, FINAL, RESUMABLE = record.ACTIVE, record.FINAL, record.RESUMABLE
+WAITING, DAMAGED = record.Status.WAITING, record.Status.DAMAGED
+COLOURS = {s.value: s.colour for s in record.Status if s.colour}
 """A status's colour wherever one is shown (history, train screen, sweep)."""
-OUT_OF_MEMORY, DISK_FULL = "out_of_memory", "disk_full"
-"""[run] failure_kind of a failed run: what the screens offer a one-key way out of (the reason says it)."""
-DAMAGED = "damaged"
-"""Never written into a record: the status a listing gives a run whose run.toml is missing or unreadable.
-It is neither ACTIVE nor FINAL; `tunewiz repair` rebuilds the record and the run gets a real status."""
+OUT_OF_MEMORY, DISK_FULL = record.FailureKind.OUT_OF_MEMORY, record.FailureKind.DISK_FULL
 RUN_MARKERS = (RECORD, EVENTS, LOG, ADAPTER, CHECKPOINTS, TRAINER_LOCK)
 """A directory under runs/ holding any of these is a run, whatever state its record is in."""
 DAMAGED_COPY = "run.toml.damaged-"
+Record = record.Record
 
 
 class RunError(TunewizError, RuntimeError):
@@ -102,18 +87,9 @@ def home_of(run_dir: str | Path) -> Path:
     return Path(run_dir).parent.parent
 
 
-def failure_kind(run: dict[str, Any]) -> str:
-    """OUT_OF_MEMORY, DISK_FULL or '' for a record's [run]: its failure_kind, or for a record written
-    before tunewiz recorded one, what its reason says (the one place that reads the words)."""
-    kind = run.get("failure_kind")
-    if isinstance(kind, str):
-        return kind
-    reason = str(run.get("failure_reason", ""))
-    if run.get("status") != "failed":
-        return ""
-    if reason.startswith("Out of memory") or "Out of memory. Try" in reason:
-        return OUT_OF_MEMORY
-    return DISK_FULL if reason.startswith("Disk full") else ""
+def failure_kind(rec: Record) -> record.FailureKind:
+    """OUT_OF_MEMORY, DISK_FULL or NONE: what a failed run's failure was (its [run] failure_kind)."""
+    return rec.run.kind_of_failure
 
 
 def has_adapter(run_dir: str | Path) -> bool:
@@ -149,8 +125,11 @@ def default_name(cfg: RunConfig) -> str:
     return f"{Path(cfg.data.path).stem}-{cfg.preset}" if cfg.data.path else ""
 
 
-def create_run(cfg: RunConfig, home_dir: Path, extra: dict[str, Any] | None = None) -> Path:
-    """Make a run directory with a queued record. Nothing is left behind on failure."""
+def create_run(
+    cfg: RunConfig, home_dir: Path, extra: dict[str, dict[str, Any]] | list[dict[str, dict[str, Any]]] | None = None
+) -> Path:
+    """Make a run directory with a queued record; `extra` ({table: {key: value}}, or a list of them merged in
+    order; see Record.merge) adds to it. Nothing is left behind on failure."""
     root = runs_root(home_dir)
     ensure_writable(root)
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -165,21 +144,21 @@ def create_run(cfg: RunConfig, home_dir: Path, extra: dict[str, Any] | None = No
             n += 1
             run_id = f"{base}-{n}"
     try:
-        doc: dict[str, Any] = {
-            "run": {
+        rec = Record.from_dict({"run": {}, **cfg.to_dict()})  # [run] first: a write cut short keeps it
+        rec.run.update(
+            {
                 "id": run_id,
                 "name": cfg.name or default_name(cfg) or run_id,
-                "status": "queued",
+                "status": record.Status.QUEUED.value,
                 "created": now_iso(),
                 "created_unix": time.time(),  # orders runs made within the same second
                 "queued_unix": time.time(),
                 "host": socket.gethostname(),
-            },
-            **cfg.to_dict(),
-        }
-        for section, values in (extra or {}).items():
-            doc.setdefault(section, {}).update(values)
-        write_toml_atomic(run_dir / RECORD, doc)
+            }
+        )
+        for tables in extra if isinstance(extra, list) else [extra or {}]:
+            rec.merge(tables)
+        write_toml_atomic(run_dir / RECORD, rec.to_dict())
     except BaseException:
         shutil.rmtree(run_dir, ignore_errors=True)
         raise
@@ -194,7 +173,7 @@ def looks_like_run(path: Path) -> bool:
 TOML_WHERE = re.compile(r"\s*\(at (?:line (\d+), column \d+|end of document)\)\s*$")
 
 
-def record_problem(path: str | Path) -> tuple[dict[str, Any] | None, str]:
+def record_problem(path: str | Path) -> tuple[Record | None, str]:
     """Read the record at `path`: (the record, '') or (None, what is wrong with it, in words).
 
     Wrong means missing, unreadable, not UTF-8, not valid TOML, or without a [run] table: a crash
@@ -225,17 +204,10 @@ def record_problem(path: str | Path) -> tuple[dict[str, Any] | None, str]:
         line = m.group(1) if m and m.group(1) else str(text.count("\n") + 1)
         what = msg[: m.start()] if m else msg
         return None, f"{RECORD} is not valid TOML at line {line}: {what}{cut}"
-    if not isinstance(doc.get("run"), dict):
-        return None, f"{RECORD} has no [run] table{cut or ' (not a tunewiz record, or cut off?)'}"
-    status = doc["run"].get("status")
-    if status not in (*ACTIVE, *FINAL, WAITING):
-        return None, f"{RECORD} has [run] status = {status!r}, not one tunewiz writes (hand-edited or damaged?)"
-    if not any(isinstance(doc.get(s), dict) for s in ("model", "data", "training")) and not doc["run"].get("repaired"):
-        return None, f"{RECORD} ends after its [run] table: [model], [data] and [training] are missing (cut off?)"
-    return doc, ""
+    return record.problem_of(doc, cut)
 
 
-def read_record(run_dir: str | Path) -> dict[str, Any]:
+def read_record(run_dir: str | Path) -> Record:
     """The run's record; a RunError that says what is wrong and how to rebuild it when it is damaged."""
     run_dir = Path(run_dir)
     doc, problem = record_problem(run_dir / RECORD)
@@ -266,46 +238,38 @@ def locked(path: Path, blocking: bool = True) -> Iterator[bool]:
         os.close(fd)
 
 
-def update_record(run_dir: str | Path, change: dict[str, dict[str, Any]] | Callable[[dict], None]) -> dict:
-    """Read-modify-write run.toml under a lock, written atomically.
-
-    `change` is either {section: {key: value}} merged into the record, or a
-    function that edits the record in place.
-    """
+def update_record(run_dir: str | Path, change: Callable[[Record], Any]) -> Record:
+    """Read-modify-write run.toml under a lock, written atomically: `change` edits the record in place.
+    A record of an older schema is written in this one (core.bookkeeping.record migrates it on read)."""
     run_dir = Path(run_dir)
     with locked(run_dir / RECORD_LOCK):
-        doc = read_record(run_dir)
-        if callable(change):
-            change(doc)
-        else:
-            for section, values in change.items():
-                doc.setdefault(section, {}).update(values)
-        write_toml_atomic(run_dir / RECORD, doc)
-    return doc
+        rec = read_record(run_dir)
+        change(rec)
+        write_toml_atomic(run_dir / RECORD, rec.to_dict())
+    return rec
 
 
-def set_status(run_dir: str | Path, status: str, **fields: Any) -> dict:
-    def change(doc: dict) -> None:
-        run = doc.setdefault("run", {})
-        run.update(status=status, **fields)
+def set_status(run_dir: str | Path, status: str, **fields: Any) -> Record:
+    def change(rec: Record) -> None:
+        run = rec.run
+        run.update({"status": str(status), **fields})
         if status == "running":
-            run.setdefault("started", now_iso())  # a resumed run keeps its first start
+            run.started = run.started or now_iso()  # a resumed run keeps its first start
         elif status in FINAL:
-            run["finished"] = now_iso()
+            run.finished = now_iso()
 
     return update_record(run_dir, change)
 
 
-def mark_resumed(doc: dict) -> None:
+def mark_resumed(rec: Record) -> None:
     """Queue a stopped/crashed run again, keeping the first segment's facts."""
-    run = doc["run"]
-    run["resumed"] = run.get("resumed", 0) + 1
-    run["resumed_at"] = [*run.get("resumed_at", []), now_iso()]
-    run["previous_status"] = run.get("status", "")
-    run["status"] = "queued"
-    run["queued_unix"] = time.time()
-    for key in ("failure_reason", "failure_kind", "finished", "log_tail", "stopped_at_step", "notified"):
-        run.pop(key, None)
+    run = rec.run
+    run.resumed = (run.resumed or 0) + 1
+    run.resumed_at = [*(run.resumed_at or []), now_iso()]
+    run.previous_status = run.status or ""
+    run.status = record.Status.QUEUED.value
+    run.queued_unix = time.time()
+    run.drop("failure_reason", "failure_kind", "finished", "log_tail", "stopped_at_step", "notified")
 
 
 def notify_end(run_dir: str | Path) -> int | None:
@@ -317,26 +281,25 @@ def notify_end(run_dir: str | Path) -> int | None:
     from tunewiz.core.bookkeeping import notify
 
     run_dir = Path(run_dir)
-    doc, _ = record_problem(run_dir / RECORD)
-    notify_section = (doc or {}).get("notify")
-    if not isinstance(notify_section, dict) or not notify_section.get("command"):
+    rec, _ = record_problem(run_dir / RECORD)
+    if rec is None or not rec.notify.get("command"):
         return None  # nothing to run: no lock, no write
-    claimed: dict[str, Any] = {}
+    claimed: list[Record] = []
 
-    def claim(d: dict) -> None:
-        run = d.setdefault("run", {})
-        if run.get("status") in FINAL and not run.get("notified"):
-            run["notified"] = now_iso()
-            claimed["doc"] = d
+    def claim(r: Record) -> None:
+        if r.run.status in FINAL and not r.run.notified:
+            r.run.notified = now_iso()
+            claimed.append(r)
 
     update_record(run_dir, claim)
-    if "doc" not in claimed:
+    if not claimed:
         return None
-    doc = claimed["doc"]
-    command = [str(a) for a in doc["notify"]["command"]]
-    pass_env = doc["notify"].get("pass_env") or []
+    rec = claimed[0]
+    command = rec.notify["command"]
+    command = [str(a) for a in command] if isinstance(command, list) else [str(command)]
+    pass_env = rec.notify.get("pass_env") or []
     pass_env = [str(n) for n in pass_env] if isinstance(pass_env, list) else []
-    return notify.spawn(command, notify.environment(doc, run_dir), run_dir, run_dir / LOG, pass_env)
+    return notify.spawn(command, notify.environment(rec, run_dir), run_dir, run_dir / LOG, pass_env)
 
 
 # -- liveness ---------------------------------------------------------------------
@@ -434,25 +397,22 @@ def crash_fields(run_dir: Path, last_step: int, reason: str | None = None) -> di
     }
 
 
-def here(doc: dict[str, Any]) -> bool:
+def here(rec: Record) -> bool:
     """Whether the run was made on this machine (a runs directory on a shared disk, or a run directory
     copied from elsewhere, may hold others'): its [run] host is this machine's name."""
-    run = doc.get("run", {}) if isinstance(doc.get("run"), dict) else {}
-    return run.get("host", socket.gethostname()) == socket.gethostname()
+    host = rec.run.extra.get("host", rec.run.host)  # a host of the wrong type is kept in extra: not here
+    return host is None or host == socket.gethostname()
 
 
-def _dead(run_dir: Path, doc: dict[str, Any], grace_s: float) -> bool:
-    """Whether `doc` says queued or running on this machine but no trainer holds its lock: a queued
+def _dead(run_dir: Path, rec: Record, grace_s: float) -> bool:
+    """Whether `rec` says queued or running on this machine but no trainer holds its lock: a queued
     run whose trainer never took the lock within `grace_s` of being queued died while starting."""
-    run = doc.get("run", {})
-    if run.get("status") not in ACTIVE or not here(doc) or trainer_alive(run_dir):
+    run = rec.run
+    if run.status not in ACTIVE or not here(rec) or trainer_alive(run_dir):
         return False
-    try:
-        queued = float(run.get("queued_unix", 0))
-    except (TypeError, ValueError):
-        queued = 0.0
+    queued = run.queued_unix or 0.0
     return not (
-        run.get("status") == "queued" and trainer_started_unix(run_dir) < queued and time.time() - queued < grace_s
+        run.status == record.Status.QUEUED and trainer_started_unix(run_dir) < queued and time.time() - queued < grace_s
     )
 
 
@@ -464,7 +424,7 @@ def _crash_of(run_dir: Path) -> dict[str, Any]:
     return crash_fields(run_dir, steps[-1].get("step", 0) if steps else 0)
 
 
-def observe(run_dir: str | Path, grace_s: float = 30.0) -> dict:
+def observe(run_dir: str | Path, grace_s: float = 30.0) -> Record:
     """The record as a reader should show it, without writing anything or starting anything.
 
     A run of this machine whose record says queued or running but whose trainer is gone reads as
@@ -473,13 +433,13 @@ def observe(run_dir: str | Path, grace_s: float = 30.0) -> dict:
     listing shows it 'on HOST'). Raises RunError when the record is damaged (read_record).
     """
     run_dir = Path(run_dir)
-    doc = read_record(run_dir)
-    if _dead(run_dir, doc, grace_s):
-        doc["run"].update(_crash_of(run_dir))
-    return doc
+    rec = read_record(run_dir)
+    if _dead(run_dir, rec, grace_s):
+        rec.run.update(_crash_of(run_dir))
+    return rec
 
 
-def reconcile(run_dir: str | Path, grace_s: float = 30.0) -> dict:
+def reconcile(run_dir: str | Path, grace_s: float = 30.0) -> Record:
     """Record `crashed` for a run of this machine whose trainer is gone, and tell its [notify] command.
 
     The only place outside the trainer that writes a dead trainer's end, called by those that act for
@@ -489,40 +449,39 @@ def reconcile(run_dir: str | Path, grace_s: float = 30.0) -> dict:
     record comes back crashed all the same, and the next reconcile writes it.
     """
     run_dir = Path(run_dir)
-    doc = read_record(run_dir)
-    if not _dead(run_dir, doc, grace_s):
-        return doc
+    rec = read_record(run_dir)
+    if not _dead(run_dir, rec, grace_s):
+        return rec
     crash = _crash_of(run_dir)
 
-    def mark(d: dict) -> None:
-        if d.get("run", {}).get("status") not in ACTIVE:  # someone else got there first
-            return
-        d.setdefault("run", {}).update(crash)
+    def mark(r: Record) -> None:
+        if r.run.status in ACTIVE:  # else someone else got there first
+            r.run.update(crash)
 
     if trainer_alive(run_dir):  # started between our two checks
         return read_record(run_dir)
     try:
-        doc = update_record(run_dir, mark)
+        rec = update_record(run_dir, mark)
     except OSError as exc:
-        mark(doc)  # shown as crashed now; written by the next reconcile once space returns
-        doc["run"]["failure_reason"] += (
+        mark(rec)  # shown as crashed now; written by the next reconcile once space returns
+        rec.run.failure_reason = (rec.run.failure_reason or "") + (
             f" (not yet saved in {RECORD}: {exc.strerror or exc}; saved on the next look once it can be written)"
         )
-        return doc
+        return rec
     with contextlib.suppress(RunError, OSError):  # telling of the crash never hides it
         notify_end(run_dir)
-    return doc
+    return rec
 
 
 def reconcile_all(home_dir: Path) -> list[Path]:
     """:func:`reconcile` every run of this machine under `home_dir`; the runs it recorded as crashed."""
     out = []
     for run_dir in _run_dirs(runs_root(home_dir)):
-        doc, _ = record_problem(run_dir / RECORD)
-        if doc is None or doc.get("run", {}).get("status") not in ACTIVE or not here(doc):
+        rec, _ = record_problem(run_dir / RECORD)
+        if rec is None or rec.run.status not in ACTIVE or not here(rec):
             continue
         with contextlib.suppress(RunError, OSError):
-            if reconcile(run_dir).get("run", {}).get("status") == "crashed":
+            if reconcile(run_dir).run.status == record.Status.CRASHED:
                 out.append(run_dir)
     return out
 
@@ -545,7 +504,7 @@ class RunSummary:
     eval_loss: float | None
     metric: str
     duration_s: float | None
-    record: dict
+    record: Record
     problem: str = ""
     """A damaged run: what is wrong with its run.toml ('' for every other run)."""
     left: list[str] = field(default_factory=list)
@@ -562,7 +521,7 @@ class RunSummary:
         if self.status == WAITING and self.queue_place:
             return f"queued #{self.queue_place}"
         if self.status in ACTIVE and not here(self.record):
-            return f"on {self.record['run'].get('host')}"
+            return f"on {self.record.run.host or self.record.run.extra.get('host')}"
         return self.status
 
     def damage_lines(self) -> list[str]:
@@ -576,9 +535,9 @@ class RunSummary:
         ]
 
 
-def summarize(run_dir: Path, doc: dict) -> RunSummary:
-    run, res = doc.get("run", {}), doc.get("results", {})
-    ft = res.get("finetuned", {}) if isinstance(res.get("finetuned"), dict) else {}
+def summarize(run_dir: Path, rec: Record) -> RunSummary:
+    run, res = rec.run, rec.results
+    ft = res.finetuned or {}
     metric = ""  # the fine-tuned model's figure that says most for its kind of answer, in 10 characters
     if ft.get("kind") == "labels" and isinstance(ft.get("macro_f1"), (int, float)):
         metric = f"F1 {ft['macro_f1']:.2f}"  # macro-F1: every label counts, a rare one as much as a common one
@@ -587,32 +546,30 @@ def summarize(run_dir: Path, doc: dict) -> RunSummary:
     elif "exact_match" in ft:
         metric = f"exact {ft['exact_match']:.0%}"
     return RunSummary(
-        id=run.get("id", run_dir.name),
+        id=run.id or run_dir.name,
         path=run_dir,
-        status=run.get("status", "?"),
-        name=run.get("name", ""),
-        created=run.get("created", ""),
-        model=doc.get("model", {}).get("id", ""),
-        data=Path(doc.get("data", {}).get("path", "")).name,
-        preset=doc.get("preset", {}).get("name", ""),
-        method=doc.get("model", {}).get("method", ""),
-        train_loss=res.get("train_loss"),
-        eval_loss=ft.get("eval_loss", res.get("eval_loss")),
+        status=run.status or "?",
+        name=run.name or "",
+        created=run.created or "",
+        model=rec.model.id or "",
+        data=Path(rec.data.path or "").name,
+        preset=rec.preset,
+        method=rec.model.method or "",
+        train_loss=res.train_loss,
+        eval_loss=res.finetuned_eval_loss,
         metric=metric,
-        duration_s=res.get("wall_time_s"),
-        record=doc,
-        note=missing_adapter(run_dir, doc),
+        duration_s=res.wall_time_s,
+        record=rec,
+        note=missing_adapter(run_dir, rec),
     )
 
 
-def missing_adapter(run_dir: Path, doc: dict) -> str:
+def missing_adapter(run_dir: Path, rec: Record) -> str:
     """'' when the run's adapter is there or it never saved one; else that it is missing and what to do: a
     completed run (or a stopped one whose record names its adapter) without adapter/adapter_config.json
     (deleted, or moved) has nothing to chat with, evaluate or export. Only reads."""
-    run = doc.get("run", {}) if isinstance(doc.get("run"), dict) else {}
-    artifacts = doc.get("artifacts") if isinstance(doc.get("artifacts"), dict) else {}
-    status = run.get("status")
-    if not (status == "completed" or (status == "stopped" and artifacts.get("adapter"))) or has_adapter(run_dir):
+    status = rec.run.status
+    if not (status == "completed" or (status == "stopped" and rec.artifacts.adapter)) or has_adapter(run_dir):
         return ""
     adapter = run_dir / ADAPTER
     what = "has no adapter_config.json" if adapter.is_dir() else "is gone"
@@ -628,23 +585,6 @@ def missing_adapter(run_dir: Path, doc: dict) -> str:
         f"the adapter is missing: {ADAPTER}/ {what} (deleted?), so there is nothing to chat with, evaluate or "
         f"export; {again}"
     )
-
-
-def id_time(run_id: str) -> float | None:
-    """When a run was created, from its id (`YYYYmmdd-HHMMSS-name`, local time), or None.
-
-    >>> datetime.fromtimestamp(id_time("20300102-030405-balanced")).isoformat()
-    '2030-01-02T03:04:05'
-    >>> id_time("not-a-run") is None
-    True
-    """
-    m = re.match(r"(\d{8}-\d{6})(?:-|$)", run_id)
-    if not m:
-        return None
-    try:
-        return datetime.strptime(m.group(1), "%Y%m%d-%H%M%S").timestamp()
-    except ValueError:
-        return None
 
 
 def iso_time(unix: float) -> str:
@@ -704,8 +644,8 @@ def events_digest(run_dir: Path) -> dict[str, Any]:
             d.update(status=e["status"], status_t=t, status_event=e)
             if e.get("total_steps"):
                 d["total_steps"] = e["total_steps"]
-            if e["status"] == "completed" and isinstance(e.get("results"), dict):
-                d["results"] = e["results"]
+            if e["status"] == "completed" and isinstance(e.get("results"), dict):  # noqa: record (an event)
+                d.update(results=e["results"])  # noqa: record (the event's results)
     _digests[path] = (key, d)
     return d
 
@@ -790,9 +730,10 @@ def damaged_summary(run_dir: Path, problem: str) -> RunSummary:
     name = m.group(1) if m else run_dir.name
     conf, _ = adapter_config(run_dir)
     created = iso_time(created_unix) if created_unix else ""
-    doc = {
-        "run": {"id": run_dir.name, "name": name, "status": DAMAGED, "created": created, "created_unix": created_unix}
-    }
+    rec = Record()
+    rec.run.update(
+        {"id": run_dir.name, "name": name, "status": DAMAGED.value, "created": created, "created_unix": created_unix}
+    )
     return RunSummary(
         id=run_dir.name,
         path=run_dir,
@@ -807,13 +748,13 @@ def damaged_summary(run_dir: Path, problem: str) -> RunSummary:
         eval_loss=None,
         metric="",
         duration_s=None,
-        record=doc,
+        record=rec,
         problem=problem,
         left=what_is_left(run_dir),
     )
 
 
-def usable_record(run_dir: Path) -> tuple[dict[str, Any] | None, str]:
+def usable_record(run_dir: Path) -> tuple[Record | None, str]:
     """(the record, '') when a listing can show it, else (None, what is wrong): record_problem, plus
     values of a shape no listing can use."""
     doc, problem = record_problem(Path(run_dir) / RECORD)
@@ -854,25 +795,17 @@ def list_runs(home_dir: Path) -> list[RunSummary]:
     return out
 
 
-def queue_key(doc: dict) -> tuple[float, float, str]:
+def queue_key(rec: Record) -> tuple[float, float, str]:
     """Where a waiting run stands in the queue: its [run] queue_order (smallest first), then its creation."""
-    run = doc.get("run", {})
-    try:
-        order = float(run.get("queue_order", 0.0))
-    except (TypeError, ValueError):
-        order = 0.0
-    return order, _created_unix(doc), str(run.get("id", ""))
+    return rec.run.queue_order or 0.0, _created_unix(rec), rec.run.id or ""
 
 
 def damaged(items: list[RunSummary]) -> list[RunSummary]:
     return [r for r in items if r.status == DAMAGED]
 
 
-def _created_unix(doc: dict) -> float:
-    try:
-        return float(doc.get("run", {}).get("created_unix", 0.0))
-    except (TypeError, ValueError, AttributeError):
-        return 0.0
+def _created_unix(rec: Record) -> float:
+    return rec.run.created_unix or 0.0
 
 
 def inside(root: Path, path: Path) -> bool:

@@ -125,20 +125,14 @@ def training_system_prompt(cfg) -> tuple[str, str]:
     return common_system_prompt(examples), ""
 
 
-def require_adapter(run_dir: str | Path) -> dict[str, Any]:
-    """The run's record; a ChatError that says what to do when the run saved no adapter."""
-    from tunewiz.core.bookkeeping import runs
+def require_adapter(run_dir: str | Path):
+    """The run's parts (core.bookkeeping.finished); a ChatError that says what to do when it saved no adapter."""
+    from tunewiz.core.bookkeeping import finished
 
-    run_dir = Path(run_dir)
-    doc = runs.read_record(run_dir)
-    if not runs.has_adapter(run_dir):
-        status = doc.get("run", {}).get("status", "?")
-        raise ChatError(
-            f"{run_dir.name} has no saved adapter (status {status}), so there is no fine-tuned model to chat "
-            f"with: wait for it to finish (`tunewiz attach {run_dir.name}`), or resume it (`tunewiz resume "
-            f"{run_dir.name}`)"
-        )
-    return doc
+    try:
+        return finished.open_finished(run_dir)
+    except finished.NoAdapter as exc:
+        raise ChatError(str(exc)) from None
 
 
 def context_limit(model, tok) -> int:
@@ -195,27 +189,17 @@ class ChatSession:
     def for_run(cls, run_dir: str | Path, options: ChatOptions | None = None) -> ChatSession:
         """The run's adapter model (its base on this machine's plan device and dtype), the run's
         tokenizer and chat template, and the training data's system prompt. Seconds to load."""
-        from tunewiz.core.bookkeeping import runs
-        from tunewiz.core.config import RunConfig
-        from tunewiz.core.judging.evaluate import run_placement
-        from tunewiz.core.models import resolve as models
-
-        run_dir = Path(run_dir)
-        doc = require_adapter(run_dir)  # before seconds of importing torch
+        run = require_adapter(run_dir)  # before seconds of importing torch
         from transformers.utils import logging as hf_logging
         from tunewiz.core.models.loading import adapter_model, load_tokenizer
 
         hf_logging.disable_progress_bar()  # no "Loading weights" bar over the chat screen or the answers
-        adapter = run_dir / runs.ADAPTER
-        cfg = RunConfig.from_dict(doc, source=str(run_dir / runs.RECORD))
-        resolved = models.resolve(cfg.model.id, runs.home_of(run_dir))
-        device, dtype = run_placement(cfg, run_dir)
-        # The tokenizer training saved beside the adapter: the chat template the model learnt.
-        tok_dir = adapter if (adapter / "tokenizer_config.json").is_file() else resolved.path
-        tok = load_tokenizer(tok_dir, cfg.model.trust_remote_code)
-        model = adapter_model(resolved.path, adapter, dtype, cfg.model.trust_remote_code, device)
+        cfg = run.cfg
+        device, dtype = run.placement()
+        tok = load_tokenizer(run.tokenizer_dir, cfg.model.trust_remote_code)  # the chat template it learnt
+        model = adapter_model(run.base_path, run.adapter_dir, dtype, cfg.model.trust_remote_code, device)
         system, note = training_system_prompt(cfg)
-        session = cls(model, tok, system=system, options=options, name=run_dir.name)
+        session = cls(model, tok, system=system, options=options, name=Path(run_dir).name)
         session.note = note
         return session
 

@@ -212,41 +212,21 @@ def held_out_examples(cfg) -> list:
     return eval_ex
 
 
-def serving_dtype(device: str, train_dtype: str) -> tuple[str, str]:
-    """The precision a finished model answers in (the comparison, chat), and why ('float32: ...'): the
-    planner's decision (planner.choose_serving_dtype), kept here for its callers."""
-    from tunewiz.core.planning import planner
-
-    d = planner.choose_serving_dtype(device, train_dtype)
-    return d.value, f"{d.value}: {d.reason}"
-
-
-def run_placement(cfg, run_dir: Path) -> tuple[str, str]:
-    """Where and in what precision a finished run's model answers on this machine (evaluation, chat):
-    the planner's serving decisions (planner.choose_serving) for the hardware found here."""
-    from tunewiz.core.planning import hardware, planner
-
-    device, dtype = planner.choose_serving(hardware.detect(run_dir), cfg.model.dtype)
-    return device.value, dtype.value
-
-
 def evaluate_run(run_dir: Path) -> dict[str, Any]:
     """Re-run the comparison for a finished run from its saved adapter (`tunewiz eval RUN`)."""
-    from tunewiz.core.bookkeeping import runs
-    from tunewiz.core.config import RunConfig
-    from tunewiz.core.models import resolve as models
+    from tunewiz.core.bookkeeping import finished, runs
     from tunewiz.core.models.loading import adapter_model, load_tokenizer
 
-    run_dir = Path(run_dir)
-    doc = runs.read_record(run_dir)
-    cfg = RunConfig.from_dict(doc, source=str(run_dir / runs.RECORD))
-    adapter = run_dir / runs.ADAPTER
-    if not runs.has_adapter(run_dir):
-        raise runs.RunError(f"{run_dir.name} has no saved adapter yet (status {doc['run'].get('status')})")
-    resolved = models.resolve(cfg.model.id, runs.home_of(run_dir))
-    device, dtype = run_placement(cfg, run_dir)
-    tok = load_tokenizer(resolved.path, cfg.model.trust_remote_code)
-    model = adapter_model(resolved.path, adapter, dtype, cfg.model.trust_remote_code, device)
-    summary = compare(model, tok, held_out_examples(cfg), cfg, run_dir, precision=dtype)
-    runs.update_record(run_dir, {"results": summary, "artifacts": {"predictions": str(run_dir / PREDICTIONS)}})
+    run = finished.open_finished(run_dir)
+    cfg = run.cfg
+    device, dtype = run.placement()
+    tok = load_tokenizer(run.tokenizer_dir, cfg.model.trust_remote_code)
+    model = adapter_model(run.base_path, run.adapter_dir, dtype, cfg.model.trust_remote_code, device)
+    summary = compare(model, tok, held_out_examples(cfg), cfg, run.run_dir, precision=dtype)
+
+    def record(rec: runs.Record) -> None:
+        rec.results.update(summary)
+        rec.artifacts.predictions = str(run.run_dir / PREDICTIONS)
+
+    runs.update_record(run.run_dir, record)
     return summary

@@ -331,9 +331,9 @@ def save_summary(run_dir: str | Path, rows: int | None = None) -> dict[str, Any]
     lock: of two saves racing, the one that writes last writes the newest verdicts. Returns the summary."""
     out: dict[str, Any] = {}
 
-    def change(doc: dict) -> None:
+    def change(rec: runs.Record) -> None:
         out.update(Review.open(run_dir, rows).summary().as_record())
-        doc.setdefault("results", {})["human"] = out
+        rec.results.human = out
 
     runs.update_record(run_dir, change)
     return out

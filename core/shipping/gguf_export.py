@@ -249,7 +249,7 @@ def export_gguf(run_dir: Path, quant: str = "q8_0", verify: bool = True) -> dict
     if verify:
         entry.update(verify_llama_cpp(rm, out_dir / GGUF_NAME))
     entry["seconds"] = round(time.time() - t0, 1)
-    runs.update_record(run_dir, {"artifacts": {f"gguf_{quant}": entry}})
+    runs.update_record(run_dir, lambda rec: rec.artifacts.update({f"gguf_{quant}": entry}))
     return entry
 
 

@@ -49,18 +49,13 @@ class RunModel:
 
 def open_run(run_dir: Path) -> RunModel:
     """The run's config, base model directory and adapter; raises ExportError when there is no adapter."""
-    from tunewiz.core.config import RunConfig
-    from tunewiz.core.models import resolve as models
+    from tunewiz.core.bookkeeping import finished
 
-    run_dir = Path(run_dir)
-    doc = runs.read_record(run_dir)
-    cfg = RunConfig.from_dict(doc, source=str(run_dir / runs.RECORD))
-    adapter = run_dir / runs.ADAPTER
-    if not runs.has_adapter(run_dir):
-        status = doc.get("run", {}).get("status")
-        raise ExportError(f"{run_dir.name} has no saved adapter (status {status}): export a completed or stopped run")
-    resolved = models.resolve(cfg.model.id, runs.home_of(run_dir))
-    return RunModel(run_dir, cfg, Path(resolved.path), adapter)
+    try:
+        run = finished.open_finished(run_dir)
+    except finished.NoAdapter as exc:
+        raise ExportError(str(exc)) from None
+    return RunModel(run.run_dir, run.cfg, run.base_path, run.adapter_dir)
 
 
 def held_out(rm: RunModel, tok) -> HeldOut:
@@ -218,5 +213,5 @@ def export_merged(run_dir: Path, verify: bool = True) -> dict[str, Any]:
     if verify:
         entry.update(verify_transformers(rm, out, dtype_name))
     entry["seconds"] = round(time.time() - t0, 1)
-    runs.update_record(run_dir, {"artifacts": {"merged": entry}})
+    runs.update_record(run_dir, lambda rec: rec.artifacts.update({"merged": entry}))
     return entry

@@ -106,10 +106,9 @@ def device_name(place: str) -> str:
     return {"cpu": "CPU", "mps": "Apple GPU (MPS)"}.get(place, place)
 
 
-def devices(doc: dict[str, Any]) -> set[str]:
+def devices(rec: runs.Record) -> set[str]:
     """The devices a run's plan places it on ('cuda:0', 'cpu', ...); a record without a plan: the CPU."""
-    placement = (doc.get("plan") or {}).get("placement") or ["cpu"]
-    return {str(p) for p in placement}
+    return set(rec.plan.placement or ["cpu"])
 
 
 def busy_devices(home_dir: Path) -> dict[str, str]:
@@ -175,15 +174,12 @@ def create(cfg, home_dir: Path, checked: Checked) -> tuple[Path, list[str]]:
 
 def plan_sections(cfg, plan) -> dict[str, dict[str, Any]]:
     """The [plan] and [estimate] a new record starts with (the estimate says why when there is none)."""
-    extra = {"plan": plan.to_record()}
-    if plan.estimate is not None:
-        extra["estimate"] = plan.estimate.to_dict()
-    else:
-        extra["estimate"] = {
-            "source": "none",
-            "note": f"no estimate: {cfg.model.id} is not in the catalog or on this machine",
-        }
-    return extra
+    estimate = (
+        plan.estimate.to_dict()
+        if plan.estimate is not None
+        else {"source": "none", "note": f"no estimate: {cfg.model.id} is not in the catalog or on this machine"}
+    )
+    return {"plan": plan.to_record(), "estimate": estimate}
 
 
 def first_plan(cfg, home_dir: Path, examples, hw=None, busy: Collection[str] = ()):
@@ -220,27 +216,25 @@ def start(run_dir: Path, resume: bool = False) -> int:
             before.unlink(missing_ok=True)
             raise runs.RunError(f"could not resume {run_dir.name}: {not_started_reason(run_dir, exc)}") from None
     args = [str(run_dir)] + (["--resume"] if resume else [])
-    doc = runs.read_record(run_dir)
+    rec = runs.read_record(run_dir)
     # How many processes and how they share the model: the plan's decision (a record from before
     # plans existed has only the request).
-    plan = doc.get("plan") or {}
-    processes = int(plan.get("processes") or doc.get("training", {}).get("processes", 1) or 1)
-    fsdp = plan.get("parallelism") == "fsdp" if plan else bool(doc.get("training", {}).get("fsdp", False))
+    plan, asked = rec.plan, rec.training
+    processes = plan.processes or (asked.get("processes") if isinstance(asked.get("processes"), int) else 1) or 1
+    fsdp = plan.parallelism == "fsdp" if plan.to_dict() else asked.get("fsdp") is True
     if processes > 1:
         from tunewiz.core.training import distributed
 
         cmd = distributed.launch_command(processes, args, fsdp=fsdp)
     else:
         cmd = [sys.executable, "-m", "tunewiz.core.training.trainer", *args]
-    env = trainer_env(os.environ, (plan.get("placement") or ["cpu"]) if processes == 1 else None)
+    env = trainer_env(os.environ, (plan.placement or ["cpu"]) if processes == 1 else None)
     try:
         proc = detach.spawn(cmd, run_dir / runs.LOG, run_dir, env)
     except OSError as exc:
         reason = f"the trainer could not start: {not_started_reason(run_dir, exc)}"
         try:
-            runs.update_record(
-                run_dir, {"run": {"status": "failed", "finished": runs.now_iso(), "failure_reason": reason}}
-            )
+            runs.set_status(run_dir, "failed", failure_reason=reason)
         except OSError:  # the disk is full: put back the record as it was before the resume (a rename)
             try:
                 if not resume:
@@ -254,7 +248,7 @@ def start(run_dir: Path, resume: bool = False) -> int:
         if resume:
             before.unlink(missing_ok=True)
     try:
-        runs.update_record(run_dir, {"run": {"launcher_pid": proc.pid}})
+        runs.update_record(run_dir, lambda rec: rec.run.update({"launcher_pid": proc.pid}))
     except OSError:
         pass  # only a convenience: the trainer records its own pid
     return proc.pid
@@ -348,10 +342,9 @@ def trainer_env(environ: Mapping[str, str], placement: list[str] | None) -> dict
 
 def stop(run_dir: Path, now: bool = False) -> bool:
     """Ask the trainer to stop (SIGTERM: checkpoint, adapter, status stopped). False if not running."""
-    doc = runs.observe(run_dir)
-    run = doc.get("run", {})
-    pid = run.get("pid") or run.get("launcher_pid")
-    if run.get("status") not in runs.ACTIVE or not pid or not runs.trainer_alive(run_dir):
+    run = runs.observe(run_dir).run
+    pid = run.pid or run.launcher_pid
+    if run.status not in runs.ACTIVE or not pid or not runs.trainer_alive(run_dir):
         return False
     try:
         os.kill(int(pid), signal.SIGTERM)
@@ -366,7 +359,7 @@ def stop(run_dir: Path, now: bool = False) -> bool:
 def is_finished(run_dir: Path) -> bool:
     """True once the record is final, or its trainer is gone (read only: see runs.observe)."""
     try:
-        return runs.observe(run_dir).get("run", {}).get("status") in runs.FINAL
+        return runs.observe(run_dir).run.status in runs.FINAL
     except runs.RunError:
         return False
 
@@ -376,7 +369,7 @@ def follow(run_dir: Path, poll: float = 0.5) -> Iterator[dict[str, Any]]:
     return follow_events(run_dir, lambda: is_finished(run_dir), poll=poll)
 
 
-def wait(run_dir: Path, timeout: float | None = None, poll: float = 0.5) -> dict:
+def wait(run_dir: Path, timeout: float | None = None, poll: float = 0.5) -> runs.Record:
     """Block until the run's record is final; returns the record."""
     deadline = None if timeout is None else time.time() + timeout
     while not is_finished(run_dir):

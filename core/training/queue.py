@@ -28,7 +28,6 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from tunewiz.core import detach
 from tunewiz.core.bookkeeping import runs
@@ -54,16 +53,16 @@ def queue_lock(home_dir: Path) -> Iterator[None]:
         yield
 
 
-def waiting(home_dir: Path, this_host: bool = True) -> list[tuple[Path, dict[str, Any]]]:
+def waiting(home_dir: Path, this_host: bool = True) -> list[tuple[Path, runs.Record]]:
     """The waiting runs in queue order, with their records (damaged records are skipped)."""
     out = []
     for run_dir in runs._run_dirs(runs.runs_root(home_dir)):
-        doc, _ = runs.record_problem(run_dir / runs.RECORD)
-        if doc is None or doc.get("run", {}).get("status") != runs.WAITING:
+        rec, _ = runs.record_problem(run_dir / runs.RECORD)
+        if rec is None or rec.run.status != runs.WAITING:
             continue
-        if this_host and not runs.here(doc):
+        if this_host and not runs.here(rec):
             continue
-        out.append((run_dir, doc))
+        out.append((run_dir, rec))
     out.sort(key=lambda item: runs.queue_key(item[1]))
     return out
 
@@ -120,13 +119,13 @@ def submit_many(
     with queue_lock(home_dir):
         last = last_order(home_dir)
         for n, (cfg, c) in enumerate(checked, 1):
-            sections = launcher.plan_sections(cfg, c.plan)
-            for section, values in (extra or {}).items():
-                sections.setdefault(section, {}).update(values)
-            sections.setdefault("run", {}).update(
-                status=runs.WAITING, queue_order=float(int(last) + n), queued_at=runs.now_iso()
-            )
-            made.append(runs.create_run(cfg, home_dir, extra=sections))
+            waiting_run = {
+                "status": runs.WAITING.value,
+                "queue_order": float(int(last) + n),
+                "queued_at": runs.now_iso(),
+            }
+            tables = [launcher.plan_sections(cfg, c.plan), extra or {}, {"run": waiting_run}]
+            made.append(runs.create_run(cfg, home_dir, extra=tables))
         busy = launcher.busy_devices(home_dir)  # the places as queued, before a runner starts the first
         ahead = waiting(home_dir, this_host=False)
     ensure_runner(home_dir)
@@ -155,15 +154,15 @@ class Turn:
     starts: bool
 
 
-def schedule(queue: list[tuple[Path, dict[str, Any]]], busy: dict[str, str], gpus: list) -> list[Turn]:
+def schedule(queue: list[tuple[Path, runs.Record]], busy: dict[str, str], gpus: list) -> list[Turn]:
     """The waiting runs in queue order, each with its turn: a run starts when no run uses its devices
     and no run ahead of it waits for them; a one-GPU run takes any free GPU of `gpus` (this machine's),
     and when every GPU is in use it waits for the first to be free, with the runs behind it."""
     claimed = set(busy)
     out = []
-    for run_dir, doc in queue:
-        need, gpu = launcher.devices(doc), None
-        if one_gpu(doc):
+    for run_dir, rec in queue:
+        need, gpu = launcher.devices(rec), None
+        if one_gpu(rec):
             gpu = free_gpu(need, gpus, claimed)
             need = {gpu} if gpu else need | {f"cuda:{g.index}" for g in gpus}
         out.append(Turn(run_dir, need, gpu, not need & claimed))
@@ -175,17 +174,17 @@ def last_order(home_dir: Path) -> float:
     """The highest queue_order any run was given (0 when none): a new run goes after every one."""
     out = 0.0
     for run_dir in runs._run_dirs(runs.runs_root(home_dir)):
-        doc, _ = runs.record_problem(run_dir / runs.RECORD)
-        if doc is not None and "queue_order" in doc.get("run", {}):
-            out = max(out, runs.queue_key(doc)[0])
+        rec, _ = runs.record_problem(run_dir / runs.RECORD)
+        if rec is not None and rec.run.queue_order is not None:
+            out = max(out, rec.run.queue_order)
     return out
 
 
 # -- changing the queue ----------------------------------------------------------------------------
 
 
-def _require_waiting(doc: dict[str, Any], run_id: str) -> None:
-    status = doc.get("run", {}).get("status")
+def _require_waiting(rec: runs.Record, run_id: str) -> None:
+    status = rec.run.status
     if status != runs.WAITING:
         what = {
             "queued": "starting",
@@ -207,14 +206,14 @@ def move(home_dir: Path, run_dir: Path, place: int) -> int:
         mine = queue.pop([d.name for d in queue].index(run_dir.name))
         place = min(place, len(queue) + 1)
         queue.insert(place - 1, mine)
-        orders = {d.name: runs.queue_key(doc)[0] for d, doc in listed}
+        orders = {d.name: runs.queue_key(rec)[0] for d, rec in listed}
         for n, d in enumerate(queue):
             if orders[d.name] != first + n:
-                runs.update_record(d, {"run": {"queue_order": first + n}})
+                runs.update_record(d, lambda rec, order=first + n: rec.run.update({"queue_order": order}))
     return place
 
 
-def cancel(home_dir: Path, run_dir: Path, why: str = "") -> dict[str, Any]:
+def cancel(home_dir: Path, run_dir: Path, why: str = "") -> runs.Record:
     """Take a waiting run out of the queue: status cancelled, with a reason; its directory stays."""
     run_dir = Path(run_dir)
     reason = why or (
@@ -264,23 +263,24 @@ def start_ready(home_dir: Path) -> list[Path]:
     """Start every waiting run of this machine whose devices are free, in queue order; a run that must
     wait keeps the runs behind it off its devices. Returns the runs started."""
     started = []
-    with queue_lock(home_dir):
+    # The submit lock too: a `tunewiz train` at this moment sees the runs started here as busy (it checks
+    # the busy devices and creates its run under that lock), and the runs started here see its run.
+    with queue_lock(home_dir), runs.locked(runs.runs_root(home_dir) / launcher.SUBMIT_LOCK):
         queue = waiting(home_dir)
         if not queue:
             return []
         busy = launcher.busy_devices(home_dir)
-        gpus = machine_gpus() if any(one_gpu(doc) for _, doc in queue) else []
+        gpus = machine_gpus() if any(one_gpu(rec) for _, rec in queue) else []
         for turn in schedule(queue, busy, gpus):
             if turn.starts and start_one(turn.run_dir, turn.gpu, busy):
                 started.append(turn.run_dir)
     return started
 
 
-def one_gpu(doc: dict[str, Any]) -> bool:
+def one_gpu(rec: runs.Record) -> bool:
     """Whether a run trains in one process on one GPU: such a run may start on any GPU of the machine."""
-    plan = doc.get("plan") or {}
-    placement = plan.get("placement") or []
-    return len(placement) == 1 and str(placement[0]).startswith("cuda") and int(plan.get("processes") or 1) == 1
+    placement = rec.plan.placement or []
+    return len(placement) == 1 and placement[0].startswith("cuda") and (rec.plan.processes or 1) == 1
 
 
 def machine_gpus() -> list:
@@ -321,15 +321,15 @@ def start_one(run_dir: Path, gpu: str | None = None, busy: dict[str, str] | None
     waiting (cancelled, deleted); a run whose trainer cannot be started is failed with the reason, and
     the queue goes on."""
 
-    def begin(doc: dict) -> None:
-        _require_waiting(doc, run_dir.name)
-        doc["run"].update(status="queued", queued_unix=time.time(), queue_started=runs.now_iso())
-        plan = doc.setdefault("plan", {})
-        was = (plan.get("placement") or ["?"])[0]
+    def begin(rec: runs.Record) -> None:
+        _require_waiting(rec, run_dir.name)
+        rec.run.update({"status": "queued", "queued_unix": time.time(), "queue_started": runs.now_iso()})
+        plan = rec.plan
+        was = (plan.placement or ["?"])[0]
         if gpu and gpu != was:
-            plan["placement"] = [gpu]
+            plan.placement = [gpu]
             why = f"; {launcher.device_name(was)} trains {busy[was]}" if busy and was in busy else ""
-            plan.setdefault("reasons", {})["placement"] = f"{gpu}: the queue started it on a free GPU{why}"
+            plan.reasons = {**(plan.reasons or {}), "placement": f"{gpu}: the queue started it on a free GPU{why}"}
 
     try:
         doc = runs.update_record(run_dir, begin)

@@ -19,7 +19,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from tunewiz.core.bookkeeping import runs
+from tunewiz.core.bookkeeping import record, runs
 from tunewiz.core.bookkeeping.events import read_events
 from tunewiz.core.config import RunConfig, TrainingConfig, apply_overrides
 from tunewiz.core.planning import presets
@@ -83,14 +83,13 @@ def submit(base: RunConfig, home_dir: Path, overrides=(), hw=None, warn=None):
 # -- reading a sweep back ---------------------------------------------------------------------------
 
 
-def members(home_dir: Path) -> dict[str, list[tuple[Path, dict[str, Any]]]]:
+def members(home_dir: Path) -> dict[str, list[tuple[Path, runs.Record]]]:
     """Sweep id -> its runs with their records (readable records only)."""
-    out: dict[str, list[tuple[Path, dict[str, Any]]]] = {}
+    out: dict[str, list[tuple[Path, runs.Record]]] = {}
     for run_dir in runs._run_dirs(runs.runs_root(home_dir)):
-        doc, _ = runs.record_problem(run_dir / runs.RECORD)
-        sweep = (doc or {}).get("run", {}).get(KEY)
-        if isinstance(sweep, str) and sweep:
-            out.setdefault(sweep, []).append((run_dir, doc))
+        rec, _ = runs.record_problem(run_dir / runs.RECORD)
+        if rec is not None and rec.run.sweep:
+            out.setdefault(rec.run.sweep, []).append((run_dir, rec))
     return out
 
 
@@ -176,7 +175,7 @@ class Entry:
     status: str
     label: str
     """The status as listings show it ('queued #2', 'running 3/10')."""
-    results: dict[str, Any]
+    results: record.Results
     value: float | None = None
     """The ranking's figure: the headline share (higher is better) or the eval loss (lower)."""
     eval_loss: float | None = None
@@ -218,8 +217,7 @@ def _num(x: Any) -> float | None:
 
 
 def entry(r: runs.RunSummary) -> Entry:
-    res = r.record.get("results", {}) or {}
-    ft = res.get("finetuned") if isinstance(res.get("finetuned"), dict) else {}
+    res = r.record.results
     events, _ = read_events(r.path)
 
     def points(kind: str, key: str) -> list[tuple[int, float]]:
@@ -238,10 +236,10 @@ def entry(r: runs.RunSummary) -> Entry:
         status=r.status,
         label=label,
         results=res,
-        eval_loss=_num(ft.get("eval_loss", res.get("eval_loss"))),
-        train_loss=_num(res.get("train_loss")),
-        time_s=_num(res.get("train_time_s", res.get("wall_time_s"))),
-        peak_mb=_num(res.get("peak_memory_mb")),
+        eval_loss=res.finetuned_eval_loss,
+        train_loss=res.train_loss,
+        time_s=res.train_time_s if res.train_time_s is not None else res.wall_time_s,
+        peak_mb=res.peak_memory_mb,
         train=train,
         evals=evals,
         overfit=overfitting(train, evals),
@@ -262,7 +260,7 @@ def load(home_dir: Path, sweep_id: str) -> Sweep:
     items = [listed[d.name] if d.name in listed else runs.summary_of(d) for d, _ in found]
     entries = [entry(r) for r in items]
     done = [e for e in entries if e.status == "completed"]
-    fts = [e.results.get("finetuned") if isinstance(e.results.get("finetuned"), dict) else {} for e in done]
+    fts = [e.results.finetuned or {} for e in done]
     kinds = {ft.get("kind") for ft in fts}
     heads = {ft.get("headline") for ft in fts}
     basis, kind = "eval_loss", ""
@@ -274,7 +272,7 @@ def load(home_dir: Path, sweep_id: str) -> Sweep:
     def value(e: Entry) -> float | None:
         if basis == "eval_loss":
             return e.eval_loss
-        return _num((e.results.get("finetuned") or {}).get(basis))
+        return _num((e.results.finetuned or {}).get(basis))
 
     for e in done:
         e.value = value(e)
@@ -293,13 +291,13 @@ def load(home_dir: Path, sweep_id: str) -> Sweep:
     if entries and entries[0].status == "completed" and entries[0].value is not None:
         entries[0].best = True
     first = found[0][1]
-    rows = [d.get("data", {}).get("eval_rows") for _, d in found]
+    rows = [rec.data.eval_rows for _, rec in found]
     return Sweep(
         id=sweep_id,
         entries=entries,
         basis=basis,
         kind=kind,
-        data=str(first.get("data", {}).get("path", "")),
-        model=str(first.get("model", {}).get("id", "")),
+        data=first.data.path or "",
+        model=first.model.id or "",
         eval_rows=next((n for n in rows if n), None),
     )

@@ -64,16 +64,17 @@ class Run:
 
     run_dir: Path
     resume: bool
-    doc: dict[str, Any]
+    doc: runs.Record
     """run.toml as read at the start."""
     cfg: RunConfig
     primary: bool
     t_start: float
 
-    def record(self, sections: dict[str, Any]) -> None:
-        """runs.update_record on the primary; nothing on the other ranks."""
+    def record(self, sections: dict[str, Any] | runs.Record) -> None:
+        """Merge {table: {key: value}} (or a record's tables) into the record on the primary; nothing on the
+        other ranks."""
         if self.primary:
-            runs.update_record(self.run_dir, sections)
+            runs.update_record(self.run_dir, lambda rec: rec.merge(sections))
 
     def set_status(self, status: str, **fields: Any) -> None:
         """runs.set_status on the primary; nothing on the other ranks."""
@@ -97,8 +98,8 @@ class Prepared:
     plan: planner.Plan
     total_steps: int
     model_type: str = ""
-    records: dict[str, Any] = field(default_factory=dict)
-    """Sections for run.toml that setup learned (model, data, hardware, versions, plan, estimate)."""
+    records: runs.Record = field(default_factory=runs.Record)
+    """The tables setup learned for run.toml (model, data, hardware, versions, plan), merged into it."""
 
 
 @dataclass
@@ -130,7 +131,7 @@ class Fitted:
 
 @dataclass
 class Serving:
-    """The precision the comparison runs in (core.judging.evaluate.serving_dtype), why, and whether the
+    """The precision the comparison runs in (planner.choose_serving_dtype), why, and whether the
     trained model must make way for the saved adapter loaded afresh."""
 
     dtype: str
@@ -188,7 +189,7 @@ def open_run(run_dir: Path, resume: bool) -> Run:
     """The run's record and its config, validated as at submit."""
     t_start = time.time()
     doc = runs.read_record(run_dir)
-    cfg = RunConfig.from_dict(doc, source=str(run_dir / runs.RECORD)).validate(str(run_dir / runs.RECORD))
+    cfg = doc.request(strict=True, source=str(run_dir / runs.RECORD)).validate(str(run_dir / runs.RECORD))
     return Run(run_dir, resume, doc, cfg, distributed.is_primary(), t_start)
 
 
@@ -199,7 +200,7 @@ def prepare(run: Run, events) -> Prepared:
     # Every rank plans from rank 0's view of the machine: the same inputs give the same plan.
     hw = distributed.from_primary(hardware.detect(run.run_dir) if run.primary else None)
     p = setup(run.cfg, runs.home_of(run.run_dir), events, hw=hw)
-    if run.resume and run.doc.get("data", {}).get("sha256") not in (None, p.records["data"]["sha256"]):
+    if run.resume and run.doc.data.sha256 not in (None, p.records.data.sha256):
         raise RuntimeError(
             f"the data file {run.cfg.data.path} changed since this run started (sha256 differs); "
             "resuming would train on different data. Start a new run instead."
@@ -227,8 +228,8 @@ def compare_only(run: Run, p: Prepared, start: Start, events, stop: StopFlag) ->
     log.info("training had ended at step %d of %d: resuming runs only the comparison", start.step, p.total_steps)
     run.set_status("running", pid=os.getpid())
     events.emit("status", status="running", message="training had ended: only the comparison is left")
-    results = {k: v for k, v in (run.doc.get("results") or {}).items() if k not in ("base", "finetuned")}
-    artifacts = {**(run.doc.get("artifacts") or {}), "adapter": str(run.run_dir / runs.ADAPTER)}
+    results = {k: v for k, v in run.doc.results.to_dict().items() if k not in ("base", "finetuned")}
+    artifacts = {**run.doc.artifacts.to_dict(), "adapter": str(run.run_dir / runs.ADAPTER)}
     compare_and_finish(run, p, events, stop, Outcome(results, artifacts), None, evaluation_model(p, None))
 
 
@@ -308,10 +309,10 @@ def setup(cfg: RunConfig, home_dir: Path, events, hw=None, lint_first: bool = Tr
     events.emit("status", status="preparing", message="resolving the model")
     resolved = models.resolve(cfg.model.id, home_dir)
     tok = load_tokenizer(resolved.path, cfg.model.trust_remote_code)
-    records: dict[str, Any] = {}
+    records = runs.Record()  # the tables setup adds to the run's record
     if lint_first:
         events.emit("status", status="preparing", message="checking the data against the model's template")
-        records["data"] = lint_data(cfg, tok)
+        records.data.update(lint_data(cfg, tok))
 
     events.emit("status", status="preparing", message="loading and rendering the data")
     data = render_data(cfg, tok)
@@ -322,17 +323,19 @@ def setup(cfg: RunConfig, home_dir: Path, events, hw=None, lint_first: bool = Tr
     t = cfg.training
     steps_per_epoch = -(-len(data.train_rows) // plan.effective_batch)
     total_steps = t.max_steps if t.max_steps > 0 else int(steps_per_epoch * t.num_epochs + 0.999)
-    records.update(
-        model={
-            "source": resolved.source,
-            "resolved_path": str(resolved.path),
-            "revision": resolved.revision,
-            "effective_dtype": plan.dtype,
-        },
-        data={**records.get("data", {}), **data.record},
-        hardware={**hw.to_dict(), "processes": distributed.world_size()},
-        versions=library_versions(),
-        plan={**machine_placement(plan.to_record()), "total_steps": total_steps},
+    records.merge(
+        {
+            "model": {
+                "source": resolved.source,
+                "resolved_path": str(resolved.path),
+                "revision": resolved.revision,
+                "effective_dtype": plan.dtype,
+            },
+            "data": data.record,
+            "hardware": {**hw.to_dict(), "processes": distributed.world_size()},
+            "versions": library_versions(),
+            "plan": {**machine_placement(plan.to_record()), "total_steps": total_steps},
+        }
     )
     return Prepared(
         cfg,
@@ -614,12 +617,11 @@ def save(p: Prepared, trainer, model, adapter_dir: Path, primary: bool) -> None:
 
 
 def evaluation_model(p: Prepared, trainer) -> Serving:
-    """The precision the comparison runs in (core.evaluate.serving_dtype), and whether the trained model
+    """The precision the comparison runs in (the planner's serving decision), and whether the trained model
     must make way for the saved adapter loaded afresh: the sharded model runs only with every rank, and
     a CPU run trained in 16 bit answers in float32."""
-    from tunewiz.core.judging import evaluate as evaluation
-
-    dtype, why = evaluation.serving_dtype(p.plan.device, p.plan.dtype)
+    d = planner.choose_serving_dtype(p.plan.device, p.plan.dtype)
+    dtype, why = d.value, f"{d.value}: {d.reason}"
     return Serving(dtype, why, bool(getattr(trainer, "is_fsdp_enabled", False)) or dtype != p.plan.dtype)
 
 
@@ -663,7 +665,7 @@ def compare_and_finish(run: Run, p: Prepared, events, stop: StopFlag, outcome: O
             for key in ("base", "finetuned", "max_new_tokens", "precision"):
                 results.pop(key, None)
         results["wall_time_s"] = round(time.time() - t_start, 1)
-        runs.update_record(run_dir, {"results": results, "artifacts": artifacts})
+        runs.update_record(run_dir, lambda rec: rec.merge({"results": results, "artifacts": artifacts}))
         runs.set_status(run_dir, "completed")
 
     skipped = f"skipped: stopped before the comparison ended; `tunewiz eval {run_dir.name}` runs it"

@@ -79,13 +79,13 @@ def cmd_show(ns) -> int:
     if ns.toml:
         print((run_dir / runs.RECORD).read_text(), end="")
     elif ns.json:
-        print(json.dumps(doc, indent=2, default=str))
+        print(json.dumps(doc.to_dict(), indent=2, default=str))
     else:
         print_record_summary(doc)
         lost = runs.missing_adapter(run_dir, doc)
         if lost:
             print(hang_all([f"  problem: {lost}"]))
-        if doc.get("run", {}).get("status") == runs.WAITING:
+        if doc.run.status == runs.WAITING:
             from tunewiz.core.training import queue
 
             place = queue.place_of(home_dir, run_dir)

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
 
+from tunewiz.core.bookkeeping import runs
 from tunewiz.core.config import RunConfig
 from tunewiz.tui.commands.request import UserError
 from tunewiz.tui.record_text import record_summary_lines
@@ -17,8 +17,8 @@ def warn(line: str) -> None:
     print(f"warning: {line}", file=sys.stderr, flush=True)
 
 
-def print_record_summary(doc: dict[str, Any]) -> None:
-    print("\n".join(record_summary_lines(doc)))
+def print_record_summary(rec: runs.Record) -> None:
+    print("\n".join(record_summary_lines(rec)))
 
 
 def sample_data(name: str = "support_tickets.jsonl") -> Path:

@@ -36,7 +36,7 @@ def follow_run(run_dir: Path, started_here: bool = False) -> int:
     from tunewiz.core.training import launcher
 
     doc, _ = runs.record_problem(run_dir / runs.RECORD)
-    watching = (doc or {}).get("run", {}).get("status") in runs.ACTIVE
+    watching = doc is not None and doc.run.status in runs.ACTIVE
     try:
         for ev in launcher.follow(run_dir):
             line = describe(ev)
@@ -55,7 +55,7 @@ def follow_run(run_dir: Path, started_here: bool = False) -> int:
         sys.stdout.write(notify.terminal_alert(notify.title(doc), notify.summary(doc)))
     print()
     print_record_summary(doc)
-    return 0 if doc["run"]["status"] == "completed" else 1
+    return 0 if doc.run.status == "completed" else 1
 
 
 def cmd_train(ns) -> int:
@@ -196,7 +196,7 @@ def cmd_stop(ns) -> int:
     from tunewiz.core.training import launcher
 
     run_dir = runs.find_run(runs.home(ns.home), ns.run)
-    if runs.read_record(run_dir).get("run", {}).get("status") == runs.WAITING:
+    if runs.read_record(run_dir).run.status == runs.WAITING:
         raise UserError(f"{run_dir.name} is waiting in the queue: `tunewiz queue cancel {run_dir.name}` takes it out")
     if launcher.stop(run_dir, now=ns.now):
         if ns.now:
@@ -210,7 +210,7 @@ def cmd_stop(ns) -> int:
                 "(during the comparison it ends it at the next batch, keeping the adapter)"
             )
         return 0
-    print(f"{run_dir.name} is not running ({runs.observe(run_dir)['run'].get('status')})")
+    print(f"{run_dir.name} is not running ({runs.observe(run_dir).run.status})")
     return 1
 
 
@@ -221,10 +221,10 @@ def cmd_resume(ns) -> int:
     doc = runs.reconcile(run_dir)
     if not runs.here(doc):
         raise UserError(
-            f"{run_dir.name} was made on {doc['run'].get('host')}, not on this machine: resume it there, or "
+            f"{run_dir.name} was made on {doc.run.host}, not on this machine: resume it there, or "
             f"start it here afresh with `tunewiz train --config {run_dir / runs.RECORD}`"
         )
-    status = doc["run"].get("status")
+    status = doc.run.status
     if status not in runs.RESUMABLE:
         raise UserError(f"{run_dir.name} is {status}; only a stopped, crashed or failed run can be resumed")
     missing = repair.unnamed(doc)
@@ -234,7 +234,7 @@ def cmd_resume(ns) -> int:
             f"record may not know them). Add {' and '.join(missing)} to {run_dir / runs.RECORD} by hand (the "
             f"model and the data file the run trained on), then `tunewiz resume {run_dir.name}` again"
         )
-    data_path = Path(str(doc["data"]["path"])).expanduser()
+    data_path = Path(doc.data.path or "").expanduser()
     if data_path.is_absolute() and not data_path.exists():  # records keep absolute paths
         raise UserError(
             f"{run_dir.name} cannot be resumed: its data {data_path} is gone. Put the file back there, or set "
