@@ -91,7 +91,7 @@ def looked_at(home: Path, run_dir: Path, capsys) -> None:
     assert listed.id == run_dir.name
     if listed.status != runs.DAMAGED:
         record_summary_lines(runs.read_record(run_dir))
-    for argv in (["runs"], ["show", run_dir.name], ["show", run_dir.name, "--examples"], ["runs", "--json"]):
+    for argv in (["runs"], ["show", run_dir.name], ["show", run_dir.name, "--examples", "3"], ["runs", "--json"]):
         code = cli.main(["--home", str(home), *argv])
         out = capsys.readouterr()
         assert code in (0, 1, 2), (argv, code)

@@ -348,14 +348,15 @@ def tracking_lines(rec: Record) -> list[str]:
 def record_summary_lines(rec: Record) -> list[str]:
     """A run record (run.toml) as the lines `tunewiz show` prints and the run screen shows."""
     run, res = rec.run, rec.results.to_dict()
-    out = [f"run {run.id}: {run.status}"]
+    out = [f"run {run.id or run.extra.get('id')}: {run.status}"]
     if run.failure_reason:
         out.append(f"  reason: {run.failure_reason}")
     if run.log_tail:
         out.append("  last lines of train.log:\n    " + "\n    ".join(run.log_tail.splitlines()[-8:]))
     m, d, t = rec.model, rec.data, rec.training
     out.append(f"  model   {m.id} ({m.method}, {m.effective_dtype or m.dtype})")
-    out.append(f"  data    {d.path}  train {d.train_rows or '?'} / eval {d.eval_rows or '?'} rows")
+    rows = ["?" if n is None else n for n in (d.train_rows, d.eval_rows)]
+    out.append(f"  data    {d.path}  train {rows[0]} / eval {rows[1]} rows")
     processes = t.get("processes")
     out.append(
         f"  preset  {rec.preset}: rank {t.get('lora_r')}, lr {t.get('learning_rate')}, "

@@ -100,9 +100,7 @@ class TrainScreen(ReportsWorkerErrors, Screen):
         if not msg.events and msg.record == self.record:
             return  # nothing new: no repaint (the trainer shares the CPU with this screen)
         self.record = msg.record or self.record
-        if self.record is None:
-            return
-        run = self.record.run
+        run = (self.record or runs.Record()).run  # none read yet: the events still show, the status is '?'
         was, self.status = self.status, run.status or "?"
         if was != self.status:
             self.refresh_bindings()  # the footer offers what this status allows (check_action)

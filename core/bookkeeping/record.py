@@ -98,6 +98,18 @@ class FailureKind(enum.StrEnum):
     OUT_OF_MEMORY = "out_of_memory"
     DISK_FULL = "disk_full"
 
+    @classmethod
+    def of_reason(cls, reason: str) -> FailureKind:
+        """The kind of failure the trainer's own words for it name (core.training.trainer.classify_failure
+        writes them; records from before failure_kind are migrated with the same rule).
+
+        >>> FailureKind.of_reason("Out of memory. Try ..."), FailureKind.of_reason("Disk full: ...")
+        (<FailureKind.OUT_OF_MEMORY: 'out_of_memory'>, <FailureKind.DISK_FULL: 'disk_full'>)
+        """
+        if reason.startswith("Out of memory") or "Out of memory. Try" in reason:
+            return cls.OUT_OF_MEMORY
+        return cls.DISK_FULL if reason.startswith("Disk full") else cls.NONE
+
 
 # -- typed sections ----------------------------------------------------------------
 
@@ -505,11 +517,9 @@ def _failure_kind_from_words(rec: Record) -> None:
     run = rec.run
     if run.status != Status.FAILED or run.failure_kind is not None:
         return
-    reason = run.failure_reason or ""
-    if reason.startswith("Out of memory") or "Out of memory. Try" in reason:
-        run.failure_kind = FailureKind.OUT_OF_MEMORY.value
-    elif reason.startswith("Disk full"):
-        run.failure_kind = FailureKind.DISK_FULL.value
+    kind = FailureKind.of_reason(run.failure_reason or "")
+    if kind is not FailureKind.NONE:
+        run.failure_kind = kind.value
 
 
 def _created_unix(rec: Record) -> None:

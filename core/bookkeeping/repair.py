@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from tunewiz.core.bookkeeping import checkpoints, runs
+from tunewiz.core.bookkeeping.record import FailureKind
 from tunewiz.core.config import ConfigError
 from tunewiz.core.toml import tomllib, write_toml_atomic
 
@@ -180,6 +181,7 @@ def _from_events(run_dir: Path, rec: runs.Record, done: list[str], sources: list
         run.finished = runs.iso_time(d["status_t"])
     if status == "failed" and last.get("reason"):
         run.failure_reason = str(last["reason"])
+        run.failure_kind = FailureKind.of_reason(run.failure_reason).value
     if status == "stopped" and last.get("step") is not None:
         run.update({"stopped_at_step": last["step"]})
     if d.get("last_step") is not None:

@@ -44,6 +44,7 @@ from typing import Any, NamedTuple
 from tunewiz.core import __version__
 from tunewiz.core.bookkeeping import checkpoints, runs
 from tunewiz.core.bookkeeping.events import EventWriter
+from tunewiz.core.bookkeeping.record import FailureKind
 from tunewiz.core.config import RunConfig
 from tunewiz.core.planning import planner
 from tunewiz.core.training import distributed, launcher
@@ -857,7 +858,7 @@ def main(argv: list[str] | None = None) -> int:
             log.error("failed: %s", reason)
             if reason.startswith("Disk full"):
                 checkpoints.release_reserve(run_dir)  # the record is small: this makes room for it
-            kind = runs.failure_kind({"status": "failed", "failure_reason": reason})  # the one reader of the words
+            kind = FailureKind.of_reason(reason).value  # the one reader of the words
             try:
                 runs.set_status(run_dir, "failed", failure_reason=reason, failure_kind=kind)
                 events.emit("status", status="failed", reason=reason)

@@ -221,7 +221,8 @@ def cmd_resume(ns) -> int:
     doc = runs.reconcile(run_dir)
     if not runs.here(doc):
         raise UserError(
-            f"{run_dir.name} was made on {doc.run.host}, not on this machine: resume it there, or "
+            f"{run_dir.name} was made on {doc.run.extra.get('host', doc.run.host)}, not on this machine: resume it "
+            "there, or "
             f"start it here afresh with `tunewiz train --config {run_dir / runs.RECORD}`"
         )
     status = doc.run.status
