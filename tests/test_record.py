@@ -155,3 +155,15 @@ def test_no_module_but_the_records_owner_looks_up_a_table_by_name():
                 continue
             found += [f"{rel}: {line}" for line in raw_lookups(path.read_text(encoding="utf-8"))]
     assert not found, "use the typed record (core.bookkeeping.record):\n  " + "\n  ".join(found)
+
+
+def test_a_non_finite_held_out_loss_is_shown_as_what_it_is(tmp_path):
+    """A NaN held-out loss (issue 24) reads `nan` in `show` and in the listing, never '-' or a number."""
+    home = home_with(tmp_path, "v0-2026-11-23-completed.toml")
+    (run_dir,) = (home / "runs").iterdir()
+    runs.update_record(run_dir, lambda r: r.results.update({"eval_loss": float("nan")}))
+    rec = runs.read_record(run_dir)
+    line = next(x for x in record_summary_lines(rec) if x.strip().startswith("result"))
+    assert "eval loss nan" in line
+    (summary,) = runs.list_runs(home)
+    assert f"{summary.eval_loss:.3f}" == "nan"

@@ -116,6 +116,10 @@ class FailureKind(enum.StrEnum):
 S = TypeVar("S", bound="Section")
 
 
+NON_FINITE = ("nan", "inf", "-inf")
+"""How core.toml writes a float that is not finite: read back into a float field as that float."""
+
+
 def _fits(value: Any, hint: Any) -> bool:
     """Whether a TOML value is of the type a field declares (`X | None`, list[str], dict, ...)."""
     if value is None:
@@ -165,6 +169,8 @@ class Section:
         known = self._types()
         for key, value in values.items():
             key = str(key)
+            if key in known and value in NON_FINITE and _fits(1.0, known[key]) and not _fits(value, known[key]):
+                value = float(value)  # written as text (core.toml: TOML readers disagree on nan)
             if key in known and _fits(value, known[key]):
                 setattr(self, key, _plain(value))
                 self.extra.pop(key, None)
