@@ -236,6 +236,8 @@ class StepsAndCheckpoints:
         if distributed.is_primary():
             checkpoints.check_room(self.checkpoints_dir, step, self.first_checkpoint_bytes)
         super()._save_checkpoint(model, trial)
+        if self.watch is not None:
+            self.watch.check()  # removed during the save: what the save wrote is taken back
         if distributed.is_primary():
             ckpt = self.checkpoints_dir / f"{checkpoints.PREFIX}{step}"
             checkpoints.mark_complete(ckpt, step)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 from collections.abc import Callable
 from pathlib import Path
@@ -67,4 +68,15 @@ class RunWatch:
 
     def check(self) -> None:
         if self.gone():
+            self.take_back()
             raise RunRemoved(f"{self.run_dir} was removed while training: stopping, writing nothing")
+
+    def take_back(self) -> None:
+        """Remove a directory a write in flight made again at the removed run's path (a checkpoint being
+        saved while the run was deleted): what is there now was written by this trainer after the removal."""
+        try:
+            again = os.stat(self.run_dir).st_ino != self.ino
+        except OSError:
+            return
+        if again:
+            shutil.rmtree(self.run_dir, ignore_errors=True)
