@@ -38,7 +38,7 @@ def train(home: Path, steps: int) -> Path:
     cfg.evaluation.enabled = False  # the exports run their own comparison
     t0 = time.time()
     run_dir = commands.launch(cfg.validate(), home)
-    doc = launcher.wait(run_dir, timeout=24 * 3600)
+    doc = launcher.wait(run_dir, timeout=24 * 3600).to_dict()
     if doc["run"]["status"] != "completed":
         sys.exit(f"training {doc['run']['status']}: see {run_dir / runs.LOG}")
     print(f"trained {run_dir.name}: {steps} steps in {time.time() - t0:.0f} s, loss {doc['results'].get('train_loss')}")

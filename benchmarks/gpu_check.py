@@ -347,7 +347,7 @@ def run_case(case: Case, model_dir: Path, data_path: Path, home: Path, steps: in
             time.sleep(0.5)
     _reaped(pid, block=not out.get("timed_out"))
     out["wall_s"] = round(time.monotonic() - t0, 1)
-    doc = runs.read_record(run_dir)
+    doc = runs.read_record(run_dir).to_dict()  # the record as data: its tables as written
     out["status"] = "timed out" if out.get("timed_out") else doc["run"]["status"]
     for section in ("plan", "estimate", "results", "hardware", "versions"):
         out[section] = doc.get(section, {})

@@ -222,7 +222,7 @@ def test_a_queue_of_three_survives_the_terminal_and_runs_one_at_a_time(home, tin
 
     dirs = named()
     wait_for(lambda: all(launcher.is_finished(d) for d in dirs.values()), timeout=HANG_S, poll=2)
-    docs = {name: runs.read_record(d) for name, d in dirs.items()}
+    docs = {name: runs.read_record(d).to_dict() for name, d in dirs.items()}
     for name, doc in docs.items():
         assert doc["run"]["status"] == "completed", (name, (dirs[name] / runs.LOG).read_text()[-2000:])
     # in order, one at a time: each run's first event comes after the previous run's last

@@ -5,10 +5,10 @@ repair each give a clean answer (the run listed, perhaps as damaged, and what to
 from __future__ import annotations
 
 import json
-import shutil
 import tempfile
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tunewiz.core.bookkeeping import checkpoints, repair, runs
@@ -99,16 +99,26 @@ def looked_at(home: Path, run_dir: Path, capsys) -> None:
     repair.rebuild_record(run_dir)
 
 
-@settings(
-    max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
-)
+@pytest.mark.parametrize("name", FILES)
+@pytest.mark.parametrize("kind", DAMAGE)
+def test_any_damage_to_any_file_of_a_run_gives_a_clean_answer(name, kind, capsys):
+    """Every file, every kind of damage (deterministic: the same 81 cases in every run), cut or flipped
+    in the middle."""
+    check_damage(name, kind, 0.5, b'\x00\xff{["', capsys)
+
+
+@settings(max_examples=40, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     name=st.sampled_from(FILES),
-    kind=st.sampled_from(DAMAGE),
+    kind=st.sampled_from(["truncate", "flip", "garbage", "not-utf8"]),
     at=st.floats(0.0, 1.0),
     data=st.binary(min_size=1, max_size=64),
 )
-def test_any_damage_to_any_file_of_a_run_gives_a_clean_answer(name, kind, at, data, capsys):
+def test_random_bytes_at_random_places_give_a_clean_answer(name, kind, at, data, capsys):
+    check_damage(name, kind, at, data, capsys)
+
+
+def check_damage(name: str, kind: str, at: float, data: bytes, capsys) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp) / "home"
         run_dir = make_run(home)
@@ -120,4 +130,3 @@ def test_any_damage_to_any_file_of_a_run_gives_a_clean_answer(name, kind, at, da
         (listed,) = runs.list_runs(home)
         if name == "run.toml" and kind not in ("directory", "dangling-link"):
             assert listed.status != runs.DAMAGED, listed.problem  # repair gave it a record that reads
-        shutil.rmtree(home, ignore_errors=True)

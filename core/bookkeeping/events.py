@@ -62,7 +62,7 @@ def read_jsonl(path: Path, offset: int = 0) -> tuple[list[dict[str, Any]], int]:
         with open(path, "rb") as fh:
             fh.seek(offset)
             data = fh.read()
-    except FileNotFoundError:
+    except OSError:  # missing, or not a file (a directory, a dangling link): no events to read
         return [], offset
     end = data.rfind(b"\n")
     if end < 0:
